@@ -1,0 +1,79 @@
+"""LIMEN: a lightweight web UI for libvirt/KVM."""
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from flask import Flask
+from sqlalchemy import event, select
+from sqlalchemy.engine import Engine
+
+from . import changes, config, services
+from .extensions import csrf, db, login_manager, sock
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    app = Flask(__name__, instance_path=(test_config or {}).get("INSTANCE_PATH"),
+                instance_relative_config=True, template_folder=str(ROOT / "templates"),
+                static_folder=str(ROOT / "static"))
+    config.load(app, test_config)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    db.init_app(app)
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    sock.init_app(app)
+    services.init_app(app)
+
+    from .models import VM, Operation, User
+
+    changes.watch(VM, Operation)
+
+    @login_manager.user_loader
+    def load_user(user_id: str):
+        user = db.session.get(User, int(user_id))
+        return user if user is not None and user.is_active else None
+
+    from . import cli, views
+
+    views.register(app)
+    cli.register(app)
+
+    with app.app_context():
+        db.create_all()
+        if app.config["INITIAL_ADMIN"]:
+            _initial_admin(app)
+    return app
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    """WAL lets the page read while a background operation writes."""
+    if type(dbapi_conn).__module__.startswith("sqlite3"):
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+
+def _initial_admin(app: Flask) -> None:
+    """On first start, with no user at all, create "admin" with a random password, written
+    to instance/initial-admin-password (0600) and printed once."""
+    from .models import User
+
+    if db.session.scalar(select(User.id).limit(1)) is not None:
+        return
+    password = secrets.token_urlsafe(16)
+    admin = User(username="admin", role="admin")
+    admin.set_password(password)
+    db.session.add(admin)
+    db.session.commit()
+    path = Path(app.instance_path) / "initial-admin-password"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    print(f"LIMEN: created user 'admin' with password {password} "
+          f"(also in {path}); change it after signing in.", flush=True)

@@ -1,0 +1,67 @@
+"""Configuration: defaults here, then ``instance/config.py``, then ``LIMEN_*`` environment
+variables, then the ``test_config`` handed to ``create_app``; each later source wins.
+
+Environment values are parsed as JSON where they parse (``LIMEN_WORKERS=8`` is an int) and
+kept as strings otherwise, which is what ``Flask.config.from_prefixed_env`` does.
+"""
+import os
+import secrets
+from pathlib import Path
+
+
+class Config:
+    # Where gunicorn listens; read by gunicorn.conf.py from the environment.
+    BIND = "127.0.0.1:8080"
+    # qemu:///system for a real host; test:///default gives a demo with no hypervisor.
+    LIBVIRT_URI = "qemu:///system"
+    # None: SQLite in the instance folder (filled in by load()).
+    DATABASE_URL = None
+    # The libvirt storage pool for VM disks; LIMEN defines a directory pool there if missing.
+    STORAGE_POOL = "limen"
+    STORAGE_DIR = "/var/lib/limen/images"
+    # Network of new VMs: a libvirt network name, "user" (user-mode, no bridge needed) or "none".
+    NETWORK = "user"
+    # Background operations run on this many threads.
+    WORKERS = 4
+    # Deadlines, in seconds.
+    START_TIMEOUT = 30
+    SHUTDOWN_TIMEOUT = 120
+    # Full resync of runtime state against libvirt, in seconds (events do the rest).
+    RESYNC_INTERVAL = 30
+    # How often an open VM table asks whether anything changed, in seconds.
+    POLL_INTERVAL = 2
+    # Create an "admin" user with a random password when there is no user at all.
+    INITIAL_ADMIN = True
+
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session
+    SQLALCHEMY_ENGINE_OPTIONS = {"connect_args": {"timeout": 30}}
+
+
+def load(app, test_config: dict | None) -> None:
+    app.config.from_object(Config)
+    app.config.from_pyfile("config.py", silent=True)
+    app.config.from_prefixed_env("LIMEN")
+    if test_config:
+        app.config.update(test_config)
+
+    instance = Path(app.instance_path)
+    instance.mkdir(parents=True, exist_ok=True)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = _secret_key(instance / "secret_key")
+    if not app.config.get("DATABASE_URL"):
+        app.config["DATABASE_URL"] = f"sqlite:///{instance / 'limen.sqlite'}"
+    app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
+
+
+def _secret_key(path: Path) -> str:
+    """Read the secret key, generating it (mode 0600) on first start."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        key = secrets.token_hex(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key)
+        return key

@@ -1,0 +1,113 @@
+"""LIMEN's errors: a stable UPPER_SNAKE code, a sentence for a person, an HTTP status and a
+WebSocket close code.
+
+The same code reaches the HTML page, the JSON API and the logs, so a person who reports
+"VM_START_FAILED" and an operator reading the log talk about the same thing.
+"""
+
+
+class LimenError(Exception):
+    code = "INTERNAL_ERROR"
+    status = 500
+    ws_close = 4500
+    sentence = "Something went wrong inside LIMEN. The details are in the server log."
+
+    def __init__(self, message: str | None = None, **details):
+        self.message = message or self.sentence
+        self.details = details
+        super().__init__(self.message)
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class ValidationFailed(LimenError):
+    """Bad input. ``fields`` maps a form field to what is wrong with it."""
+
+    code = "VALIDATION_FAILED"
+    status = 422
+    sentence = "Some fields need attention."
+
+    def __init__(self, fields: dict[str, str]):
+        super().__init__(self.sentence, fields=fields)
+        self.fields = fields
+
+
+class NotAllowed(LimenError):
+    code = "NOT_ALLOWED"
+    status = 403
+    ws_close = 4403
+    sentence = "You are not allowed to do that."
+
+
+class VMNotFound(LimenError):
+    code = "VM_NOT_FOUND"
+    status = 404
+    ws_close = 4404
+    sentence = "There is no such VM. It may have been deleted."
+
+
+class VMBusy(LimenError):
+    code = "VM_BUSY"
+    status = 409
+    ws_close = 4409
+    sentence = "Another action on this VM is still in progress; wait for it to finish."
+
+
+class InvalidState(LimenError):
+    code = "VM_STATE_CONFLICT"
+    status = 409
+    ws_close = 4409
+    sentence = "The VM's current state does not allow that action."
+
+
+class VMStartFailed(LimenError):
+    code = "VM_START_FAILED"
+    status = 409
+    ws_close = 4409
+    sentence = "The hypervisor could not start the VM."
+
+
+class VMNotRunning(LimenError):
+    code = "VM_NOT_RUNNING"
+    status = 409
+    ws_close = 4410
+    sentence = "The VM did not reach the running state in time."
+
+
+class ShutdownTimeout(LimenError):
+    code = "SHUTDOWN_TIMEOUT"
+    status = 409
+    sentence = ("The guest did not power off after the ACPI request. It may have no operating "
+                "system or ignore ACPI; use Force off.")
+
+
+class StorageFailed(LimenError):
+    code = "STORAGE_FAILED"
+    status = 502
+    sentence = "The storage pool refused the operation."
+
+
+class HypervisorError(LimenError):
+    """libvirt answered with an error that has no more specific code; its message is kept."""
+
+    code = "HYPERVISOR_ERROR"
+    status = 502
+    ws_close = 4502
+    sentence = "The hypervisor refused the request."
+
+
+class HypervisorUnavailable(LimenError):
+    code = "HYPERVISOR_UNAVAILABLE"
+    status = 503
+    ws_close = 4503
+    sentence = "LIMEN cannot reach the hypervisor (libvirtd). It retries on its own."
+
+
+class OperationInterrupted(LimenError):
+    code = "OPERATION_INTERRUPTED"
+    status = 500
+    sentence = "LIMEN stopped while this operation was running."

@@ -1,0 +1,24 @@
+"""Flask extensions, created unbound and initialised in ``create_app``."""
+from flask import current_app
+from flask_login import LoginManager
+from flask_sock import Sock
+from flask_sqlalchemy import SQLAlchemy
+from flask_wtf import CSRFProtect
+from sqlalchemy.orm import DeclarativeBase
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+db = SQLAlchemy(model_class=Base)
+sock = Sock()
+csrf = CSRFProtect()
+login_manager = LoginManager()
+login_manager.login_view = "auth.login"
+login_manager.login_message = None
+
+
+def services():
+    """The running app's LIMEN services (hypervisor, operation runner, state sync, changes)."""
+    return current_app.extensions["limen"]

@@ -1,0 +1,238 @@
+"""The only package that imports libvirt. Everything above it speaks in UUIDs, plain values
+and the project's own exceptions (limen.errors); libvirtError never leaves this package."""
+import functools
+import time
+from dataclasses import dataclass
+
+import libvirt
+
+from ..errors import HypervisorError, LimenError, VMNotFound, VMStartFailed, InvalidState
+from . import domain_xml, storage
+from .connection import Connection, translate
+from .domain_xml import DomainSpec
+
+__all__ = ["Hypervisor", "DomainState", "DomainSpec", "HostLimits"]
+
+_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "running",  # running, waiting on a resource
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutting-down",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
+}
+# Reasons worth showing beside a state ("shut off (crashed)"); the rest say nothing new.
+_REASONS = {
+    libvirt.VIR_DOMAIN_SHUTOFF: {
+        libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: "shut down",
+        libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "forced off",
+        libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
+        libvirt.VIR_DOMAIN_SHUTOFF_SAVED: "saved",
+        libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "failed to start",
+        libvirt.VIR_DOMAIN_SHUTOFF_DAEMON: "stopped by libvirtd",
+    },
+    libvirt.VIR_DOMAIN_PAUSED: {
+        libvirt.VIR_DOMAIN_PAUSED_USER: "paused by a user",
+        libvirt.VIR_DOMAIN_PAUSED_IOERROR: "I/O error",
+        libvirt.VIR_DOMAIN_PAUSED_WATCHDOG: "watchdog",
+        libvirt.VIR_DOMAIN_PAUSED_CRASHED: "guest crashed",
+        libvirt.VIR_DOMAIN_PAUSED_STARTING_UP: "starting up",
+        libvirt.VIR_DOMAIN_PAUSED_SHUTTING_DOWN: "shutting down",
+    },
+    libvirt.VIR_DOMAIN_RUNNING: {
+        libvirt.VIR_DOMAIN_RUNNING_CRASHED: "guest crashed",
+        libvirt.VIR_DOMAIN_RUNNING_WAKEUP: "woken up",
+    },
+    libvirt.VIR_DOMAIN_CRASHED: {libvirt.VIR_DOMAIN_CRASHED_PANICKED: "guest panicked"},
+}
+ACTIVE_STATES = frozenset({"running", "paused", "shutting-down", "crashed", "suspended"})
+
+
+@dataclass(frozen=True)
+class DomainState:
+    state: str
+    reason: str | None = None
+
+    @classmethod
+    def from_libvirt(cls, state: int, reason: int) -> "DomainState":
+        return cls(_STATES.get(state, "nostate"), _REASONS.get(state, {}).get(reason))
+
+
+@dataclass(frozen=True)
+class HostLimits:
+    cpus: int
+    memory_mib: int
+
+
+def _libvirt_errors(method):
+    """Raise the project's errors instead of libvirtError."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except libvirt.libvirtError as e:
+            raise translate(e) from None
+
+    return wrapper
+
+
+class Hypervisor:
+    def __init__(self, uri: str, pool: str, pool_dir: str, network: str, on_domain_event=None):
+        self.uri = uri
+        self.pool_name = pool
+        self.pool_dir = pool_dir
+        self.network = network
+        self.connection = Connection(uri, on_domain_event or (lambda uuid: None))
+        self._guest: tuple[str, str] | None = None
+
+    def close(self) -> None:
+        self.connection.close()
+
+    @property
+    def _conn(self) -> libvirt.virConnect:
+        return self.connection.get()
+
+    def _dom(self, uuid: str) -> libvirt.virDomain:
+        return self._conn.lookupByUUIDString(uuid)
+
+    # -- host ------------------------------------------------------------------------------
+    @_libvirt_errors
+    def host_limits(self) -> HostLimits:
+        _model, memory_mib, cpus, *_ = self._conn.getInfo()
+        return HostLimits(cpus=cpus, memory_mib=memory_mib)
+
+    @_libvirt_errors
+    def guest_choice(self) -> tuple[str, str]:
+        """(domain type, arch) for new VMs, decided once per process from capabilities."""
+        if self._guest is None:
+            self._guest = domain_xml.guest_choice(self._conn.getCapabilities())
+        return self._guest
+
+    # -- storage ---------------------------------------------------------------------------
+    def _pool(self) -> libvirt.virStoragePool:
+        return storage.ensure_pool(self._conn, self.pool_name, self.pool_dir)
+
+    @_libvirt_errors
+    def pool_free_bytes(self) -> int:
+        return storage.free_bytes(self._pool())
+
+    @_libvirt_errors
+    def create_volume(self, name: str, gib: int) -> None:
+        storage.create_volume(self._pool(), name, gib)
+
+    @_libvirt_errors
+    def delete_volume(self, name: str) -> bool:
+        return storage.delete_volume(self._pool(), name)
+
+    @_libvirt_errors
+    def volume_names(self) -> set[str]:
+        return storage.volume_names(self._pool())
+
+    # -- domains ---------------------------------------------------------------------------
+    @_libvirt_errors
+    def name_in_use(self, name: str) -> bool:
+        try:
+            self._conn.lookupByName(name)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return False
+            raise
+        return True
+
+    @_libvirt_errors
+    def define(self, *, uuid: str, name: str, vcpus: int, memory_mib: int, volume: str) -> None:
+        domain_type, arch = self.guest_choice()
+        spec = DomainSpec(name=name, uuid=uuid, vcpus=vcpus, memory_mib=memory_mib,
+                          domain_type=domain_type, arch=arch, pool=self.pool_name,
+                          volume=volume, network=self.network)
+        self._conn.defineXML(domain_xml.build(spec))
+
+    @_libvirt_errors
+    def start(self, uuid: str) -> None:
+        dom = self._dom(uuid)
+        try:
+            dom.create()
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID and dom.isActive():
+                return  # already running: the goal is reached
+            raise VMStartFailed(e.get_error_message()) from None
+
+    @_libvirt_errors
+    def shutdown(self, uuid: str) -> None:
+        """Ask the guest to power off (ACPI power button, or its agent if it has one)."""
+        self._dom(uuid).shutdown()
+
+    @_libvirt_errors
+    def reboot(self, uuid: str) -> None:
+        self._dom(uuid).reboot(0)
+
+    @_libvirt_errors
+    def destroy(self, uuid: str) -> None:
+        """Power off at once; a domain that is not running is left as it is."""
+        dom = self._dom(uuid)
+        if dom.isActive():
+            try:
+                dom.destroy()
+            except libvirt.libvirtError as e:
+                if e.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+                    raise
+
+    @_libvirt_errors
+    def undefine(self, uuid: str) -> bool:
+        """Remove the domain's definition; False when there was none."""
+        try:
+            dom = self._dom(uuid)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return False
+            raise
+        dom.undefine()
+        return True
+
+    @_libvirt_errors
+    def disk_volumes(self, uuid: str) -> list[tuple[str, str]]:
+        return domain_xml.disk_volumes(self._dom(uuid).XMLDesc(0))
+
+    @_libvirt_errors
+    def state(self, uuid: str) -> DomainState | None:
+        """The domain's state, or None when libvirt has no such domain."""
+        try:
+            state, reason = self._dom(uuid).state()
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+        return DomainState.from_libvirt(state, reason)
+
+    @_libvirt_errors
+    def all_states(self) -> dict[str, DomainState]:
+        """Every domain's state, in one call."""
+        stats = self._conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)
+        return {dom.UUIDString(): DomainState.from_libvirt(s["state.state"], s["state.reason"])
+                for dom, s in stats}
+
+    def wait_for_state(self, uuid: str, wanted: set[str], timeout: float,
+                       error: type[LimenError]) -> DomainState:
+        """Return once the domain is in one of ``wanted``; raise ``error`` at the deadline.
+
+        Woken by lifecycle events; it also looks again every half second, so a lost event
+        costs at most that much."""
+        deadline = time.monotonic() + timeout
+        conn = self.connection
+        while True:
+            seen = conn.events
+            current = self.state(uuid)
+            if current is None:
+                raise VMNotFound("the domain vanished while LIMEN waited for it")
+            if current.state in wanted:
+                return current
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise error(f"still {current.state} after {timeout:g} s "
+                            f"(waited for {' or '.join(sorted(wanted))})")
+            with conn.changed:
+                if conn.events == seen:
+                    conn.changed.wait(min(remaining, 0.5))

@@ -1,0 +1,136 @@
+"""One long-lived libvirt connection per URI, with libvirt's event loop running in a thread.
+
+libvirt needs its default event implementation registered before the first connection is
+opened, and something has to run that loop: one daemon thread per process does it. Lifecycle
+events only wake waiters and hand the domain's UUID to a callback; no libvirt call is made from
+the event thread.
+"""
+import logging
+import threading
+
+import libvirt
+
+from ..errors import HypervisorError, HypervisorUnavailable, InvalidState, LimenError, VMNotFound
+
+log = logging.getLogger(__name__)
+
+_loop_lock = threading.Lock()
+_loop_thread: threading.Thread | None = None
+
+
+def _ignore_libvirt_errors(_ctx, _err) -> None:
+    """libvirt prints every error on stderr by default; LIMEN reports them itself."""
+
+
+libvirt.registerErrorHandler(_ignore_libvirt_errors, None)
+
+
+def ensure_event_loop() -> None:
+    global _loop_thread
+    with _loop_lock:
+        if _loop_thread is not None:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        _loop_thread = threading.Thread(target=run, name="libvirt-events", daemon=True)
+        _loop_thread.start()
+
+
+_UNREACHABLE_CODES = {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN}
+_UNREACHABLE_DOMAINS = {libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE}
+
+
+def translate(e: libvirt.libvirtError) -> LimenError:
+    """Turn a libvirtError into the project's own error, keeping libvirt's message."""
+    code, domain, msg = e.get_error_code(), e.get_error_domain(), e.get_error_message() or str(e)
+    if code == libvirt.VIR_ERR_NO_DOMAIN:
+        return VMNotFound(msg)
+    if code in _UNREACHABLE_CODES or domain in _UNREACHABLE_DOMAINS:
+        return HypervisorUnavailable(f"libvirt connection lost: {msg}")
+    if code == libvirt.VIR_ERR_OPERATION_INVALID:
+        return InvalidState(msg)
+    return HypervisorError(msg)
+
+
+class Connection:
+    """A lazily (re)opened connection. ``get()`` returns a live one or raises
+    HypervisorUnavailable; ``generation`` grows at every (re)connect so that state can be
+    resynchronised after a gap in events."""
+
+    def __init__(self, uri: str, on_domain_event):
+        self.uri = uri
+        self.generation = 0
+        self.changed = threading.Condition()  # notified on every lifecycle event
+        self.events = 0  # counts them, under ``changed``
+        self._on_domain_event = on_domain_event
+        self._lock = threading.Lock()
+        self._conn: libvirt.virConnect | None = None
+        self._closed_by_peer = False
+        self._callback_id: int | None = None
+
+    def get(self) -> libvirt.virConnect:
+        conn = self._conn
+        if conn is not None and not self._closed_by_peer:
+            return conn
+        with self._lock:
+            if self._conn is not None and not self._closed_by_peer:
+                return self._conn
+            self._drop()
+            ensure_event_loop()
+            try:
+                conn = libvirt.open(self.uri)
+            except libvirt.libvirtError as e:
+                raise HypervisorUnavailable(
+                    f"cannot connect to {self.uri}: {e.get_error_message()}") from None
+            try:
+                conn.setKeepAlive(5, 3)
+            except libvirt.libvirtError:
+                pass  # local drivers (test://) have no keepalive
+            try:
+                conn.registerCloseCallback(self._on_close, None)
+            except libvirt.libvirtError:
+                pass
+            self._callback_id = conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None)
+            self._conn, self._closed_by_peer = conn, False
+            self.generation += 1
+            log.info("connected to %s", self.uri)
+            return conn
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if self._callback_id is not None:
+                conn.domainEventDeregisterAny(self._callback_id)
+            conn.unregisterCloseCallback()
+        except libvirt.libvirtError:
+            pass
+        self._callback_id = None
+        try:
+            conn.close()
+        except libvirt.libvirtError:
+            pass
+
+    def _on_close(self, _conn, reason, _opaque) -> None:
+        log.warning("libvirt closed the connection to %s (reason %s)", self.uri, reason)
+        self._closed_by_peer = True
+        self._notify(None)
+
+    def _on_lifecycle(self, _conn, dom, _event, _detail, _opaque) -> None:
+        self._notify(dom.UUIDString())
+
+    def _notify(self, uuid: str | None) -> None:
+        with self.changed:
+            self.events += 1
+            self.changed.notify_all()
+        self._on_domain_event(uuid)

@@ -1,0 +1,83 @@
+"""Typed SQLAlchemy models.
+
+libvirt is the source of truth for a VM's runtime state; a VM row keeps ownership, the spec it
+was created with, and the last state LIMEN saw (``state``, ``state_reason``, ``state_seen_at``).
+While an Operation owns the VM (``creating``, ``deleting``) that operation sets the state.
+"""
+from datetime import datetime, timezone
+
+from flask_login import UserMixin
+from sqlalchemy import JSON, ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .extensions import db
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class User(UserMixin, db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16), default="user")  # "admin" | "user"
+    disabled: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)  # scrypt
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def is_active(self) -> bool:
+        return not self.disabled
+
+
+# States LIMEN sets itself; all others are libvirt's, as named by limen.hypervisor.
+CREATING, DELETING, ERROR, MISSING = "creating", "deleting", "error", "missing"
+
+
+class VM(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    owner: Mapped[User] = relationship()
+    vcpus: Mapped[int]
+    memory_mib: Mapped[int]
+    disk_gib: Mapped[int]
+    state: Mapped[str] = mapped_column(String(16), default=CREATING)
+    state_reason: Mapped[str | None] = mapped_column(String(512))
+    state_seen_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Operation(db.Model):
+    """A piece of background work on one VM, persisted so that its progress and its end are
+    visible to every page and survive the request that started it."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # create, start, shutdown, force-off, reboot, delete
+    vm_uuid: Mapped[str] = mapped_column(String(36), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending running done failed
+    step: Mapped[str | None] = mapped_column(String(128))
+    steps: Mapped[list] = mapped_column(JSON, default=list)  # [{"step": ..., "at": iso}, ...]
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+    ACTIVE = ("pending", "running")
+
+    @property
+    def active(self) -> bool:
+        return self.state in self.ACTIVE

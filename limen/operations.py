@@ -1,0 +1,124 @@
+"""Background work as persisted Operation rows, run by a small thread pool.
+
+A request writes the Operation and submits its id; the answer goes back at once. A handler
+runs the steps, names each one (``ctx.step``) so every page can show where it is, and registers
+how to undo what it has done (``ctx.undo``): on failure the undo steps run newest first, so a
+failed create leaves no domain and no volume behind.
+"""
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+from sqlalchemy import select
+
+from .errors import LimenError, OperationInterrupted
+from .extensions import db
+from .models import Operation, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Handler:
+    run: Callable[["OpContext"], None]
+    on_failure: Callable[["OpContext", LimenError], None] | None = None
+
+
+HANDLERS: dict[str, Handler] = {}
+
+
+def handler(kind: str, on_failure=None):
+    """Register the function that carries out Operations of ``kind``."""
+
+    def register(fn):
+        HANDLERS[kind] = Handler(fn, on_failure)
+        return fn
+
+    return register
+
+
+class OpContext:
+    def __init__(self, op: Operation):
+        self.op = op
+        self._undo: list[tuple[str, Callable[[], object]]] = []
+
+    @property
+    def vm_uuid(self) -> str:
+        return self.op.vm_uuid
+
+    def step(self, text: str) -> None:
+        log.info("op %s %s vm %s: %s", self.op.id, self.op.kind, self.op.vm_uuid, text)
+        self.op.step = text
+        self.op.steps = [*self.op.steps, {"step": text, "at": utcnow().isoformat()}]
+        db.session.commit()
+
+    def undo(self, description: str, fn: Callable[[], object]) -> None:
+        self._undo.append((description, fn))
+
+    def roll_back(self) -> None:
+        while self._undo:
+            description, fn = self._undo.pop()
+            try:
+                self.step(f"Undo: {description}")
+                fn()
+            except Exception:
+                log.exception("op %s vm %s: undo %r failed", self.op.id, self.op.vm_uuid, description)
+
+
+class Runner:
+    def __init__(self, app, workers: int):
+        self.app = app
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="limen-op")
+
+    def submit(self, op_id: int) -> None:
+        self._pool.submit(self._run, op_id)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def recover(self) -> None:
+        """Operations a previous process left unfinished are marked failed, and the VMs they
+        owned are marked error with that reason."""
+        from . import vms  # the VM rules live there
+
+        with self.app.app_context():
+            stale = db.session.scalars(select(Operation).where(Operation.state.in_(Operation.ACTIVE)))
+            for op in stale:
+                err = OperationInterrupted()
+                op.state, op.error_code, op.error_message = "failed", err.code, err.message
+                op.finished_at = utcnow()
+                vms.mark_interrupted(op.vm_uuid, err)
+                log.warning("op %s %s vm %s was interrupted", op.id, op.kind, op.vm_uuid)
+            db.session.commit()
+
+    def _run(self, op_id: int) -> None:
+        with self.app.app_context():
+            op = db.session.get(Operation, op_id)
+            handler_ = HANDLERS[op.kind]
+            ctx = OpContext(op)
+            op.state = "running"
+            db.session.commit()
+            try:
+                handler_.run(ctx)
+            except Exception as e:
+                if isinstance(e, LimenError):
+                    err = e
+                else:
+                    log.exception("op %s %s vm %s crashed", op.id, op.kind, op.vm_uuid)
+                    err = LimenError()
+                db.session.rollback()
+                log.warning("op %s %s vm %s failed: %s", op.id, op.kind, op.vm_uuid, err)
+                ctx.roll_back()
+                if handler_.on_failure:
+                    try:
+                        handler_.on_failure(ctx, err)
+                    except Exception:
+                        log.exception("op %s: recording the failure failed", op.id)
+                        db.session.rollback()
+                op.state, op.error_code, op.error_message = "failed", err.code, err.message
+            else:
+                op.state = "done"
+                log.info("op %s %s vm %s done", op.id, op.kind, op.vm_uuid)
+            op.finished_at = utcnow()
+            db.session.commit()

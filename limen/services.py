@@ -1,0 +1,55 @@
+"""The long-lived parts of a LIMEN process: the hypervisor connection, the operation runner,
+the state sync and the change counter.
+
+``init_app`` builds them without starting anything, so that CLI commands and tests that only
+need the database stay cheap. ``start`` is called once by the serving process (gunicorn's
+post_worker_init hook, or a test fixture): it recovers what a previous process left
+unfinished and starts the sync thread. Only one process may serve a database.
+"""
+import atexit
+from dataclasses import dataclass
+
+from .changes import Changes
+from .hypervisor import Hypervisor
+from .operations import Runner
+from .sync import StateSync
+
+
+@dataclass
+class Services:
+    hypervisor: Hypervisor
+    runner: Runner
+    sync: StateSync
+    changes: Changes
+    started: bool = False
+
+
+def init_app(app) -> Services:
+    cfg = app.config
+    changes = Changes()
+    hypervisor = Hypervisor(cfg["LIBVIRT_URI"], cfg["STORAGE_POOL"], cfg["STORAGE_DIR"],
+                            cfg["NETWORK"], on_domain_event=lambda uuid: sync.notify(uuid))
+    sync = StateSync(app, hypervisor, cfg["RESYNC_INTERVAL"])
+    svc = Services(hypervisor, Runner(app, cfg["WORKERS"]), sync, changes)
+    app.extensions["limen"] = svc
+    return svc
+
+
+def start(app) -> None:
+    svc: Services = app.extensions["limen"]
+    if svc.started:
+        return
+    svc.runner.recover()
+    svc.sync.start()
+    svc.started = True
+    atexit.register(stop, app)
+
+
+def stop(app) -> None:
+    svc: Services = app.extensions["limen"]
+    if not svc.started:
+        return
+    svc.started = False
+    svc.sync.stop()
+    svc.runner.shutdown()
+    svc.hypervisor.close()

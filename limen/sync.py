@@ -1,0 +1,123 @@
+"""libvirt → DB: keep each VM row's last seen state true.
+
+libvirt's lifecycle events name the domains that changed; a thread looks up their state and
+records it. A full resync (one getAllDomainStats call) runs at start, after every reconnect and
+every RESYNC_INTERVAL seconds, so that a lost event cannot leave the table wrong for long.
+Rows that an Operation owns (creating, deleting) are left to that Operation.
+"""
+import logging
+import queue
+import threading
+import time
+
+from sqlalchemy import select, update
+
+from .errors import HypervisorUnavailable, LimenError
+from .extensions import db, services
+from .hypervisor import DomainState
+from .models import CREATING, DELETING, ERROR, MISSING, VM, utcnow
+
+log = logging.getLogger(__name__)
+OWNED_BY_OPERATION = (CREATING, DELETING)
+_FULL = object()
+_STOP = object()
+
+
+def _desired(current: DomainState | None) -> tuple[str, str | None]:
+    return (MISSING, None) if current is None else (current.state, current.reason)
+
+
+def _write(uuid: str, current: DomainState | None) -> bool:
+    """Write what libvirt reports for one VM into its row, unless an Operation owns the row.
+    A vanished domain makes the row ``missing``, except an ``error`` row, whose reason
+    already says why it has no domain. Does not commit."""
+    state, reason = _desired(current)
+    keep = (*OWNED_BY_OPERATION, ERROR) if current is None else OWNED_BY_OPERATION
+    result = db.session.execute(
+        update(VM)
+        .where(VM.uuid == uuid, VM.state.not_in(keep),
+               (VM.state != state) | VM.state_reason.is_distinct_from(reason))
+        .values(state=state, state_reason=reason, state_seen_at=utcnow()))
+    if result.rowcount:
+        log.info("vm %s is now %s%s", uuid, state, f" ({reason})" if reason else "")
+    return bool(result.rowcount)
+
+
+def _commit(changed: bool) -> None:
+    db.session.commit()
+    if changed:
+        services().changes.bump()
+
+
+def record_state(uuid: str, current: DomainState | None) -> bool:
+    """Record one VM's state as libvirt reports it; returns whether its row changed."""
+    changed = _write(uuid, current)
+    _commit(changed)
+    return changed
+
+
+class StateSync:
+    def __init__(self, app, hypervisor, interval: float):
+        self.app = app
+        self.hypervisor = hypervisor
+        self.interval = interval
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._generation = None
+
+    def notify(self, uuid: str | None) -> None:
+        """Called from libvirt's event thread: only queue."""
+        self._queue.put(uuid if uuid else _FULL)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="limen-sync", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread:
+            self._queue.put(_STOP)
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _run(self) -> None:
+        next_full = 0.0
+        while True:
+            try:
+                item = self._queue.get(timeout=max(0.0, next_full - time.monotonic()))
+            except queue.Empty:
+                item = _FULL
+            items = {item}
+            while not self._queue.empty():
+                items.add(self._queue.get_nowait())
+            if _STOP in items:
+                return
+            full = _FULL in items or time.monotonic() >= next_full
+            try:
+                with self.app.app_context():
+                    if full or self.hypervisor.connection.generation != self._generation:
+                        self.resync_all()
+                        next_full = time.monotonic() + self.interval
+                    else:
+                        for uuid in items:
+                            record_state(uuid, self.hypervisor.state(uuid))
+            except HypervisorUnavailable as e:
+                log.warning("state sync: %s", e)
+                next_full = time.monotonic() + 2
+            except LimenError as e:
+                log.warning("state sync: %s", e)
+            except Exception:
+                log.exception("state sync failed")
+                next_full = time.monotonic() + 2
+
+    def resync_all(self) -> None:
+        """Compare every row with one getAllDomainStats answer; write only what differs."""
+        states = self.hypervisor.all_states()
+        self._generation = self.hypervisor.connection.generation
+        rows = db.session.execute(
+            select(VM.uuid, VM.state, VM.state_reason).where(VM.state.not_in(OWNED_BY_OPERATION)))
+        changed = False
+        for uuid, state, reason in rows.all():
+            current = states.get(uuid)
+            if (state, reason) != _desired(current):
+                changed |= _write(uuid, current)
+        _commit(changed)

@@ -1,0 +1,285 @@
+"""VM use cases: who may see what, validation, and the requests that start background work.
+
+Views call these functions and render; the work that talks to libvirt for more than a moment
+runs in the Operation handlers at the bottom of this module.
+"""
+import re
+import threading
+import uuid as uuidlib
+from dataclasses import dataclass
+
+from flask import current_app
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
+
+from .errors import (InvalidState, LimenError, ShutdownTimeout, ValidationFailed, VMBusy,
+                     VMNotFound, VMNotRunning)
+from .extensions import db, services
+from .hypervisor import ACTIVE_STATES
+from .models import CREATING, DELETING, ERROR, VM, Operation, User
+from .operations import OpContext, handler
+from .sync import record_state
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+MIN_MEMORY_MIB = 64
+GIB = 1024 ** 3
+
+# Which libvirt states allow which action (delete is allowed in any state no Operation owns).
+ACTIONS: dict[str, frozenset[str]] = {
+    "start": frozenset({"shutoff", "crashed", "nostate"}),
+    "shutdown": frozenset({"running"}),
+    "force-off": ACTIVE_STATES,
+    "reboot": frozenset({"running"}),
+}
+# An action that may be requested while an Operation of the given kind is still active.
+_MAY_OVERTAKE = {("force-off", "shutdown")}
+_request_lock = threading.Lock()  # makes "is it busy?" and "queue it" one step
+
+
+def volume_name(vm_uuid: str) -> str:
+    """A VM's disk is named by its UUID, never by its name."""
+    return f"{vm_uuid}.qcow2"
+
+
+@dataclass
+class Row:
+    vm: VM
+    op: Operation | None  # the VM's latest Operation when it is active or has failed
+
+    @property
+    def actions(self) -> list[str]:
+        if self.vm.state in (CREATING, DELETING) or (self.op and self.op.active):
+            return []
+        allowed = [a for a, states in ACTIONS.items() if self.vm.state in states]
+        return [*allowed, "delete"]
+
+
+# -- reading ------------------------------------------------------------------------------
+def _visible(user: User):
+    query = select(VM)
+    return query if user.is_admin else query.where(VM.owner_id == user.id)
+
+
+def get_vm(user: User, vm_uuid: str) -> VM:
+    """The VM, if ``user`` may see it; another user's VM is as absent as a deleted one."""
+    vm = db.session.scalar(_visible(user).where(VM.uuid == vm_uuid))
+    if vm is None:
+        raise VMNotFound()
+    return vm
+
+
+def table(user: User) -> list[Row]:
+    vms = db.session.scalars(
+        _visible(user).options(selectinload(VM.owner)).order_by(VM.name)).all()
+    latest = (select(func.max(Operation.id)).group_by(Operation.vm_uuid)).scalar_subquery()
+    ops = db.session.scalars(select(Operation).where(
+        Operation.id.in_(latest), Operation.state != "done")).all()
+    by_vm = {op.vm_uuid: op for op in ops}
+    return [Row(vm, by_vm.get(vm.uuid)) for vm in vms]
+
+
+# -- create -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VMSpec:
+    name: str
+    vcpus: int
+    memory_mib: int
+    disk_gib: int
+
+
+def _whole_number(form, field: str, errors: dict) -> int | None:
+    raw = str(form.get(field, "")).strip()
+    if not raw.isdigit() or not raw.isascii():
+        errors[field] = "Enter a whole number."
+        return None
+    return int(raw)
+
+
+def validate(form) -> VMSpec:
+    """Check a create request against the rules and what the host has; raise
+    ValidationFailed with a message per field. Nothing reaches libvirt before the name has
+    passed the pattern."""
+    errors: dict[str, str] = {}
+    name = str(form.get("name", "")).strip()
+    vcpus = _whole_number(form, "vcpus", errors)
+    memory_mib = _whole_number(form, "memory_mib", errors)
+    disk_gib = _whole_number(form, "disk_gib", errors)
+    hv = services().hypervisor
+
+    if not NAME_RE.fullmatch(name):
+        errors["name"] = ("Use 1 to 63 lower-case letters, digits and hyphens, "
+                          "starting with a letter or digit.")
+    elif db.session.scalar(select(VM.id).where(VM.name == name)) or hv.name_in_use(name):
+        errors["name"] = f"The name {name} is already taken."
+
+    host = hv.host_limits()
+    if vcpus is not None and not 1 <= vcpus <= host.cpus:
+        errors["vcpus"] = f"Choose from 1 to {host.cpus} (the host's CPU count)."
+    if memory_mib is not None and not MIN_MEMORY_MIB <= memory_mib <= host.memory_mib:
+        errors["memory_mib"] = (f"Choose from {MIN_MEMORY_MIB} to {host.memory_mib} MiB "
+                                "(the host's memory).")
+    if disk_gib is not None:
+        free_gib = hv.pool_free_bytes() // GIB
+        if disk_gib < 1:
+            errors["disk_gib"] = "A disk needs at least 1 GiB."
+        elif disk_gib > free_gib:
+            errors["disk_gib"] = (f"The storage pool {hv.pool_name} has {free_gib} GiB free; "
+                                  f"{disk_gib} GiB do not fit.")
+    if errors:
+        raise ValidationFailed(errors)
+    return VMSpec(name, vcpus, memory_mib, disk_gib)
+
+
+def request_create(user: User, form) -> VM:
+    """Validate, write the VM row (creating) and its Operation, and queue it. Returns at once."""
+    spec = validate(form)
+    vm = VM(uuid=str(uuidlib.uuid4()), name=spec.name, owner_id=user.id, vcpus=spec.vcpus,
+            memory_mib=spec.memory_mib, disk_gib=spec.disk_gib, state=CREATING)
+    op = Operation(kind="create", vm_uuid=vm.uuid, user_id=user.id, step="Queued", steps=[])
+    db.session.add_all([vm, op])
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise ValidationFailed({"name": f"The name {spec.name} is already taken."}) from None
+    services().runner.submit(op.id)
+    return vm
+
+
+# -- actions ------------------------------------------------------------------------------
+def _queue(user: User, vm: VM, kind: str, vm_state: str | None = None) -> Operation:
+    with _request_lock:
+        active = db.session.scalar(select(Operation).where(
+            Operation.vm_uuid == vm.uuid, Operation.state.in_(Operation.ACTIVE)))
+        if active and (kind, active.kind) not in _MAY_OVERTAKE:
+            raise VMBusy(f"{active.kind} is still in progress ({active.step or 'queued'}).")
+        if vm_state:
+            vm.state = vm_state
+        op = Operation(kind=kind, vm_uuid=vm.uuid, user_id=user.id, step="Queued", steps=[])
+        db.session.add(op)
+        db.session.commit()
+    services().runner.submit(op.id)
+    return op
+
+
+def request_action(user: User, vm_uuid: str, action: str) -> Operation:
+    """Queue start, shutdown, force-off or reboot, after checking the live state allows it."""
+    vm = get_vm(user, vm_uuid)
+    if action not in ACTIONS:
+        raise InvalidState(f"Unknown action {action}.")
+    if vm.state in (CREATING, DELETING):
+        raise VMBusy(f"The VM is {vm.state}.")
+    current = services().hypervisor.state(vm.uuid)
+    record_state(vm.uuid, current)
+    if current is None:
+        raise InvalidState("libvirt has no domain for this VM any more; it can only be deleted.")
+    if current.state not in ACTIONS[action]:
+        raise InvalidState(f"Cannot {action} a VM that is {current.state}.")
+    return _queue(user, vm, action)
+
+
+def request_delete(user: User, vm_uuid: str) -> Operation:
+    vm = get_vm(user, vm_uuid)
+    if vm.state in (CREATING, DELETING):
+        raise VMBusy(f"The VM is {vm.state}.")
+    return _queue(user, vm, "delete", vm_state=DELETING)
+
+
+def mark_interrupted(vm_uuid: str, err: LimenError) -> None:
+    vm = db.session.scalar(select(VM).where(VM.uuid == vm_uuid))
+    if vm is not None and vm.state in (CREATING, DELETING):
+        vm.state, vm.state_reason = ERROR, f"{err.code}: {err.message}"
+
+
+# -- background work ----------------------------------------------------------------------
+def _vm(ctx: OpContext) -> VM:
+    return db.session.scalar(select(VM).where(VM.uuid == ctx.vm_uuid))
+
+
+def _refresh(ctx: OpContext) -> None:
+    record_state(ctx.vm_uuid, services().hypervisor.state(ctx.vm_uuid))
+
+
+def _create_failed(ctx: OpContext, err: LimenError) -> None:
+    vm = _vm(ctx)
+    vm.state, vm.state_reason = ERROR, f"{err.code}: {err.message}"
+
+
+@handler("create", on_failure=_create_failed)
+def run_create(ctx: OpContext) -> None:
+    hv = services().hypervisor
+    vm = _vm(ctx)
+    volume = volume_name(vm.uuid)
+    ctx.step("Creating the disk")
+    hv.create_volume(volume, vm.disk_gib)
+    ctx.undo("delete the disk", lambda: hv.delete_volume(volume))
+    ctx.step("Defining the VM")
+    hv.define(uuid=vm.uuid, name=vm.name, vcpus=vm.vcpus, memory_mib=vm.memory_mib, volume=volume)
+    ctx.undo("remove the VM definition", lambda: hv.undefine(vm.uuid))
+    ctx.step("Starting the VM")
+    ctx.undo("power off", lambda: hv.destroy(vm.uuid))
+    hv.start(vm.uuid)
+    ctx.step("Waiting for it to run")
+    current = hv.wait_for_state(vm.uuid, {"running"}, current_app.config["START_TIMEOUT"],
+                                VMNotRunning)
+    vm.state, vm.state_reason = current.state, current.reason
+    db.session.commit()
+
+
+@handler("start")
+def run_start(ctx: OpContext) -> None:
+    hv = services().hypervisor
+    ctx.step("Starting the VM")
+    hv.start(ctx.vm_uuid)
+    ctx.step("Waiting for it to run")
+    hv.wait_for_state(ctx.vm_uuid, {"running"}, current_app.config["START_TIMEOUT"], VMNotRunning)
+    _refresh(ctx)
+
+
+@handler("shutdown")
+def run_shutdown(ctx: OpContext) -> None:
+    hv = services().hypervisor
+    ctx.step("Asking the guest to shut down (ACPI)")
+    hv.shutdown(ctx.vm_uuid)
+    ctx.step("Waiting for the guest to power off")
+    try:
+        hv.wait_for_state(ctx.vm_uuid, {"shutoff"}, current_app.config["SHUTDOWN_TIMEOUT"],
+                          ShutdownTimeout)
+    finally:
+        _refresh(ctx)
+
+
+@handler("force-off")
+def run_force_off(ctx: OpContext) -> None:
+    ctx.step("Powering off")
+    services().hypervisor.destroy(ctx.vm_uuid)
+    _refresh(ctx)
+
+
+@handler("reboot")
+def run_reboot(ctx: OpContext) -> None:
+    ctx.step("Asking the guest to reboot")
+    services().hypervisor.reboot(ctx.vm_uuid)
+    _refresh(ctx)
+
+
+def _delete_failed(ctx: OpContext, err: LimenError) -> None:
+    vm = _vm(ctx)
+    vm.state, vm.state_reason = ERROR, f"Delete failed. {err.code}: {err.message}"
+    db.session.commit()
+    _refresh(ctx)  # whatever is left of it in libvirt shows as it is
+
+
+@handler("delete", on_failure=_delete_failed)
+def run_delete(ctx: OpContext) -> None:
+    hv = services().hypervisor
+    if hv.state(ctx.vm_uuid) is not None:
+        ctx.step("Powering off")
+        hv.destroy(ctx.vm_uuid)
+        ctx.step("Removing the VM definition")
+        hv.undefine(ctx.vm_uuid)
+    ctx.step("Deleting the disk")
+    hv.delete_volume(volume_name(ctx.vm_uuid))
+    db.session.delete(_vm(ctx))
+    db.session.commit()

@@ -1,0 +1,30 @@
+// LIMEN's page behaviour. No inline scripts: everything lives here.
+(function () {
+  "use strict";
+
+  // Poll only while the tab is visible; ask at once when it becomes visible again.
+  document.addEventListener("htmx:beforeRequest", function (e) {
+    if (document.hidden && e.detail.elt.hasAttribute("data-poll")) e.preventDefault();
+  });
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden) htmx.trigger(document.body, "limen:poll");
+  });
+
+  // A request that never reached the server still deserves a sentence.
+  function say(text) {
+    var flash = document.getElementById("flash");
+    if (!flash) return;
+    var p = document.createElement("p");
+    p.className = "error";
+    p.textContent = text;
+    flash.replaceChildren(p);
+  }
+  document.addEventListener("htmx:sendError", function () {
+    say("LIMEN did not answer. Check that the server is running; the page retries on its own.");
+  });
+  // A successful request clears an old message.
+  document.addEventListener("htmx:afterRequest", function (e) {
+    var flash = document.getElementById("flash");
+    if (e.detail.successful && flash && !e.detail.elt.hasAttribute("data-poll")) flash.replaceChildren();
+  });
+})();
