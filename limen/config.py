@@ -21,6 +21,9 @@ class Config:
     STORAGE_DIR = "/var/lib/limen/images"
     # Network of new VMs: a libvirt network name, "user" (user-mode, no bridge needed) or "none".
     NETWORK = "user"
+    # CPU model of new VMs: "" (QEMU's default, works everywhere), "host-model" or
+    # "host-passthrough" (fastest; on some nested-virtualisation hosts QEMU cannot start with it).
+    CPU_MODE = ""
     # Background operations run on this many threads.
     WORKERS = 4
     # Deadlines, in seconds.

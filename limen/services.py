@@ -28,7 +28,7 @@ def init_app(app) -> Services:
     cfg = app.config
     changes = Changes()
     hypervisor = Hypervisor(cfg["LIBVIRT_URI"], cfg["STORAGE_POOL"], cfg["STORAGE_DIR"],
-                            cfg["NETWORK"], on_domain_event=lambda uuid: sync.notify(uuid))
+                            cfg["NETWORK"], cfg["CPU_MODE"], on_domain_event=lambda uuid: sync.notify(uuid))
     sync = StateSync(app, hypervisor, cfg["RESYNC_INTERVAL"])
     svc = Services(hypervisor, Runner(app, cfg["WORKERS"]), sync, changes)
     app.extensions["limen"] = svc

@@ -80,8 +80,10 @@ def _libvirt_errors(method):
 
 
 class Hypervisor:
-    def __init__(self, uri: str, pool: str, pool_dir: str, network: str, on_domain_event=None):
+    def __init__(self, uri: str, pool: str, pool_dir: str, network: str, cpu_mode: str = "",
+                 on_domain_event=None):
         self.uri = uri
+        self.cpu_mode = cpu_mode
         self.pool_name = pool
         self.pool_dir = pool_dir
         self.network = network
@@ -147,7 +149,7 @@ class Hypervisor:
         domain_type, arch = self.guest_choice()
         spec = DomainSpec(name=name, uuid=uuid, vcpus=vcpus, memory_mib=memory_mib,
                           domain_type=domain_type, arch=arch, pool=self.pool_name,
-                          volume=volume, network=self.network)
+                          volume=volume, network=self.network, cpu_mode=self.cpu_mode)
         self._conn.defineXML(domain_xml.build(spec))
 
     @_libvirt_errors

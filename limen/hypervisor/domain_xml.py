@@ -14,6 +14,7 @@ class DomainSpec:
     pool: str
     volume: str
     network: str  # a libvirt network name, "user" or "none"
+    cpu_mode: str = ""  # "", host-model or host-passthrough
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs) -> ET.Element:
@@ -35,8 +36,8 @@ def build(spec: DomainSpec) -> str:
     features = _sub(dom, "features")
     _sub(features, "acpi")
     _sub(features, "apic")
-    if spec.domain_type == "kvm":
-        _sub(dom, "cpu", mode="host-passthrough")
+    if spec.cpu_mode:
+        _sub(dom, "cpu", mode=spec.cpu_mode)
     _sub(dom, "clock", offset="utc")
     _sub(dom, "on_poweroff", "destroy")
     _sub(dom, "on_reboot", "restart")

@@ -1,0 +1,332 @@
+"""Fixtures shared by the three tiers.
+
+fast    libvirt's test driver, one node file per test (``test:///<tmp>/node.xml``)
+qemu    the real libvirtd on qemu:///system, in a storage pool of the test's own
+browser headless Chromium (Debian's /usr/bin/chromium) through Playwright, against a live server
+
+``make test`` sets LIMEN_REQUIRE_ALL_TIERS=1: then a tier that ran no test, or any skipped
+test, fails the run.
+"""
+import os
+import re
+import secrets
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from limen import create_app, services
+
+TIERS = ("fast", "qemu", "browser")
+
+
+# -- helpers ------------------------------------------------------------------------------
+def wait_until(predicate, timeout: float = 10.0, what: str = "the condition"):
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
+
+
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+class Browserless:
+    """A signed-in HTTP client, speaking as htmx does (HX-Request and the CSRF header)."""
+
+    def __init__(self, client):
+        self.client = client
+        self.csrf = None
+
+    def login(self, username: str, password: str):
+        page = self.client.get("/login")
+        token = CSRF_RE.search(page.text).group(1)
+        response = self.client.post("/login", data={
+            "username": username, "password": password, "csrf_token": token})
+        if response.status_code == 302:
+            self.csrf = CSRF_RE.search(self.client.get("/").text).group(1)
+        return response
+
+    def htmx_post(self, url: str, data: dict | None = None):
+        return self.client.post(url, data=data or {}, headers={
+            "HX-Request": "true", "X-CSRFToken": self.csrf})
+
+    def create(self, **fields):
+        form = {"vcpus": "1", "memory_mib": "64", "disk_gib": "1", **fields}
+        return self.htmx_post("/vms", form)
+
+    def rows(self) -> str:
+        return self.client.get("/vms/rows", headers={"HX-Request": "true"}).text
+
+    def row_state(self, name: str) -> str | None:
+        """The state the table shows for VM ``name`` (None when it has no row)."""
+        m = re.search(rf'data-state="([^"]+)">\s*<td class="name">{re.escape(name)}</td>', self.rows())
+        return m.group(1) if m else None
+
+    def wait_state(self, name: str, state: str | None, timeout: float = 10.0) -> None:
+        """Wait until the row of ``name`` shows ``state`` (None: no row); an ``error`` row
+        that was not asked for fails at once, with its reason."""
+
+        def reached():
+            current = self.row_state(name)
+            if current == "error" and state != "error":
+                raise AssertionError(f"{name} went to error: {self.row_html(name)}")
+            return current == state
+
+        wait_until(reached, timeout, f"{name} to show {state}")
+
+    def row_html(self, name: str) -> str:
+        m = re.search(rf'<tr id="vm-[^"]+" data-state="[^"]+">\s*<td class="name">{re.escape(name)}</td>.*?</tr>',
+                      self.rows(), re.S)
+        return m.group(0) if m else ""
+
+
+def uuid_of(app, name: str) -> str:
+    from limen.models import VM
+    from limen.extensions import db
+    from sqlalchemy import select
+
+    with app.app_context():
+        return db.session.scalar(select(VM.uuid).where(VM.name == name))
+
+
+def add_user(app, username: str, password: str, role: str = "user"):
+    from limen.extensions import db
+    from limen.models import User
+
+    with app.app_context():
+        user = User(username=username, role=role)
+        user.set_password(password)
+        db.session.add(user)
+        db.session.commit()
+
+
+# -- app fixtures -------------------------------------------------------------------------
+@pytest.fixture
+def make_app(tmp_path):
+    """Build and start a LIMEN app with config overrides; stopped at teardown."""
+    apps = []
+
+    def make(**config):
+        cfg = {"TESTING": True, "INSTANCE_PATH": str(tmp_path / "instance"),
+               "STORAGE_DIR": str(tmp_path / "pool"), "NETWORK": "none", **config}
+        app = create_app(cfg)
+        services.start(app)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        services.stop(app)
+
+
+@pytest.fixture
+def node_xml(tmp_path) -> Path:
+    """A private test-driver node: 16 CPUs, 3 GiB, no domains."""
+    path = tmp_path / "node.xml"
+    path.write_text("<node/>")
+    return path
+
+
+@pytest.fixture
+def app(make_app, node_xml):
+    return make_app(LIBVIRT_URI=f"test://{node_xml}")
+
+
+def admin_password(app) -> str:
+    return (Path(app.instance_path) / "initial-admin-password").read_text().strip()
+
+
+@pytest.fixture
+def anon(app):
+    return Browserless(app.test_client())
+
+
+@pytest.fixture
+def admin(app):
+    b = Browserless(app.test_client())
+    assert b.login("admin", admin_password(app)).status_code == 302
+    return b
+
+
+@pytest.fixture
+def libvirt_conn(app):
+    """LIMEN's own connection, for acting behind LIMEN's back on the test driver (a second
+    connection to the same node file would be a separate, private node)."""
+    return app.extensions["limen"].hypervisor.connection.get()
+
+
+# -- the tier guard -----------------------------------------------------------------------
+_outcomes: Counter = Counter()
+
+
+def _tier(item) -> str:
+    for tier in ("browser", "qemu"):
+        if item.get_closest_marker(tier):
+            return tier
+    return "fast"
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        item.user_properties.append(("tier", _tier(item)))
+
+
+def pytest_runtest_logreport(report):
+    tier = dict(report.user_properties).get("tier", "fast")
+    if report.skipped:
+        _outcomes[(tier, "skipped")] += 1
+    elif report.when == "call" and report.passed:
+        _outcomes[(tier, "passed")] += 1
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get("LIMEN_REQUIRE_ALL_TIERS") != "1":
+        return
+    problems = [f"the {t} tier ran no passing test" for t in TIERS if not _outcomes[(t, "passed")]]
+    problems += [f"{n} {t} test(s) skipped" for (t, kind), n in _outcomes.items() if kind == "skipped"]
+    if problems:
+        session.config._limen_tier_problems = problems
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    counts = ", ".join(f"{t}: {_outcomes[(t, 'passed')]} passed" for t in TIERS)
+    terminalreporter.write_line(f"LIMEN tiers — {counts}")
+    for problem in getattr(config, "_limen_tier_problems", []):
+        terminalreporter.write_line(f"TIER GUARD FAILED: {problem}", red=True)
+
+
+def unique_name(prefix: str = "t") -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+# -- the qemu tier ------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def qemu_host():
+    """A connection to the real libvirtd; the qemu tier fails (never skips) without one."""
+    import libvirt
+
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    try:
+        conn = libvirt.open("qemu:///system")
+    except libvirt.libvirtError as e:
+        pytest.fail(f"the qemu tier needs libvirtd on qemu:///system ({e.get_error_message()}); "
+                    "run scripts/host-setup", pytrace=False)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def qemu_app(make_app, qemu_host):
+    """LIMEN on the real libvirtd, with a storage pool of its own, removed afterwards with
+    every domain the test's LIMEN knew."""
+    apps = []
+
+    def make(**config):
+        tag = secrets.token_hex(3)
+        cfg = {"LIBVIRT_URI": "qemu:///system", "STORAGE_POOL": f"limen-test-{tag}",
+               "STORAGE_DIR": f"/var/lib/limen/test-{tag}", "SHUTDOWN_TIMEOUT": 3, **config}
+        app = make_app(**cfg)
+        apps.append(app)
+        return app
+
+    yield make
+    import libvirt
+    from sqlalchemy import select
+
+    from limen.extensions import db
+    from limen.models import VM
+
+    for app in apps:
+        with app.app_context():
+            uuids = db.session.scalars(select(VM.uuid)).all()
+        for uuid in uuids:
+            try:
+                dom = qemu_host.lookupByUUIDString(uuid)
+            except libvirt.libvirtError:
+                continue
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+        try:
+            pool = qemu_host.storagePoolLookupByName(app.config["STORAGE_POOL"])
+        except libvirt.libvirtError:
+            continue
+        pool.refresh(0)
+        for vol in pool.listAllVolumes():
+            vol.delete(0)
+        pool.destroy()
+        pool.delete(0)
+        pool.undefine()
+
+
+@pytest.fixture
+def qemu_admin(qemu_app):
+    """(app, signed-in admin client) on the real libvirtd."""
+
+    def make(**config):
+        app = qemu_app(**config)
+        b = Browserless(app.test_client())
+        assert b.login("admin", admin_password(app)).status_code == 302
+        return app, b
+
+    return make
+
+
+# -- the browser tier ---------------------------------------------------------------------
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium, headless, through Playwright; the tier fails (never skips) without it."""
+    from playwright.sync_api import Error, sync_playwright
+
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"the browser tier needs {CHROMIUM}; run scripts/host-setup --test", pytrace=False)
+    with sync_playwright() as p:
+        try:
+            b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        except Error as e:
+            pytest.fail(f"cannot start {CHROMIUM}: {e}", pytrace=False)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def live_server():
+    """Serve an app on 127.0.0.1 on a free port from a thread; returns its base URL."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    servers = []
+
+    def serve(app) -> str:
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield serve
+    for server, thread in servers:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context()
+    page = context.new_page()
+    yield page
+    context.close()

@@ -1,0 +1,53 @@
+"""A person in headless Chromium: sign in, create a VM, watch it come up (browser tier, on the
+real libvirtd)."""
+import pytest
+from playwright.sync_api import expect
+
+from conftest import admin_password, unique_name
+
+pytestmark = [pytest.mark.browser, pytest.mark.qemu]
+
+
+def test_sign_in_create_and_watch_the_row_turn_running_without_a_reload(qemu_app, live_server, page):
+    app = qemu_app()
+    base = live_server(app)
+    page.goto(f"{base}/")
+    expect(page).to_have_url(f"{base}/login?next=/")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", admin_password(app))
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("h2")).to_have_text("New VM")
+
+    loads = []
+    page.on("load", lambda _page: loads.append(1))
+    name = unique_name()
+    page.fill("input[name=name]", name)
+    page.fill("input[name=memory_mib]", "128")
+    page.fill("input[name=disk_gib]", "1")
+    page.get_by_role("button", name="Create and start").click()
+
+    row = page.locator("#vm-rows tr", has_text=name)
+    expect(row).to_have_count(1)
+    expect(row).to_have_attribute("data-state", "running", timeout=60_000)
+    expect(row.locator(".badge")).to_have_text("running")
+    expect(page.locator("input[name=name]")).to_have_value("")  # a fresh form for the next one
+    assert loads == [], "the page reloaded"
+
+    # Delete asks first, then the row goes, still without a reload.
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.locator("button", has_text="Delete").click()
+    expect(row).to_have_count(0, timeout=30_000)
+    assert loads == []
+
+
+def test_a_bad_name_shows_its_error_next_to_the_field(app, live_server, page):
+    base = live_server(app)
+    page.goto(f"{base}/login")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", admin_password(app))
+    page.get_by_role("button", name="Sign in").click()
+    page.fill("input[name=name]", "Bad Name!")
+    page.get_by_role("button", name="Create and start").click()
+    expect(page.locator("#err-name")).to_contain_text("lower-case letters")
+    expect(page.locator("input[name=name]")).to_have_value("Bad Name!")
+    expect(page.locator("#vm-rows tr.empty")).to_have_count(1)

@@ -1,0 +1,61 @@
+"""Domain XML built with xml.etree, and the run-time choice of domain type (fast tier)."""
+import xml.etree.ElementTree as ET
+
+from limen.hypervisor.domain_xml import DomainSpec, build, disk_volumes, guest_choice
+
+SPEC = DomainSpec(name="web-1", uuid="5b7c1e9e-6c53-4b43-9d1e-3b4f1e0e1a11", vcpus=2,
+                  memory_mib=1024, domain_type="kvm", arch="x86_64", pool="limen",
+                  volume="5b7c1e9e-6c53-4b43-9d1e-3b4f1e0e1a11.qcow2", network="user")
+
+
+def test_domain_xml_has_the_spec_and_vnc_only_on_loopback():
+    root = ET.fromstring(build(SPEC))
+    assert root.get("type") == "kvm"
+    assert root.findtext("name") == "web-1" and root.findtext("uuid") == SPEC.uuid
+    assert root.findtext("vcpu") == "2"
+    assert (root.find("memory").text, root.find("memory").get("unit")) == ("1024", "MiB")
+    graphics = root.find("devices/graphics")
+    assert graphics.get("type") == "vnc" and graphics.get("autoport") == "yes"
+    assert [l.get("address") for l in graphics.findall("listen")] == ["127.0.0.1"]
+    assert disk_volumes(build(SPEC)) == [("limen", SPEC.volume)]
+    assert root.find("devices/interface").get("type") == "user"
+    assert root.find("devices/interface/mac") is None  # libvirt chooses a MAC per VM
+    assert root.find("cpu") is None  # QEMU's default model unless configured
+
+
+def test_cpu_mode_is_configurable():
+    root = ET.fromstring(build(DomainSpec(**{**SPEC.__dict__, "cpu_mode": "host-passthrough"})))
+    assert root.find("cpu").get("mode") == "host-passthrough"
+
+
+def test_network_choices():
+    none = ET.fromstring(build(DomainSpec(**{**SPEC.__dict__, "network": "none"})))
+    assert none.find("devices/interface") is None
+    bridged = ET.fromstring(build(DomainSpec(**{**SPEC.__dict__, "network": "lan"})))
+    assert bridged.find("devices/interface").get("type") == "network"
+    assert bridged.find("devices/interface/source").get("network") == "lan"
+
+
+def test_values_never_become_markup():
+    hostile = DomainSpec(**{**SPEC.__dict__, "name": "x</name><on_crash>preserve</on_crash><name>"})
+    root = ET.fromstring(build(hostile))
+    assert root.findtext("name") == hostile.name
+    assert root.findtext("on_crash") == "destroy"
+
+
+def _caps(host_arch: str, guests: dict[str, list[str]]) -> str:
+    caps = ET.Element("capabilities")
+    ET.SubElement(ET.SubElement(ET.SubElement(caps, "host"), "cpu"), "arch").text = host_arch
+    for arch, types in guests.items():
+        guest = ET.SubElement(caps, "guest")
+        ET.SubElement(guest, "os_type").text = "hvm"
+        a = ET.SubElement(guest, "arch", name=arch)
+        for t in types:
+            ET.SubElement(a, "domain", type=t)
+    return ET.tostring(caps, encoding="unicode")
+
+
+def test_kvm_when_offered_else_qemu_else_what_the_driver_has():
+    assert guest_choice(_caps("x86_64", {"i686": ["qemu", "kvm"], "x86_64": ["qemu", "kvm"]})) == ("kvm", "x86_64")
+    assert guest_choice(_caps("x86_64", {"x86_64": ["qemu"]})) == ("qemu", "x86_64")
+    assert guest_choice(_caps("i686", {"i686": ["test"]})) == ("test", "i686")

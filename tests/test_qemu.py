@@ -1,0 +1,98 @@
+"""The VM lifecycle through LIMEN's HTTP interface on the real libvirtd and QEMU (qemu tier).
+The VMs have an empty disk: the BIOS runs, no operating system does."""
+import os
+import subprocess
+
+import libvirt
+import pytest
+
+from conftest import unique_name, uuid_of, wait_until
+
+pytestmark = pytest.mark.qemu
+START = 60  # seconds; TCG is slower than KVM
+
+
+def _act(admin, app, name, action):
+    return admin.htmx_post(f"/vms/{uuid_of(app, name)}/{action}")
+
+
+def _volumes(host, app):
+    pool = host.storagePoolLookupByName(app.config["STORAGE_POOL"])
+    pool.refresh(0)
+    return pool.listVolumes()
+
+
+def test_create_shutdown_force_off_start_delete(qemu_admin, qemu_host):
+    app, admin = qemu_admin()
+    name = unique_name()
+    assert admin.create(name=name, memory_mib="128", disk_gib="1").status_code == 201
+    admin.wait_state(name, "running", START)
+    uuid = uuid_of(app, name)
+    dom = qemu_host.lookupByUUIDString(uuid)
+    assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    path = qemu_host.storagePoolLookupByName(app.config["STORAGE_POOL"]).storageVolLookupByName(
+        f"{uuid}.qcow2").path()
+    assert open(path, "rb").read(4) == b"QFI\xfb"  # a real qcow2 file
+
+    # ACPI shutdown: a guest with no operating system ignores it, and LIMEN says so.
+    assert _act(admin, app, name, "shutdown").status_code == 202
+    wait_until(lambda: "SHUTDOWN_TIMEOUT" in admin.row_html(name), 30, "the shutdown to time out")
+    assert admin.row_state(name) == "running" and dom.isActive()
+
+    assert _act(admin, app, name, "force-off").status_code == 202
+    admin.wait_state(name, "shutoff", 30)
+    assert dom.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF and "(forced off)" in admin.row_html(name)
+
+    assert _act(admin, app, name, "start").status_code == 202
+    admin.wait_state(name, "running", START)
+    assert dom.isActive()
+
+    assert _act(admin, app, name, "delete").status_code == 202
+    admin.wait_state(name, None, 30)
+    with pytest.raises(libvirt.libvirtError):
+        qemu_host.lookupByUUIDString(uuid)
+    assert _volumes(qemu_host, app) == [] and not os.path.exists(path)
+
+
+def test_a_create_that_fails_part_way_leaves_nothing_behind(qemu_admin, qemu_host):
+    app, admin = qemu_admin(NETWORK="no-such-network")
+    name = unique_name()
+    assert admin.create(name=name).status_code == 201
+    admin.wait_state(name, "error", START)
+    row = admin.row_html(name)
+    assert "VM_START_FAILED" in row and "no-such-network" in row  # libvirt's own reason
+    with pytest.raises(libvirt.libvirtError):
+        qemu_host.lookupByName(name)
+    assert _volumes(qemu_host, app) == []
+    assert "a-delete" in row and "a-start" not in row
+    assert _act(admin, app, name, "delete").status_code == 202
+    admin.wait_state(name, None, 30)
+
+
+def test_a_disk_larger_than_the_pool_is_refused_and_creates_nothing(qemu_admin, qemu_host):
+    app, admin = qemu_admin()
+    name = unique_name()
+    response = admin.create(name=name, disk_gib="1000000")
+    assert response.status_code == 422 and "GiB free" in response.text
+    assert admin.row_state(name) is None
+    assert _volumes(qemu_host, app) == []
+    with pytest.raises(libvirt.libvirtError):
+        qemu_host.lookupByName(name)
+
+
+def test_changes_made_with_virsh_show_in_the_table(qemu_admin):
+    app, admin = qemu_admin()
+    name = unique_name()
+    assert admin.create(name=name, memory_mib="128").status_code == 201
+    admin.wait_state(name, "running", START)
+
+    def virsh(*args):
+        subprocess.run(["virsh", "-q", "-c", "qemu:///system", *args], check=True, capture_output=True)
+
+    virsh("destroy", name)
+    admin.wait_state(name, "shutoff", 5)
+    virsh("start", name)
+    admin.wait_state(name, "running", START)
+    virsh("destroy", name)
+    virsh("undefine", name)
+    admin.wait_state(name, "missing", 5)
