@@ -4,6 +4,10 @@ libvirt's lifecycle events name the domains that changed; a thread looks up thei
 records it. A full resync (one getAllDomainStats call) runs at start, after every reconnect and
 every RESYNC_INTERVAL seconds, so that a lost event cannot leave the table wrong for long.
 Rows that an Operation owns (creating, deleting) are left to that Operation.
+
+Reading libvirt and writing the row happen under one lock, and so does an Operation's hand-back
+of a row it owned: otherwise a state read just before a change could be written just after it,
+and the table would show the past.
 """
 import logging
 import queue
@@ -49,11 +53,28 @@ def _commit(changed: bool) -> None:
         services().changes.bump()
 
 
-def record_state(uuid: str, current: DomainState | None) -> bool:
-    """Record one VM's state as libvirt reports it; returns whether its row changed."""
-    changed = _write(uuid, current)
-    _commit(changed)
-    return changed
+_state_lock = threading.RLock()
+
+
+def refresh(uuid: str) -> DomainState | None:
+    """Read one VM's state from libvirt and record it; returns what libvirt said."""
+    with _state_lock:
+        current = services().hypervisor.state(uuid)
+        _commit(_write(uuid, current))
+        return current
+
+
+def hand_back(uuid: str, *, error: str | None = None) -> None:
+    """An Operation gives up the row it owned: with ``error``, the row is an ``error`` with
+    that reason; without, it shows what libvirt reports now."""
+    with _state_lock:
+        if error is None:
+            state, reason = _desired(services().hypervisor.state(uuid))
+        else:
+            state, reason = ERROR, error
+        db.session.execute(update(VM).where(VM.uuid == uuid).values(
+            state=state, state_reason=reason, state_seen_at=utcnow()))
+        _commit(True)
 
 
 class StateSync:
@@ -99,7 +120,7 @@ class StateSync:
                         next_full = time.monotonic() + self.interval
                     else:
                         for uuid in items:
-                            record_state(uuid, self.hypervisor.state(uuid))
+                            refresh(uuid)
             except HypervisorUnavailable as e:
                 log.warning("state sync: %s", e)
                 next_full = time.monotonic() + 2
@@ -111,13 +132,14 @@ class StateSync:
 
     def resync_all(self) -> None:
         """Compare every row with one getAllDomainStats answer; write only what differs."""
-        states = self.hypervisor.all_states()
-        self._generation = self.hypervisor.connection.generation
-        rows = db.session.execute(
-            select(VM.uuid, VM.state, VM.state_reason).where(VM.state.not_in(OWNED_BY_OPERATION)))
-        changed = False
-        for uuid, state, reason in rows.all():
-            current = states.get(uuid)
-            if (state, reason) != _desired(current):
-                changed |= _write(uuid, current)
-        _commit(changed)
+        with _state_lock:
+            states = self.hypervisor.all_states()
+            self._generation = self.hypervisor.connection.generation
+            rows = db.session.execute(select(VM.uuid, VM.state, VM.state_reason)
+                                      .where(VM.state.not_in(OWNED_BY_OPERATION)))
+            changed = False
+            for uuid, state, reason in rows.all():
+                current = states.get(uuid)
+                if (state, reason) != _desired(current):
+                    changed |= _write(uuid, current)
+            _commit(changed)

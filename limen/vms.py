@@ -19,7 +19,7 @@ from .extensions import db, services
 from .hypervisor import ACTIVE_STATES
 from .models import CREATING, DELETING, ERROR, VM, Operation, User
 from .operations import OpContext, handler
-from .sync import record_state
+from .sync import hand_back, refresh
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 MIN_MEMORY_MIB = 64
@@ -46,6 +46,16 @@ def volume_name(vm_uuid: str) -> str:
 class Row:
     vm: VM
     op: Operation | None  # the VM's latest Operation when it is active or has failed
+
+    @property
+    def failure(self) -> Operation | None:
+        """The latest Operation, if it failed and nothing has changed the VM's state since."""
+        op, vm = self.op, self.vm
+        if op is None or op.state != "failed" or vm.state == ERROR:
+            return None
+        if vm.state_seen_at and op.finished_at and vm.state_seen_at > op.finished_at:
+            return None
+        return op
 
     @property
     def actions(self) -> list[str]:
@@ -170,8 +180,7 @@ def request_action(user: User, vm_uuid: str, action: str) -> Operation:
         raise InvalidState(f"Unknown action {action}.")
     if vm.state in (CREATING, DELETING):
         raise VMBusy(f"The VM is {vm.state}.")
-    current = services().hypervisor.state(vm.uuid)
-    record_state(vm.uuid, current)
+    current = refresh(vm.uuid)
     if current is None:
         raise InvalidState("libvirt has no domain for this VM any more; it can only be deleted.")
     if current.state not in ACTIONS[action]:
@@ -198,12 +207,11 @@ def _vm(ctx: OpContext) -> VM:
 
 
 def _refresh(ctx: OpContext) -> None:
-    record_state(ctx.vm_uuid, services().hypervisor.state(ctx.vm_uuid))
+    refresh(ctx.vm_uuid)
 
 
 def _create_failed(ctx: OpContext, err: LimenError) -> None:
-    vm = _vm(ctx)
-    vm.state, vm.state_reason = ERROR, f"{err.code}: {err.message}"
+    hand_back(ctx.vm_uuid, error=f"{err.code}: {err.message}")
 
 
 @handler("create", on_failure=_create_failed)
@@ -221,10 +229,8 @@ def run_create(ctx: OpContext) -> None:
     ctx.undo("power off", lambda: hv.destroy(vm.uuid))
     hv.start(vm.uuid)
     ctx.step("Waiting for it to run")
-    current = hv.wait_for_state(vm.uuid, {"running"}, current_app.config["START_TIMEOUT"],
-                                VMNotRunning)
-    vm.state, vm.state_reason = current.state, current.reason
-    db.session.commit()
+    hv.wait_for_state(vm.uuid, {"running"}, current_app.config["START_TIMEOUT"], VMNotRunning)
+    hand_back(vm.uuid)
 
 
 @handler("start")
@@ -265,10 +271,10 @@ def run_reboot(ctx: OpContext) -> None:
 
 
 def _delete_failed(ctx: OpContext, err: LimenError) -> None:
-    vm = _vm(ctx)
-    vm.state, vm.state_reason = ERROR, f"Delete failed. {err.code}: {err.message}"
-    db.session.commit()
-    _refresh(ctx)  # whatever is left of it in libvirt shows as it is
+    if services().hypervisor.state(ctx.vm_uuid) is None:
+        hand_back(ctx.vm_uuid, error=f"Delete failed. {err.code}: {err.message}")
+    else:
+        hand_back(ctx.vm_uuid)  # what is left of it shows as it is; the failed delete beside it
 
 
 @handler("delete", on_failure=_delete_failed)
