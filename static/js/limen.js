@@ -10,6 +10,15 @@
     if (!document.hidden) htmx.trigger(document.body, "limen:poll");
   });
 
+  // Ask before a button with data-confirm submits (capture phase: before htmx sees it).
+  document.addEventListener("click", function (e) {
+    var button = e.target.closest && e.target.closest("button[data-confirm]");
+    if (button && !window.confirm(button.dataset.confirm)) {
+      e.preventDefault();
+      e.stopImmediatePropagation();
+    }
+  }, true);
+
   // A request that never reached the server still deserves a sentence.
   function say(text) {
     var flash = document.getElementById("flash");
