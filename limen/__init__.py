@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    app = Flask(__name__, instance_path=(test_config or {}).get("INSTANCE_PATH"),
+    instance_path = (test_config or {}).get("INSTANCE_PATH") or os.environ.get("LIMEN_INSTANCE_PATH")
+    app = Flask(__name__, instance_path=instance_path,
                 instance_relative_config=True, template_folder=str(ROOT / "templates"),
                 static_folder=str(ROOT / "static"))
     config.load(app, test_config)
