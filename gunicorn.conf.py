@@ -1,14 +1,15 @@
-"""gunicorn settings for ``make run``.
+"""gunicorn settings for ``make run``, from LIMEN's configuration (BIND, THREADS).
 
 One worker process: background operations and the libvirt event thread live in it, and only one
-process may serve a database. Threads serve requests concurrently (and, later, WebSockets).
+process may serve a database. Threads serve requests concurrently.
 """
-import os
+from limen.config import for_server
 
-bind = os.environ.get("LIMEN_BIND", "127.0.0.1:8080")
+_config = for_server()
+bind = _config["BIND"]
 workers = 1
 worker_class = "gthread"
-threads = int(os.environ.get("LIMEN_THREADS", "32"))
+threads = int(_config["THREADS"])
 accesslog = "-"
 
 

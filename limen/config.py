@@ -8,10 +8,13 @@ import os
 import secrets
 from pathlib import Path
 
+import flask
+
 
 class Config:
-    # Where gunicorn listens; read by gunicorn.conf.py from the environment.
+    # Where gunicorn listens, and its request threads (each open console holds one).
     BIND = "127.0.0.1:8080"
+    THREADS = 32
     # qemu:///system for a real host; test:///default gives a demo with no hypervisor.
     LIBVIRT_URI = "qemu:///system"
     # None: SQLite in the instance folder (filled in by load()).
@@ -25,7 +28,7 @@ class Config:
     # "host-passthrough" (fastest; on some nested-virtualisation hosts QEMU cannot start with it).
     CPU_MODE = ""
     # Background operations run on this many threads.
-    WORKERS = 4
+    WORKERS = 16  # a shutdown holds one while it waits for the guest
     # Deadlines, in seconds.
     START_TIMEOUT = 30
     SHUTDOWN_TIMEOUT = 120
@@ -42,12 +45,24 @@ class Config:
     SQLALCHEMY_ENGINE_OPTIONS = {"connect_args": {"timeout": 30}}
 
 
-def load(app, test_config: dict | None) -> None:
-    app.config.from_object(Config)
-    app.config.from_pyfile("config.py", silent=True)
-    app.config.from_prefixed_env("LIMEN")
+def layer(config: flask.Config, test_config: dict | None = None) -> flask.Config:
+    """Fill ``config`` (whose root is the instance folder) from every source, in order."""
+    config.from_object(Config)
+    config.from_pyfile("config.py", silent=True)
+    config.from_prefixed_env("LIMEN")
     if test_config:
-        app.config.update(test_config)
+        config.update(test_config)
+    return config
+
+
+def for_server() -> flask.Config:
+    """The configuration gunicorn.conf.py reads (BIND, THREADS), from the same sources as the app."""
+    instance = os.environ.get("LIMEN_INSTANCE_PATH") or str(Path(__file__).resolve().parent.parent / "instance")
+    return layer(flask.Config(instance))
+
+
+def load(app, test_config: dict | None) -> None:
+    layer(app.config, test_config)
 
     instance = Path(app.instance_path)
     instance.mkdir(parents=True, exist_ok=True)

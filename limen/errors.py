@@ -24,6 +24,14 @@ class LimenError(Exception):
         return f"{self.code}: {self.message}"
 
 
+class RequestRefused(LimenError):
+    """An HTTP-level refusal (bad CSRF token, unknown URL, wrong method) with its status."""
+
+    def __init__(self, code: str, status: int, message: str):
+        super().__init__(message)
+        self.code, self.status = code, status
+
+
 class ValidationFailed(LimenError):
     """Bad input. ``fields`` maps a form field to what is wrong with it."""
 

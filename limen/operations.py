@@ -88,7 +88,7 @@ class Runner:
                 err = OperationInterrupted()
                 op.state, op.error_code, op.error_message = "failed", err.code, err.message
                 op.finished_at = utcnow()
-                vms.mark_interrupted(op.vm_uuid, err)
+                vms.recover_interrupted(op, err)
                 log.warning("op %s %s vm %s was interrupted", op.id, op.kind, op.vm_uuid)
             db.session.commit()
 

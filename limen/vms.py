@@ -59,8 +59,10 @@ class Row:
 
     @property
     def actions(self) -> list[str]:
-        if self.vm.state in (CREATING, DELETING) or (self.op and self.op.active):
+        if self.vm.state in (CREATING, DELETING):
             return []
+        if self.op and self.op.active:
+            return [a for a in ACTIONS if (a, self.op.kind) in _MAY_OVERTAKE]
         allowed = [a for a, states in ACTIONS.items() if self.vm.state in states]
         return [*allowed, "delete"]
 
@@ -195,10 +197,25 @@ def request_delete(user: User, vm_uuid: str) -> Operation:
     return _queue(user, vm, "delete", vm_state=DELETING)
 
 
-def mark_interrupted(vm_uuid: str, err: LimenError) -> None:
-    vm = db.session.scalar(select(VM).where(VM.uuid == vm_uuid))
-    if vm is not None and vm.state in (CREATING, DELETING):
-        vm.state, vm.state_reason = ERROR, f"{err.code}: {err.message}"
+def recover_interrupted(op: Operation, err: LimenError) -> None:
+    """After a restart: an interrupted create is undone (domain and disk removed, the row an
+    error); an interrupted delete leaves the row an error, to be deleted again."""
+    vm = db.session.scalar(select(VM).where(VM.uuid == op.vm_uuid))
+    if vm is None or vm.state not in (CREATING, DELETING):
+        return
+    reason = f"{err.code}: {err.message}"
+    if op.kind == "create":
+        hv = services().hypervisor
+        try:
+            if hv.state(vm.uuid) is not None:
+                hv.destroy(vm.uuid)
+                hv.undefine(vm.uuid)
+            hv.delete_volume(volume_name(vm.uuid))
+        except LimenError as e:
+            reason += f" Cleaning up failed too ({e.code}); delete the VM to retry."
+    else:
+        reason += " Delete it again."
+    vm.state, vm.state_reason = ERROR, reason
 
 
 # -- background work ----------------------------------------------------------------------

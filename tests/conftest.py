@@ -70,16 +70,16 @@ class Browserless:
         return m.group(1) if m else None
 
     def wait_state(self, name: str, state: str | None, timeout: float = 10.0) -> None:
-        """Wait until the row of ``name`` shows ``state`` (None: no row); an ``error`` row
-        that was not asked for fails at once, with its reason."""
+        """Wait until the row of ``name`` shows ``state`` (None: no row) and no step of an
+        action; an ``error`` row that was not asked for fails at once, with its reason."""
 
         def reached():
             current = self.row_state(name)
             if current == "error" and state != "error":
                 raise AssertionError(f"{name} went to error: {self.row_html(name)}")
-            return current == state
+            return current == state and 'class="step"' not in self.row_html(name)
 
-        wait_until(reached, timeout, f"{name} to show {state}")
+        wait_until(reached, timeout, f"{name} to show {state}, with no action under way")
 
     def row_html(self, name: str) -> str:
         m = re.search(rf'<tr id="vm-[^"]+" data-state="[^"]+">\s*<td class="name">{re.escape(name)}</td>.*?</tr>',

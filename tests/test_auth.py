@@ -3,6 +3,8 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
+
 from conftest import CSRF_RE, Browserless, add_user, admin_password
 
 
@@ -49,12 +51,15 @@ def test_pages_need_a_signed_in_user(anon):
     assert anon.client.get("/healthz").status_code == 200
 
 
-def test_sign_in_redirects_only_to_this_site(anon, app):
-    page = anon.client.get("/login")
-    token = CSRF_RE.search(page.text).group(1)
+@pytest.mark.parametrize("target, landing", [
+    ("//evil.example/x", "/"), ("/%09/evil.example", "/"), ("https://evil.example/", "/"),
+    ("/\\evil.example", "/"), ("%2F%2Fevil.example", "/"), ("/vms/rows", "/vms/rows")])
+def test_sign_in_redirects_only_to_this_site(app, target, landing):
+    client = app.test_client()
+    token = CSRF_RE.search(client.get("/login").text).group(1)
     form = {"username": "admin", "password": admin_password(app), "csrf_token": token}
-    response = anon.client.post("/login?next=//evil.example/x", data=form)
-    assert response.headers["Location"] == "/"
+    response = client.post(f"/login?next={target}", data=form)
+    assert response.status_code == 302 and response.headers["Location"] == landing
 
 
 def test_post_without_csrf_token_is_refused_and_changes_nothing(admin, libvirt_conn):

@@ -35,7 +35,10 @@ def test_sign_in_create_and_watch_the_row_turn_running_without_a_reload(qemu_app
     expect(page.locator("input[name=name]")).to_have_value("")  # a fresh form for the next one
     assert loads == [], "the page reloaded"
 
-    # Delete asks first, then the row goes, still without a reload.
+    # Delete asks first: "cancel" keeps the VM; "OK" deletes it, still without a reload.
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    row.locator("button", has_text="Delete").click()
+    expect(row).to_have_attribute("data-state", "running")
     page.once("dialog", lambda dialog: dialog.accept())
     row.locator("button", has_text="Delete").click()
     expect(row).to_have_count(0, timeout=30_000)

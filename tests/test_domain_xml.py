@@ -1,11 +1,12 @@
 """Domain XML built with xml.etree, and the run-time choice of domain type (fast tier)."""
 import xml.etree.ElementTree as ET
 
-from limen.hypervisor.domain_xml import DomainSpec, build, disk_volumes, guest_choice
+from limen.hypervisor.domain_xml import DomainSpec, build, guest_choice
 
 SPEC = DomainSpec(name="web-1", uuid="5b7c1e9e-6c53-4b43-9d1e-3b4f1e0e1a11", vcpus=2,
-                  memory_mib=1024, domain_type="kvm", arch="x86_64", pool="limen",
-                  volume="5b7c1e9e-6c53-4b43-9d1e-3b4f1e0e1a11.qcow2", network="user")
+                  memory_mib=1024, domain_type="kvm", arch="x86_64",
+                  disk_path="/var/lib/limen/images/5b7c1e9e-6c53-4b43-9d1e-3b4f1e0e1a11.qcow2",
+                  network="user")
 
 
 def test_domain_xml_has_the_spec_and_vnc_only_on_loopback():
@@ -17,7 +18,9 @@ def test_domain_xml_has_the_spec_and_vnc_only_on_loopback():
     graphics = root.find("devices/graphics")
     assert graphics.get("type") == "vnc" and graphics.get("autoport") == "yes"
     assert [l.get("address") for l in graphics.findall("listen")] == ["127.0.0.1"]
-    assert disk_volumes(build(SPEC)) == [("limen", SPEC.volume)]
+    disk = root.find("devices/disk")
+    assert disk.get("type") == "file" and disk.find("source").get("file") == SPEC.disk_path
+    assert disk.find("driver").get("type") == "qcow2"
     assert root.find("devices/interface").get("type") == "user"
     assert root.find("devices/interface/mac") is None  # libvirt chooses a MAC per VM
     assert root.find("cpu") is None  # QEMU's default model unless configured

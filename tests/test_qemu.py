@@ -36,6 +36,9 @@ def test_create_shutdown_force_off_start_delete(qemu_admin, qemu_host):
 
     # ACPI shutdown: a guest with no operating system ignores it, and LIMEN says so.
     assert _act(admin, app, name, "shutdown").status_code == 202
+    waiting = wait_until(lambda: "Waiting for the guest to power off" in (r := admin.row_html(name)) and r,
+                         10, "the shutdown to wait for the guest")
+    assert "a-force-off" in waiting and "a-start" not in waiting  # force off stays at hand
     wait_until(lambda: "SHUTDOWN_TIMEOUT" in admin.row_html(name), 30, "the shutdown to time out")
     assert admin.row_state(name) == "running" and dom.isActive()
 

@@ -29,9 +29,10 @@ def gunicorn(tmp_path):
     instance = tmp_path / "instance"
     instance.mkdir()
     # instance/config.py sets the hypervisor; the environment overrides its network.
-    (instance / "config.py").write_text(f'LIBVIRT_URI = "test://{tmp_path}/node.xml"\nNETWORK = "lan"\n')
+    (instance / "config.py").write_text(f'LIBVIRT_URI = "test://{tmp_path}/node.xml"\n'
+                                        f'NETWORK = "lan"\nBIND = "127.0.0.1:{port}"\n')
     (tmp_path / "node.xml").write_text("<node/>")
-    env = {**os.environ, "LIMEN_BIND": f"127.0.0.1:{port}", "LIMEN_INSTANCE_PATH": str(instance),
+    env = {**os.environ, "LIMEN_INSTANCE_PATH": str(instance),
            "LIMEN_STORAGE_DIR": str(tmp_path / "pool"), "LIMEN_NETWORK": "none"}
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -153,13 +153,12 @@ def test_shutdown_force_off_start_reboot(app, admin, libvirt_conn):
     assert not dom.isActive()
 
     assert _act(admin, app, "acts", "start").status_code == 202
-    wait_until(lambda: admin.row_state("acts") == "running" and "a-shutdown" in admin.row_html("acts"),
-               what="start")
-    assert dom.isActive()
+    admin.wait_state("acts", "running")
+    assert dom.isActive() and "a-shutdown" in admin.row_html("acts")
 
     assert _act(admin, app, "acts", "reboot").status_code == 202
-    wait_until(lambda: "a-reboot" in admin.row_html("acts"), what="reboot to finish")
-    assert admin.row_state("acts") == "running"
+    admin.wait_state("acts", "running")
+    assert "failed" not in admin.row_html("acts")
 
     assert _act(admin, app, "acts", "force-off").status_code == 202
     admin.wait_state("acts", "shutoff")
@@ -178,7 +177,7 @@ def test_delete_removes_domain_volume_and_row(app, admin, libvirt_conn):
     _create_running(admin, "gone")
     uuid = uuid_of(app, "gone")
     assert _act(admin, app, "gone", "delete").status_code == 202
-    wait_until(lambda: admin.row_state("gone") is None, what="the row to go")
+    admin.wait_state("gone", None)
     assert libvirt_conn.listAllDomains() == []
     assert f"{uuid}.qcow2" not in _pool_volumes(libvirt_conn)
     assert _act(admin, app, "gone", "delete").status_code == 404
@@ -200,7 +199,7 @@ def test_a_user_sees_and_touches_only_their_own_vms(app, admin, libvirt_conn):
     assert response.status_code == 404
     assert libvirt_conn.lookupByName("admins-vm").isActive()
     assert alice.create(name="alices-vm").status_code == 201
-    wait_until(lambda: alice.row_state("alices-vm") == "running", what="alice's VM")
+    alice.wait_state("alices-vm", "running")
     assert admin.row_state("alices-vm") == "running"  # admins see every VM
 
 
@@ -222,3 +221,48 @@ def test_hypervisor_down_at_create_is_a_clear_503(make_app, tmp_path):
     response = b.create(name="nohv")
     assert response.status_code == 503 and "HYPERVISOR_UNAVAILABLE" in response.text
     assert b.row_state("nohv") is None
+
+
+def test_every_refusal_reaches_the_message_area_with_a_code(admin):
+    """A stale CSRF token, an unknown URL or a wrong method must not replace the table."""
+    stale = admin.client.post("/vms/00000000-0000-0000-0000-000000000000/start",
+                              headers={"HX-Request": "true", "X-CSRFToken": "stale"})
+    assert stale.status_code == 400 and stale.headers["HX-Retarget"] == "#flash"
+    assert "CSRF_FAILED" in stale.text and "Reload" in stale.text
+    unknown = admin.htmx_post("/vms/00000000-0000-0000-0000-000000000000/explode")
+    assert unknown.status_code == 404 and unknown.headers["HX-Retarget"] == "#flash"
+    assert "NOT_FOUND" in unknown.text
+    page = admin.client.get("/no-such-page")
+    assert page.status_code == 404 and "NOT_FOUND" in page.text and "<html" in page.text
+
+
+def test_an_interrupted_create_is_undone_at_the_next_start(make_app, node_xml, tmp_path):
+    """LIMEN stopped after defining the domain: the next start removes domain and disk."""
+    from limen import create_app, services
+    from limen.extensions import db
+    from limen.models import VM, Operation
+    from sqlalchemy import select
+
+    cfg = {"TESTING": True, "INSTANCE_PATH": str(tmp_path / "crashed"), "NETWORK": "none",
+           "STORAGE_DIR": str(tmp_path / "pool"), "LIBVIRT_URI": f"test://{node_xml}"}
+    app = create_app(cfg)  # not started: as if the process had died mid-operation
+    hv = app.extensions["limen"].hypervisor
+    uuid = "11111111-2222-3333-4444-555555555555"
+    with app.app_context():
+        db.session.add(VM(uuid=uuid, name="half", owner_id=1, vcpus=1, memory_mib=64, disk_gib=1))
+        db.session.add(Operation(kind="create", vm_uuid=uuid, state="running", step="Starting the VM", steps=[]))
+        db.session.commit()
+    hv.create_volume(f"{uuid}.qcow2", 1)
+    hv.define(uuid=uuid, name="half", vcpus=1, memory_mib=64, volume=f"{uuid}.qcow2")
+    try:
+        services.start(app)
+        conn = hv.connection.get()
+        assert conn.listAllDomains() == []
+        assert _pool_volumes(conn) == []
+        with app.app_context():
+            vm = db.session.scalar(select(VM).where(VM.uuid == uuid))
+            assert vm.state == "error" and vm.state_reason.startswith("OPERATION_INTERRUPTED")
+            op = db.session.scalar(select(Operation))
+            assert (op.state, op.error_code) == ("failed", "OPERATION_INTERRUPTED")
+    finally:
+        services.stop(app)

@@ -1,6 +1,7 @@
 """The only package that imports libvirt. Everything above it speaks in UUIDs, plain values
 and the project's own exceptions (limen.errors); libvirtError never leaves this package."""
 import functools
+import threading
 import time
 from dataclasses import dataclass
 
@@ -89,6 +90,7 @@ class Hypervisor:
         self.network = network
         self.connection = Connection(uri, on_domain_event or (lambda uuid: None))
         self._guest: tuple[str, str] | None = None
+        self._pool_lock = threading.Lock()
 
     def close(self) -> None:
         self.connection.close()
@@ -115,7 +117,8 @@ class Hypervisor:
 
     # -- storage ---------------------------------------------------------------------------
     def _pool(self) -> libvirt.virStoragePool:
-        return storage.ensure_pool(self._conn, self.pool_name, self.pool_dir)
+        with self._pool_lock:  # two first requests must not both define the pool
+            return storage.ensure_pool(self._conn, self.pool_name, self.pool_dir)
 
     @_libvirt_errors
     def pool_free_bytes(self) -> int:
@@ -147,9 +150,10 @@ class Hypervisor:
     @_libvirt_errors
     def define(self, *, uuid: str, name: str, vcpus: int, memory_mib: int, volume: str) -> None:
         domain_type, arch = self.guest_choice()
+        path = self._pool().storageVolLookupByName(volume).path()
         spec = DomainSpec(name=name, uuid=uuid, vcpus=vcpus, memory_mib=memory_mib,
-                          domain_type=domain_type, arch=arch, pool=self.pool_name,
-                          volume=volume, network=self.network, cpu_mode=self.cpu_mode)
+                          domain_type=domain_type, arch=arch, disk_path=path,
+                          network=self.network, cpu_mode=self.cpu_mode)
         self._conn.defineXML(domain_xml.build(spec))
 
     @_libvirt_errors
@@ -193,10 +197,6 @@ class Hypervisor:
             raise
         dom.undefine()
         return True
-
-    @_libvirt_errors
-    def disk_volumes(self, uuid: str) -> list[tuple[str, str]]:
-        return domain_xml.disk_volumes(self._dom(uuid).XMLDesc(0))
 
     @_libvirt_errors
     def state(self, uuid: str) -> DomainState | None:

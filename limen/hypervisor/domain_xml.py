@@ -11,8 +11,7 @@ class DomainSpec:
     memory_mib: int
     domain_type: str  # kvm, qemu, or what the driver offers (test)
     arch: str
-    pool: str
-    volume: str
+    disk_path: str  # the pool volume's path on the hypervisor's host
     network: str  # a libvirt network name, "user" or "none"
     cpu_mode: str = ""  # "", host-model or host-passthrough
 
@@ -44,9 +43,11 @@ def build(spec: DomainSpec) -> str:
     _sub(dom, "on_crash", "destroy")
 
     devices = _sub(dom, "devices")
-    disk = _sub(devices, "disk", type="volume", device="disk")
+    # A file disk, not type="volume": libvirt's AppArmor helper (Debian's default) does not
+    # resolve pool volumes, and QEMU would be refused the file.
+    disk = _sub(devices, "disk", type="file", device="disk")
     _sub(disk, "driver", name="qemu", type="qcow2")
-    _sub(disk, "source", pool=spec.pool, volume=spec.volume)
+    _sub(disk, "source", file=spec.disk_path)
     _sub(disk, "target", dev="vda", bus="virtio")
     if spec.network == "user":
         nic = _sub(devices, "interface", type="user")
@@ -64,16 +65,6 @@ def build(spec: DomainSpec) -> str:
     serial = _sub(devices, "serial", type="pty")
     _sub(serial, "target", port="0")
     return ET.tostring(dom, encoding="unicode")
-
-
-def disk_volumes(xml: str) -> list[tuple[str, str]]:
-    """(pool, volume) of every volume-backed disk of a domain."""
-    root = ET.fromstring(xml)
-    found = []
-    for source in root.findall("./devices/disk[@type='volume']/source"):
-        if source.get("pool") and source.get("volume"):
-            found.append((source.get("pool"), source.get("volume")))
-    return found
 
 
 def guest_choice(capabilities_xml: str) -> tuple[str, str]:

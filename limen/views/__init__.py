@@ -2,8 +2,10 @@
 import logging
 
 from flask import Flask, jsonify, redirect, render_template, request, url_for
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
 
-from ..errors import LimenError
+from ..errors import LimenError, RequestRefused
 from ..extensions import login_manager
 from . import auth, health, vms
 
@@ -29,6 +31,21 @@ def register(app: Flask) -> None:
         if request.accept_mimetypes.best == "application/json":
             return jsonify(error=err.to_dict()), err.status
         return render_template("error.html", error=err), err.status
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(err: CSRFError):
+        return limen_error(RequestRefused(
+            "CSRF_FAILED", 400, "This page is out of date (the session changed). Reload it and try again."))
+
+    @app.errorhandler(HTTPException)
+    def http_error(err: HTTPException):
+        code = (err.name or "error").upper().replace(" ", "_").replace("'", "")
+        return limen_error(RequestRefused(code, err.code or 500, err.description or err.name))
+
+    @app.errorhandler(Exception)
+    def unexpected(err: Exception):
+        log.exception("%s %s failed", request.method, request.path)
+        return limen_error(LimenError())
 
     @login_manager.unauthorized_handler
     def unauthorized():

@@ -1,4 +1,6 @@
 """Sign in and out."""
+from urllib.parse import urlsplit
+
 from flask import Blueprint, redirect, render_template, request, session, url_for
 from flask_login import login_required, login_user, logout_user
 from sqlalchemy import select
@@ -11,8 +13,10 @@ bp = Blueprint("auth", __name__)
 
 def _safe_next(target: str | None) -> str:
     """Only a path on this site: never redirect a person to somewhere else after sign-in."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
+    if target and target.isprintable() and "\\" not in target:
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc and target.startswith("/") and not target.startswith("//"):
+            return target
     return url_for("vms.index")
 
 

@@ -44,15 +44,17 @@ def create():
     try:
         vms.request_create(current_user, request.form)
     except ValidationFailed as e:
-        template = "vms/_create_form.html" if _is_htmx() else "vms/index.html"
-        return render_template(template, form=request.form, errors=e.fields,
-                               rows=vms.table(current_user),
-                               version=services().changes.token), 422
+        if _is_htmx():
+            return render_template("vms/_create_form.html", form=request.form, errors=e.fields), 422
+        version = services().changes.token
+        return render_template("vms/index.html", form=request.form, errors=e.fields,
+                               rows=vms.table(current_user), version=version), 422
     if not _is_htmx():
         return redirect(url_for("vms.index"))
     # A fresh form, and the table with the new row swapped in out of band.
+    version = services().changes.token  # before the rows, as in _rows_response
     return render_template("vms/_create_form.html", form={}, errors={}, oob_rows=True,
-                           rows=vms.table(current_user), version=services().changes.token), 201
+                           rows=vms.table(current_user), version=version), 201
 
 
 @bp.post("/vms/<uuid:vm_uuid>/<any(start, shutdown, 'force-off', reboot):action>")
