@@ -14,7 +14,7 @@ import flask
 class Config:
     # Where gunicorn listens, and its request threads (each open console holds one).
     BIND = "127.0.0.1:8080"
-    THREADS = 32
+    THREADS = 64
     # qemu:///system for a real host; test:///default gives a demo with no hypervisor.
     LIBVIRT_URI = "qemu:///system"
     # None: SQLite in the instance folder (filled in by load()).
@@ -32,6 +32,11 @@ class Config:
     # Deadlines, in seconds.
     START_TIMEOUT = 30
     SHUTDOWN_TIMEOUT = 120
+    # The console: how long it waits for a stopped VM to run, and for its VNC server to answer.
+    CONSOLE_START_TIMEOUT = 30
+    VNC_CONNECT_TIMEOUT = 5
+    # Origins besides LIMEN's own that may open console WebSockets (e.g. behind a proxy).
+    ALLOWED_ORIGINS: list[str] = []
     # Full resync of runtime state against libvirt, in seconds (events do the rest).
     RESYNC_INTERVAL = 30
     # How often an open VM table asks whether anything changed, in seconds.

@@ -55,14 +55,15 @@ class VMNotFound(LimenError):
     code = "VM_NOT_FOUND"
     status = 404
     ws_close = 4404
-    sentence = "There is no such VM. It may have been deleted."
+    sentence = "There is no such VM. It may have been deleted; go back to the VM list."
 
 
 class VMBusy(LimenError):
     code = "VM_BUSY"
     status = 409
     ws_close = 4409
-    sentence = "Another action on this VM is still in progress; wait for it to finish."
+    sentence = ("Another action on this VM is still in progress; "
+                "wait for it to finish, then try again.")
 
 
 class InvalidState(LimenError):
@@ -76,14 +77,16 @@ class VMStartFailed(LimenError):
     code = "VM_START_FAILED"
     status = 409
     ws_close = 4409
-    sentence = "The hypervisor could not start the VM."
+    sentence = ("The hypervisor could not start the VM. Its reason is below; fix that "
+                "(a missing disk, too little memory) and try again.")
 
 
 class VMNotRunning(LimenError):
     code = "VM_NOT_RUNNING"
     status = 409
     ws_close = 4410
-    sentence = "The VM did not reach the running state in time."
+    sentence = ("The VM did not reach the running state in time. "
+                "Look at its state in the VM list, then reconnect.")
 
 
 class ShutdownTimeout(LimenError):
@@ -112,10 +115,53 @@ class HypervisorUnavailable(LimenError):
     code = "HYPERVISOR_UNAVAILABLE"
     status = 503
     ws_close = 4503
-    sentence = "LIMEN cannot reach the hypervisor (libvirtd). It retries on its own."
+    sentence = ("LIMEN cannot reach the hypervisor (libvirtd). It retries on its own; "
+                "reconnect in a moment, or ask an administrator to check libvirtd.")
+
+
+class TicketInvalid(LimenError):
+    code = "TICKET_INVALID"
+    status = 401
+    ws_close = 4401
+    sentence = ("This console link has expired or was already used. "
+                "Press Reconnect to get a new one.")
+
+
+class ForbiddenOrigin(LimenError):
+    code = "FORBIDDEN_ORIGIN"
+    status = 403
+    ws_close = 4403
+    sentence = ("The console was opened from a page of another site, which LIMEN refuses. "
+                "Open it from LIMEN's own VM list.")
+
+
+class VNCUnreachable(LimenError):
+    code = "VNC_UNREACHABLE"
+    status = 502
+    ws_close = 4502
+    sentence = ("The VM is running but its display cannot be reached. "
+                "Reconnect; if it keeps failing, restart the VM.")
 
 
 class OperationInterrupted(LimenError):
     code = "OPERATION_INTERRUPTED"
     status = 500
     sentence = "LIMEN stopped while this operation was running."
+
+
+def all_errors() -> dict[str, type[LimenError]]:
+    """Every error class by its code (the page maps WebSocket close reasons with it)."""
+    found, todo = {}, [LimenError]
+    while todo:
+        cls = todo.pop()
+        found.setdefault(cls.code, cls)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def error_from(code: str | None, message: str | None) -> LimenError:
+    """Rebuild a recorded error (an Operation's error_code and message) as an exception."""
+    cls = all_errors().get(code or "", LimenError)
+    err = cls.__new__(cls)
+    LimenError.__init__(err, message)
+    return err

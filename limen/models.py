@@ -81,3 +81,30 @@ class Operation(db.Model):
     @property
     def active(self) -> bool:
         return self.state in self.ACTIVE
+
+
+class ConsoleTicket(db.Model):
+    """A single-use permission to open one VM's console, for one user, for a minute.
+    Only the SHA-256 of the ticket is stored; the ticket itself is shown once."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    vm_uuid: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class ConsoleSession(db.Model):
+    """One console connection: who, which VM, when, how much went each way, how it ended."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    vm_uuid: Mapped[str] = mapped_column(String(36), index=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None]
+    bytes_to_client: Mapped[int] = mapped_column(default=0)
+    bytes_from_client: Mapped[int] = mapped_column(default=0)
+    end: Mapped[str | None] = mapped_column(String(64))  # CLIENT_CLOSED, VNC_CLOSED or an error code
+    end_detail: Mapped[str | None] = mapped_column(String(512))

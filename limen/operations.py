@@ -6,6 +6,7 @@ how to undo what it has done (``ctx.undo``): on failure the undo steps run newes
 failed create leaves no domain and no volume behind.
 """
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
@@ -70,9 +71,17 @@ class Runner:
     def __init__(self, app, workers: int):
         self.app = app
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="limen-op")
+        self._finished: dict[int, threading.Event] = {}
 
     def submit(self, op_id: int) -> None:
+        self._finished[op_id] = threading.Event()
         self._pool.submit(self._run, op_id)
+
+    def wait(self, op_id: int, timeout: float) -> bool:
+        """Wait for an Operation submitted by this process to finish; False at the deadline.
+        One that finished already (or was never submitted here) returns True at once."""
+        finished = self._finished.get(op_id)
+        return finished is None or finished.wait(timeout)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -93,6 +102,14 @@ class Runner:
             db.session.commit()
 
     def _run(self, op_id: int) -> None:
+        try:
+            self._run_in_context(op_id)
+        finally:
+            finished = self._finished.pop(op_id, None)
+            if finished:
+                finished.set()
+
+    def _run_in_context(self, op_id: int) -> None:
         with self.app.app_context():
             op = db.session.get(Operation, op_id)
             handler_ = HANDLERS[op.kind]

@@ -148,31 +148,69 @@ def request_create(user: User, form) -> VM:
     spec = validate(form)
     vm = VM(uuid=str(uuidlib.uuid4()), name=spec.name, owner_id=user.id, vcpus=spec.vcpus,
             memory_mib=spec.memory_mib, disk_gib=spec.disk_gib, state=CREATING)
-    op = Operation(kind="create", vm_uuid=vm.uuid, user_id=user.id, step="Queued", steps=[])
-    db.session.add_all([vm, op])
+    db.session.add(vm)
     try:
-        db.session.commit()
+        db.session.flush()
     except IntegrityError:
         db.session.rollback()
         raise ValidationFailed({"name": f"The name {spec.name} is already taken."}) from None
-    services().runner.submit(op.id)
+    with _request_lock:
+        _submit(user, vm, "create")
     return vm
 
 
 # -- actions ------------------------------------------------------------------------------
+def _active_op(vm_uuid: str) -> Operation | None:
+    return db.session.scalar(select(Operation).where(
+        Operation.vm_uuid == vm_uuid, Operation.state.in_(Operation.ACTIVE)))
+
+
+def _submit(user: User, vm: VM, kind: str) -> Operation:
+    """Write and submit an Operation; the caller holds _request_lock."""
+    op = Operation(kind=kind, vm_uuid=vm.uuid, user_id=user.id, step="Queued", steps=[])
+    db.session.add(op)
+    db.session.commit()
+    services().runner.submit(op.id)
+    return op
+
+
 def _queue(user: User, vm: VM, kind: str, vm_state: str | None = None) -> Operation:
     with _request_lock:
-        active = db.session.scalar(select(Operation).where(
-            Operation.vm_uuid == vm.uuid, Operation.state.in_(Operation.ACTIVE)))
+        active = _active_op(vm.uuid)
         if active and (kind, active.kind) not in _MAY_OVERTAKE:
             raise VMBusy(f"{active.kind} is still in progress ({active.step or 'queued'}).")
         if vm_state:
             vm.state = vm_state
-        op = Operation(kind=kind, vm_uuid=vm.uuid, user_id=user.id, step="Queued", steps=[])
-        db.session.add(op)
-        db.session.commit()
-    services().runner.submit(op.id)
-    return op
+        return _submit(user, vm, kind)
+
+
+def start_or_join(user: User, vm_uuid: str) -> Operation | None:
+    """Make sure the VM is running or about to be: None when it runs already, else the start
+    (or create) under way, joined, or a new start. However many callers race (consoles opened
+    at once), one start reaches libvirt."""
+    vm = get_vm(user, vm_uuid)
+    with _request_lock:
+        active = _active_op(vm.uuid)
+        if active and active.kind in ("create", "start"):
+            return active
+        if active:
+            raise VMBusy(f"{active.kind} is still in progress ({active.step or 'queued'}).")
+        current = refresh(vm.uuid)
+        if current is None:
+            raise VMNotFound("libvirt has no domain for this VM any more.")
+        if current.state == "running":
+            return None
+        if current.state not in ACTIONS["start"]:
+            raise VMNotRunning(f"The VM is {current.state}; it cannot be started from there.")
+        return _submit(user, vm, "start")
+
+
+def row(user: User, vm_uuid: str) -> Row:
+    """One VM's row, as the table shows it."""
+    vm = get_vm(user, vm_uuid)
+    op = db.session.scalar(select(Operation).where(Operation.vm_uuid == vm.uuid)
+                           .order_by(Operation.id.desc()).limit(1))
+    return Row(vm, op if op is not None and op.state != "done" else None)
 
 
 def request_action(user: User, vm_uuid: str, action: str) -> Operation:

@@ -1,13 +1,14 @@
 """The only package that imports libvirt. Everything above it speaks in UUIDs, plain values
 and the project's own exceptions (limen.errors); libvirtError never leaves this package."""
 import functools
+import socket
 import threading
 import time
 from dataclasses import dataclass
 
 import libvirt
 
-from ..errors import HypervisorError, LimenError, VMNotFound, VMStartFailed, InvalidState
+from ..errors import LimenError, VMNotFound, VMStartFailed, VNCUnreachable
 from . import domain_xml, storage
 from .connection import Connection, translate
 from .domain_xml import DomainSpec
@@ -197,6 +198,38 @@ class Hypervisor:
             raise
         dom.undefine()
         return True
+
+    @_libvirt_errors
+    def open_display(self, uuid: str, timeout: float) -> socket.socket:
+        """A connected socket to the running domain's VNC server.
+
+        On a local connection libvirt hands over a socket of its own (openGraphicsFD), so no
+        TCP port is involved; elsewhere LIMEN connects to the listen address and live port from
+        the domain XML, retrying briefly while QEMU opens it."""
+        dom = self._dom(uuid)
+        try:
+            fd = dom.openGraphicsFD(0, libvirt.VIR_DOMAIN_OPEN_GRAPHICS_SKIPAUTH)
+            return socket.socket(fileno=fd)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED):
+                raise VNCUnreachable(e.get_error_message()) from None
+        target = domain_xml.vnc_address(dom.XMLDesc(0))
+        if target is None:
+            raise VNCUnreachable("the VM has no VNC display")
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                sock = socket.create_connection(target, timeout=max(remaining, 0.1))
+            except OSError as e:
+                if remaining <= 0:
+                    raise VNCUnreachable(f"cannot connect to {target[0]}:{target[1]}: {e.strerror or e}") from None
+                with self.connection.changed:  # a lifecycle event may explain it; else retry soon
+                    self.connection.changed.wait(min(0.1, remaining))
+                continue
+            sock.settimeout(None)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
 
     @_libvirt_errors
     def state(self, uuid: str) -> DomainState | None:

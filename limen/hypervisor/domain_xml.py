@@ -67,6 +67,19 @@ def build(spec: DomainSpec) -> str:
     return ET.tostring(dom, encoding="unicode")
 
 
+def vnc_address(xml: str) -> tuple[str, int] | None:
+    """(address, port) of a running domain's VNC server, from its live XML; None without one.
+    A server listening on every address is reached on the loopback address."""
+    graphics = ET.fromstring(xml).find("./devices/graphics[@type='vnc']")
+    if graphics is None or int(graphics.get("port", "-1")) <= 0:
+        return None
+    listen = graphics.find("listen[@type='address']")
+    address = (listen.get("address") if listen is not None else None) or graphics.get("listen")
+    if address in (None, "", "0.0.0.0", "::"):
+        address = "127.0.0.1"
+    return address, int(graphics.get("port"))
+
+
 def guest_choice(capabilities_xml: str) -> tuple[str, str]:
     """(domain type, arch) for new VMs: the host's arch when offered, KVM when usable, else
     QEMU (TCG), else whatever the driver offers (the test driver's "test")."""

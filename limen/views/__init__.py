@@ -7,7 +7,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..errors import LimenError, RequestRefused
 from ..extensions import login_manager
-from . import auth, health, vms
+from . import auth, console, health, vms
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,7 @@ def register(app: Flask) -> None:
     app.register_blueprint(auth.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(vms.bp)
+    app.register_blueprint(console.bp)
 
     @app.errorhandler(LimenError)
     def limen_error(err: LimenError):

@@ -1,5 +1,5 @@
 """The VM table, its polled rows partial, create, and the actions."""
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from .. import vms
@@ -61,6 +61,17 @@ def create():
 def action(vm_uuid, action):
     vms.request_action(current_user, str(vm_uuid), action)
     return _rows_response(202) if _is_htmx() else redirect(url_for("vms.index"))
+
+
+@bp.get("/vms/<uuid:vm_uuid>/status")
+def status(vm_uuid):
+    """One VM's state, the step of an action under way, and the last failure (JSON)."""
+    row = vms.row(current_user, str(vm_uuid))
+    failure = row.failure or (row.op if row.vm.state == "error" and row.op and not row.op.active else None)
+    return jsonify(
+        state=row.vm.state, reason=row.vm.state_reason,
+        step=row.op.step if row.op and row.op.active else None,
+        error={"code": failure.error_code, "message": failure.error_message} if failure else None)
 
 
 @bp.post("/vms/<uuid:vm_uuid>/delete")

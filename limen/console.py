@@ -1,0 +1,217 @@
+"""The browser console: ticket → authorise → ensure running → open VNC → bridge bytes.
+
+A ticket is 32 random bytes, stored only as its SHA-256, bound to one user and one VM, valid
+for a minute and usable once. The WebSocket checks the Origin first, then redeems the ticket,
+checks again that the user may use the VM, starts the VM if it is not running (one start per
+VM however many consoles race) and then copies bytes both ways until either side closes.
+Every refusal is a LimenError, whose ``ws_close`` code and ``code`` close the WebSocket.
+"""
+import hashlib
+import logging
+import secrets
+import socket
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import select, update
+from simple_websocket import ConnectionClosed
+from wsproto.events import BytesMessage
+from wsproto.utilities import LocalProtocolError
+
+from . import vms
+from .errors import (ForbiddenOrigin, LimenError, NotAllowed, TicketInvalid, VMNotRunning,
+                     error_from)
+from .extensions import db, services
+from .models import ConsoleSession, ConsoleTicket, User, utcnow
+
+log = logging.getLogger(__name__)
+TICKET_LIFETIME = timedelta(seconds=60)
+CHUNK = 64 * 1024
+CLOSE_GRACE = 2.0  # seconds the browser has to answer our close frame
+
+
+@dataclass(frozen=True)
+class Ticket:
+    ticket: str
+    expires_at: datetime
+
+
+def _digest(ticket: str) -> str:
+    return hashlib.sha256(ticket.encode()).hexdigest()
+
+
+def issue_ticket(user: User, vm_uuid: str) -> Ticket:
+    vm = vms.get_vm(user, vm_uuid)
+    ticket = secrets.token_urlsafe(32)
+    row = ConsoleTicket(token_hash=_digest(ticket), user_id=user.id, vm_uuid=vm.uuid,
+                        expires_at=utcnow() + TICKET_LIFETIME)
+    db.session.add(row)
+    db.session.commit()
+    return Ticket(ticket, row.expires_at)
+
+
+def check_origin(origin: str | None, own_origin: str) -> None:
+    """A browser always sends Origin with a WebSocket; a page of another site must not get a
+    console (cross-site WebSocket hijacking). Clients that are not browsers send none."""
+    if origin is None:
+        return
+    allowed = {own_origin, *current_app.config["ALLOWED_ORIGINS"]}
+    if origin.rstrip("/") not in allowed:
+        raise ForbiddenOrigin(f"Origin {origin} is not this site.")
+
+
+def redeem(ticket: str | None, vm_uuid: str, session_user_id: int | None) -> User:
+    """Use the ticket up and return its user, still enabled and still allowed this VM."""
+    if not ticket:
+        raise TicketInvalid("The console link carries no ticket. Open the console from the VM list.")
+    row = db.session.scalar(select(ConsoleTicket).where(ConsoleTicket.token_hash == _digest(ticket)))
+    if row is None or row.vm_uuid != vm_uuid:
+        raise TicketInvalid()
+    if session_user_id is not None and session_user_id != row.user_id:
+        raise NotAllowed("This console ticket was issued to another user.")
+    now = utcnow()
+    claimed = db.session.execute(
+        update(ConsoleTicket)
+        .where(ConsoleTicket.id == row.id, ConsoleTicket.used_at.is_(None), ConsoleTicket.expires_at > now)
+        .values(used_at=now)).rowcount
+    db.session.commit()
+    if not claimed:
+        db.session.refresh(row)
+        used = row.used_at is not None and row.used_at <= now
+        raise TicketInvalid(("This console ticket was already used." if used else
+                             "This console ticket has expired.") + " Press Reconnect for a new one.")
+    user = db.session.get(User, row.user_id)
+    if user is None or not user.is_active:
+        raise NotAllowed("This account is disabled.")
+    vms.get_vm(user, vm_uuid)  # still theirs (VM_NOT_FOUND otherwise)
+    return user
+
+
+def ensure_running(user: User, vm_uuid: str, timeout: float) -> None:
+    """Return once the VM runs, starting it if needed; VM_START_FAILED, VM_NOT_RUNNING … else."""
+    op = vms.start_or_join(user, vm_uuid)
+    if op is None:
+        return
+    if not services().runner.wait(op.id, timeout):
+        raise VMNotRunning(f"The VM was not running {timeout:g} s after the start was requested.")
+    db.session.refresh(op)
+    if op.state == "failed":
+        raise error_from(op.error_code, op.error_message)
+
+
+class Bridge:
+    """Copy bytes between a WebSocket and the VNC socket until either side ends, then end
+    the other at once. No thread or socket outlives ``run``."""
+
+    def __init__(self, ws, vnc: socket.socket):
+        self.ws, self.vnc = ws, vnc
+        self.to_client = self.from_client = 0
+        self.end = "CLIENT_CLOSED"
+        self._ended = threading.Lock()
+
+    def run(self) -> None:
+        pump = threading.Thread(target=self._vnc_to_client, name="limen-vnc-pump", daemon=True)
+        pump.start()
+        try:
+            self._client_to_vnc()
+        finally:
+            self._finish("CLIENT_CLOSED", 1000)
+            pump.join()
+            self.vnc.close()
+
+    def _client_to_vnc(self) -> None:
+        try:
+            while True:
+                data = self.ws.receive()
+                if data is None:
+                    continue
+                if isinstance(data, str):
+                    data = data.encode()
+                self.vnc.sendall(data)
+                self.from_client += len(data)
+        except ConnectionClosed:
+            pass
+        except OSError:
+            self._finish("VNC_CLOSED", 1000)
+
+    def _vnc_to_client(self) -> None:
+        sock, ws = self.ws.sock, self.ws
+        try:
+            while True:
+                data = self.vnc.recv(CHUNK)
+                if not data:
+                    break
+                # One binary frame, written whole (simple-websocket's send() may write part).
+                sock.sendall(ws.ws.send(BytesMessage(data=data)))
+                self.to_client += len(data)
+        except (OSError, LocalProtocolError):  # either socket gone, or the WebSocket closed
+            pass
+        self._finish("VNC_CLOSED", 1000)
+
+    def _finish(self, end: str, code: int) -> None:
+        """The first side to end names the end; both sockets are shut at once."""
+        if not self._ended.acquire(blocking=False):
+            return
+        self.end = end
+        try:
+            self.vnc.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        close_websocket(self.ws, code, end)
+
+
+def close_websocket(ws, code: int, reason: str) -> None:
+    """Send a close frame, give the browser a moment to answer, then shut the socket, so that
+    simple-websocket's reader thread ends before the request does."""
+    try:
+        ws.close(reason=code, message=reason[:120])
+    except ConnectionClosed:
+        pass
+    ws.event.set()  # wake a receive() waiting for data that will not come
+    ws.thread.join(CLOSE_GRACE)
+    if ws.thread.is_alive():
+        try:
+            ws.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        ws.thread.join()
+
+
+def serve(ws, vm_uuid: str, *, origin: str | None, own_origin: str, ticket: str | None,
+          session_user_id: int | None) -> None:
+    """The console WebSocket, from the Origin check to the end of the bridge."""
+    record = None
+    try:
+        check_origin(origin, own_origin)
+        user = redeem(ticket, vm_uuid, session_user_id)
+        record = ConsoleSession(user_id=user.id, vm_uuid=vm_uuid)
+        db.session.add(record)
+        db.session.commit()
+        cfg = current_app.config
+        ensure_running(user, vm_uuid, cfg["CONSOLE_START_TIMEOUT"])
+        vnc = services().hypervisor.open_display(vm_uuid, cfg["VNC_CONNECT_TIMEOUT"])
+    except LimenError as err:
+        log.info("console vm %s refused: %s", vm_uuid, err)
+        if record is not None:
+            _record_end(record, err.code, err.message)
+        close_websocket(ws, err.ws_close, err.code)
+        return
+    ws.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    log.info("console vm %s opened by user %s (session %s)", vm_uuid, user.id, record.id)
+    bridge = Bridge(ws, vnc)
+    try:
+        bridge.run()
+    finally:
+        _record_end(record, bridge.end, None, bridge.to_client, bridge.from_client)
+        log.info("console vm %s closed: %s, %d bytes out, %d in", vm_uuid, bridge.end,
+                 bridge.to_client, bridge.from_client)
+
+
+def _record_end(record: ConsoleSession, end: str, detail: str | None, out: int = 0, inn: int = 0) -> None:
+    record.ended_at = utcnow()
+    record.end, record.end_detail = end, detail
+    record.bytes_to_client, record.bytes_from_client = out, inn
+    db.session.commit()
+

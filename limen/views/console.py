@@ -1,0 +1,45 @@
+"""The console page, its tickets, and the WebSocket that bridges to the VM's VNC server."""
+from datetime import timezone
+
+from flask import Blueprint, jsonify, render_template, request, session, url_for
+from flask_login import current_user, login_required
+
+from .. import console, vms
+from ..errors import all_errors
+from ..extensions import sock
+
+bp = Blueprint("console", __name__)
+
+
+@bp.get("/vms/<uuid:vm_uuid>/console")
+@login_required
+def page(vm_uuid):
+    vm = vms.get_vm(current_user, str(vm_uuid))
+    sentences = {code: cls.sentence for code, cls in all_errors().items()}
+    return render_template("vms/console.html", vm=vm, sentences=sentences)
+
+
+@bp.post("/vms/<uuid:vm_uuid>/console/ticket")
+@login_required
+def ticket(vm_uuid):
+    t = console.issue_ticket(current_user, str(vm_uuid))
+    # A WebSocket rule builds a ws:// (or wss://) URL.
+    ws_url = url_for("console.websocket", vm_uuid=vm_uuid, ticket=t.ticket, _external=True)
+    return jsonify(ticket=t.ticket, ws_url=ws_url,
+                   expires_at=t.expires_at.replace(tzinfo=timezone.utc).isoformat())
+
+
+@bp.before_app_request
+def plain_websocket_frames():
+    """VNC data is compressed already; permessage-deflate would only burn CPU on it, and
+    simple-websocket accepts it whenever it is offered. Not offered, it is not used."""
+    if request.endpoint == "console.websocket":
+        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+
+
+@sock.route("/vms/<uuid:vm_uuid>/console/ws", bp=bp, endpoint="websocket")
+def websocket(ws, vm_uuid):
+    user_id = session.get("_user_id")
+    console.serve(ws, str(vm_uuid), origin=request.headers.get("Origin"),
+                  own_origin=request.host_url.rstrip("/"), ticket=request.args.get("ticket"),
+                  session_user_id=int(user_id) if user_id else None)
