@@ -11,6 +11,8 @@ workers = 1
 worker_class = "gthread"
 threads = int(_config["THREADS"])
 accesslog = "-"
+# The path without its query string: a console URL carries a ticket (limen.logs redacts it too).
+access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
 
 
 def post_worker_init(worker):

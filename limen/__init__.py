@@ -8,7 +8,7 @@ from flask import Flask
 from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 
-from . import changes, config, services
+from . import changes, config, logs, services
 from .extensions import csrf, db, login_manager, sock
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ def create_app(test_config: dict | None = None) -> Flask:
                 instance_relative_config=True, template_folder=str(ROOT / "templates"),
                 static_folder=str(ROOT / "static"))
     config.load(app, test_config)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()
 
     db.init_app(app)
     csrf.init_app(app)

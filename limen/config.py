@@ -47,7 +47,8 @@ class Config:
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session
-    SQLALCHEMY_ENGINE_OPTIONS = {"connect_args": {"timeout": 30}}
+    # Requests, consoles and background operations each borrow a connection for a moment.
+    SQLALCHEMY_ENGINE_OPTIONS = {"connect_args": {"timeout": 30}, "pool_size": 10, "max_overflow": 100}
 
 
 def layer(config: flask.Config, test_config: dict | None = None) -> flask.Config:

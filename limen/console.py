@@ -24,7 +24,7 @@ from . import vms
 from .errors import (ForbiddenOrigin, LimenError, NotAllowed, TicketInvalid, VMNotRunning,
                      error_from)
 from .extensions import db, services
-from .models import ConsoleSession, ConsoleTicket, User, utcnow
+from .models import ConsoleSession, ConsoleTicket, Operation, User, utcnow
 
 log = logging.getLogger(__name__)
 TICKET_LIFETIME = timedelta(seconds=60)
@@ -94,9 +94,11 @@ def ensure_running(user: User, vm_uuid: str, timeout: float) -> None:
     op = vms.start_or_join(user, vm_uuid)
     if op is None:
         return
-    if not services().runner.wait(op.id, timeout):
+    op_id = op.id
+    db.session.close()  # hold no database connection while waiting
+    if not services().runner.wait(op_id, timeout):
         raise VMNotRunning(f"The VM was not running {timeout:g} s after the start was requested.")
-    db.session.refresh(op)
+    op = db.session.get(Operation, op_id)
     if op.state == "failed":
         raise error_from(op.error_code, op.error_message)
 
@@ -171,45 +173,51 @@ def close_websocket(ws, code: int, reason: str) -> None:
         pass
     ws.event.set()  # wake a receive() waiting for data that will not come
     ws.thread.join(CLOSE_GRACE)
-    if ws.thread.is_alive():
-        try:
-            ws.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        ws.thread.join()
+    # Then no byte more on this connection, whatever the server would still write (werkzeug's
+    # development server writes an HTTP response after the WebSocket ends), and the reader
+    # thread wakes if the browser never answered.
+    try:
+        ws.sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    ws.thread.join()
 
 
 def serve(ws, vm_uuid: str, *, origin: str | None, own_origin: str, ticket: str | None,
           session_user_id: int | None) -> None:
     """The console WebSocket, from the Origin check to the end of the bridge."""
-    record = None
+    session_id = None
     try:
         check_origin(origin, own_origin)
         user = redeem(ticket, vm_uuid, session_user_id)
-        record = ConsoleSession(user_id=user.id, vm_uuid=vm_uuid)
+        user_id = user.id
+        record = ConsoleSession(user_id=user_id, vm_uuid=vm_uuid)
         db.session.add(record)
         db.session.commit()
+        session_id = record.id
         cfg = current_app.config
         ensure_running(user, vm_uuid, cfg["CONSOLE_START_TIMEOUT"])
         vnc = services().hypervisor.open_display(vm_uuid, cfg["VNC_CONNECT_TIMEOUT"])
     except LimenError as err:
         log.info("console vm %s refused: %s", vm_uuid, err)
-        if record is not None:
-            _record_end(record, err.code, err.message)
+        if session_id is not None:
+            _record_end(session_id, err.code, err.message)
         close_websocket(ws, err.ws_close, err.code)
         return
+    db.session.close()  # the bridge may run for hours: hold no database connection
     ws.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    log.info("console vm %s opened by user %s (session %s)", vm_uuid, user.id, record.id)
+    log.info("console vm %s opened by user %s (session %s)", vm_uuid, user_id, session_id)
     bridge = Bridge(ws, vnc)
     try:
         bridge.run()
     finally:
-        _record_end(record, bridge.end, None, bridge.to_client, bridge.from_client)
+        _record_end(session_id, bridge.end, None, bridge.to_client, bridge.from_client)
         log.info("console vm %s closed: %s, %d bytes out, %d in", vm_uuid, bridge.end,
                  bridge.to_client, bridge.from_client)
 
 
-def _record_end(record: ConsoleSession, end: str, detail: str | None, out: int = 0, inn: int = 0) -> None:
+def _record_end(session_id: int, end: str, detail: str | None, out: int = 0, inn: int = 0) -> None:
+    record = db.session.get(ConsoleSession, session_id)
     record.ended_at = utcnow()
     record.end, record.end_detail = end, detail
     record.bytes_to_client, record.bytes_from_client = out, inn

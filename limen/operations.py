@@ -42,11 +42,10 @@ def handler(kind: str, on_failure=None):
 class OpContext:
     def __init__(self, op: Operation):
         self.op = op
+        # A plain string: reading op.vm_uuid after a commit would open a transaction, and
+        # hold a database connection through the slow libvirt call it is passed to.
+        self.vm_uuid: str = op.vm_uuid
         self._undo: list[tuple[str, Callable[[], object]]] = []
-
-    @property
-    def vm_uuid(self) -> str:
-        return self.op.vm_uuid
 
     def step(self, text: str) -> None:
         log.info("op %s %s vm %s: %s", self.op.id, self.op.kind, self.op.vm_uuid, text)

@@ -273,19 +273,22 @@ def _create_failed(ctx: OpContext, err: LimenError) -> None:
 def run_create(ctx: OpContext) -> None:
     hv = services().hypervisor
     vm = _vm(ctx)
-    volume = volume_name(vm.uuid)
+    uuid, volume = vm.uuid, volume_name(vm.uuid)
+    spec = dict(uuid=uuid, name=vm.name, vcpus=vm.vcpus, memory_mib=vm.memory_mib, volume=volume)
+    disk_gib = vm.disk_gib
+    db.session.commit()  # plain values from here on: no connection held during the slow steps
     ctx.step("Creating the disk")
-    hv.create_volume(volume, vm.disk_gib)
+    hv.create_volume(volume, disk_gib)
     ctx.undo("delete the disk", lambda: hv.delete_volume(volume))
     ctx.step("Defining the VM")
-    hv.define(uuid=vm.uuid, name=vm.name, vcpus=vm.vcpus, memory_mib=vm.memory_mib, volume=volume)
-    ctx.undo("remove the VM definition", lambda: hv.undefine(vm.uuid))
+    hv.define(**spec)
+    ctx.undo("remove the VM definition", lambda: hv.undefine(uuid))
     ctx.step("Starting the VM")
-    ctx.undo("power off", lambda: hv.destroy(vm.uuid))
-    hv.start(vm.uuid)
+    ctx.undo("power off", lambda: hv.destroy(uuid))
+    hv.start(uuid)
     ctx.step("Waiting for it to run")
-    hv.wait_for_state(vm.uuid, {"running"}, current_app.config["START_TIMEOUT"], VMNotRunning)
-    hand_back(vm.uuid)
+    hv.wait_for_state(uuid, {"running"}, current_app.config["START_TIMEOUT"], VMNotRunning)
+    hand_back(uuid)
 
 
 @handler("start")

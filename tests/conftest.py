@@ -330,3 +330,73 @@ def page(browser):
     page = context.new_page()
     yield page
     context.close()
+
+
+# -- consoles -----------------------------------------------------------------------------
+def get_ticket(b: "Browserless", vm_uuid: str):
+    return b.client.post(f"/vms/{vm_uuid}/console/ticket",
+                         headers={"X-CSRFToken": b.csrf, "Accept": "application/json"})
+
+
+def open_console(ws_url: str, origin: str | None, cookie: str | None = None):
+    """A WebSocket client as a browser would open it (Origin, and the session cookie if any)."""
+    import simple_websocket
+
+    class BrowserLike(simple_websocket.Client):
+        def handshake(self):
+            """Send Host with its port, as browsers do (simple-websocket leaves it out)."""
+            host, self.host = self.host, f"{self.host}:{self.port}"
+            try:
+                super().handshake()
+            finally:
+                self.host = host
+
+    headers = {}
+    if origin:
+        headers["Origin"] = origin
+    if cookie:
+        headers["Cookie"] = cookie
+    return BrowserLike(ws_url, headers=headers)
+
+
+def close_code(ws, timeout: float = 15.0) -> tuple[int, str]:
+    """Read until the server closes; returns (close code, reason)."""
+    import simple_websocket
+
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ws.receive(timeout=max(0.01, deadline - time.monotonic()))
+    except simple_websocket.ConnectionClosed as e:
+        return e.reason, e.message
+    raise AssertionError(f"the server did not close the console within {timeout:g} s")
+
+
+def receive_exactly(ws, size: int, timeout: float = 30.0) -> bytes:
+    """Collect at least ``size`` bytes of WebSocket payload, with a deadline."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while len(data) < size:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"got {len(data)} of {size} bytes within {timeout:g} s: {data!r}")
+        chunk = ws.receive(timeout=remaining)
+        data += chunk or b""
+    return data
+
+
+class Reader:
+    """Exact reads from a WebSocket's byte stream (messages split and join as they please)."""
+
+    def __init__(self, ws):
+        self.ws, self.buffer = ws, b""
+
+    def read(self, size: int, timeout: float = 30.0) -> bytes:
+        deadline = time.monotonic() + timeout
+        while len(self.buffer) < size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"got {len(self.buffer)} of {size} bytes within {timeout:g} s")
+            self.buffer += self.ws.receive(timeout=remaining) or b""
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data

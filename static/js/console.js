@@ -69,12 +69,7 @@ function disconnect() {
   clearTimeout(phaseTimer);
   if (rfb) {
     rfb.removeEventListener("disconnect", onDisconnect);
-    rfb.dis// Whatever goes wrong in the page itself is said too, never a silent blank screen.
-function start() {
-  connect().catch((e) => fail("CONSOLE_PAGE_ERROR", `The console page failed: ${e.message}. Reload the page.`));
-}
-document.getElementById("reconnect").addEventListener("click", start);
-start();
+    rfb.disconnect();
     rfb = null;
   }
   connected = false;
@@ -160,4 +155,9 @@ document.getElementById("paste").addEventListener("submit", (e) => {
   rfb.focus();
 });
 
-connect();
+// Whatever goes wrong in the page itself is said too, never a silent blank screen.
+function start() {
+  connect().catch((e) => fail("CONSOLE_PAGE_ERROR", `The console page failed: ${e.message}. Reload the page.`));
+}
+document.getElementById("reconnect").addEventListener("click", start);
+start();

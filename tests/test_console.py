@@ -1,0 +1,226 @@
+"""The console WebSocket on the test driver, with a stub VNC server in place of QEMU (fast
+tier): tickets, Origin, refusals with their close codes, the bridge, and no leaks."""
+import hashlib
+import os
+import threading
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from conftest import (Browserless, add_user, close_code, get_ticket, open_console,
+                      receive_exactly, wait_until)
+from limen.extensions import db
+from limen.models import VM, ConsoleSession, ConsoleTicket, Operation, User
+from stub_vnc import StubVNC
+
+BANNER = b"RFB 003.008\n"
+
+
+@pytest.fixture
+def stub():
+    server = StubVNC()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def base(app, live_server):
+    return live_server(app)
+
+
+def adopt(app, conn, name: str, port: int, owner: str = "admin") -> str:
+    """A stopped domain whose VNC display is the stub, owned in LIMEN by ``owner``."""
+    dom = conn.defineXML(
+        f"<domain type='test'><name>{name}</name><memory>65536</memory><os><type>hvm</type></os>"
+        f"<devices><graphics type='vnc' port='{port}' autoport='no' listen='127.0.0.1'/></devices></domain>")
+    with app.app_context():
+        user = db.session.scalar(select(User).where(User.username == owner))
+        db.session.add(VM(uuid=dom.UUIDString(), name=name, owner_id=user.id, vcpus=1,
+                          memory_mib=64, disk_gib=1, state="shutoff"))
+        db.session.commit()
+    return dom.UUIDString()
+
+
+@pytest.fixture
+def vm(app, libvirt_conn, stub):
+    return adopt(app, libvirt_conn, "screen", stub.port)
+
+
+def starts(app, vm_uuid) -> int:
+    with app.app_context():
+        return len(db.session.scalars(select(Operation).where(
+            Operation.vm_uuid == vm_uuid, Operation.kind == "start")).all())
+
+
+def ws_url(base: str, vm_uuid: str, ticket: str | None) -> str:
+    url = f"ws{base.removeprefix('http')}/vms/{vm_uuid}/console/ws"
+    return f"{url}?ticket={ticket}" if ticket is not None else url
+
+
+# -- the way in ---------------------------------------------------------------------------
+def test_a_ticket_is_random_stored_hashed_short_lived_and_names_the_websocket(app, admin, vm, base):
+    response = get_ticket(admin, vm)
+    assert response.status_code == 200
+    body = response.json
+    assert len(body["ticket"]) >= 43  # 32 random bytes, URL-safe base64
+    assert body["ws_url"].endswith(f"/vms/{vm}/console/ws?ticket={body['ticket']}")
+    assert body["ws_url"].startswith("ws://")
+    expires = datetime.fromisoformat(body["expires_at"])
+    assert timedelta(seconds=50) < expires - datetime.now(expires.tzinfo) <= timedelta(seconds=60)
+    with app.app_context():
+        stored = db.session.scalars(select(ConsoleTicket.token_hash)).all()
+    assert stored == [hashlib.sha256(body["ticket"].encode()).hexdigest()]
+    assert get_ticket(admin, vm).json["ticket"] != body["ticket"]
+
+
+def test_a_ticket_needs_the_csrf_token_and_a_vm_of_ones_own(app, admin, vm):
+    no_csrf = admin.client.post(f"/vms/{vm}/console/ticket", headers={"Accept": "application/json"})
+    assert no_csrf.status_code == 400 and no_csrf.json["error"]["code"] == "CSRF_FAILED"
+    unknown = get_ticket(admin, "00000000-0000-0000-0000-000000000000")
+    assert unknown.status_code == 404 and unknown.json["error"]["code"] == "VM_NOT_FOUND"
+    add_user(app, "alice", "alice-password-1")
+    alice = Browserless(app.test_client())
+    alice.login("alice", "alice-password-1")
+    assert get_ticket(alice, vm).status_code == 404
+
+
+def test_a_stopped_vm_is_started_and_bridged_both_ways(app, admin, vm, base, libvirt_conn, caplog):
+    ticket = get_ticket(admin, vm).json
+    ws = open_console(ws_url(base, vm, ticket["ticket"]), origin=base)
+    assert receive_exactly(ws, len(BANNER)) == BANNER
+    assert libvirt_conn.lookupByUUIDString(vm).isActive()
+    ws.send(b"\x00" * 70_000)  # bigger than one read: the stub echoes it back whole
+    assert receive_exactly(ws, 70_000) == b"\x00" * 70_000
+    ws.close()
+
+    def recorded():
+        with app.app_context():
+            return db.session.scalar(select(ConsoleSession).where(ConsoleSession.ended_at.is_not(None)))
+
+    session = wait_until(recorded, 10, "the console session to be recorded")
+    assert (session.end, session.bytes_from_client) == ("CLIENT_CLOSED", 70_000)
+    assert session.bytes_to_client == 70_000 + len(BANNER)
+    assert starts(app, vm) == 1
+    assert ticket["ticket"] not in caplog.text  # never in a log line, the request line included
+
+
+def test_when_the_vnc_server_hangs_up_the_browser_is_told(app, admin, libvirt_conn, base):
+    hang_up = StubVNC(close_after_banner=True)
+    try:
+        vm = adopt(app, libvirt_conn, "hangs-up", hang_up.port)
+        ws = open_console(ws_url(base, vm, get_ticket(admin, vm).json["ticket"]), origin=base)
+        assert receive_exactly(ws, len(BANNER)) == BANNER
+        assert close_code(ws) == (1000, "VNC_CLOSED")
+    finally:
+        hang_up.close()
+
+
+# -- refusals -----------------------------------------------------------------------------
+def assert_refused(app, libvirt_conn, vm, ws, code, reason):
+    assert close_code(ws) == (code, reason)
+    assert not libvirt_conn.lookupByUUIDString(vm).isActive()
+    assert starts(app, vm) == 0
+
+
+def test_no_ticket_or_an_unknown_one(app, vm, base, libvirt_conn):
+    assert_refused(app, libvirt_conn, vm, open_console(ws_url(base, vm, None), base), 4401, "TICKET_INVALID")
+    assert_refused(app, libvirt_conn, vm, open_console(ws_url(base, vm, "made-up"), base), 4401, "TICKET_INVALID")
+
+
+def test_an_expired_ticket(app, admin, vm, base, libvirt_conn):
+    ticket = get_ticket(admin, vm).json
+    with app.app_context():
+        db.session.execute(update(ConsoleTicket).values(expires_at=datetime(2000, 1, 1)))
+        db.session.commit()
+    assert_refused(app, libvirt_conn, vm, open_console(ws_url(base, vm, ticket["ticket"]), base), 4401, "TICKET_INVALID")
+
+
+def test_a_ticket_works_once(app, admin, vm, base, libvirt_conn):
+    ticket = get_ticket(admin, vm).json
+    first = open_console(ws_url(base, vm, ticket["ticket"]), base)
+    assert receive_exactly(first, len(BANNER)) == BANNER
+    first.close()
+    libvirt_conn.lookupByUUIDString(vm).destroy()
+    with app.app_context():
+        db.session.execute(update(Operation).values(kind="start-before"))  # count anew
+        db.session.commit()
+    assert_refused(app, libvirt_conn, vm, open_console(ws_url(base, vm, ticket["ticket"]), base), 4401, "TICKET_INVALID")
+
+
+def test_a_ticket_for_another_vm(app, admin, vm, base, libvirt_conn, stub):
+    other = adopt(app, libvirt_conn, "other", stub.port)
+    ticket = get_ticket(admin, other).json["ticket"]
+    assert_refused(app, libvirt_conn, vm, open_console(ws_url(base, vm, ticket), base), 4401, "TICKET_INVALID")
+
+
+def test_another_users_ticket(app, admin, vm, base, libvirt_conn):
+    ticket = get_ticket(admin, vm).json
+    add_user(app, "mallory", "mallory-password-1")
+    mallory = Browserless(app.test_client())
+    mallory.login("mallory", "mallory-password-1")
+    cookie = f"session={mallory.client.get_cookie('session').value}"
+    ws = open_console(ws_url(base, vm, ticket["ticket"]), base, cookie=cookie)
+    assert_refused(app, libvirt_conn, vm, ws, 4403, "NOT_ALLOWED")
+
+
+def test_a_foreign_origin_is_refused_before_the_ticket_is_looked_at(app, admin, vm, base, libvirt_conn):
+    ticket = get_ticket(admin, vm).json
+    for origin in ("http://evil.example", base.replace("127.0.0.1", "localhost")):
+        ws = open_console(ws_url(base, vm, ticket["ticket"]), origin=origin)
+        assert_refused(app, libvirt_conn, vm, ws, 4403, "FORBIDDEN_ORIGIN")
+    ws = open_console(ws_url(base, vm, None), origin="http://evil.example")  # ticket or not
+    assert_refused(app, libvirt_conn, vm, ws, 4403, "FORBIDDEN_ORIGIN")
+    ws = open_console(ws_url(base, vm, ticket["ticket"]), origin=base)  # the ticket was not used up
+    assert receive_exactly(ws, len(BANNER)) == BANNER
+    ws.close()
+
+
+def test_an_origin_allowed_by_configuration(make_app, node_xml, live_server, stub, tmp_path):
+    app = make_app(LIBVIRT_URI=f"test://{node_xml}", ALLOWED_ORIGINS=["https://limen.example"])
+    base = live_server(app)
+    admin = Browserless(app.test_client())
+    from conftest import admin_password
+    admin.login("admin", admin_password(app))
+    vm = adopt(app, app.extensions["limen"].hypervisor.connection.get(), "proxied", stub.port)
+    ws = open_console(ws_url(base, vm, get_ticket(admin, vm).json["ticket"]), origin="https://limen.example")
+    assert receive_exactly(ws, len(BANNER)) == BANNER
+    ws.close()
+
+
+def test_a_vm_deleted_after_its_ticket_was_issued(app, admin, vm, base, libvirt_conn):
+    ticket = get_ticket(admin, vm).json
+    with app.app_context():
+        db.session.execute(db.delete(VM))
+        db.session.commit()
+    assert_refused(app, libvirt_conn, vm, open_console(ws_url(base, vm, ticket["ticket"]), base), 4404, "VM_NOT_FOUND")
+
+
+def test_a_disabled_user_cannot_use_a_ticket_issued_before(app, admin, vm, base, libvirt_conn):
+    ticket = get_ticket(admin, vm).json
+    with app.app_context():
+        db.session.execute(update(User).values(disabled=True))
+        db.session.commit()
+    assert_refused(app, libvirt_conn, vm, open_console(ws_url(base, vm, ticket["ticket"]), base), 4403, "NOT_ALLOWED")
+
+
+# -- no leaks -----------------------------------------------------------------------------
+def _threads_and_fds() -> tuple[int, int]:
+    return threading.active_count(), len(os.listdir("/proc/self/fd"))
+
+
+def test_a_hundred_sessions_leave_no_thread_or_fd_behind(app, admin, vm, base, libvirt_conn):
+    warm = open_console(ws_url(base, vm, get_ticket(admin, vm).json["ticket"]), base)  # starts the VM, warms pools
+    receive_exactly(warm, len(BANNER))
+    warm.close()
+    wait_until(lambda: _threads_and_fds() == _threads_and_fds(), 5, "a steady state")
+    before = _threads_and_fds()
+    for _ in range(100):
+        ws = open_console(ws_url(base, vm, get_ticket(admin, vm).json["ticket"]), base)
+        assert receive_exactly(ws, len(BANNER)) == BANNER
+        ws.close()
+    wait_until(lambda: _threads_and_fds() <= before, 15,
+               f"threads and fds to return to {before}")
+    with app.app_context():
+        ended = db.session.scalars(select(ConsoleSession.end)).all()
+    assert len(ended) == 101 and set(ended) == {"CLIENT_CLOSED"}

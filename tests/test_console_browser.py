@@ -1,0 +1,105 @@
+"""The console as a person uses it, in headless Chromium against the real libvirtd (browser
+tier): open it from the table, see the screen, send Ctrl+Alt+Del, and read a refusal."""
+import json
+import threading
+import urllib.request
+
+import libvirt
+import pytest
+from playwright.sync_api import expect
+
+from conftest import admin_password, unique_name, uuid_of
+
+pytestmark = [pytest.mark.browser, pytest.mark.qemu]
+
+NON_BLANK = """() => {
+  const canvas = document.querySelector('#screen canvas');
+  if (!canvas || !canvas.width) return false;
+  const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  let lit = 0;
+  for (let i = 0; i < pixels.length; i += 4) if (pixels[i] + pixels[i + 1] + pixels[i + 2] > 150) lit++;
+  return lit > 200;  // the BIOS's text, not an empty canvas
+}"""
+
+
+@pytest.fixture
+def stopped_vm(qemu_admin, live_server, page):
+    """A signed-in page on the VM table, with one stopped VM."""
+    app, admin = qemu_admin()
+    base = live_server(app)
+    name = unique_name()
+    assert admin.create(name=name, memory_mib="128").status_code == 201
+    admin.wait_state(name, "running", 60)
+    assert admin.htmx_post(f"/vms/{uuid_of(app, name)}/force-off").status_code == 202
+    admin.wait_state(name, "shutoff", 30)
+    page.goto(f"{base}/login")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", admin_password(app))
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#vm-rows tr", has_text=name)).to_have_attribute("data-state", "shutoff")
+    return app, base, name
+
+
+def test_the_console_of_a_stopped_vm_shows_its_screen_and_sends_ctrl_alt_del(stopped_vm, page):
+    app, base, name = stopped_vm
+    page.locator("#vm-rows tr", has_text=name).get_by_role("link", name="Console").click()
+    status = page.locator("#console-status")
+    expect(status).to_have_text("Connected", timeout=60_000)
+    page.wait_for_function(NON_BLANK, timeout=30_000)
+
+    uuid = uuid_of(app, name)
+    conn = app.extensions["limen"].hypervisor.connection.get()
+    rebooted = threading.Event()
+    callback = conn.domainEventRegisterAny(conn.lookupByUUIDString(uuid), libvirt.VIR_DOMAIN_EVENT_ID_REBOOT,
+                                           lambda *_: rebooted.set(), None)
+    try:
+        # SeaBIOS listens to the keyboard a moment after its banner shows: press until it
+        # resets, with a deadline.
+        button = page.get_by_role("button", name="Ctrl+Alt+Del")
+        for _ in range(20):
+            button.click()
+            if rebooted.wait(1.5):
+                break
+        assert rebooted.is_set(), "the guest did not reset after Ctrl+Alt+Del within 30 s"
+    finally:
+        conn.domainEventDeregisterAny(callback)
+    expect(status).to_have_text("Connected")
+
+
+def test_a_refused_ticket_shows_its_sentence(stopped_vm, page):
+    app, base, name = stopped_vm
+
+    def spoil(route):
+        """Let LIMEN issue the ticket, then hand the page a WebSocket URL with a bad one."""
+        request = route.request
+        headers = {k: v for k, v in request.headers.items() if k in ("cookie", "x-csrftoken", "origin")}
+        with urllib.request.urlopen(urllib.request.Request(request.url, method="POST", headers=headers)) as r:
+            body = json.load(r)
+        body["ws_url"] = body["ws_url"].replace(body["ticket"], "not-a-ticket")
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
+
+    page.route("**/console/ticket", spoil)
+    sockets = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    page.locator("#vm-rows tr", has_text=name).get_by_role("link", name="Console").click()
+    status = page.locator("#console-status")
+    expect(status).to_have_attribute("data-code", "TICKET_INVALID", timeout=30_000)
+    expect(status).to_contain_text("This console link has expired or was already used. Press Reconnect")
+    expect(status).not_to_contain_text("unknown")
+    # Reconnect gets a fresh ticket (no longer spoiled) and starts the VM.
+    page.unroute("**/console/ticket")
+    page.get_by_role("button", name="Reconnect").click()
+    expect(status).to_have_text("Connected", timeout=60_000)
+    assert len(sockets) == 2  # one per attempt: no reconnect loop
+
+
+def test_a_vm_that_cannot_start_says_why_in_the_page(stopped_vm, page, qemu_host):
+    app, base, name = stopped_vm
+    uuid = uuid_of(app, name)
+    qemu_host.storagePoolLookupByName(app.config["STORAGE_POOL"]).storageVolLookupByName(
+        f"{uuid}.qcow2").delete(0)
+    page.locator("#vm-rows tr", has_text=name).get_by_role("link", name="Console").click()
+    status = page.locator("#console-status")
+    expect(status).to_have_attribute("data-code", "VM_START_FAILED", timeout=60_000)
+    expect(status).to_contain_text("The hypervisor could not start the VM")
+    expect(status.locator(".detail")).to_contain_text(f"{uuid}.qcow2")  # libvirt's reason
