@@ -1,6 +1,8 @@
 """What `make run` serves: gunicorn with gunicorn.conf.py, configured from the environment and
 the instance folder (fast tier: the test driver behind a real HTTP server)."""
+import json
 import os
+import sqlite3
 import re
 import socket
 import subprocess
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CSRF_RE, wait_until
+from conftest import CSRF_RE, Reader, close_code, open_console, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,42 +26,54 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def gunicorn(tmp_path):
-    port = _free_port()
-    instance = tmp_path / "instance"
-    instance.mkdir()
-    # instance/config.py sets the hypervisor; the environment overrides its network.
-    (instance / "config.py").write_text(f'LIBVIRT_URI = "test://{tmp_path}/node.xml"\n'
-                                        f'NETWORK = "lan"\nBIND = "127.0.0.1:{port}"\n')
-    (tmp_path / "node.xml").write_text("<node/>")
-    env = {**os.environ, "LIMEN_INSTANCE_PATH": str(instance),
-           "LIMEN_STORAGE_DIR": str(tmp_path / "pool"), "LIMEN_NETWORK": "none"}
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
+def serve(tmp_path):
+    """Start gunicorn as `make run` does, on a node file with the given domains."""
+    procs = []
 
-    def healthy():
-        try:
-            return urllib.request.urlopen(f"{base}/healthz", timeout=2).status == 200
-        except (urllib.error.URLError, ConnectionError):
-            assert proc.poll() is None, proc.stdout.read()
-            return False
+    def start(domains: str = ""):
+        port = _free_port()
+        instance = tmp_path / "instance"
+        instance.mkdir()
+        # instance/config.py sets the hypervisor; the environment overrides its network.
+        (instance / "config.py").write_text(f'LIBVIRT_URI = "test://{tmp_path}/node.xml"\n'
+                                            f'NETWORK = "lan"\nBIND = "127.0.0.1:{port}"\n')
+        (tmp_path / "node.xml").write_text(f"<node>{domains}</node>")
+        env = {**os.environ, "LIMEN_INSTANCE_PATH": str(instance),
+               "LIMEN_STORAGE_DIR": str(tmp_path / "pool"), "LIMEN_NETWORK": "none"}
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
+                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        procs.append(proc)
+        base = f"http://127.0.0.1:{port}"
 
-    wait_until(healthy, 30, "gunicorn to answer /healthz")
-    yield base, instance
-    proc.terminate()
-    proc.wait(timeout=30)
+        def healthy():
+            try:
+                return urllib.request.urlopen(f"{base}/healthz", timeout=2).status == 200
+            except (urllib.error.URLError, ConnectionError):
+                assert proc.poll() is None, proc.stdout.read()
+                return False
+
+        wait_until(healthy, 30, "gunicorn to answer /healthz")
+        return base, instance
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
-def test_gunicorn_serves_limen_and_runs_its_background_work(gunicorn):
-    base, instance = gunicorn
+def _sign_in(base, instance):
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
     page = opener.open(f"{base}/login").read().decode()
     password = (instance / "initial-admin-password").read_text().strip()
     data = f"username=admin&password={password}&csrf_token={CSRF_RE.search(page).group(1)}".encode()
     index = opener.open(f"{base}/login", data=data).read().decode()
     assert "New VM" in index
-    token = CSRF_RE.search(index).group(1)
+    return opener, CSRF_RE.search(index).group(1)
+
+
+def test_gunicorn_serves_limen_and_runs_its_background_work(serve):
+    base, instance = serve()
+    opener, token = _sign_in(base, instance)
     form = f"name=served&vcpus=1&memory_mib=64&disk_gib=1&csrf_token={token}".encode()
     opener.open(f"{base}/vms", data=form)
 
@@ -68,6 +82,36 @@ def test_gunicorn_serves_limen_and_runs_its_background_work(gunicorn):
         return re.search(r'data-state="running">\s*<td class="name">served</td>', rows)
 
     wait_until(running, 10, "the VM to run (the worker's background threads)")
+
+
+def test_the_console_websocket_works_through_gunicorn(serve):
+    """flask-sock under gunicorn's threads: a console opens, bridges and closes cleanly."""
+    from stub_vnc import StubVNC
+
+    stub = StubVNC()
+    uuid = "6f1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+    try:
+        base, instance = serve(
+            f"<domain type='test'><name>screen</name><uuid>{uuid}</uuid><memory>65536</memory>"
+            f"<os><type>hvm</type></os><devices><graphics type='vnc' port='{stub.port}' "
+            f"autoport='no' listen='127.0.0.1'/></devices></domain>")
+        with sqlite3.connect(instance / "limen.sqlite") as db:  # LIMEN adopts the domain
+            db.execute("INSERT INTO vm (uuid, name, owner_id, vcpus, memory_mib, disk_gib, state, created_at)"
+                       " VALUES (?, 'screen', 1, 1, 64, 1, 'shutoff', '2026-01-01 00:00:00')", (uuid,))
+        opener, token = _sign_in(base, instance)
+        request = urllib.request.Request(f"{base}/vms/{uuid}/console/ticket", method="POST",
+                                         headers={"X-CSRFToken": token, "Accept": "application/json"})
+        ticket = json.load(opener.open(request))
+        assert ticket["ws_url"].startswith(f"ws{base.removeprefix('http')}/")
+        ws = open_console(ticket["ws_url"], origin=base)
+        reader = Reader(ws)
+        assert reader.read(12) == b"RFB 003.008\n"
+        ws.send(b"ping" * 1000)
+        assert reader.read(4000) == b"ping" * 1000
+        ws.close()
+        assert close_code(open_console(ticket["ws_url"], origin=base)) == (4401, "TICKET_INVALID")
+    finally:
+        stub.close()
 
 
 def test_configuration_precedence(tmp_path, monkeypatch):
