@@ -40,12 +40,28 @@ def stopped_vm(qemu_admin, live_server, page):
     return app, base, name
 
 
+PHASES = """() => {
+  window.phases = [];
+  document.addEventListener("DOMContentLoaded", () => {
+    const line = document.getElementById("console-status");
+    if (!line) return;
+    new MutationObserver(() => {
+      if (window.phases[window.phases.length - 1] !== line.textContent) window.phases.push(line.textContent);
+    }).observe(line, {childList: true, subtree: true, characterData: true});
+  });
+}"""
+
+
 def test_the_console_of_a_stopped_vm_shows_its_screen_and_sends_ctrl_alt_del(stopped_vm, page):
     app, base, name = stopped_vm
+    page.add_init_script(f"({PHASES})()")
     page.locator("#vm-rows tr", has_text=name).get_by_role("link", name="Console").click()
     status = page.locator("#console-status")
     expect(status).to_have_text("Connected", timeout=60_000)
     page.wait_for_function(NON_BLANK, timeout=30_000)
+    phases = page.evaluate("window.phases")
+    assert "Starting VM…" in phases and phases[-1] == "Connected", phases
+    assert set(phases) <= {"Asking for access…", "Starting VM…", "Waiting for the display…", "Connected"}, phases
 
     uuid = uuid_of(app, name)
     conn = app.extensions["limen"].hypervisor.connection.get()
