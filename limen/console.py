@@ -198,8 +198,14 @@ def serve(ws, vm_uuid: str, *, origin: str | None, own_origin: str, ticket: str 
         cfg = current_app.config
         ensure_running(user, vm_uuid, cfg["CONSOLE_START_TIMEOUT"])
         vnc = services().hypervisor.open_display(vm_uuid, cfg["VNC_CONNECT_TIMEOUT"])
-    except LimenError as err:
-        log.info("console vm %s refused: %s", vm_uuid, err)
+    except Exception as exc:  # every way out says why: never a bare 1006 in the browser
+        if isinstance(exc, LimenError):
+            err = exc
+            log.info("console vm %s refused: %s", vm_uuid, err)
+        else:
+            err = LimenError()
+            log.exception("console vm %s failed", vm_uuid)
+        db.session.rollback()
         if session_id is not None:
             _record_end(session_id, err.code, err.message)
         close_websocket(ws, err.ws_close, err.code)

@@ -224,3 +224,37 @@ def test_a_hundred_sessions_leave_no_thread_or_fd_behind(app, admin, vm, base, l
     with app.app_context():
         ended = db.session.scalars(select(ConsoleSession.end)).all()
     assert len(ended) == 101 and set(ended) == {"CLIENT_CLOSED"}
+
+
+def test_a_display_nobody_listens_on_closes_4502(make_app, node_xml, live_server):
+    from conftest import admin_password
+
+    app = make_app(LIBVIRT_URI=f"test://{node_xml}", VNC_CONNECT_TIMEOUT=0.5)
+    base = live_server(app)
+    admin = Browserless(app.test_client())
+    admin.login("admin", admin_password(app))
+    free = StubVNC()  # take a free port, then free it again
+    port = free.port
+    free.close()
+    vm = adopt(app, app.extensions["limen"].hypervisor.connection.get(), "dark", port)
+    ws = open_console(ws_url(base, vm, get_ticket(admin, vm).json["ticket"]), base)
+    assert close_code(ws) == (4502, "VNC_UNREACHABLE")
+
+
+def test_an_unreachable_hypervisor_closes_4503(make_app, tmp_path, live_server):
+    from conftest import admin_password
+
+    app = make_app(LIBVIRT_URI=f"test://{tmp_path}/gone.xml")
+    base = live_server(app)
+    admin = Browserless(app.test_client())
+    admin.login("admin", admin_password(app))
+    vm = "7a7a7a7a-0000-4000-8000-000000000001"
+    with app.app_context():
+        db.session.add(VM(uuid=vm, name="orphan", owner_id=1, vcpus=1, memory_mib=64, disk_gib=1,
+                          state="shutoff"))
+        db.session.commit()
+    ws = open_console(ws_url(base, vm, get_ticket(admin, vm).json["ticket"]), base)
+    assert close_code(ws) == (4503, "HYPERVISOR_UNAVAILABLE")
+    with app.app_context():
+        session = db.session.scalar(select(ConsoleSession))
+        assert (session.end, session.ended_at is not None) == ("HYPERVISOR_UNAVAILABLE", True)
