@@ -57,8 +57,11 @@ def check_origin(origin: str | None, own_origin: str) -> None:
     console (cross-site WebSocket hijacking). Clients that are not browsers send none."""
     if origin is None:
         return
-    allowed = {own_origin, *current_app.config["ALLOWED_ORIGINS"]}
-    if origin.rstrip("/") not in allowed:
+    extra = current_app.config["ALLOWED_ORIGINS"]
+    if isinstance(extra, str):  # LIMEN_ALLOWED_ORIGINS=https://a.example,https://b.example
+        extra = extra.split(",")
+    allowed = {o.strip().rstrip("/").lower() for o in (own_origin, *extra) if o.strip()}
+    if origin.rstrip("/").lower() not in allowed:
         raise ForbiddenOrigin(f"Origin {origin} is not this site.")
 
 
@@ -140,17 +143,19 @@ class Bridge:
 
     def _vnc_to_client(self) -> None:
         sock, ws = self.ws.sock, self.ws
-        try:
-            while True:
+        while True:
+            try:
                 data = self.vnc.recv(CHUNK)
-                if not data:
-                    break
+            except OSError:
+                data = b""
+            if not data:
+                return self._finish("VNC_CLOSED", 1000)
+            try:
                 # One binary frame, written whole (simple-websocket's send() may write part).
                 sock.sendall(ws.ws.send(BytesMessage(data=data)))
-                self.to_client += len(data)
-        except (OSError, LocalProtocolError):  # either socket gone, or the WebSocket closed
-            pass
-        self._finish("VNC_CLOSED", 1000)
+            except (OSError, LocalProtocolError):  # the browser's side is gone or closing
+                return self._finish("CLIENT_CLOSED", 1000)
+            self.to_client += len(data)
 
     def _finish(self, end: str, code: int) -> None:
         """The first side to end names the end; both sockets are shut at once."""
@@ -169,7 +174,7 @@ def close_websocket(ws, code: int, reason: str) -> None:
     simple-websocket's reader thread ends before the request does."""
     try:
         ws.close(reason=code, message=reason[:120])
-    except ConnectionClosed:
+    except (ConnectionClosed, OSError):  # already closed, or the browser is gone
         pass
     ws.event.set()  # wake a receive() waiting for data that will not come
     ws.thread.join(CLOSE_GRACE)
@@ -205,27 +210,36 @@ def serve(ws, vm_uuid: str, *, origin: str | None, own_origin: str, ticket: str 
         else:
             err = LimenError()
             log.exception("console vm %s failed", vm_uuid)
+        close_websocket(ws, err.ws_close, err.code)  # first: the browser learns why, whatever follows
         db.session.rollback()
         if session_id is not None:
             _record_end(session_id, err.code, err.message)
-        close_websocket(ws, err.ws_close, err.code)
         return
     db.session.close()  # the bridge may run for hours: hold no database connection
-    ws.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    log.info("console vm %s opened by user %s (session %s)", vm_uuid, user_id, session_id)
     bridge = Bridge(ws, vnc)
     try:
+        try:
+            ws.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # the browser left while the VM started: the bridge ends at once
+        log.info("console vm %s opened by user %s (session %s)", vm_uuid, user_id, session_id)
         bridge.run()
     finally:
+        vnc.close()
         _record_end(session_id, bridge.end, None, bridge.to_client, bridge.from_client)
         log.info("console vm %s closed: %s, %d bytes out, %d in", vm_uuid, bridge.end,
                  bridge.to_client, bridge.from_client)
 
 
 def _record_end(session_id: int, end: str, detail: str | None, out: int = 0, inn: int = 0) -> None:
-    record = db.session.get(ConsoleSession, session_id)
-    record.ended_at = utcnow()
-    record.end, record.end_detail = end, detail
-    record.bytes_to_client, record.bytes_from_client = out, inn
-    db.session.commit()
+    """Record how a session ended; a failure to record is logged, never raised into the close."""
+    try:
+        record = db.session.get(ConsoleSession, session_id)
+        record.ended_at = utcnow()
+        record.end, record.end_detail = end, detail
+        record.bytes_to_client, record.bytes_from_client = out, inn
+        db.session.commit()
+    except Exception:
+        log.exception("console session %s: recording its end failed", session_id)
+        db.session.rollback()
 

@@ -351,6 +351,16 @@ def open_console(ws_url: str, origin: str | None, cookie: str | None = None):
             finally:
                 self.host = host
 
+        def _thread(self):
+            """Frames that came with the handshake answer (a refusal's close frame) first:
+            simple-websocket would leave them unread."""
+            if not self._handle_events():
+                self.connected = False
+                self.event.set()
+                self.sock.close()
+                return
+            super()._thread()
+
     headers = {}
     if origin:
         headers["Origin"] = origin

@@ -211,7 +211,8 @@ class Hypervisor:
             fd = dom.openGraphicsFD(0, libvirt.VIR_DOMAIN_OPEN_GRAPHICS_SKIPAUTH)
             return socket.socket(fileno=fd)
         except libvirt.libvirtError as e:
-            if e.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED):
+            if e.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED,
+                                          libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):  # remote: no fd passing
                 raise VNCUnreachable(e.get_error_message()) from None
         target = domain_xml.vnc_address(dom.XMLDesc(0))
         if target is None:

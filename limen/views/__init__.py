@@ -52,4 +52,7 @@ def register(app: Flask) -> None:
     def unauthorized():
         if is_htmx():  # a poll after the session ended: send the whole tab to the login page
             return "", 401, {"HX-Redirect": url_for("auth.login")}
+        if request.accept_mimetypes.best == "application/json":
+            return jsonify(error={"code": "NOT_SIGNED_IN", "details": {},
+                                  "message": "Your session has ended. Sign in again."}), 401
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))

@@ -12,12 +12,11 @@ const statusLine = document.getElementById("console-status");
 const screen = document.getElementById("screen");
 const ctrlAltDel = document.getElementById("ctrl-alt-del");
 const pasteSend = document.getElementById("paste-send");
+const reconnect = document.getElementById("reconnect");
 const scale = document.getElementById("scale");
 
-let rfb = null;
-let lastClose = null;
-let connected = false;
-let phaseTimer = null;
+// Each connect() is one attempt; events of an attempt that is no longer current are ignored.
+let current = null;
 
 function show(text, kind, code, detail) {
   statusLine.replaceChildren();
@@ -37,15 +36,26 @@ function show(text, kind, code, detail) {
   statusLine.dataset.code = code || "";
 }
 
-function fail(code, text, detail) {
-  clearTimeout(phaseTimer);
-  setControls(false);
-  show(text, "error", code, detail);
-}
-
 function setControls(on) {
   ctrlAltDel.disabled = !on;
   pasteSend.disabled = !on;
+}
+
+function stop() {
+  const attempt = current;
+  current = null;
+  setControls(false);
+  if (!attempt) return;
+  clearTimeout(attempt.timer);
+  if (attempt.rfb) {
+    attempt.rfb.removeEventListener("disconnect", attempt.onDisconnect);
+    attempt.rfb.disconnect();
+  }
+}
+
+function fail(code, text, detail) {
+  stop();
+  show(text, "error", code, detail);
 }
 
 async function vmStatus() {
@@ -57,107 +67,131 @@ async function vmStatus() {
   }
 }
 
-// While the server starts the VM and opens its display, say which of the two is under way.
-async function watchPhases() {
-  const s = await vmStatus();
-  if (connected || lastClose) return;
-  if (s) show(s.state === "running" ? "Waiting for the display…" : "Starting VM…", "progress");
-  phaseTimer = setTimeout(watchPhases, 500);
+function phaseOf(s) {
+  return s && s.state === "running" ? "Waiting for the display…" : "Starting VM…";
 }
 
-function disconnect() {
-  clearTimeout(phaseTimer);
-  if (rfb) {
-    rfb.removeEventListener("disconnect", onDisconnect);
-    rfb.disconnect();
-    rfb = null;
-  }
-  connected = false;
-  setControls(false);
+// While the server starts the VM and opens its display, say which of the two is under way.
+async function watchPhases(attempt) {
+  const s = await vmStatus();
+  if (current !== attempt || attempt.connected || attempt.close) return;
+  if (s) show(phaseOf(s), "progress");
+  attempt.timer = setTimeout(() => watchPhases(attempt), 500);
 }
 
 async function connect() {
-  disconnect();
-  lastClose = null;
-  show("Asking for access…", "progress");
-  let response, body;
+  stop();
+  const attempt = { rfb: null, close: null, connected: false, timer: null };
+  current = attempt;
+  reconnect.disabled = true;
   try {
-    response = await fetch(`${vmUrl}/console/ticket`, {
-      method: "POST", headers: { "X-CSRFToken": csrf, Accept: "application/json" },
-    });
-    body = await response.json();
-  } catch (e) {
-    return fail("LIMEN_UNREACHABLE", "LIMEN did not answer. Check your connection, then press Reconnect.");
-  }
-  if (!response.ok) {
-    const err = body.error || {};
-    return fail(err.code || `HTTP_${response.status}`, sentences[err.code] || err.message || "LIMEN refused the console.");
-  }
-  const s = await vmStatus();
-  show(s && s.state === "running" ? "Waiting for the display…" : "Starting VM…", "progress");
-  phaseTimer = setTimeout(watchPhases, 500);
+    show("Asking for access…", "progress");
+    let response, body;
+    try {
+      response = await fetch(`${vmUrl}/console/ticket`, {
+        method: "POST", headers: { "X-CSRFToken": csrf, Accept: "application/json" },
+      });
+      body = await response.json();
+    } catch (e) {
+      return fail("LIMEN_UNREACHABLE", "LIMEN did not answer. Check your connection, then press Reconnect.");
+    }
+    if (current !== attempt) return;
+    if (!response.ok) {
+      const err = body.error || {};
+      return fail(err.code || `HTTP_${response.status}`, sentences[err.code] || err.message || "LIMEN refused the console.");
+    }
+    show(phaseOf(await vmStatus()), "progress");
+    if (current !== attempt) return;
+    attempt.timer = setTimeout(() => watchPhases(attempt), 500);
 
-  const ws = new WebSocket(body.ws_url);
-  ws.binaryType = "arraybuffer";
-  // Registered before noVNC attaches, so the code and reason are known when it reports.
-  ws.addEventListener("close", (e) => { lastClose = e; });
-  rfb = new RFB(screen, ws);
-  rfb.scaleViewport = scale.checked;
-  rfb.addEventListener("connect", () => {
-    connected = true;
-    clearTimeout(phaseTimer);
-    setControls(true);
-    show("Connected", "ok");
-    rfb.focus();
-  });
-  rfb.addEventListener("disconnect", onDisconnect);
-  rfb.addEventListener("credentialsrequired", () => {
-    disconnect();
-    fail("VNC_PASSWORD_REQUIRED", "The VM's display asks for a password, which LIMEN does not manage. Remove the VNC password from the VM's definition.");
-  });
-  rfb.addEventListener("securityfailure", (e) => {
-    fail("VNC_SECURITY_FAILED", `The VM's display refused the connection: ${e.detail.reason || "status " + e.detail.status}.`);
-  });
+    const ws = new WebSocket(body.ws_url);
+    ws.binaryType = "arraybuffer";
+    // Registered before noVNC attaches, so the code and reason are known when it reports.
+    ws.addEventListener("close", (e) => { attempt.close = e; });
+    const rfb = new RFB(screen, ws);
+    attempt.rfb = rfb;
+    rfb.scaleViewport = scale.checked;
+    attempt.onDisconnect = (e) => onDisconnect(attempt, e);
+    rfb.addEventListener("disconnect", attempt.onDisconnect);
+    rfb.addEventListener("connect", () => {
+      if (current !== attempt) return;
+      attempt.connected = true;
+      clearTimeout(attempt.timer);
+      setControls(true);
+      show("Connected", "ok");
+      rfb.focus();
+    });
+    rfb.addEventListener("credentialsrequired", () => {
+      fail("VNC_PASSWORD_REQUIRED", "The VM's display asks for a password, which LIMEN does not manage. Remove the VNC password from the VM's definition.");
+    });
+    rfb.addEventListener("securityfailure", (e) => {
+      fail("VNC_SECURITY_FAILED", `The VM's display refused the connection: ${e.detail.reason || "status " + e.detail.status}.`);
+    });
+  } finally {
+    reconnect.disabled = false;
+  }
 }
 
-async function onDisconnect(e) {
-  const wasConnected = connected;
-  disconnect();
-  const code = lastClose ? lastClose.code : 0;
-  const reason = lastClose ? lastClose.reason : "";
+async function onDisconnect(attempt, e) {
+  if (current !== attempt) return;
+  const wasConnected = attempt.connected;
+  const code = attempt.close ? attempt.close.code : 0;
+  const reason = attempt.close ? attempt.close.reason : "";
+  stop();
   if (code >= 4000 && reason) {
     let detail = null;
     if (reason === "VM_START_FAILED" || reason === "VM_NOT_RUNNING") {
       const s = await vmStatus();  // the Operation's error carries libvirt's own words
       if (s && s.error && s.error.message) detail = s.error.message;
+      else if (s) detail = `LIMEN sees the VM as ${s.state}${s.reason ? ` (${s.reason})` : ""}.`;
     }
-    return fail(reason, sentences[reason] || `The console was refused (code ${code}).`, detail);
+    return show(sentences[reason] || `The console was refused (code ${code}).`, "error", reason, detail);
   }
   if (reason === "VNC_CLOSED") {
-    return fail("VNC_CLOSED", "The VM's display closed: the VM was shut down or stopped. Press Reconnect to start it again.");
+    return show("The VM's display closed: the VM was shut down or stopped. Press Reconnect to start it again.", "error", "VNC_CLOSED");
   }
   if (wasConnected && e.detail.clean) return show("Disconnected. Press Reconnect to open the console again.", "info");
-  fail("CONNECTION_LOST", `The connection to the console was lost (WebSocket close code ${code || "none"}). Check the network, then press Reconnect.`);
+  show(`The connection to the console was lost (WebSocket close code ${code || "none"}). Check the network, then press Reconnect.`, "error", "CONNECTION_LOST");
 }
 
-ctrlAltDel.addEventListener("click", () => { if (rfb) { rfb.sendCtrlAltDel(); rfb.focus(); } });
+// Typing pasted text: QEMU maps each key to the unshifted key of a US keyboard, so
+// capitals and shifted symbols are sent with Shift held.
+const SHIFTED = '~!@#$%^&*()_+{}|:"<>?';
+
+function typeText(text) {
+  const rfb = current && current.connected ? current.rfb : null;
+  if (!rfb) return;
+  for (const ch of text) {
+    if (ch === "\n") {
+      rfb.sendKey(KeyTable.XK_Return, "Enter");
+      continue;
+    }
+    const shift = (ch >= "A" && ch <= "Z") || SHIFTED.includes(ch);
+    if (shift) rfb.sendKey(KeyTable.XK_Shift_L, "ShiftLeft", true);
+    rfb.sendKey(keysyms.lookup(ch.codePointAt(0)));
+    if (shift) rfb.sendKey(KeyTable.XK_Shift_L, "ShiftLeft", false);
+  }
+  rfb.focus();
+}
+
+ctrlAltDel.addEventListener("click", () => {
+  if (current && current.connected) {
+    current.rfb.sendCtrlAltDel();
+    current.rfb.focus();
+  }
+});
 document.getElementById("fullscreen").addEventListener("click", () => root.requestFullscreen());
-scale.addEventListener("change", () => { if (rfb) rfb.scaleViewport = scale.checked; });
+scale.addEventListener("change", () => { if (current && current.rfb) current.rfb.scaleViewport = scale.checked; });
 document.getElementById("paste").addEventListener("submit", (e) => {
   e.preventDefault();
   const input = document.getElementById("paste-text");
-  if (!rfb) return;
-  for (const ch of input.value) {
-    if (ch === "\n") rfb.sendKey(KeyTable.XK_Return, "Enter");
-    else rfb.sendKey(keysyms.lookup(ch.codePointAt(0)));
-  }
+  typeText(input.value);
   input.value = "";
-  rfb.focus();
 });
 
 // Whatever goes wrong in the page itself is said too, never a silent blank screen.
 function start() {
   connect().catch((e) => fail("CONSOLE_PAGE_ERROR", `The console page failed: ${e.message}. Reload the page.`));
 }
-document.getElementById("reconnect").addEventListener("click", start);
+reconnect.addEventListener("click", start);
 start();
