@@ -39,6 +39,7 @@ def setup(tmp: Path, count: int):
         for i in range(count):
             vm_uuid = str(uuidlib.uuid4())
             name = f"vm-{i:04d}"
+            hv.create_volume(f"{vm_uuid}.qcow2", 1)
             hv.define(uuid=vm_uuid, name=name, vcpus=1, memory_mib=64, volume=f"{vm_uuid}.qcow2")
             if i % 2:
                 hv.start(vm_uuid)
