@@ -10,6 +10,8 @@ from pathlib import Path
 
 import flask
 
+from .websocket import NoReaderThread
+
 
 class Config:
     # Where gunicorn listens, and its request threads (each open console holds one).
@@ -43,6 +45,9 @@ class Config:
     POLL_INTERVAL = 2
     # Create an "admin" user with a random password when there is no user at all.
     INITIAL_ADMIN = True
+
+    # The console bridge reads its WebSocket itself (limen.websocket): no reader thread.
+    SOCK_SERVER_OPTIONS = {"thread_class": NoReaderThread}
 
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"

@@ -16,11 +16,7 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import select, update
-from simple_websocket import ConnectionClosed
-from wsproto.events import BytesMessage
-from wsproto.utilities import LocalProtocolError
-
-from . import vms
+from . import vms, websocket
 from .errors import (ForbiddenOrigin, LimenError, NotAllowed, TicketInvalid, VMNotRunning,
                      error_from)
 from .extensions import db, services
@@ -28,7 +24,7 @@ from .models import ConsoleSession, ConsoleTicket, Operation, User, utcnow
 
 log = logging.getLogger(__name__)
 TICKET_LIFETIME = timedelta(seconds=60)
-CHUNK = 64 * 1024
+CHUNK = websocket.CHUNK
 CLOSE_GRACE = 2.0  # seconds the browser has to answer our close frame
 
 
@@ -107,14 +103,15 @@ def ensure_running(user: User, vm_uuid: str, timeout: float) -> None:
 
 
 class Bridge:
-    """Copy bytes between a WebSocket and the VNC socket until either side ends, then end
-    the other at once. No thread or socket outlives ``run``."""
+    """Copy bytes between the browser's WebSocket and the VNC socket until either side ends,
+    then end the other at once. No thread or socket outlives ``run``."""
 
-    def __init__(self, ws, vnc: socket.socket):
-        self.ws, self.vnc = ws, vnc
+    def __init__(self, conn: websocket.Connection, vnc: socket.socket):
+        self.conn, self.vnc = conn, vnc
         self.to_client = self.from_client = 0
         self.end = "CLIENT_CLOSED"
         self._ended = threading.Lock()
+        self._reader_done = threading.Event()
 
     def run(self) -> None:
         pump = threading.Thread(target=self._vnc_to_client, name="limen-vnc-pump", daemon=True)
@@ -122,43 +119,57 @@ class Bridge:
         try:
             self._client_to_vnc()
         finally:
+            self._reader_done.set()
             self._finish("CLIENT_CLOSED", 1000)
             pump.join()
             self.vnc.close()
+            self.conn.shutdown()
 
     def _client_to_vnc(self) -> None:
         try:
-            while True:
-                data = self.ws.receive()
-                if data is None:
-                    continue
-                if isinstance(data, str):
-                    data = data.encode()
-                self.vnc.sendall(data)
-                self.from_client += len(data)
-        except ConnectionClosed:
-            pass
+            for opcode, payload in self.conn.frames():
+                if opcode in (websocket.BINARY, websocket.TEXT, 0):  # 0: a continuation
+                    try:
+                        self.vnc.sendall(payload)
+                    except OSError:
+                        return self._finish("VNC_CLOSED", 1000)
+                    self.from_client += len(payload)
+                elif opcode == websocket.CLOSE:  # answer with the browser's own code
+                    code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1000
+                    self.conn.close(code if 1000 <= code < 5000 and code not in (1005, 1006) else 1000, "")
+                    return
+                elif opcode == websocket.PING:
+                    self.conn.send(websocket.PONG, payload)
+        except websocket.ProtocolError as e:
+            log.warning("console: %s from the browser", e)
+            self._finish("PROTOCOL_ERROR", 1002)
         except OSError:
-            self._finish("VNC_CLOSED", 1000)
+            pass  # the browser's side is gone (or did not answer our close in time)
 
     def _vnc_to_client(self) -> None:
-        sock, ws = self.ws.sock, self.ws
-        while True:
-            try:
-                data = self.vnc.recv(CHUNK)
-            except OSError:
-                data = b""
-            if not data:
-                return self._finish("VNC_CLOSED", 1000)
-            try:
-                # One binary frame, written whole (simple-websocket's send() may write part).
-                sock.sendall(ws.ws.send(BytesMessage(data=data)))
-            except (OSError, LocalProtocolError):  # the browser's side is gone or closing
-                return self._finish("CLIENT_CLOSED", 1000)
-            self.to_client += len(data)
+        try:
+            while True:
+                try:
+                    data = self.vnc.recv(CHUNK)
+                except OSError:
+                    data = b""
+                if not data:
+                    self._finish("VNC_CLOSED", 1000)
+                    break
+                try:
+                    self.conn.send(websocket.BINARY, data)
+                except OSError:
+                    self._finish("CLIENT_CLOSED", 1000)
+                    break
+                self.to_client += len(data)
+        finally:
+            # Our close frame is out: give the browser a moment to answer, then end its socket
+            # so that the reading side returns.
+            if not self._reader_done.wait(CLOSE_GRACE):
+                self.conn.shutdown()
 
     def _finish(self, end: str, code: int) -> None:
-        """The first side to end names the end; both sockets are shut at once."""
+        """The first side to end names the end; VNC is shut and the browser told at once."""
         if not self._ended.acquire(blocking=False):
             return
         self.end = end
@@ -166,31 +177,22 @@ class Bridge:
             self.vnc.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-        close_websocket(self.ws, code, end)
+        self.conn.close(code, end)
 
 
-def close_websocket(ws, code: int, reason: str) -> None:
-    """Send a close frame, give the browser a moment to answer, then shut the socket, so that
-    simple-websocket's reader thread ends before the request does."""
-    try:
-        ws.close(reason=code, message=reason[:120])
-    except (ConnectionClosed, OSError):  # already closed, or the browser is gone
-        pass
-    ws.event.set()  # wake a receive() waiting for data that will not come
-    ws.thread.join(CLOSE_GRACE)
-    # Then no byte more on this connection, whatever the server would still write (werkzeug's
-    # development server writes an HTTP response after the WebSocket ends), and the reader
-    # thread wakes if the browser never answered.
-    try:
-        ws.sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    ws.thread.join()
+def close_websocket(conn: websocket.Connection, code: int, reason: str) -> None:
+    """Refuse: a close frame with the code and reason, a moment for the browser's answer, then
+    the socket is shut, so nothing else is written on it."""
+    conn.close(code, reason)
+    conn.await_close(CLOSE_GRACE)
+    conn.shutdown()
 
 
 def serve(ws, vm_uuid: str, *, origin: str | None, own_origin: str, ticket: str | None,
           session_user_id: int | None) -> None:
     """The console WebSocket, from the Origin check to the end of the bridge."""
+    conn = websocket.Connection(ws.sock)
+    ws.connected = False  # the connection is ours now: flask-sock must not close it again
     session_id = None
     try:
         check_origin(origin, own_origin)
@@ -210,16 +212,16 @@ def serve(ws, vm_uuid: str, *, origin: str | None, own_origin: str, ticket: str 
         else:
             err = LimenError()
             log.exception("console vm %s failed", vm_uuid)
-        close_websocket(ws, err.ws_close, err.code)  # first: the browser learns why, whatever follows
+        close_websocket(conn, err.ws_close, err.code)  # first: the browser learns why, whatever follows
         db.session.rollback()
         if session_id is not None:
             _record_end(session_id, err.code, err.message)
         return
     db.session.close()  # the bridge may run for hours: hold no database connection
-    bridge = Bridge(ws, vnc)
+    bridge = Bridge(conn, vnc)
     try:
         try:
-            ws.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass  # the browser left while the VM started: the bridge ends at once
         log.info("console vm %s opened by user %s (session %s)", vm_uuid, user_id, session_id)
