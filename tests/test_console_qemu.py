@@ -94,3 +94,18 @@ def test_a_vm_that_cannot_start_closes_4409_with_libvirts_reason(console_env, qe
     assert status["error"]["code"] == "VM_START_FAILED"
     assert f"{uuid}.qcow2" in status["error"]["message"]  # libvirt's own words name the disk
     assert not qemu_host.lookupByUUIDString(uuid).isActive()
+
+
+def test_a_start_that_outlasts_the_deadline_closes_4410(qemu_admin, live_server, qemu_host):
+    """LIMEN_CONSOLE_START_TIMEOUT shorter than QEMU needs to start: VM_NOT_RUNNING, in time."""
+    app, admin = qemu_admin(CONSOLE_START_TIMEOUT=0.01)
+    base = live_server(app)
+    name = unique_name()
+    assert admin.create(name=name, memory_mib="128").status_code == 201
+    admin.wait_state(name, "running", 60)
+    uuid = uuid_of(app, name)
+    assert admin.htmx_post(f"/vms/{uuid}/force-off").status_code == 202
+    admin.wait_state(name, "shutoff", 30)
+    ws = open_console(ws_url(base, uuid, get_ticket(admin, uuid).json["ticket"]), base)
+    assert close_code(ws, 30) == (4410, "VM_NOT_RUNNING")
+    admin.wait_state(name, "running", 60)  # the start itself goes on and succeeds

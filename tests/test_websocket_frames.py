@@ -6,7 +6,7 @@ import threading
 
 import pytest
 from wsproto.connection import Connection as WsConnection, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Ping
+from wsproto.events import BytesMessage, CloseConnection
 from wsproto.frame_protocol import FrameProtocol
 
 from limen import websocket
