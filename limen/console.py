@@ -233,6 +233,14 @@ def serve(ws, vm_uuid: str, *, origin: str | None, own_origin: str, ticket: str 
                  bridge.to_client, bridge.from_client)
 
 
+def end_stale_sessions() -> int:
+    """At start-up: sessions a previous process left open ended with it."""
+    ended = db.session.execute(update(ConsoleSession).where(ConsoleSession.ended_at.is_(None))
+                               .values(ended_at=utcnow(), end="LIMEN_RESTARTED")).rowcount
+    db.session.commit()
+    return ended
+
+
 def _record_end(session_id: int, end: str, detail: str | None, out: int = 0, inn: int = 0) -> None:
     """Record how a session ended; a failure to record is logged, never raised into the close."""
     try:

@@ -40,6 +40,10 @@ def start(app) -> None:
     if svc.started:
         return
     svc.runner.recover()
+    with app.app_context():
+        from .console import end_stale_sessions
+
+        end_stale_sessions()
     svc.sync.start()
     svc.started = True
     atexit.register(stop, app)

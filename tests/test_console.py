@@ -204,6 +204,20 @@ def test_a_disabled_user_cannot_use_a_ticket_issued_before(app, admin, vm, base,
     assert_refused(app, libvirt_conn, vm, open_console(ws_url(base, vm, ticket["ticket"]), base), 4403, "NOT_ALLOWED")
 
 
+def test_sessions_left_open_by_a_previous_process_are_ended_at_start(make_app, node_xml, tmp_path):
+    from limen import create_app
+
+    cfg = {"TESTING": True, "INSTANCE_PATH": str(tmp_path / "old"), "NETWORK": "none",
+           "STORAGE_DIR": str(tmp_path / "pool"), "LIBVIRT_URI": f"test://{node_xml}"}
+    with create_app(cfg).app_context():  # as if a process had died with a console open
+        db.session.add(ConsoleSession(user_id=1, vm_uuid="7a7a7a7a-0000-4000-8000-000000000002"))
+        db.session.commit()
+    app = make_app(**cfg)
+    with app.app_context():
+        session = db.session.scalar(select(ConsoleSession))
+        assert session.end == "LIMEN_RESTARTED" and session.ended_at is not None
+
+
 # -- no leaks -----------------------------------------------------------------------------
 def _threads_and_fds() -> tuple[int, int]:
     return threading.active_count(), len(os.listdir("/proc/self/fd"))
