@@ -81,6 +81,15 @@ class Browserless:
 
         wait_until(reached, timeout, f"{name} to show {state}, with no action under way")
 
+    def create_stopped(self, app, name: str) -> str:
+        """Create a VM, let it come up, force it off; returns its UUID (real libvirtd)."""
+        assert self.create(name=name, memory_mib="128").status_code == 201
+        self.wait_state(name, "running", 60)
+        vm_uuid = uuid_of(app, name)
+        assert self.htmx_post(f"/vms/{vm_uuid}/force-off").status_code == 202
+        self.wait_state(name, "shutoff", 30)
+        return vm_uuid
+
     def row_html(self, name: str) -> str:
         m = re.search(rf'<tr id="vm-[^"]+" data-state="[^"]+">\s*<td class="name">{re.escape(name)}</td>.*?</tr>',
                       self.rows(), re.S)

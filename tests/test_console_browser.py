@@ -28,10 +28,7 @@ def stopped_vm(qemu_admin, live_server, page):
     app, admin = qemu_admin()
     base = live_server(app)
     name = unique_name()
-    assert admin.create(name=name, memory_mib="128").status_code == 201
-    admin.wait_state(name, "running", 60)
-    assert admin.htmx_post(f"/vms/{uuid_of(app, name)}/force-off").status_code == 202
-    admin.wait_state(name, "shutoff", 30)
+    admin.create_stopped(app, name)
     page.goto(f"{base}/login")
     page.fill("input[name=username]", "admin")
     page.fill("input[name=password]", admin_password(app))

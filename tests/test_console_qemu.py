@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from conftest import (Reader, close_code, get_ticket, open_console, receive_exactly,
-                      unique_name, uuid_of)
+                      unique_name)
 from limen.extensions import db
 from limen.models import Operation
 
@@ -20,11 +20,7 @@ def console_env(qemu_admin, live_server):
     app, admin = qemu_admin()
     base = live_server(app)
     name = unique_name()
-    assert admin.create(name=name, memory_mib="128").status_code == 201
-    admin.wait_state(name, "running", 60)
-    uuid = uuid_of(app, name)
-    assert admin.htmx_post(f"/vms/{uuid}/force-off").status_code == 202
-    admin.wait_state(name, "shutoff", 30)
+    uuid = admin.create_stopped(app, name)
     return app, admin, base, uuid, name
 
 
@@ -101,11 +97,7 @@ def test_a_start_that_outlasts_the_deadline_closes_4410(qemu_admin, live_server,
     app, admin = qemu_admin(CONSOLE_START_TIMEOUT=0.01)
     base = live_server(app)
     name = unique_name()
-    assert admin.create(name=name, memory_mib="128").status_code == 201
-    admin.wait_state(name, "running", 60)
-    uuid = uuid_of(app, name)
-    assert admin.htmx_post(f"/vms/{uuid}/force-off").status_code == 202
-    admin.wait_state(name, "shutoff", 30)
+    uuid = admin.create_stopped(app, name)
     ws = open_console(ws_url(base, uuid, get_ticket(admin, uuid).json["ticket"]), base)
     assert close_code(ws, 30) == (4410, "VM_NOT_RUNNING")
     admin.wait_state(name, "running", 60)  # the start itself goes on and succeeds

@@ -8,12 +8,9 @@ from werkzeug.exceptions import HTTPException
 from ..errors import LimenError, RequestRefused
 from ..extensions import login_manager
 from . import auth, console, health, vms
+from .vms import is_htmx
 
 log = logging.getLogger(__name__)
-
-
-def is_htmx() -> bool:
-    return request.headers.get("HX-Request") == "true"
 
 
 def register(app: Flask) -> None:

@@ -15,7 +15,7 @@ def require_login():
     """Every VM page, partial and action needs a signed-in user."""
 
 
-def _is_htmx() -> bool:
+def is_htmx() -> bool:
     return request.headers.get("HX-Request") == "true"
 
 
@@ -44,12 +44,12 @@ def create():
     try:
         vms.request_create(current_user, request.form)
     except ValidationFailed as e:
-        if _is_htmx():
+        if is_htmx():
             return render_template("vms/_create_form.html", form=request.form, errors=e.fields), 422
         version = services().changes.token
         return render_template("vms/index.html", form=request.form, errors=e.fields,
                                rows=vms.table(current_user), version=version), 422
-    if not _is_htmx():
+    if not is_htmx():
         return redirect(url_for("vms.index"))
     # A fresh form, and the table with the new row swapped in out of band.
     version = services().changes.token  # before the rows, as in _rows_response
@@ -60,7 +60,7 @@ def create():
 @bp.post("/vms/<uuid:vm_uuid>/<any(start, shutdown, 'force-off', reboot):action>")
 def action(vm_uuid, action):
     vms.request_action(current_user, str(vm_uuid), action)
-    return _rows_response(202) if _is_htmx() else redirect(url_for("vms.index"))
+    return _rows_response(202) if is_htmx() else redirect(url_for("vms.index"))
 
 
 @bp.get("/vms/<uuid:vm_uuid>/status")
@@ -77,4 +77,4 @@ def status(vm_uuid):
 @bp.post("/vms/<uuid:vm_uuid>/delete")
 def delete(vm_uuid):
     vms.request_delete(current_user, str(vm_uuid))
-    return _rows_response(202) if _is_htmx() else redirect(url_for("vms.index"))
+    return _rows_response(202) if is_htmx() else redirect(url_for("vms.index"))
