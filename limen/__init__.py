@@ -8,8 +8,8 @@ from flask import Flask
 from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 
-from . import changes, config, logs, services
-from .extensions import csrf, db, login_manager, sock
+from . import changes, config, logs, schema, services
+from .extensions import csrf, db, login_manager, migrate, sock
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +24,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     logs.configure()
 
     db.init_app(app)
+    migrate.init_app(app, db, directory=schema.DIRECTORY)
     csrf.init_app(app)
     login_manager.init_app(app)
     sock.init_app(app)
@@ -44,7 +45,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     cli.register(app)
 
     with app.app_context():
-        db.create_all()
+        schema.upgrade()
         if app.config["INITIAL_ADMIN"]:
             _initial_admin(app)
     return app

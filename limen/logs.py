@@ -26,3 +26,4 @@ def configure() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactSecrets) for f in logger.filters):
             logger.addFilter(RedactSecrets())
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # not two lines per start-up
