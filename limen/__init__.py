@@ -9,7 +9,7 @@ from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 
 from . import changes, config, logs, schema, services
-from .extensions import csrf, db, login_manager, migrate, sock
+from .extensions import csrf, db, limiter, login_manager, migrate, sock
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,17 +27,19 @@ def create_app(test_config: dict | None = None) -> Flask:
     migrate.init_app(app, db, directory=schema.DIRECTORY)
     csrf.init_app(app)
     login_manager.init_app(app)
+    limiter.init_app(app)
     sock.init_app(app)
     services.init_app(app)
 
-    from .models import VM, Operation, User
+    from .models import VM, Operation
 
     changes.watch(VM, Operation)
 
     @login_manager.user_loader
-    def load_user(user_id: str):
-        user = db.session.get(User, int(user_id))
-        return user if user is not None and user.is_active else None
+    def load_user(token: str):
+        from .accounts import user_for_token
+
+        return user_for_token(token)
 
     from . import cli, views
 

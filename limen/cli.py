@@ -1,11 +1,19 @@
-"""``flask --app app users create|list|set-password``."""
+"""``flask --app app users create|list|set-password|disable|enable``: the same use cases as
+the admin pages, run as the host's operator ("cli" in the audit log)."""
 import click
 from flask import Flask
 from flask.cli import AppGroup
-from sqlalchemy import select
 
-from .extensions import db
-from .models import User
+from . import accounts
+from .access import CLI
+from .errors import ValidationFailed
+
+
+def _run(fn, *args, **kwargs):
+    try:
+        return fn(CLI, *args, **kwargs)
+    except ValidationFailed as e:
+        raise click.ClickException(" ".join(e.fields.values())) from None
 
 
 def register(app: Flask) -> None:
@@ -16,28 +24,35 @@ def register(app: Flask) -> None:
     @click.option("--admin", is_flag=True, help="Give the user the admin role.")
     @click.password_option()
     def create(username: str, admin: bool, password: str):
-        if db.session.scalar(select(User).where(User.username == username)):
-            raise click.ClickException(f"user {username} exists already")
-        user = User(username=username, role="admin" if admin else "user")
-        user.set_password(password)
-        db.session.add(user)
-        db.session.commit()
-        click.echo(f"created {user.role} {username}")
+        user = _run(accounts.create_user, username, password, "admin" if admin else "user")
+        click.echo(f"created {user.role} {user.username}")
 
     @users.command("list")
     def list_():
-        for user in db.session.scalars(select(User).order_by(User.username)):
-            click.echo(f"{user.username}\t{user.role}\t{'disabled' if user.disabled else 'active'}")
+        click.echo("username\trole\tstatus\tVMs\tvCPUs\tmemory MiB\tdisk GiB")
+        for a in _run(accounts.list_users):
+            q, u = a.quota, a.usage
+            pairs = [(u.vms, q.vms), (u.vcpus, q.vcpus), (u.memory_mib, q.memory_mib), (u.disk_gib, q.disk_gib)]
+            click.echo("\t".join([a.user.username, a.user.role, "disabled" if a.user.disabled else "active",
+                                  *(f"{used}/{'-' if limit is None else limit}" for used, limit in pairs)]))
 
     @users.command("set-password")
     @click.argument("username")
     @click.password_option()
     def set_password(username: str, password: str):
-        user = db.session.scalar(select(User).where(User.username == username))
-        if user is None:
-            raise click.ClickException(f"no user {username}")
-        user.set_password(password)
-        db.session.commit()
-        click.echo(f"password of {username} changed")
+        _run(accounts.reset_password, username, password)
+        click.echo(f"password of {accounts.normal_username(username)} changed; their sign-ins ended")
+
+    @users.command("disable")
+    @click.argument("username")
+    def disable(username: str):
+        _run(accounts.update_user, username, disabled=True)
+        click.echo(f"{accounts.normal_username(username)} disabled; their sign-ins ended")
+
+    @users.command("enable")
+    @click.argument("username")
+    def enable(username: str):
+        _run(accounts.update_user, username, disabled=False)
+        click.echo(f"{accounts.normal_username(username)} enabled")
 
     app.cli.add_command(users)

@@ -4,6 +4,7 @@ variables, then the ``test_config`` handed to ``create_app``; each later source 
 Environment values are parsed as JSON where they parse (``LIMEN_WORKERS=8`` is an int) and
 kept as strings otherwise, which is what ``Flask.config.from_prefixed_env`` does.
 """
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -43,6 +44,20 @@ class Config:
     RESYNC_INTERVAL = 30
     # How often an open VM table asks whether anything changed, in seconds.
     POLL_INTERVAL = 2
+    # Each user's quotas, unless an admin sets that user's own; None means no limit.
+    QUOTA_VMS = 10
+    QUOTA_VCPUS = 16
+    QUOTA_MEMORY_MIB = 16384
+    QUOTA_DISK_GIB = 200
+    # Failed sign-ins allowed per client address and per username (Flask-Limiter's syntax);
+    # one more gets 429 with Retry-After. RATELIMIT_STORAGE_URI (e.g. redis://…) shares the
+    # counts between processes; in memory by default.
+    LOGIN_LIMIT_PER_IP = "5 per minute"
+    LOGIN_LIMIT_PER_USERNAME = "10 per 10 minutes"
+    RATELIMIT_STORAGE_URI = "memory://"
+    RATELIMIT_HEADERS_ENABLED = True
+    # Cookies only over HTTPS. None: on, unless LIMEN listens on a loopback address only.
+    SECURE_COOKIES = None
     # Create an "admin" user with a random password when there is no user at all.
     INITIAL_ADMIN = True
 
@@ -82,6 +97,19 @@ def load(app, test_config: dict | None) -> None:
     if not app.config.get("DATABASE_URL"):
         app.config["DATABASE_URL"] = f"sqlite:///{instance / 'limen.sqlite'}"
     app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
+    secure = app.config["SECURE_COOKIES"]
+    app.config["SESSION_COOKIE_SECURE"] = not is_loopback(app.config["BIND"]) if secure is None else bool(secure)
+
+
+def is_loopback(bind: str) -> bool:
+    """Does gunicorn's ``bind`` (host:port, [v6]:port, unix:path) serve this machine only?"""
+    host = str(bind).rsplit(":", 1)[0].strip("[]") if not str(bind).startswith("unix:") else ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _secret_key(path: Path) -> str:

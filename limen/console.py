@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import select, update
-from . import vms, websocket
+from . import audit, vms, websocket
 from .errors import (ForbiddenOrigin, LimenError, NotAllowed, TicketInvalid, VMNotRunning,
                      error_from)
 from .extensions import db, services
@@ -39,7 +39,7 @@ def _digest(ticket: str) -> str:
 
 
 def issue_ticket(user: User, vm_uuid: str) -> Ticket:
-    vm = vms.get_vm(user, vm_uuid)
+    vm = vms.get_vm(user, vm_uuid, "vm.console")
     ticket = secrets.token_urlsafe(32)
     row = ConsoleTicket(token_hash=_digest(ticket), user_id=user.id, vm_uuid=vm.uuid,
                         expires_at=utcnow() + TICKET_LIFETIME)
@@ -84,7 +84,7 @@ def redeem(ticket: str | None, vm_uuid: str, session_user_id: int | None) -> Use
     user = db.session.get(User, row.user_id)
     if user is None or not user.is_active:
         raise NotAllowed("This account is disabled.")
-    vms.get_vm(user, vm_uuid)  # still theirs (VM_NOT_FOUND otherwise)
+    vms.get_vm(user, vm_uuid, "vm.console")  # still theirs (VM_NOT_FOUND otherwise)
     return user
 
 
@@ -193,7 +193,7 @@ def serve(ws, vm_uuid: str, *, origin: str | None, own_origin: str, ticket: str 
     """The console WebSocket, from the Origin check to the end of the bridge."""
     conn = websocket.Connection(ws.sock)
     ws.connected = False  # the connection is ours now: flask-sock must not close it again
-    session_id = None
+    session_id = user = None
     try:
         check_origin(origin, own_origin)
         user = redeem(ticket, vm_uuid, session_user_id)
@@ -216,7 +216,9 @@ def serve(ws, vm_uuid: str, *, origin: str | None, own_origin: str, ticket: str 
         db.session.rollback()
         if session_id is not None:
             _record_end(session_id, err.code, err.message)
+        _audit("console.open", err.code, user, vm_uuid, err.message)
         return
+    _audit("console.open", "ok", user, vm_uuid, f"session {session_id}")
     db.session.close()  # the bridge may run for hours: hold no database connection
     bridge = Bridge(conn, vnc)
     try:
@@ -229,6 +231,8 @@ def serve(ws, vm_uuid: str, *, origin: str | None, own_origin: str, ticket: str 
     finally:
         vnc.close()
         _record_end(session_id, bridge.end, None, bridge.to_client, bridge.from_client)
+        _audit("console.close", "ok", user_id, vm_uuid, f"session {session_id}: {bridge.end}, "
+               f"{bridge.to_client} bytes out, {bridge.from_client} in")
         log.info("console vm %s closed: %s, %d bytes out, %d in", vm_uuid, bridge.end,
                  bridge.to_client, bridge.from_client)
 
@@ -253,3 +257,15 @@ def _record_end(session_id: int, end: str, detail: str | None, out: int = 0, inn
         log.exception("console session %s: recording its end failed", session_id)
         db.session.rollback()
 
+
+
+def _audit(action: str, result: str, user, vm_uuid: str, detail: str) -> None:
+    """Console opens and closes in the audit log; a failure to record is logged, never raised."""
+    try:
+        if isinstance(user, int):
+            user = db.session.get(User, user)
+        audit.record(action, result, actor=user, vm_uuid=vm_uuid, detail=detail)
+        db.session.commit()
+    except Exception:
+        log.exception("console vm %s: auditing %s failed", vm_uuid, action)
+        db.session.rollback()

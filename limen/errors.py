@@ -149,6 +149,31 @@ class OperationInterrupted(LimenError):
     sentence = "LIMEN stopped while this operation was running."
 
 
+class QuotaExceeded(LimenError):
+    """A create that would take a user past one of their quotas; ``fields`` names the form
+    field each exceeded limit belongs to."""
+
+    code = "QUOTA_EXCEEDED"
+    status = 409
+    sentence = "This would exceed your quota. Delete a VM, or ask an administrator for more."
+
+    def __init__(self, problems: dict[str, str]):
+        super().__init__("; ".join(problems.values()) + ".", fields=problems)
+        self.fields = problems
+
+
+class SignInFailed(LimenError):
+    code = "SIGN_IN_FAILED"
+    status = 401
+    sentence = "Wrong username or password."
+
+
+class TooManyAttempts(LimenError):
+    code = "TOO_MANY_ATTEMPTS"
+    status = 429
+    sentence = "Too many failed sign-ins. Wait a minute, then try again."
+
+
 def all_errors() -> dict[str, type[LimenError]]:
     """Every error class by its code (the page maps WebSocket close reasons with it)."""
     found, todo = {}, [LimenError]

@@ -25,6 +25,18 @@ class User(UserMixin, db.Model):
     role: Mapped[str] = mapped_column(String(16), default="user")  # "admin" | "user"
     disabled: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Quotas; None means the default from the configuration (QUOTA_VMS …).
+    quota_vms: Mapped[int | None]
+    quota_vcpus: Mapped[int | None]
+    quota_memory_mib: Mapped[int | None]
+    quota_disk_gib: Mapped[int | None]
+    # Not a column: the sign-in (LoginSession) the request being served runs under.
+    login_session = None
+
+    def get_id(self) -> str:
+        """What Flask-Login keeps in the session cookie: the sign-in's token, not the user's
+        id, so that ending the sign-in in the database ends the cookie too."""
+        return self.login_session.token
 
     def set_password(self, password: str) -> None:
         self.password_hash = generate_password_hash(password)  # scrypt
@@ -76,6 +88,8 @@ class Operation(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
 
+    source_ip: Mapped[str | None] = mapped_column(String(64))
+
     ACTIVE = ("pending", "running")
 
     @property
@@ -108,3 +122,38 @@ class ConsoleSession(db.Model):
     bytes_from_client: Mapped[int] = mapped_column(default=0)
     end: Mapped[str | None] = mapped_column(String(64))  # CLIENT_CLOSED, VNC_CLOSED or an error code
     end_detail: Mapped[str | None] = mapped_column(String(512))
+
+
+class LoginSession(db.Model):
+    """One sign-in. The cookie carries its token (random, stored only as a SHA-256); signing
+    out, a new password or disabling the user ends it, and an ended sign-in's cookie no longer
+    signs anyone in."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
+    user: Mapped[User] = relationship()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None]
+    end: Mapped[str | None] = mapped_column(String(32))  # SIGNED_OUT, PASSWORD_CHANGED, USER_DISABLED
+    ip: Mapped[str | None] = mapped_column(String(64))
+    # Not a column: the token itself, known only to the request that signed in.
+    token = None
+
+
+class AuditEvent(db.Model):
+    """Who did what, to which VM or user, with which result, from where and when. Never a
+    password, token or ticket."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"), index=True)
+    actor: Mapped[str | None] = mapped_column(String(64))  # the username then (or "cli")
+    action: Mapped[str] = mapped_column(String(32), index=True)
+    vm_uuid: Mapped[str | None] = mapped_column(String(36), index=True)
+    vm_name: Mapped[str | None] = mapped_column(String(63))
+    target: Mapped[str | None] = mapped_column(String(64))  # the user an admin action was on
+    result: Mapped[str] = mapped_column(String(64))  # "ok", "accepted" or an error code
+    detail: Mapped[str | None] = mapped_column(String(512))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    operation_id: Mapped[int | None]

@@ -13,9 +13,10 @@ from typing import Callable
 
 from sqlalchemy import select
 
+from . import audit
 from .errors import LimenError, OperationInterrupted
 from .extensions import db
-from .models import Operation, utcnow
+from .models import VM, Operation, User, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class Runner:
                 op.state, op.error_code, op.error_message = "failed", err.code, err.message
                 op.finished_at = utcnow()
                 vms.recover_interrupted(op, err)
+                _audit_end(op)
                 log.warning("op %s %s vm %s was interrupted", op.id, op.kind, op.vm_uuid)
             db.session.commit()
 
@@ -137,4 +139,14 @@ class Runner:
                 op.state = "done"
                 log.info("op %s %s vm %s done", op.id, op.kind, op.vm_uuid)
             op.finished_at = utcnow()
+            _audit_end(op)
             db.session.commit()
+
+
+def _audit_end(op: Operation) -> None:
+    """The outcome of a requested action, beside the request in the audit log."""
+    actor = db.session.get(User, op.user_id) if op.user_id else None
+    vm = db.session.scalar(select(VM).where(VM.uuid == op.vm_uuid))  # gone after a delete
+    audit.record(f"vm.{op.kind}", "ok" if op.state == "done" else op.error_code, actor=actor,
+                 vm=vm, vm_uuid=op.vm_uuid, operation_id=op.id, ip=op.source_ip,
+                 detail=op.error_message if op.state == "failed" else "finished")

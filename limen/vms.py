@@ -13,6 +13,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
+from . import accounts, audit
+from .access import authorize, visible_vms, vm_for
 from .errors import (InvalidState, LimenError, ShutdownTimeout, ValidationFailed, VMBusy,
                      VMNotFound, VMNotRunning)
 from .extensions import db, services
@@ -68,22 +70,25 @@ class Row:
 
 
 # -- reading ------------------------------------------------------------------------------
-def _visible(user: User):
-    query = select(VM)
-    return query if user.is_admin else query.where(VM.owner_id == user.id)
+def get_vm(user: User, vm_uuid: str, action: str = "vm.view") -> VM:
+    """The VM, if ``user`` may take ``action`` on it; another user's VM is as absent as a
+    deleted one."""
+    return vm_for(user, vm_uuid, action)
 
 
-def get_vm(user: User, vm_uuid: str) -> VM:
-    """The VM, if ``user`` may see it; another user's VM is as absent as a deleted one."""
-    vm = db.session.scalar(_visible(user).where(VM.uuid == vm_uuid))
-    if vm is None:
-        raise VMNotFound()
-    return vm
+def owners(user: User) -> list[str]:
+    """The usernames an admin can filter the table by (everyone else sees only their own)."""
+    if not user.is_admin:
+        return []
+    return list(db.session.scalars(select(User.username).order_by(User.username)))
 
 
-def table(user: User) -> list[Row]:
-    vms = db.session.scalars(
-        _visible(user).options(selectinload(VM.owner)).order_by(VM.name)).all()
+def table(user: User, owner: str = "") -> list[Row]:
+    """The rows ``user`` may see; an admin may narrow them to one owner's."""
+    query = visible_vms(user).options(selectinload(VM.owner)).order_by(VM.name)
+    if owner and user.is_admin:
+        query = query.join(VM.owner).where(User.username == owner)
+    vms = db.session.scalars(query).all()
     latest = (select(func.max(Operation.id)).group_by(Operation.vm_uuid)).scalar_subquery()
     ops = db.session.scalars(select(Operation).where(
         Operation.id.in_(latest), Operation.state != "done")).all()
@@ -143,9 +148,15 @@ def validate(form) -> VMSpec:
     return VMSpec(name, vcpus, memory_mib, disk_gib)
 
 
+@audit.refusals("vm.create")
 def request_create(user: User, form) -> VM:
-    """Validate, write the VM row (creating) and its Operation, and queue it. Returns at once."""
+    """Validate, check the quota, write the VM row (creating) and its Operation, and queue it.
+    Returns at once. The quota check and the new row are one transaction, under a lock on
+    the user's row: concurrent creates cannot both slip under a limit."""
+    authorize(user, "vm.create")
     spec = validate(form)
+    db.session.commit()  # end the reading transaction: the claim below starts a writing one
+    accounts.claim(user, spec.vcpus, spec.memory_mib, spec.disk_gib)
     vm = VM(uuid=str(uuidlib.uuid4()), name=spec.name, owner_id=user.id, vcpus=spec.vcpus,
             memory_mib=spec.memory_mib, disk_gib=spec.disk_gib, state=CREATING)
     db.session.add(vm)
@@ -154,8 +165,7 @@ def request_create(user: User, form) -> VM:
     except IntegrityError:
         db.session.rollback()
         raise ValidationFailed({"name": f"The name {spec.name} is already taken."}) from None
-    with _request_lock:
-        _submit(user, vm, "create")
+    _submit(user, vm, "create")
     return vm
 
 
@@ -166,9 +176,14 @@ def _active_op(vm_uuid: str) -> Operation | None:
 
 
 def _submit(user: User, vm: VM, kind: str) -> Operation:
-    """Write and submit an Operation; the caller holds _request_lock."""
-    op = Operation(kind=kind, vm_uuid=vm.uuid, user_id=user.id, step="Queued", steps=[])
+    """Write and submit an Operation, and audit the request; the caller holds _request_lock
+    (or, for a create, the VM is new)."""
+    op = Operation(kind=kind, vm_uuid=vm.uuid, user_id=user.id, step="Queued", steps=[],
+                   source_ip=audit.source_ip())
     db.session.add(op)
+    db.session.flush()
+    audit.record(f"vm.{kind}", "accepted", actor=user, vm=vm, operation_id=op.id,
+                 detail=f"{vm.vcpus} vCPUs, {vm.memory_mib} MiB, {vm.disk_gib} GiB" if kind == "create" else None)
     db.session.commit()
     services().runner.submit(op.id)
     return op
@@ -188,7 +203,7 @@ def start_or_join(user: User, vm_uuid: str) -> Operation | None:
     """Make sure the VM is running or about to be: None when it runs already, else the start
     (or create) under way, joined, or a new start. However many callers race (consoles opened
     at once), one start reaches libvirt."""
-    vm = get_vm(user, vm_uuid)
+    vm = get_vm(user, vm_uuid, "vm.start")
     with _request_lock:
         active = _active_op(vm.uuid)
         if active and active.kind in ("create", "start"):
@@ -213,11 +228,12 @@ def row(user: User, vm_uuid: str) -> Row:
     return Row(vm, op if op is not None and op.state != "done" else None)
 
 
+@audit.refusals("vm.{action}", subject="vm_uuid")
 def request_action(user: User, vm_uuid: str, action: str) -> Operation:
     """Queue start, shutdown, force-off or reboot, after checking the live state allows it."""
-    vm = get_vm(user, vm_uuid)
     if action not in ACTIONS:
         raise InvalidState(f"Unknown action {action}.")
+    vm = get_vm(user, vm_uuid, f"vm.{action}")
     if vm.state in (CREATING, DELETING):
         raise VMBusy(f"The VM is {vm.state}.")
     current = refresh(vm.uuid)
@@ -228,8 +244,9 @@ def request_action(user: User, vm_uuid: str, action: str) -> Operation:
     return _queue(user, vm, action)
 
 
+@audit.refusals("vm.delete", subject="vm_uuid")
 def request_delete(user: User, vm_uuid: str) -> Operation:
-    vm = get_vm(user, vm_uuid)
+    vm = get_vm(user, vm_uuid, "vm.delete")
     if vm.state in (CREATING, DELETING):
         raise VMBusy(f"The VM is {vm.state}.")
     return _queue(user, vm, "delete", vm_state=DELETING)

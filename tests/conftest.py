@@ -105,15 +105,25 @@ def uuid_of(app, name: str) -> str:
         return db.session.scalar(select(VM.uuid).where(VM.name == name))
 
 
-def add_user(app, username: str, password: str, role: str = "user"):
+def add_user(app, username: str, password: str, role: str = "user", **quota):
+    """A user straight in the database; ``quota`` sets quota_vms=… and the like."""
     from limen.extensions import db
     from limen.models import User
 
     with app.app_context():
-        user = User(username=username, role=role)
+        user = User(username=username, role=role, **quota)
         user.set_password(password)
         db.session.add(user)
         db.session.commit()
+
+
+def signed_in(app, username: str, password: str, **environ) -> "Browserless":
+    """A new client signed in as ``username``; ``environ`` (REMOTE_ADDR=…) applies to it."""
+    b = Browserless(app.test_client())
+    b.client.environ_base.update(environ)
+    response = b.login(username, password)
+    assert response.status_code == 302, response.text
+    return b
 
 
 # -- app fixtures -------------------------------------------------------------------------
@@ -335,10 +345,16 @@ def live_server():
 
 @pytest.fixture
 def page(browser):
+    """A fresh browser tab. Any Content-Security-Policy violation on it fails the test: LIMEN
+    has no inline script or style, and loads nothing from elsewhere."""
     context = browser.new_context()
     page = context.new_page()
+    violations = []
+    page.on("console", lambda msg: violations.append(msg.text)
+            if "Content Security Policy" in msg.text else None)
     yield page
     context.close()
+    assert violations == [], f"the page broke its Content-Security-Policy: {violations}"
 
 
 # -- consoles -----------------------------------------------------------------------------

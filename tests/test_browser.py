@@ -29,7 +29,7 @@ def test_sign_in_create_and_watch_the_row_turn_running_without_a_reload(qemu_app
     row = page.locator("#vm-rows tr", has_text=name)
     expect(row).to_have_count(1)
     expect(page.get_by_text(name, exact=True)).to_have_count(1)  # in the table, nowhere else
-    expect(page.locator("main > *")).to_have_count(3)  # message area, form, table
+    expect(page.locator("main > *")).to_have_count(4)  # message area, form, owner filter, table
     expect(row).to_have_attribute("data-state", "running", timeout=60_000)
     expect(row.locator(".badge")).to_have_text("running")
     expect(page.locator("input[name=name]")).to_have_value("")  # a fresh form for the next one
@@ -56,3 +56,37 @@ def test_a_bad_name_shows_its_error_next_to_the_field(app, live_server, page):
     expect(page.locator("#err-name")).to_contain_text("lower-case letters")
     expect(page.locator("input[name=name]")).to_have_value("Bad Name!")
     expect(page.locator("#vm-rows tr.empty")).to_have_count(1)
+
+
+def test_a_hostile_vm_name_is_only_text_in_the_browser(app, live_server, page):
+    """A VM named by another tool as markup, with markup in libvirt's reason: shown as text,
+    on the first render and after polls swap the rows in; no script runs."""
+    import uuid
+
+    from limen.extensions import db
+    from limen.models import VM, User
+
+    hostile = "<img src=x onerror=alert(1)>"
+    with app.app_context():
+        admin = db.session.scalar(db.select(User).where(User.username == "admin"))
+        db.session.add(VM(uuid=str(uuid.uuid4()), name=hostile, owner_id=admin.id, vcpus=1,
+                          memory_mib=64, disk_gib=1, state="error", state_reason=f"said {hostile}"))
+        db.session.commit()
+    dialogs = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    base = live_server(app)
+    page.goto(f"{base}/login")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", admin_password(app))
+    page.get_by_role("button", name="Sign in").click()
+    row = page.locator("#vm-rows tr").first
+    expect(row.locator("td.name")).to_have_text(hostile)
+    expect(row.locator(".reason")).to_have_text(f"said {hostile}")
+    expect(page.locator("#vm-rows img")).to_have_count(0)
+    with app.app_context():  # a change: the next poll swaps the rows in
+        vm = db.session.scalar(db.select(VM).where(VM.name == hostile))
+        vm.state_reason = f"now {hostile}"
+        db.session.commit()
+    expect(row.locator(".reason")).to_have_text(f"now {hostile}")
+    expect(page.locator("#vm-rows img")).to_have_count(0)
+    assert dialogs == []

@@ -1,16 +1,36 @@
-"""Blueprints and the error pages: every LimenError reaches the person as its code and sentence."""
+"""Blueprints, the sign-in gate, the security headers, and the error pages: every LimenError
+reaches the person as its code and sentence."""
 import logging
+import time
 
 from flask import Flask, jsonify, redirect, render_template, request, url_for
+from flask_limiter.errors import RateLimitExceeded
+from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from ..errors import LimenError, RequestRefused
-from ..extensions import login_manager
-from . import auth, console, health, vms
+from .. import audit
+from ..errors import LimenError, RequestRefused, TooManyAttempts
+from ..extensions import db, limiter, login_manager
+from . import admin, auth, console, health, vms
 from .vms import is_htmx
 
 log = logging.getLogger(__name__)
+
+# The only endpoints anyone may reach without signing in. The console WebSocket authenticates
+# with its ticket instead. Every other endpoint, present or future, needs a signed-in user.
+PUBLIC = frozenset({"auth.login", "health.healthz", "static", "console.websocket"})
+
+# No inline script or style, nothing from elsewhere, never in a frame.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+       "frame-ancestors 'none'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
 
 
 def register(app: Flask) -> None:
@@ -18,6 +38,32 @@ def register(app: Flask) -> None:
     app.register_blueprint(health.bp)
     app.register_blueprint(vms.bp)
     app.register_blueprint(console.bp)
+    app.register_blueprint(admin.bp)
+
+    @app.before_request
+    def require_sign_in():
+        if request.endpoint is not None and request.endpoint not in PUBLIC \
+                and not current_user.is_authenticated:
+            return login_manager.unauthorized()
+
+    @app.after_request
+    def security_headers(response):
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    @app.errorhandler(RateLimitExceeded)
+    def too_many(err: RateLimitExceeded):
+        limit = limiter.current_limit
+        wait = max(1, int(limit.reset_at - time.time())) if limit else 60
+        audit.record("sign-in", TooManyAttempts.code, actor=None, detail=f"limit {err.description}")
+        db.session.commit()
+        message = f"Too many failed sign-ins. Try again in {wait} s."
+        if request.accept_mimetypes.best == "application/json":
+            body = jsonify(error={"code": TooManyAttempts.code, "message": message, "details": {}})
+        else:
+            body = render_template("login.html", error=message)
+        return body, 429, {"Retry-After": str(wait)}
 
     @app.errorhandler(LimenError)
     def limen_error(err: LimenError):

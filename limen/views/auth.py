@@ -1,12 +1,12 @@
-"""Sign in and out."""
+"""Signing in and out, and the account page where everyone changes their own password."""
 from urllib.parse import urlsplit
 
-from flask import Blueprint, redirect, render_template, request, session, url_for
-from flask_login import login_required, login_user, logout_user
-from sqlalchemy import select
+from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_user, logout_user
 
-from ..extensions import db
-from ..models import User
+from .. import accounts
+from ..errors import SignInFailed, ValidationFailed
+from ..extensions import limiter
 
 bp = Blueprint("auth", __name__)
 
@@ -20,23 +20,52 @@ def _safe_next(target: str | None) -> str:
     return url_for("vms.index")
 
 
+def _failed(response) -> bool:
+    """Only failed sign-ins count against the limits."""
+    return response.status_code == 401
+
+
+def _username_key() -> str:
+    return "username:" + accounts.normal_username(request.form.get("username"))
+
+
 @bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(lambda: current_app.config["LOGIN_LIMIT_PER_IP"], methods=["POST"], deduct_when=_failed)
+@limiter.limit(lambda: current_app.config["LOGIN_LIMIT_PER_USERNAME"], methods=["POST"],
+               deduct_when=_failed, key_func=_username_key)
 def login():
     error = None
     if request.method == "POST":
-        username = request.form.get("username", "").strip()
-        user = db.session.scalar(select(User).where(User.username == username))
-        if user is not None and user.is_active and user.check_password(request.form.get("password", "")):
-            session.clear()  # a fresh session at sign-in
+        try:
+            user = accounts.sign_in(request.form.get("username", ""), request.form.get("password", ""))
+        except SignInFailed as e:
+            error = e.message
+        else:
+            session.clear()  # nothing from before the sign-in carries over
             login_user(user)
             return redirect(_safe_next(request.args.get("next")))
-        error = "Wrong username or password."
     return render_template("login.html", error=error), 401 if error else 200
 
 
 @bp.post("/logout")
-@login_required
 def logout():
+    accounts.sign_out(current_user)
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"))
+
+
+@bp.route("/account", methods=["GET", "POST"])
+def account():
+    """Your own password; your other sign-ins end when it changes."""
+    errors, done = {}, False
+    if request.method == "POST":
+        f = request.form
+        try:
+            accounts.change_own_password(current_user, f.get("current", ""), f.get("password", ""),
+                                         f.get("confirm", ""))
+            done = True
+        except ValidationFailed as e:
+            errors = e.fields
+    mine = accounts.Account(current_user, accounts.quota_of(current_user), accounts.usage_of(current_user))
+    return render_template("account.html", account=mine, errors=errors, done=done), 422 if errors else 200

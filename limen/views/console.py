@@ -1,8 +1,8 @@
 """The console page, its tickets, and the WebSocket that bridges to the VM's VNC server."""
 from datetime import timezone
 
-from flask import Blueprint, jsonify, render_template, request, session, url_for
-from flask_login import current_user, login_required
+from flask import Blueprint, jsonify, render_template, request, url_for
+from flask_login import current_user
 
 from .. import console, vms
 from ..errors import all_errors
@@ -12,15 +12,13 @@ bp = Blueprint("console", __name__)
 
 
 @bp.get("/vms/<uuid:vm_uuid>/console")
-@login_required
 def page(vm_uuid):
-    vm = vms.get_vm(current_user, str(vm_uuid))
+    vm = vms.get_vm(current_user, str(vm_uuid), "vm.console")
     sentences = {code: cls.sentence for code, cls in all_errors().items()}
     return render_template("vms/console.html", vm=vm, sentences=sentences)
 
 
 @bp.post("/vms/<uuid:vm_uuid>/console/ticket")
-@login_required
 def ticket(vm_uuid):
     t = console.issue_ticket(current_user, str(vm_uuid))
     # A WebSocket rule builds a ws:// (or wss://) URL.
@@ -39,7 +37,7 @@ def plain_websocket_frames():
 
 @sock.route("/vms/<uuid:vm_uuid>/console/ws", bp=bp, endpoint="websocket")
 def websocket(ws, vm_uuid):
-    user_id = session.get("_user_id")
+    signed_in = current_user.id if current_user.is_authenticated else None
     console.serve(ws, str(vm_uuid), origin=request.headers.get("Origin"),
                   own_origin=request.host_url.rstrip("/"), ticket=request.args.get("ticket"),
-                  session_user_id=int(user_id) if user_id else None)
+                  session_user_id=signed_in)

@@ -1,34 +1,39 @@
 """The VM table, its polled rows partial, create, and the actions."""
 from flask import Blueprint, jsonify, redirect, render_template, request, url_for
-from flask_login import current_user, login_required
+from flask_login import current_user
 
 from .. import vms
-from ..errors import ValidationFailed
+from ..errors import QuotaExceeded, ValidationFailed
 from ..extensions import services
 
 bp = Blueprint("vms", __name__)
-
-
-@bp.before_request
-@login_required
-def require_login():
-    """Every VM page, partial and action needs a signed-in user."""
 
 
 def is_htmx() -> bool:
     return request.headers.get("HX-Request") == "true"
 
 
+def _owner() -> str:
+    """The admin's owner filter, carried by the page, its polls and its forms."""
+    return request.args.get("owner", "") if current_user.is_admin else ""
+
+
+def _table() -> dict:
+    """What the rows partial needs. The version is read before the rows: a change in between
+    shows at the next poll."""
+    version = services().changes.token
+    owner = _owner()
+    return dict(version=version, owner=owner, rows=vms.table(current_user, owner))
+
+
 def _rows_response(status: int = 200):
-    version = services().changes.token  # read before the rows: a change in between shows next poll
-    return render_template("vms/_rows.html", rows=vms.table(current_user), version=version), status
+    return render_template("vms/_rows.html", **_table()), status
 
 
 @bp.get("/")
 def index():
-    version = services().changes.token
-    return render_template("vms/index.html", rows=vms.table(current_user), version=version,
-                           form={}, errors={})
+    return render_template("vms/index.html", form={}, errors={}, owners=vms.owners(current_user),
+                           **_table())
 
 
 @bp.get("/vms/rows")
@@ -43,24 +48,23 @@ def rows():
 def create():
     try:
         vms.request_create(current_user, request.form)
-    except ValidationFailed as e:
+    except (ValidationFailed, QuotaExceeded) as e:
         if is_htmx():
-            return render_template("vms/_create_form.html", form=request.form, errors=e.fields), 422
-        version = services().changes.token
-        return render_template("vms/index.html", form=request.form, errors=e.fields,
-                               rows=vms.table(current_user), version=version), 422
+            return render_template("vms/_create_form.html", form=request.form, errors=e.fields,
+                                   problem=e), e.status
+        return render_template("vms/index.html", form=request.form, errors=e.fields, problem=e,
+                               owners=vms.owners(current_user), **_table()), e.status
     if not is_htmx():
-        return redirect(url_for("vms.index"))
+        return redirect(url_for("vms.index", owner=_owner() or None))
     # A fresh form, and the table with the new row swapped in out of band.
-    version = services().changes.token  # before the rows, as in _rows_response
     return render_template("vms/_create_form.html", form={}, errors={}, oob_rows=True,
-                           rows=vms.table(current_user), version=version), 201
+                           **_table()), 201
 
 
 @bp.post("/vms/<uuid:vm_uuid>/<any(start, shutdown, 'force-off', reboot):action>")
 def action(vm_uuid, action):
     vms.request_action(current_user, str(vm_uuid), action)
-    return _rows_response(202) if is_htmx() else redirect(url_for("vms.index"))
+    return _rows_response(202) if is_htmx() else redirect(url_for("vms.index", owner=_owner() or None))
 
 
 @bp.get("/vms/<uuid:vm_uuid>/status")
@@ -77,4 +81,4 @@ def status(vm_uuid):
 @bp.post("/vms/<uuid:vm_uuid>/delete")
 def delete(vm_uuid):
     vms.request_delete(current_user, str(vm_uuid))
-    return _rows_response(202) if is_htmx() else redirect(url_for("vms.index"))
+    return _rows_response(202) if is_htmx() else redirect(url_for("vms.index", owner=_owner() or None))

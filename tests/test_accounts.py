@@ -1,0 +1,390 @@
+"""Accounts (fast tier): sign-ins that end, cookie flags, the sign-in rate limit, users and
+roles managed by admins and by the command line, own passwords, quotas, the audit log."""
+import re
+import threading
+
+import pytest
+from sqlalchemy import select
+
+from conftest import Browserless, add_user, admin_password, signed_in, uuid_of, wait_until
+from limen.extensions import db
+from limen.models import VM, AuditEvent, User
+
+
+def cookie_of(b: Browserless) -> str:
+    return b.client.get_cookie("session").value
+
+
+def with_cookie(app, cookie: str) -> Browserless:
+    """Another client that presents a copied session cookie."""
+    b = Browserless(app.test_client())
+    b.client.set_cookie("session", cookie)
+    return b
+
+
+def audit_rows(app, **where) -> list[AuditEvent]:
+    with app.app_context():
+        query = select(AuditEvent).order_by(AuditEvent.id)
+        for key, value in where.items():
+            query = query.where(getattr(AuditEvent, key) == value)
+        rows = db.session.scalars(query).all()
+        db.session.expunge_all()
+        return rows
+
+
+# -- sign-ins -----------------------------------------------------------------------------
+def test_signing_out_ends_the_sign_in_even_for_a_copied_cookie(app, admin):
+    stolen = cookie_of(admin)
+    assert with_cookie(app, stolen).client.get("/").status_code == 200
+    admin.client.post("/logout", data={"csrf_token": admin.csrf})
+    response = with_cookie(app, stolen).client.get("/")
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+
+
+def test_each_sign_in_gets_a_new_session(app):
+    one = signed_in(app, "admin", admin_password(app))
+    two = signed_in(app, "admin", admin_password(app))
+    assert cookie_of(one) != cookie_of(two)
+    # A cookie planted before the sign-in (session fixation) is not the one that signs in.
+    planted = Browserless(app.test_client())
+    planted.client.get("/login")
+    before = cookie_of(planted)
+    assert planted.login("admin", admin_password(app)).status_code == 302
+    assert cookie_of(planted) != before
+    assert with_cookie(app, before).client.get("/").status_code == 302
+
+
+def test_session_cookie_flags(make_app, node_xml):
+    app = make_app(LIBVIRT_URI=f"test://{node_xml}")
+    page = app.test_client().get("/login")
+    cookie = page.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
+    assert app.config["SESSION_COOKIE_SECURE"] is False  # bound to 127.0.0.1 by default
+
+
+@pytest.mark.parametrize("config, secure", [
+    ({"BIND": "0.0.0.0:8080"}, True), ({"BIND": "[::1]:8080"}, False),
+    ({"BIND": "localhost:8080"}, False), ({"BIND": "10.1.2.3:80"}, True),
+    ({"BIND": "0.0.0.0:8080", "SECURE_COOKIES": False}, False),
+    ({"BIND": "127.0.0.1:8080", "SECURE_COOKIES": True}, True)])
+def test_secure_cookies_default_on_unless_bound_to_loopback(make_app, node_xml, config, secure):
+    app = make_app(LIBVIRT_URI=f"test://{node_xml}", **config)
+    assert app.config["SESSION_COOKIE_SECURE"] is secure
+    cookie = app.test_client().get("/login", base_url="https://limen.example").headers["Set-Cookie"]
+    assert ("Secure" in cookie) is secure
+
+
+def test_secure_cookies_from_the_environment(make_app, node_xml, monkeypatch):
+    monkeypatch.setenv("LIMEN_SECURE_COOKIES", "false")
+    app = make_app(LIBVIRT_URI=f"test://{node_xml}", BIND="0.0.0.0:8080")
+    assert app.config["SESSION_COOKIE_SECURE"] is False
+
+
+def test_disabling_a_user_ends_their_sign_ins_at_once(app, admin):
+    add_user(app, "bob", "bob-password-1")
+    bob = signed_in(app, "bob", "bob-password-1")
+    assert bob.client.get("/").status_code == 200
+    response = admin.client.post("/admin/users/bob", data={"csrf_token": admin.csrf, "role": "user",
+                                                          "disabled": "on"})
+    assert response.status_code == 302
+    poll = bob.client.get("/vms/rows?v=x", headers={"HX-Request": "true"})
+    assert poll.status_code == 401 and poll.headers["HX-Redirect"] == "/login"
+    assert Browserless(app.test_client()).login("bob", "bob-password-1").status_code == 401
+    # Enabled again, bob signs in anew; the old sign-in stays ended.
+    admin.client.post("/admin/users/bob", data={"csrf_token": admin.csrf, "role": "user"})
+    assert bob.client.get("/").status_code == 302
+    assert signed_in(app, "bob", "bob-password-1").client.get("/").status_code == 200
+
+
+def test_a_disabled_user_who_knows_the_password_is_told_so(app):
+    add_user(app, "bob", "bob-password-1", disabled=True)
+    response = Browserless(app.test_client()).login("bob", "bob-password-1")
+    assert response.status_code == 401 and "This account is disabled" in response.text
+    wrong = Browserless(app.test_client()).login("bob", "wrong-password")
+    assert "disabled" not in wrong.text and "Wrong username or password." in wrong.text
+
+
+def test_usernames_are_not_case_sensitive_at_sign_in(app):
+    assert signed_in(app, " ADMIN ", admin_password(app)).client.get("/").status_code == 200
+
+
+# -- the rate limit -----------------------------------------------------------------------
+def test_the_sixth_bad_password_in_a_minute_from_one_address_gets_429(app):
+    client = Browserless(app.test_client())
+    for _ in range(5):
+        assert client.login("admin", "wrong-password").status_code == 401
+    response = client.login("admin", "wrong-password")
+    assert response.status_code == 429
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+    assert "Too many failed sign-ins" in response.text
+    # Even the right password waits now; another address is not held up by this one.
+    assert client.login("admin", admin_password(app)).status_code == 429
+    other = Browserless(app.test_client())
+    other.client.environ_base["REMOTE_ADDR"] = "127.0.0.2"
+    assert other.login("admin", admin_password(app)).status_code == 302
+    assert [e.result for e in audit_rows(app, action="sign-in")][-3:] == [
+        "TOO_MANY_ATTEMPTS", "TOO_MANY_ATTEMPTS", "ok"]
+
+
+def test_successful_sign_ins_do_not_count(app):
+    for _ in range(8):
+        signed_in(app, "admin", admin_password(app))
+
+
+def test_one_username_is_limited_across_addresses(app):
+    for n in range(10):
+        b = Browserless(app.test_client())
+        b.client.environ_base["REMOTE_ADDR"] = f"10.0.0.{n}"
+        assert b.login("admin", "wrong-password").status_code == 401
+    b = Browserless(app.test_client())
+    b.client.environ_base["REMOTE_ADDR"] = "10.0.1.1"
+    assert b.login("Admin", "wrong-password").status_code == 429
+    add_user(app, "carol", "carol-password-1")
+    assert signed_in(app, "carol", "carol-password-1", REMOTE_ADDR="10.0.1.2")
+
+
+# -- own password -------------------------------------------------------------------------
+def test_changing_ones_password_ends_the_other_sign_ins(app):
+    add_user(app, "bob", "bob-password-1")
+    here, elsewhere = signed_in(app, "bob", "bob-password-1"), signed_in(app, "bob", "bob-password-1")
+    page = here.client.post("/account", data={"csrf_token": here.csrf, "current": "bob-password-1",
+                                              "password": "bob-password-2", "confirm": "bob-password-2"})
+    assert page.status_code == 200 and "Your password is changed" in page.text
+    assert here.client.get("/").status_code == 200
+    assert elsewhere.client.get("/").status_code == 302
+    assert Browserless(app.test_client()).login("bob", "bob-password-1").status_code == 401
+    assert signed_in(app, "bob", "bob-password-2")
+
+
+@pytest.mark.parametrize("form, field, message", [
+    ({"current": "nope-nope-1", "password": "new-password-1", "confirm": "new-password-1"},
+     "current", "This is not your current password."),
+    ({"current": "bob-password-1", "password": "short", "confirm": "short"},
+     "password", "Use 8 to 1024 characters."),
+    ({"current": "bob-password-1", "password": "new-password-1", "confirm": "new-password-2"},
+     "confirm", "The two passwords differ.")])
+def test_a_bad_password_change_says_why_and_changes_nothing(app, form, field, message):
+    add_user(app, "bob", "bob-password-1")
+    bob = signed_in(app, "bob", "bob-password-1")
+    page = bob.client.post("/account", data={"csrf_token": bob.csrf, **form})
+    assert page.status_code == 422
+    assert re.search(rf'id="err-{field}">{re.escape(message)}<', page.text)
+    assert signed_in(app, "bob", "bob-password-1")
+    assert audit_rows(app, action="password.change")[-1].result == "VALIDATION_FAILED"
+
+
+# -- administration -----------------------------------------------------------------------
+def test_admin_creates_a_user_who_can_then_sign_in(app, admin):
+    response = admin.client.post("/admin/users", data={
+        "csrf_token": admin.csrf, "username": "Dave", "password": "dave-password-1",
+        "confirm": "dave-password-1", "role": "user"})
+    assert response.status_code == 302 and response.headers["Location"] == "/admin/users/dave"
+    listing = admin.client.get("/admin/users").text
+    assert 'data-user="dave"' in listing
+    dave = signed_in(app, "dave", "dave-password-1")
+    assert dave.client.get("/admin/users").status_code == 403
+    again = admin.client.post("/admin/users", data={
+        "csrf_token": admin.csrf, "username": "dave", "password": "x-password-1",
+        "confirm": "x-password-1", "role": "user"})
+    assert again.status_code == 422 and "The username dave is taken." in again.text
+
+
+def test_admin_makes_a_user_admin_and_resets_a_password(app, admin):
+    add_user(app, "bob", "bob-password-1")
+    bob = signed_in(app, "bob", "bob-password-1")
+    assert bob.client.get("/admin/audit").status_code == 403
+    admin.client.post("/admin/users/bob", data={"csrf_token": admin.csrf, "role": "admin"})
+    assert bob.client.get("/admin/audit").status_code == 200
+    response = admin.client.post("/admin/users/bob/password", data={
+        "csrf_token": admin.csrf, "password": "bob-password-9", "confirm": "bob-password-9"})
+    assert response.status_code == 302
+    assert bob.client.get("/").status_code == 302  # a reset ends the user's sign-ins
+    assert signed_in(app, "bob", "bob-password-9")
+
+
+def test_an_admin_cannot_lock_themselves_out(app, admin):
+    page = admin.client.post("/admin/users/admin", data={"csrf_token": admin.csrf, "role": "user",
+                                                        "disabled": "on"})
+    assert page.status_code == 422
+    assert "You cannot disable your own account." in page.text
+    assert "You cannot change your own role" in page.text
+    assert admin.client.get("/admin/users").status_code == 200
+
+
+def test_an_admin_sets_quotas_and_sees_usage(app, admin):
+    add_user(app, "bob", "bob-password-1")
+    bob = signed_in(app, "bob", "bob-password-1")
+    assert bob.create(name="bobs-vm", memory_mib="128").status_code == 201
+    response = admin.client.post("/admin/users/bob", data={
+        "csrf_token": admin.csrf, "role": "user", "quota_vms": "3", "quota_vcpus": "",
+        "quota_memory_mib": "1024", "quota_disk_gib": "5"})
+    assert response.status_code == 302
+    row = re.search(r'<tr data-user="bob">.*?</tr>', admin.client.get("/admin/users").text, re.S).group(0)
+    cells = re.findall(r"<td>([^<]*)</td>", row)
+    assert cells[-4:] == ["1 / 3", "1 / 16", "128 / 1024", "1 / 5"]
+    bad = admin.client.post("/admin/users/bob", data={"csrf_token": admin.csrf, "role": "user",
+                                                     "quota_vms": "many"})
+    assert bad.status_code == 422 and "Enter a whole number" in bad.text
+    with app.app_context():
+        assert db.session.scalar(select(User.quota_vms).where(User.username == "bob")) == 3
+
+
+def test_the_command_line_manages_users(app):
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["users", "create", "erin", "--password", "erin-password-1"])
+    assert result.exit_code == 0 and "created user erin" in result.output
+    assert signed_in(app, "erin", "erin-password-1")
+    listing = runner.invoke(args=["users", "list"]).output
+    assert re.search(r"^erin\tuser\tactive\t0/10\t0/16\t0/16384\t0/200$", listing, re.M)
+    erin = signed_in(app, "erin", "erin-password-1")
+    result = runner.invoke(args=["users", "set-password", "erin", "--password", "erin-password-2"])
+    assert result.exit_code == 0
+    assert erin.client.get("/").status_code == 302
+    result = runner.invoke(args=["users", "disable", "erin"])
+    assert result.exit_code == 0 and "erin disabled" in result.output
+    assert Browserless(app.test_client()).login("erin", "erin-password-2").status_code == 401
+    assert runner.invoke(args=["users", "enable", "erin"]).exit_code == 0
+    assert signed_in(app, "erin", "erin-password-2")
+    result = runner.invoke(args=["users", "disable", "nobody"])
+    assert result.exit_code != 0 and "There is no user nobody." in result.output
+    result = runner.invoke(args=["users", "create", "erin", "--password", "erin-password-3"])
+    assert result.exit_code != 0 and "taken" in result.output
+    assert [(e.actor, e.action, e.target, e.result) for e in audit_rows(app, actor="cli")][:2] == [
+        ("cli", "user.create", "erin", "ok"), ("cli", "password.reset", "erin", "ok")]
+
+
+# -- quotas -------------------------------------------------------------------------------
+def test_a_create_over_quota_names_the_limit_and_the_numbers_and_creates_nothing(app, libvirt_conn):
+    add_user(app, "bob", "bob-password-1", quota_memory_mib=4096, quota_vcpus=2)
+    bob = signed_in(app, "bob", "bob-password-1")
+    for name, memory in (("one", "2048"), ("two", "1536")):
+        assert bob.create(name=name, memory_mib=memory).status_code == 201
+        bob.wait_state(name, "running")
+    response = bob.create(name="three", memory_mib="1024", vcpus="2")
+    assert response.status_code == 409
+    assert "memory quota: 3584 of 4096 MiB used, 1024 requested" in response.text
+    assert "vCPU quota: 2 of 2 vCPUs used, 2 requested" in response.text
+    assert "three" not in bob.rows()
+    assert sorted(d.name() for d in libvirt_conn.listAllDomains()) == ["one", "two"]
+    refused = audit_rows(app, action="vm.create", result="QUOTA_EXCEEDED")
+    assert len(refused) == 1 and "memory quota: 3584 of 4096" in refused[0].detail
+    # Without htmx the whole page comes back with the message at its field.
+    page = bob.client.post("/vms", data={"csrf_token": bob.csrf, "name": "three", "vcpus": "1",
+                                         "memory_mib": "1024", "disk_gib": "1"})
+    assert page.status_code == 409 and 'id="err-memory_mib">memory quota' in page.text
+
+
+def test_the_vm_count_quota(app):
+    add_user(app, "bob", "bob-password-1", quota_vms=1)
+    bob = signed_in(app, "bob", "bob-password-1")
+    assert bob.create(name="first").status_code == 201
+    response = bob.create(name="second")
+    assert response.status_code == 409 and "VM quota: 1 of 1 VMs used, 1 requested" in response.text
+
+
+def test_concurrent_creates_at_the_quota_edge_exactly_the_allowed_number_succeed(app, libvirt_conn):
+    add_user(app, "bob", "bob-password-1", quota_vms=3)
+    clients = [signed_in(app, "bob", "bob-password-1") for _ in range(8)]
+    barrier = threading.Barrier(len(clients))
+    statuses = {}
+
+    def create(n: int, b: Browserless):
+        barrier.wait()
+        statuses[n] = b.create(name=f"race-{n}").status_code
+
+    threads = [threading.Thread(target=create, args=(n, b)) for n, b in enumerate(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(statuses.values()) == [201] * 3 + [409] * 5
+    with app.app_context():
+        names = db.session.scalars(select(VM.name)).all()
+    assert len(names) == 3
+    wait_until(lambda: len(libvirt_conn.listAllDomains()) == 3 and all(
+        d.isActive() for d in libvirt_conn.listAllDomains()), what="the three VMs to run")
+    assert sorted(d.name() for d in libvirt_conn.listAllDomains()) == sorted(names)
+
+
+def test_a_deleted_vm_frees_its_quota(app):
+    add_user(app, "bob", "bob-password-1", quota_vms=1)
+    bob = signed_in(app, "bob", "bob-password-1")
+    assert bob.create(name="first").status_code == 201
+    bob.wait_state("first", "running")
+    assert bob.htmx_post(f"/vms/{uuid_of(app, 'first')}/delete").status_code == 202
+    bob.wait_state("first", None)
+    assert bob.create(name="second").status_code == 201
+
+
+def test_the_account_page_shows_quota_and_usage(app):
+    add_user(app, "bob", "bob-password-1", quota_disk_gib=7)
+    bob = signed_in(app, "bob", "bob-password-1")
+    bob.create(name="bobs", disk_gib="2")
+    page = bob.client.get("/account").text
+    assert re.search(r"<th>Disk</th><td>2 GiB</td><td>7 GiB</td>", page)
+
+
+# -- what admins see ----------------------------------------------------------------------
+def test_an_admin_filters_the_table_by_owner_and_the_polls_keep_the_filter(app, admin):
+    add_user(app, "bob", "bob-password-1")
+    signed_in(app, "bob", "bob-password-1").create(name="bobs")
+    admin.create(name="admins")
+    everyone = admin.client.get("/").text
+    assert "bobs" in everyone and "admins" in everyone and "<th>Owner</th>" in everyone
+    only_bob = admin.client.get("/?owner=bob").text
+    assert "bobs" in only_bob and "admins" not in only_bob
+    poll_url = re.search(r'hx-get="(/vms/rows\?v=[^"]+)"', only_bob).group(1).replace("&amp;", "&")
+    assert "owner=bob" in poll_url
+    rows = admin.client.get(poll_url.replace("v=", "v=stale"), headers={"HX-Request": "true"}).text
+    assert "bobs" in rows and "admins" not in rows
+    # A user's own filter parameter is ignored: they only ever see their own.
+    bob = signed_in(app, "bob", "bob-password-1")
+    assert "admins" not in bob.client.get("/?owner=admin").text
+
+
+# -- the audit log ------------------------------------------------------------------------
+def test_the_audit_log_records_who_did_what_and_never_a_secret(app, admin, libvirt_conn):
+    add_user(app, "bob", "bob-password-1")
+    Browserless(app.test_client()).login("bob", "wrong-secret-1")
+    bob = signed_in(app, "bob", "bob-password-1", REMOTE_ADDR="192.0.2.7")
+    assert bob.create(name="audited").status_code == 201
+    bob.wait_state("audited", "running")
+    vm_uuid = uuid_of(app, "audited")
+    assert bob.htmx_post(f"/vms/{vm_uuid}/force-off").status_code == 202
+    bob.wait_state("audited", "shutoff")
+    ticket = bob.client.post(f"/vms/{vm_uuid}/console/ticket", headers={
+        "X-CSRFToken": bob.csrf, "Accept": "application/json"}).json["ticket"]
+    assert admin.htmx_post(f"/vms/{vm_uuid}/start").status_code == 202  # an admin on bob's VM
+    assert bob.htmx_post("/vms/00000000-0000-0000-0000-000000000000/start").status_code == 404
+    events = [(e.actor, e.action, e.vm_name, e.result) for e in audit_rows(app) if e.actor != "admin"
+              or e.action.startswith("vm.")]
+    assert (None, "sign-in", None, "SIGN_IN_FAILED") in events
+    assert ("bob", "sign-in", None, "ok") in events
+    assert ("bob", "vm.create", "audited", "accepted") in events
+    assert ("bob", "vm.create", "audited", "ok") in events  # the operation's end
+    assert ("bob", "vm.force-off", "audited", "accepted") in events
+    assert ("admin", "vm.start", "audited", "accepted") in events
+    assert ("bob", "vm.start", None, "VM_NOT_FOUND") in events
+    created = audit_rows(app, action="vm.create", result="accepted")[0]
+    assert created.ip == "192.0.2.7" and created.vm_uuid == vm_uuid and created.operation_id
+    with app.app_context():
+        dump = repr([tuple(r) for r in db.session.execute(db.text("SELECT * FROM audit_event"))])
+    for secret in ("bob-password-1", "wrong-secret-1", ticket, cookie_of(bob)):
+        assert secret not in dump
+
+    page = admin.client.get("/admin/audit?actor=bob&action=vm.&result=refused").text
+    assert "VM_NOT_FOUND" in page and "accepted" not in page
+    page = admin.client.get("/admin/audit?vm=audited").text
+    assert "<td>vm.force-off</td>" in page and "<td>sign-in</td>" not in page
+    assert "No events match." in admin.client.get("/admin/audit?since=2999-01-01").text
+
+
+def test_the_audit_log_pages_newest_first(app, admin):
+    with app.app_context():
+        for n in range(130):
+            db.session.add(AuditEvent(action="test.event", result="ok", detail=f"event {n}"))
+        db.session.commit()
+    first = admin.client.get("/admin/audit?action=test.").text
+    assert "event 129<" in first and "event 29<" not in first and "Older" in first
+    second = admin.client.get("/admin/audit?action=test.&page=2").text
+    assert "event 29<" in second and "event 129<" not in second

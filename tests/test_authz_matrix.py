@@ -1,0 +1,182 @@
+"""The authorisation matrix (fast tier): every route of the app's URL map, as anonymous, as
+another user, as the VM's owner and as an admin, with the status each must get. A refused
+request must change nothing, in the database or in libvirt. A route that is not listed here
+fails the first test: whoever adds a route decides who may use it.
+
+The security headers are checked on every HTML response the matrix produces.
+"""
+import pytest
+from sqlalchemy import select
+
+from conftest import Browserless, add_user, admin_password, close_code, get_ticket, open_console, \
+    receive_exactly, signed_in, uuid_of
+from limen.extensions import db
+from limen.models import VM
+from stub_vnc import StubVNC
+from test_console import BANNER, adopt, ws_url
+
+ROLES = ("anonymous", "other", "owner", "admin")
+SIGN_IN = "login"  # expected: a redirect to the sign-in page
+
+
+def expect(anonymous, other, owner, admin):
+    return dict(anonymous=anonymous, other=other, owner=owner, admin=admin)
+
+
+VM_ROUTE = expect(SIGN_IN, 404, 200, 200)
+VM_POST = expect(SIGN_IN, 404, 302, 302)
+ADMIN_PAGE = expect(SIGN_IN, 403, 403, 200)
+ADMIN_POST = expect(SIGN_IN, 403, 403, 302)
+PASSWORD = {"password": "a-new-password-1", "confirm": "a-new-password-1"}
+
+# (endpoint, method) -> (path, form, expected status per role). In the path, {vm} is a VM of
+# the owner's (each role that may act gets its own), {user} the owner's username.
+MATRIX = {
+    ("static", "GET"): ("/static/css/limen.css", None, expect(200, 200, 200, 200)),
+    ("health.healthz", "GET"): ("/healthz", None, expect(200, 200, 200, 200)),
+    ("auth.login", "GET"): ("/login", None, expect(200, 200, 200, 200)),
+    ("auth.login", "POST"): ("/login", {"username": "alice", "password": "wrong-password"},
+                             expect(401, 401, 401, 401)),
+    ("auth.logout", "POST"): ("/logout", {}, expect(SIGN_IN, 302, 302, 302)),
+    ("auth.account", "GET"): ("/account", None, expect(SIGN_IN, 200, 200, 200)),
+    ("auth.account", "POST"): ("/account", {"current": "wrong-password", **PASSWORD},
+                               expect(SIGN_IN, 422, 422, 422)),
+    ("vms.index", "GET"): ("/", None, expect(SIGN_IN, 200, 200, 200)),
+    ("vms.rows", "GET"): ("/vms/rows?v=x", None, expect(SIGN_IN, 200, 200, 200)),
+    ("vms.create", "POST"): ("/vms", {"name": "made-by-{role}", "vcpus": "1", "memory_mib": "64",
+                                      "disk_gib": "1"}, expect(SIGN_IN, 302, 302, 302)),
+    ("vms.action", "POST"): ("/vms/{vm}/force-off", {}, VM_POST),
+    ("vms.status", "GET"): ("/vms/{vm}/status", None, VM_ROUTE),
+    ("vms.delete", "POST"): ("/vms/{vm}/delete", {}, VM_POST),
+    ("console.page", "GET"): ("/vms/{vm}/console", None, VM_ROUTE),
+    ("console.ticket", "POST"): ("/vms/{vm}/console/ticket", {}, VM_ROUTE),
+    # The WebSocket answers with close codes: see test_the_console_websocket_matrix.
+    ("console.websocket", "GET"): ("/vms/{vm}/console/ws", None,
+                                   expect(4401, 4403, "open", "open")),
+    ("admin.users", "GET"): ("/admin/users", None, ADMIN_PAGE),
+    ("admin.create_user", "POST"): ("/admin/users", {"username": "made-by-{role}", **PASSWORD},
+                                    ADMIN_POST),
+    ("admin.user", "GET"): ("/admin/users/{user}", None, ADMIN_PAGE),
+    ("admin.update_user", "POST"): ("/admin/users/{user}", {"role": "user", "quota_vms": "1"},
+                                    ADMIN_POST),
+    ("admin.reset_password", "POST"): ("/admin/users/{user}/password", PASSWORD, ADMIN_POST),
+    ("admin.audit_log", "GET"): ("/admin/audit", None, ADMIN_PAGE),
+}
+HTTP_ROUTES = [key for key in MATRIX if key[0] != "console.websocket"]
+
+
+def test_every_route_is_in_the_matrix(app):
+    routes = {(rule.endpoint, method) for rule in app.url_map.iter_rules()
+              for method in rule.methods - {"HEAD", "OPTIONS"}}
+    assert routes - set(MATRIX) == set(), "routes nobody listed: decide who may use them"
+    assert set(MATRIX) - routes == set(), "listed routes the app does not have"
+
+
+def snapshot(app, conn) -> tuple:
+    """Everything a request could change: every row (but the audit log, where refusals are
+    recorded on purpose) and every domain and volume in libvirt."""
+    with app.app_context():
+        rows = {table.name: sorted(map(tuple, db.session.execute(select(table))), key=repr)
+                for table in db.metadata.sorted_tables if table.name != "audit_event"}
+    domains = sorted((d.name(), d.state()[0]) for d in conn.listAllDomains())
+    pools = {p.name(): p for p in conn.listAllStoragePools()}  # made at the first create
+    pool = pools.get(app.config["STORAGE_POOL"])
+    volumes = sorted(pool.listVolumes()) if pool else []
+    return rows, domains, volumes
+
+
+def clients(app) -> dict[str, Browserless]:
+    add_user(app, "alice", "alice-password-1")
+    add_user(app, "mallory", "mallory-password-1")
+    anonymous = Browserless(app.test_client())
+    anonymous.client.get("/login")  # a session with a CSRF token, and no user
+    anonymous.csrf = anonymous.client.get("/login").text.split('name="csrf_token" value="')[1].split('"')[0]
+    return {"anonymous": anonymous, "other": signed_in(app, "mallory", "mallory-password-1"),
+            "owner": signed_in(app, "alice", "alice-password-1"),
+            "admin": signed_in(app, "admin", admin_password(app))}
+
+
+def running_vm(owner: Browserless, app, name: str) -> str:
+    assert owner.create(name=name).status_code == 201
+    owner.wait_state(name, "running")
+    return uuid_of(app, name)
+
+
+@pytest.mark.parametrize("endpoint, method", HTTP_ROUTES, ids=[f"{m} {e}" for e, m in HTTP_ROUTES])
+def test_the_matrix(app, libvirt_conn, endpoint, method):
+    path, form, expected = MATRIX[(endpoint, method)]
+    by_role = clients(app)
+    owner = by_role["owner"]
+    vms = {"owner": running_vm(owner, app, "alices-own"), "admin": running_vm(owner, app, "alices-other")}
+    for role in ROLES:
+        b = by_role[role]
+        url = path.format(vm=vms.get(role, vms["owner"]), user="alice", role=role)
+        data = {k: v.format(role=role) for k, v in (form or {}).items()}
+        before = snapshot(app, libvirt_conn)
+        if method == "GET":
+            response = b.client.get(url)
+        else:
+            response = b.client.post(url, data={**data, "csrf_token": b.csrf})
+        want = expected[role]
+        where = f"{role} {method} {url}"
+        if want == SIGN_IN:
+            assert response.status_code == 302, where
+            assert response.headers["Location"].startswith("/login"), where
+        else:
+            assert response.status_code == want, f"{where}: {response.status_code}"
+        if response.mimetype == "text/html":
+            assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"], where
+            assert "script-src 'self'" in response.headers["Content-Security-Policy"], where
+            assert response.headers["X-Content-Type-Options"] == "nosniff", where
+            assert response.headers["Referrer-Policy"] == "same-origin", where
+        if want == SIGN_IN or (isinstance(want, int) and want >= 400):
+            assert snapshot(app, libvirt_conn) == before, f"{where} was refused but changed something"
+
+
+@pytest.fixture
+def stub():
+    server = StubVNC()
+    yield server
+    server.close()
+
+
+def test_the_console_websocket_matrix(app, libvirt_conn, live_server, stub):
+    by_role = clients(app)
+    base = live_server(app)
+    vm = adopt(app, libvirt_conn, "alices-screen", stub.port, owner="alice")
+    expected = MATRIX[("console.websocket", "GET")][2]
+    cookie = {role: f"session={b.client.get_cookie('session').value}"
+              for role, b in by_role.items() if role != "anonymous"}
+
+    before = snapshot(app, libvirt_conn)
+    ws = open_console(ws_url(base, vm, None), base)  # anonymous: no ticket, no session
+    assert close_code(ws)[0] == expected["anonymous"]
+    assert get_ticket(by_role["other"], vm).status_code == 404  # another user gets no ticket
+    stolen = get_ticket(by_role["owner"], vm).json["ticket"]  # and cannot use the owner's
+    ws = open_console(ws_url(base, vm, stolen), base, cookie=cookie["other"])
+    assert close_code(ws)[0] == expected["other"]
+    assert snapshot(app, libvirt_conn)[1:] == before[1:]  # libvirt untouched: nothing started
+
+    for role in ("owner", "admin"):
+        assert expected[role] == "open"
+        ticket = get_ticket(by_role[role], vm).json["ticket"]
+        ws = open_console(ws_url(base, vm, ticket), base, cookie=cookie[role])
+        assert receive_exactly(ws, len(BANNER)) == BANNER, role
+        ws.close()
+
+
+def test_a_hostile_name_from_another_tool_is_shown_as_text(app, admin, libvirt_conn):
+    """Names and reasons that did not pass LIMEN's validation (a domain another tool made,
+    libvirt's messages) are escaped wherever they are shown."""
+    hostile = "<img src=x onerror=alert(1)>"
+    vm_uuid = running_vm(admin, app, "plain")
+    with app.app_context():
+        vm = db.session.scalar(select(VM).where(VM.uuid == vm_uuid))
+        vm.name, vm.state, vm.state_reason = hostile, "error", f"libvirt said {hostile}"
+        db.session.commit()
+    for page in (admin.client.get("/").text, admin.rows(), admin.client.get(f"/vms/{vm_uuid}/console").text,
+                 admin.client.get("/admin/audit").text):
+        assert hostile not in page
+    table = admin.client.get("/").text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in table
+    assert "libvirt said &lt;img" in table
