@@ -8,6 +8,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 
 from flask import current_app
 from sqlalchemy import func, select, update
@@ -15,7 +16,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from . import audit
 from .access import authorize
-from .errors import QuotaExceeded, SignInFailed, ValidationFailed
+from .errors import AccountDisabled, QuotaExceeded, SignInFailed, ValidationFailed
 from .extensions import db
 from .models import VM, LoginSession, User, utcnow
 
@@ -55,9 +56,9 @@ def sign_in(username: str, password: str) -> User:
         db.session.commit()
         raise SignInFailed()
     if user.disabled:  # told only to someone who knows the password
-        audit.record("sign-in", "ACCOUNT_DISABLED", actor=None, target=user.username)
+        audit.record("sign-in", AccountDisabled.code, actor=None, target=user.username)
         db.session.commit()
-        raise SignInFailed("This account is disabled. Ask an administrator.")
+        raise SignInFailed(AccountDisabled.sentence)
     token = secrets.token_urlsafe(32)
     login = LoginSession(token_hash=_digest(token), user=user, ip=audit.source_ip())
     db.session.add(login)
@@ -69,11 +70,13 @@ def sign_in(username: str, password: str) -> User:
 
 
 def user_for_token(token: str) -> User | None:
-    """The user of a sign-in that has not ended, if they are still enabled (every request)."""
+    """The user of a sign-in that has not ended nor outlived SIGN_IN_LIFETIME_HOURS, if they
+    are still enabled (every request asks)."""
+    oldest = utcnow() - timedelta(hours=float(current_app.config["SIGN_IN_LIFETIME_HOURS"]))
     found = db.session.execute(
         select(LoginSession, User).join(User, LoginSession.user_id == User.id)
         .where(LoginSession.token_hash == _digest(token), LoginSession.ended_at.is_(None),
-               User.disabled.is_(False))).first()
+               LoginSession.created_at > oldest, User.disabled.is_(False))).first()
     if found is None:
         return None
     login, user = found
@@ -213,6 +216,10 @@ def update_user(actor, username: str, *, role: str | None = None, disabled: bool
         changes.append(f"{ended} sign-in(s) ended")
     audit.record("user.update", actor=actor, target=user.username, detail=", ".join(changes))
     db.session.commit()
+    if disabled:
+        from .console import end_consoles_of  # the console needs the accounts, not the reverse
+
+        end_consoles_of(user.id, AccountDisabled())
     return user
 
 

@@ -56,6 +56,8 @@ class Config:
     LOGIN_LIMIT_PER_USERNAME = "10 per 10 minutes"
     RATELIMIT_STORAGE_URI = "memory://"
     RATELIMIT_HEADERS_ENABLED = True
+    # A sign-in ends this many hours after it began, however active (then sign in again).
+    SIGN_IN_LIFETIME_HOURS = 24
     # Cookies only over HTTPS. None: on, unless LIMEN listens on a loopback address only.
     SECURE_COOKIES = None
     # Create an "admin" user with a random password when there is no user at all.

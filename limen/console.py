@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 from flask import current_app
 from sqlalchemy import select, update
 from . import audit, vms, websocket
-from .errors import (ForbiddenOrigin, LimenError, NotAllowed, TicketInvalid, VMNotRunning,
-                     error_from)
+from .errors import (AccountDisabled, ForbiddenOrigin, LimenError, NotAllowed, TicketInvalid,
+                     VMNotRunning, error_from)
 from .extensions import db, services
 from .models import ConsoleSession, ConsoleTicket, Operation, User, utcnow
 
@@ -83,7 +83,7 @@ def redeem(ticket: str | None, vm_uuid: str, session_user_id: int | None) -> Use
                              "This console ticket has expired.") + " Press Reconnect for a new one.")
     user = db.session.get(User, row.user_id)
     if user is None or not user.is_active:
-        raise NotAllowed("This account is disabled.")
+        raise AccountDisabled()
     vms.get_vm(user, vm_uuid, "vm.console")  # still theirs (VM_NOT_FOUND otherwise)
     return user
 
@@ -106,14 +106,20 @@ class Bridge:
     """Copy bytes between the browser's WebSocket and the VNC socket until either side ends,
     then end the other at once. No thread or socket outlives ``run``."""
 
-    def __init__(self, conn: websocket.Connection, vnc: socket.socket):
-        self.conn, self.vnc = conn, vnc
+    # The bridges running now, by user id: disabling a user ends theirs.
+    live: dict[int, set["Bridge"]] = {}
+    _live_lock = threading.Lock()
+
+    def __init__(self, conn: websocket.Connection, vnc: socket.socket, user_id: int | None = None):
+        self.conn, self.vnc, self.user_id = conn, vnc, user_id
         self.to_client = self.from_client = 0
         self.end = "CLIENT_CLOSED"
         self._ended = threading.Lock()
         self._reader_done = threading.Event()
 
     def run(self) -> None:
+        with Bridge._live_lock:
+            Bridge.live.setdefault(self.user_id, set()).add(self)
         pump = threading.Thread(target=self._vnc_to_client, name="limen-vnc-pump", daemon=True)
         pump.start()
         try:
@@ -124,6 +130,15 @@ class Bridge:
             pump.join()
             self.vnc.close()
             self.conn.shutdown()
+            with Bridge._live_lock:
+                mine = Bridge.live.get(self.user_id, set())
+                mine.discard(self)
+                if not mine:
+                    Bridge.live.pop(self.user_id, None)
+
+    def stop(self, err: LimenError) -> None:
+        """End the bridge from outside (the user was disabled): the browser gets the code."""
+        self._finish(err.code, err.ws_close)
 
     def _client_to_vnc(self) -> None:
         try:
@@ -193,7 +208,7 @@ def serve(ws, vm_uuid: str, *, origin: str | None, own_origin: str, ticket: str 
     """The console WebSocket, from the Origin check to the end of the bridge."""
     conn = websocket.Connection(ws.sock)
     ws.connected = False  # the connection is ours now: flask-sock must not close it again
-    session_id = user = None
+    session_id = user_id = None
     try:
         check_origin(origin, own_origin)
         user = redeem(ticket, vm_uuid, session_user_id)
@@ -216,11 +231,11 @@ def serve(ws, vm_uuid: str, *, origin: str | None, own_origin: str, ticket: str 
         db.session.rollback()
         if session_id is not None:
             _record_end(session_id, err.code, err.message)
-        _audit("console.open", err.code, user, vm_uuid, err.message)
+        _audit("console.open", err.code, user_id, vm_uuid, err.message)
         return
-    _audit("console.open", "ok", user, vm_uuid, f"session {session_id}")
+    _audit("console.open", "ok", user_id, vm_uuid, f"session {session_id}")
     db.session.close()  # the bridge may run for hours: hold no database connection
-    bridge = Bridge(conn, vnc)
+    bridge = Bridge(conn, vnc, user_id)
     try:
         try:
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -235,6 +250,15 @@ def serve(ws, vm_uuid: str, *, origin: str | None, own_origin: str, ticket: str 
                f"{bridge.to_client} bytes out, {bridge.from_client} in")
         log.info("console vm %s closed: %s, %d bytes out, %d in", vm_uuid, bridge.end,
                  bridge.to_client, bridge.from_client)
+
+
+def end_consoles_of(user_id: int, err: LimenError) -> int:
+    """End every console the user has open, telling each browser ``err``'s code."""
+    with Bridge._live_lock:
+        bridges = list(Bridge.live.get(user_id, ()))
+    for bridge in bridges:
+        bridge.stop(err)
+    return len(bridges)
 
 
 def end_stale_sessions() -> int:
@@ -259,11 +283,10 @@ def _record_end(session_id: int, end: str, detail: str | None, out: int = 0, inn
 
 
 
-def _audit(action: str, result: str, user, vm_uuid: str, detail: str) -> None:
+def _audit(action: str, result: str, user_id: int | None, vm_uuid: str, detail: str) -> None:
     """Console opens and closes in the audit log; a failure to record is logged, never raised."""
     try:
-        if isinstance(user, int):
-            user = db.session.get(User, user)
+        user = db.session.get(User, user_id) if user_id is not None else None
         audit.record(action, result, actor=user, vm_uuid=vm_uuid, detail=detail)
         db.session.commit()
     except Exception:

@@ -51,6 +51,11 @@ class NotAllowed(LimenError):
     sentence = "You are not allowed to do that."
 
 
+class AccountDisabled(NotAllowed):
+    code = "ACCOUNT_DISABLED"
+    sentence = "This account has been disabled. Ask an administrator."
+
+
 class VMNotFound(LimenError):
     code = "VM_NOT_FOUND"
     status = 404

@@ -41,6 +41,20 @@ def test_signing_out_ends_the_sign_in_even_for_a_copied_cookie(app, admin):
     assert response.status_code == 302 and response.headers["Location"].startswith("/login")
 
 
+def test_a_sign_in_ends_after_its_lifetime(app, admin):
+    from datetime import timedelta
+
+    from limen.models import LoginSession, utcnow
+
+    assert admin.client.get("/").status_code == 200
+    with app.app_context():
+        login = db.session.scalars(select(LoginSession)).one()
+        login.created_at = utcnow() - timedelta(hours=24, seconds=1)
+        db.session.commit()
+    response = admin.client.get("/")
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+
+
 def test_each_sign_in_gets_a_new_session(app):
     one = signed_in(app, "admin", admin_password(app))
     two = signed_in(app, "admin", admin_password(app))
@@ -99,7 +113,7 @@ def test_disabling_a_user_ends_their_sign_ins_at_once(app, admin):
 def test_a_disabled_user_who_knows_the_password_is_told_so(app):
     add_user(app, "bob", "bob-password-1", disabled=True)
     response = Browserless(app.test_client()).login("bob", "bob-password-1")
-    assert response.status_code == 401 and "This account is disabled" in response.text
+    assert response.status_code == 401 and "This account has been disabled" in response.text
     wrong = Browserless(app.test_client()).login("bob", "wrong-password")
     assert "disabled" not in wrong.text and "Wrong username or password." in wrong.text
 
