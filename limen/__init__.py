@@ -7,6 +7,7 @@ from pathlib import Path
 from flask import Flask
 from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import changes, config, logs, schema, services
 from .extensions import csrf, db, limiter, login_manager, migrate, sock
@@ -22,6 +23,9 @@ def create_app(test_config: dict | None = None) -> Flask:
                 static_folder=str(ROOT / "static"))
     config.load(app, test_config)
     logs.configure()
+    if proxies := int(app.config["TRUSTED_PROXIES"]):
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies,
+                                x_port=proxies)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=schema.DIRECTORY)

@@ -16,13 +16,14 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from . import audit
 from .access import authorize
-from .errors import AccountDisabled, QuotaExceeded, SignInFailed, ValidationFailed
+from .errors import AccountDisabled, NotAllowed, QuotaExceeded, SignInFailed, ValidationFailed
 from .extensions import db
 from .models import VM, LoginSession, User, utcnow
 
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
 MIN_PASSWORD, MAX_PASSWORD = 8, 1024
 ROLES = ("user", "admin")
+MAX_QUOTA = 10 ** 9
 # Checked when the username is unknown, so that a wrong name costs as long as a wrong password.
 _NO_SUCH_USER = generate_password_hash(secrets.token_urlsafe(16))
 
@@ -135,7 +136,8 @@ def reset_password(actor, username: str, password: str, confirm: str | None = No
     if errors:
         raise ValidationFailed(errors)
     user.set_password(password)
-    ended = _end_sign_ins(user, "PASSWORD_RESET")
+    ended = _end_sign_ins(user, "PASSWORD_RESET",  # an admin's own sign-in goes on
+                          keep=getattr(actor, "login_session", None) if user.id == actor.id else None)
     audit.record("password.reset", actor=actor, target=user.username,
                  detail=f"{ended} sign-in(s) ended")
     db.session.commit()
@@ -182,12 +184,14 @@ def update_user(actor, username: str, *, role: str | None = None, disabled: bool
     user = _existing(username)
     errors: dict[str, str] = {}
     changes = []
+    demoted = False
     if role is not None and role != user.role:
         if role not in ROLES:
             errors["role"] = "Choose user or admin."
         elif user.id == actor.id:
             errors["role"] = "You cannot change your own role; ask another administrator."
         else:
+            demoted = user.role == "admin"
             user.role = role
             changes.append(f"role {role}")
     if disabled is not None and disabled != user.disabled:
@@ -200,8 +204,9 @@ def update_user(actor, username: str, *, role: str | None = None, disabled: bool
         if field not in QUOTA_FIELDS:
             continue
         raw = str(raw).strip()
-        if raw and not (raw.isascii() and raw.isdigit()):
-            errors[field] = "Enter a whole number, or leave it blank for the default."
+        if raw and not (raw.isascii() and raw.isdigit() and int(raw) <= MAX_QUOTA):
+            errors[field] = (f"Enter a whole number up to {MAX_QUOTA}, or leave it blank for "
+                             "the default.")
             continue
         value = int(raw) if raw else None
         if getattr(user, field) != value:
@@ -216,10 +221,13 @@ def update_user(actor, username: str, *, role: str | None = None, disabled: bool
         changes.append(f"{ended} sign-in(s) ended")
     audit.record("user.update", actor=actor, target=user.username, detail=", ".join(changes))
     db.session.commit()
-    if disabled:
-        from .console import end_consoles_of  # the console needs the accounts, not the reverse
+    from .console import end_consoles_of  # the console needs the accounts, not the reverse
 
+    if disabled:
         end_consoles_of(user.id, AccountDisabled())
+    elif demoted:  # an admin no more: only the consoles of their own VMs go on
+        own = set(db.session.scalars(select(VM.uuid).where(VM.owner_id == user.id)))
+        end_consoles_of(user.id, NotAllowed("You are no longer an administrator."), keep=own)
     return user
 
 
@@ -289,12 +297,16 @@ def usage_of(user: User) -> Usage:
     return Usage(*row[1:]) if row else Usage()
 
 
-def claim(user: User, vcpus: int, memory_mib: int, disk_gib: int) -> None:
-    """Check that one more VM of this size fits the user's quota, atomically: the user's row is
-    locked until the caller's transaction ends, so two creates cannot both slip under the
-    limit. Raises QuotaExceeded naming each limit, with the numbers."""
-    db.session.execute(update(User).where(User.id == user.id).values(id=User.id)  # the lock
+def claim(user_id: int, vcpus: int, memory_mib: int, disk_gib: int) -> None:
+    """Check that one more VM of this size fits the user's quota, atomically. The first
+    statement writes the user's row (a column no key refers to, so no foreign-key checks run):
+    that takes the database's write lock (a row lock elsewhere) until the caller's transaction
+    ends, so two creates cannot both slip under the limit. The caller has no transaction open.
+    Raises QuotaExceeded naming each limit, with the numbers."""
+    db.session.execute(update(User).where(User.id == user_id)
+                       .values(quota_vms=User.quota_vms)
                        .execution_options(synchronize_session=False))
+    user = db.session.get(User, user_id, populate_existing=True)  # read under the lock
     quota, used = quota_of(user), usage_of(user)
     problems = {}
     for field, limit, have, want, unit in (

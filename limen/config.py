@@ -49,13 +49,17 @@ class Config:
     QUOTA_VCPUS = 16
     QUOTA_MEMORY_MIB = 16384
     QUOTA_DISK_GIB = 200
-    # Failed sign-ins allowed per client address and per username (Flask-Limiter's syntax);
-    # one more gets 429 with Retry-After. RATELIMIT_STORAGE_URI (e.g. redis://…) shares the
+    # Sign-in attempts allowed per client address and per username (Flask-Limiter's syntax),
+    # counted before the password is checked; one more gets 429 with Retry-After. RATELIMIT_STORAGE_URI (e.g. redis://…) shares the
     # counts between processes; in memory by default.
     LOGIN_LIMIT_PER_IP = "5 per minute"
     LOGIN_LIMIT_PER_USERNAME = "10 per 10 minutes"
     RATELIMIT_STORAGE_URI = "memory://"
     RATELIMIT_HEADERS_ENABLED = True
+    # How many reverse proxies in front of LIMEN set X-Forwarded-For/-Proto/-Host (0: none,
+    # and those headers are ignored). Behind one TLS proxy: 1. The client address (for the
+    # sign-in limits and the audit log) and wss:// console URLs come from them.
+    TRUSTED_PROXIES = 0
     # A sign-in ends this many hours after it began, however active (then sign in again).
     SIGN_IN_LIFETIME_HOURS = 24
     # Cookies only over HTTPS. None: on, unless LIMEN listens on a loopback address only.

@@ -110,8 +110,9 @@ class Bridge:
     live: dict[int, set["Bridge"]] = {}
     _live_lock = threading.Lock()
 
-    def __init__(self, conn: websocket.Connection, vnc: socket.socket, user_id: int | None = None):
-        self.conn, self.vnc, self.user_id = conn, vnc, user_id
+    def __init__(self, conn: websocket.Connection, vnc: socket.socket, user_id: int | None = None,
+                 vm_uuid: str | None = None):
+        self.conn, self.vnc, self.user_id, self.vm_uuid = conn, vnc, user_id, vm_uuid
         self.to_client = self.from_client = 0
         self.end = "CLIENT_CLOSED"
         self._ended = threading.Lock()
@@ -235,7 +236,7 @@ def serve(ws, vm_uuid: str, *, origin: str | None, own_origin: str, ticket: str 
         return
     _audit("console.open", "ok", user_id, vm_uuid, f"session {session_id}")
     db.session.close()  # the bridge may run for hours: hold no database connection
-    bridge = Bridge(conn, vnc, user_id)
+    bridge = Bridge(conn, vnc, user_id, vm_uuid)
     try:
         try:
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -252,10 +253,11 @@ def serve(ws, vm_uuid: str, *, origin: str | None, own_origin: str, ticket: str 
                  bridge.to_client, bridge.from_client)
 
 
-def end_consoles_of(user_id: int, err: LimenError) -> int:
-    """End every console the user has open, telling each browser ``err``'s code."""
+def end_consoles_of(user_id: int, err: LimenError, keep: set[str] = frozenset()) -> int:
+    """End every console the user has open, but those of the VMs in ``keep``, telling each
+    browser ``err``'s code."""
     with Bridge._live_lock:
-        bridges = list(Bridge.live.get(user_id, ()))
+        bridges = [b for b in Bridge.live.get(user_id, ()) if b.vm_uuid not in keep]
     for bridge in bridges:
         bridge.stop(err)
     return len(bridges)

@@ -176,7 +176,7 @@ class SignInFailed(LimenError):
 class TooManyAttempts(LimenError):
     code = "TOO_MANY_ATTEMPTS"
     status = 429
-    sentence = "Too many failed sign-ins. Wait a minute, then try again."
+    sentence = "Too many attempts. Wait a minute, then try again."
 
 
 def all_errors() -> dict[str, type[LimenError]]:

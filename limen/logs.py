@@ -27,3 +27,6 @@ def configure() -> None:
         if not any(isinstance(f, RedactSecrets) for f in logger.filters):
             logger.addFilter(RedactSecrets())
     logging.getLogger("alembic").setLevel(logging.WARNING)  # not two lines per start-up
+    # Its INFO line names the rate-limit key: what someone typed as a username, which may be a
+    # password typed into the wrong field. LIMEN logs refusals itself, without it.
+    logging.getLogger("flask-limiter").setLevel(logging.WARNING)

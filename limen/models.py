@@ -61,7 +61,7 @@ class VM(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     uuid: Mapped[str] = mapped_column(String(36), unique=True)
     name: Mapped[str] = mapped_column(String(63), unique=True)
-    owner_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    owner_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
     owner: Mapped[User] = relationship()
     vcpus: Mapped[int]
     memory_mib: Mapped[int]

@@ -1,12 +1,15 @@
-"""The database schema, brought up to date at start-up by Alembic (through Flask-Migrate).
+"""The database schema, brought up to date at start-up by Alembic (configured by Flask-Migrate,
+whose ``flask --app app db …`` commands write new migrations).
 
 A new database is built by running every migration from the first, so the migrations are
 what the tests exercise. A database made before LIMEN had migrations (by ``create_all``) has
 the schema of ``BEFORE_MIGRATIONS`` and no version table: it is stamped, then upgraded.
+A migration that cannot run raises, and LIMEN does not start.
 """
 from pathlib import Path
 
-import flask_migrate
+from alembic import command
+from flask import current_app
 from sqlalchemy import inspect
 
 from .extensions import db
@@ -16,7 +19,8 @@ BEFORE_MIGRATIONS = "a1c3e5f7b901"  # the first migration: the schema of LIMEN 0
 
 
 def upgrade() -> None:
+    config = current_app.extensions["migrate"].migrate.get_config(DIRECTORY)
     tables = set(inspect(db.engine).get_table_names())
     if tables and "alembic_version" not in tables:
-        flask_migrate.stamp(DIRECTORY, BEFORE_MIGRATIONS)
-    flask_migrate.upgrade(DIRECTORY)
+        command.stamp(config, BEFORE_MIGRATIONS)
+    command.upgrade(config, "head")

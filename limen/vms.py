@@ -155,9 +155,10 @@ def request_create(user: User, form) -> VM:
     the user's row: concurrent creates cannot both slip under a limit."""
     authorize(user, "vm.create")
     spec = validate(form)
-    db.session.commit()  # end the reading transaction: the claim below starts a writing one
-    accounts.claim(user, spec.vcpus, spec.memory_mib, spec.disk_gib)
-    vm = VM(uuid=str(uuidlib.uuid4()), name=spec.name, owner_id=user.id, vcpus=spec.vcpus,
+    owner_id = user.id
+    db.session.commit()  # end validate's reading transaction: the claim's write comes first
+    accounts.claim(owner_id, spec.vcpus, spec.memory_mib, spec.disk_gib)
+    vm = VM(uuid=str(uuidlib.uuid4()), name=spec.name, owner_id=owner_id, vcpus=spec.vcpus,
             memory_mib=spec.memory_mib, disk_gib=spec.disk_gib, state=CREATING)
     db.session.add(vm)
     try:

@@ -133,8 +133,11 @@ def make_app(tmp_path):
     apps = []
 
     def make(**config):
+        # Tests sign in often from one address; the rate-limit tests ask for the real limits.
         cfg = {"TESTING": True, "INSTANCE_PATH": str(tmp_path / "instance"),
-               "STORAGE_DIR": str(tmp_path / "pool"), "NETWORK": "none", **config}
+               "STORAGE_DIR": str(tmp_path / "pool"), "NETWORK": "none",
+               "LOGIN_LIMIT_PER_IP": "1000 per minute", "LOGIN_LIMIT_PER_USERNAME": "1000 per minute",
+               **config}
         app = create_app(cfg)
         services.start(app)
         apps.append(app)

@@ -6,7 +6,7 @@ import threading
 import pytest
 from sqlalchemy import select
 
-from conftest import Browserless, add_user, admin_password, signed_in, uuid_of, wait_until
+from conftest import CSRF_RE, Browserless, add_user, admin_password, signed_in, uuid_of, wait_until
 from limen.extensions import db
 from limen.models import VM, AuditEvent, User
 
@@ -123,29 +123,56 @@ def test_usernames_are_not_case_sensitive_at_sign_in(app):
 
 
 # -- the rate limit -----------------------------------------------------------------------
-def test_the_sixth_bad_password_in_a_minute_from_one_address_gets_429(app):
+@pytest.fixture
+def limited(make_app, node_xml):
+    """An app with the sign-in limits LIMEN ships with."""
+    from limen.config import Config
+
+    return make_app(LIBVIRT_URI=f"test://{node_xml}", LOGIN_LIMIT_PER_IP=Config.LOGIN_LIMIT_PER_IP,
+                    LOGIN_LIMIT_PER_USERNAME=Config.LOGIN_LIMIT_PER_USERNAME)
+
+
+def test_the_sixth_bad_password_in_a_minute_from_one_address_gets_429(limited):
+    app = limited
     client = Browserless(app.test_client())
     for _ in range(5):
         assert client.login("admin", "wrong-password").status_code == 401
     response = client.login("admin", "wrong-password")
     assert response.status_code == 429
     assert 1 <= int(response.headers["Retry-After"]) <= 60
-    assert "Too many failed sign-ins" in response.text
+    assert "Too many attempts. Try again in" in response.text
     # Even the right password waits now; another address is not held up by this one.
     assert client.login("admin", admin_password(app)).status_code == 429
     other = Browserless(app.test_client())
     other.client.environ_base["REMOTE_ADDR"] = "127.0.0.2"
     assert other.login("admin", admin_password(app)).status_code == 302
-    assert [e.result for e in audit_rows(app, action="sign-in")][-3:] == [
-        "TOO_MANY_ATTEMPTS", "TOO_MANY_ATTEMPTS", "ok"]
+    assert [e.result for e in audit_rows(app, action="sign-in")] == ["SIGN_IN_FAILED"] * 5 + ["ok"]
 
 
-def test_successful_sign_ins_do_not_count(app):
-    for _ in range(8):
-        signed_in(app, "admin", admin_password(app))
+def test_a_burst_of_parallel_guesses_gets_no_more_than_the_limit(limited):
+    """Attempts are counted before the password is checked, so parallel guesses cannot all
+    pass the check before the first failure is counted."""
+    app = limited
+    clients = [Browserless(app.test_client()) for _ in range(20)]
+    tokens = [CSRF_RE.search(b.client.get("/login").text).group(1) for b in clients]
+    barrier = threading.Barrier(len(clients))
+    statuses = []
+
+    def guess(b, token):
+        barrier.wait()
+        statuses.append(b.client.post("/login", data={
+            "username": "admin", "password": "guess", "csrf_token": token}).status_code)
+
+    threads = [threading.Thread(target=guess, args=pair) for pair in zip(clients, tokens)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(statuses) == [401] * 5 + [429] * 15
 
 
-def test_one_username_is_limited_across_addresses(app):
+def test_one_username_is_limited_across_addresses(limited):
+    app = limited
     for n in range(10):
         b = Browserless(app.test_client())
         b.client.environ_base["REMOTE_ADDR"] = f"10.0.0.{n}"
@@ -155,6 +182,18 @@ def test_one_username_is_limited_across_addresses(app):
     assert b.login("Admin", "wrong-password").status_code == 429
     add_user(app, "carol", "carol-password-1")
     assert signed_in(app, "carol", "carol-password-1", REMOTE_ADDR="10.0.1.2")
+
+
+def test_guessing_the_current_password_on_the_account_page_is_limited(limited):
+    app = limited
+    add_user(app, "bob", "bob-password-1")
+    bob = signed_in(app, "bob", "bob-password-1", REMOTE_ADDR="10.0.2.1")
+    form = {"csrf_token": bob.csrf, "current": "guess", "password": "x-password-1", "confirm": "x-password-1"}
+    for _ in range(5):
+        assert bob.client.post("/account", data=form).status_code == 422
+    response = bob.client.post("/account", data=form)
+    assert response.status_code == 429 and "TOO_MANY_ATTEMPTS" in response.text
+    assert response.headers["Retry-After"]
 
 
 # -- own password -------------------------------------------------------------------------
@@ -402,3 +441,29 @@ def test_the_audit_log_pages_newest_first(app, admin):
     assert "event 129<" in first and "event 29<" not in first and "Older" in first
     second = admin.client.get("/admin/audit?action=test.&page=2").text
     assert "event 29<" in second and "event 129<" not in second
+
+
+# -- behind a proxy -----------------------------------------------------------------------
+# What a TLS proxy passes on; over HTTPS the CSRF check also wants a same-site Referer,
+# which browsers send (Referrer-Policy: same-origin).
+FORWARDED = {"HTTP_X_FORWARDED_FOR": "203.0.113.9", "HTTP_X_FORWARDED_PROTO": "https",
+             "HTTP_X_FORWARDED_HOST": "limen.example", "HTTP_REFERER": "https://limen.example/"}
+
+
+def test_behind_a_trusted_proxy_address_and_scheme_come_from_it(make_app, node_xml):
+    app = make_app(LIBVIRT_URI=f"test://{node_xml}", TRUSTED_PROXIES=1)
+    admin = signed_in(app, "admin", admin_password(app), **FORWARDED)
+    assert admin.create(name="proxied").status_code == 201
+    ticket = admin.client.post(f"/vms/{uuid_of(app, 'proxied')}/console/ticket", headers={
+        "X-CSRFToken": admin.csrf, "Accept": "application/json"}).json
+    assert ticket["ws_url"].startswith("wss://limen.example/vms/")
+    assert audit_rows(app, action="sign-in")[-1].ip == "203.0.113.9"
+
+
+def test_without_trusted_proxies_forwarded_headers_are_ignored(app):
+    admin = signed_in(app, "admin", admin_password(app), **FORWARDED)
+    assert admin.create(name="direct").status_code == 201
+    ticket = admin.client.post(f"/vms/{uuid_of(app, 'direct')}/console/ticket", headers={
+        "X-CSRFToken": admin.csrf, "Accept": "application/json"}).json
+    assert ticket["ws_url"].startswith("ws://localhost/vms/")
+    assert audit_rows(app, action="sign-in")[-1].ip == "127.0.0.1"

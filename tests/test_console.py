@@ -218,14 +218,37 @@ def test_disabling_a_user_ends_their_open_consoles_at_once(app, admin, base, lib
                                                           "disabled": "on"})
     assert response.status_code == 302
     assert close_code(bob_ws) == (4403, "ACCOUNT_DISABLED")
-    admin_ws.send(b"still here")  # the admin's own console is untouched
-    admin_ws.close()
+    try:
+        admin_ws.send(b"still here")  # the admin's own console is untouched
+        assert receive_exactly(admin_ws, len(b"still here")) == b"still here"
+    finally:
+        admin_ws.close()
 
     def recorded_end():
         with app.app_context():
             return db.session.scalar(select(ConsoleSession.end).where(ConsoleSession.vm_uuid == bobs))
 
     wait_until(lambda: recorded_end() == "ACCOUNT_DISABLED", what="the session's end to be recorded")
+
+
+def test_an_admin_made_a_user_keeps_only_the_consoles_of_their_own_vms(app, admin, base, libvirt_conn, stub):
+    add_user(app, "bob", "bob-password-1")
+    add_user(app, "carol", "carol-password-1", role="admin")
+    carol = Browserless(app.test_client())
+    carol.login("carol", "carol-password-1")
+    bobs = adopt(app, libvirt_conn, "bobs-screen", stub.port, owner="bob")
+    carols = adopt(app, libvirt_conn, "carols-screen", stub.port, owner="carol")
+    on_bobs = open_console(ws_url(base, bobs, get_ticket(carol, bobs).json["ticket"]), base)
+    on_hers = open_console(ws_url(base, carols, get_ticket(carol, carols).json["ticket"]), base)
+    assert receive_exactly(on_bobs, len(BANNER)) == BANNER
+    assert receive_exactly(on_hers, len(BANNER)) == BANNER
+    assert admin.client.post("/admin/users/carol", data={"csrf_token": admin.csrf, "role": "user"}).status_code == 302
+    assert close_code(on_bobs) == (4403, "NOT_ALLOWED")
+    try:
+        on_hers.send(b"still here")  # her own VM's console still echoes through the stub
+        assert receive_exactly(on_hers, len(b"still here")) == b"still here"
+    finally:
+        on_hers.close()
 
 
 def test_sessions_left_open_by_a_previous_process_are_ended_at_start(make_app, node_xml, tmp_path):

@@ -17,12 +17,30 @@ def head() -> str:
 
 
 def test_a_new_database_is_at_the_newest_migration_and_matches_the_models(app):
+    """A model changed without a migration fails here."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
     with app.app_context():
         assert db.session.scalar(text("SELECT version_num FROM alembic_version")) == head()
-        inspector = inspect(db.engine)
-        for table in db.metadata.sorted_tables:
-            have = {c["name"] for c in inspector.get_columns(table.name)}
-            assert have == {c.name for c in table.columns}, table.name
+        with db.engine.connect() as connection:
+            assert compare_metadata(MigrationContext.configure(connection), db.metadata) == []
+
+
+def test_usernames_that_differ_only_in_case_stop_the_upgrade_with_a_clear_message(make_app, node_xml):
+    import pytest
+
+    app = make_app(LIBVIRT_URI=f"test://{node_xml}")
+    with app.app_context():
+        flask_migrate.downgrade(schema.DIRECTORY, schema.BEFORE_MIGRATIONS)
+        db.session.execute(text("DROP TABLE alembic_version"))
+        for name in ("Bob", "bob"):
+            db.session.execute(text(
+                "INSERT INTO user (username, password_hash, role, disabled, created_at) "
+                "VALUES (:name, 'x', 'user', 0, '2026-01-01 00:00:00')"), {"name": name})
+        db.session.commit()
+    with pytest.raises(RuntimeError, match="differ only in case: bob"):
+        make_app(LIBVIRT_URI=f"test://{node_xml}")
 
 
 def test_a_database_from_before_migrations_is_upgraded_with_its_data(make_app, node_xml):
@@ -36,6 +54,11 @@ def test_a_database_from_before_migrations_is_upgraded_with_its_data(make_app, n
             "INSERT INTO vm (uuid, name, owner_id, vcpus, memory_mib, disk_gib, state, created_at) "
             "VALUES ('6f1c2f1e-0000-4000-8000-000000000001', 'old-vm', :owner, 1, 64, 1, "
             "'shutoff', '2026-01-01 00:00:00')"), {"owner": owner})
+        mixed = User(username="Alice", role="user")  # 0.1 kept usernames as typed
+        mixed.set_password("alice-password-1")
+        db.session.execute(text(
+            "INSERT INTO user (username, password_hash, role, disabled, created_at) "
+            "VALUES ('Alice', :hash, 'user', 0, '2026-01-01 00:00:00')"), {"hash": mixed.password_hash})
         db.session.commit()
         assert "quota_vms" not in {c["name"] for c in inspect(db.engine).get_columns("user")}
 
@@ -45,3 +68,4 @@ def test_a_database_from_before_migrations_is_upgraded_with_its_data(make_app, n
         assert db.session.scalar(select(VM.name)) == "old-vm"
         assert db.session.scalar(select(User.quota_vms).where(User.username == "admin")) is None
     assert signed_in(again, "admin", password).client.get("/").status_code == 200
+    assert signed_in(again, "Alice", "alice-password-1").client.get("/").status_code == 200

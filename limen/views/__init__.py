@@ -3,15 +3,14 @@ reaches the person as its code and sentence."""
 import logging
 import time
 
-from flask import Flask, jsonify, redirect, render_template, request, url_for
+from flask import Flask, jsonify, make_response, redirect, render_template, request, url_for
 from flask_limiter.errors import RateLimitExceeded
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from .. import audit
 from ..errors import LimenError, RequestRefused, TooManyAttempts
-from ..extensions import db, limiter, login_manager
+from ..extensions import limiter, login_manager
 from . import admin, auth, console, health, vms
 from .vms import is_htmx
 
@@ -54,16 +53,18 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(RateLimitExceeded)
     def too_many(err: RateLimitExceeded):
+        """429 with Retry-After. Logged, not audited: a flood of refusals must not grow the
+        database (the attempts that were let through are in the audit log)."""
         limit = limiter.current_limit
         wait = max(1, int(limit.reset_at - time.time())) if limit else 60
-        audit.record("sign-in", TooManyAttempts.code, actor=None, detail=f"limit {err.description}")
-        db.session.commit()
-        message = f"Too many failed sign-ins. Try again in {wait} s."
-        if request.accept_mimetypes.best == "application/json":
-            body = jsonify(error={"code": TooManyAttempts.code, "message": message, "details": {}})
-        else:
-            body = render_template("login.html", error=message)
-        return body, 429, {"Retry-After": str(wait)}
+        log.warning("%s %s from %s refused: more than %s", request.method, request.path,
+                    request.remote_addr, err.description)
+        message = f"Too many attempts. Try again in {wait} s."
+        if request.endpoint == "auth.login" and request.accept_mimetypes.best != "application/json":
+            return render_template("login.html", error=message), 429, {"Retry-After": str(wait)}
+        response = make_response(limen_error(TooManyAttempts(message)))
+        response.headers["Retry-After"] = str(wait)
+        return response
 
     @app.errorhandler(LimenError)
     def limen_error(err: LimenError):

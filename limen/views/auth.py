@@ -20,19 +20,20 @@ def _safe_next(target: str | None) -> str:
     return url_for("vms.index")
 
 
-def _failed(response) -> bool:
-    """Only failed sign-ins count against the limits."""
-    return response.status_code == 401
-
-
 def _username_key() -> str:
     return "username:" + accounts.normal_username(request.form.get("username"))
 
 
+def _ip_limit() -> str:
+    return current_app.config["LOGIN_LIMIT_PER_IP"]
+
+
+# Every attempt counts, and is counted before the password is checked: an attempt that waited
+# for its answer before being counted would let a burst of parallel guesses through.
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(lambda: current_app.config["LOGIN_LIMIT_PER_IP"], methods=["POST"], deduct_when=_failed)
+@limiter.limit(_ip_limit, methods=["POST"])
 @limiter.limit(lambda: current_app.config["LOGIN_LIMIT_PER_USERNAME"], methods=["POST"],
-               deduct_when=_failed, key_func=_username_key)
+               key_func=_username_key)
 def login():
     error = None
     if request.method == "POST":
@@ -56,6 +57,7 @@ def logout():
 
 
 @bp.route("/account", methods=["GET", "POST"])
+@limiter.limit(_ip_limit, methods=["POST"])  # it checks the current password: no guessing
 def account():
     """Your own password; your other sign-ins end when it changes."""
     errors, done = {}, False
