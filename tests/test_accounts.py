@@ -450,20 +450,21 @@ FORWARDED = {"HTTP_X_FORWARDED_FOR": "203.0.113.9", "HTTP_X_FORWARDED_PROTO": "h
              "HTTP_X_FORWARDED_HOST": "limen.example", "HTTP_REFERER": "https://limen.example/"}
 
 
-def test_behind_a_trusted_proxy_address_and_scheme_come_from_it(make_app, node_xml):
-    app = make_app(LIBVIRT_URI=f"test://{node_xml}", TRUSTED_PROXIES=1)
+def console_url_and_address(app) -> tuple[str, str]:
+    """Through the forwarding headers: the console URL a ticket names, and the address the
+    audit log recorded for the sign-in."""
     admin = signed_in(app, "admin", admin_password(app), **FORWARDED)
-    assert admin.create(name="proxied").status_code == 201
-    ticket = admin.client.post(f"/vms/{uuid_of(app, 'proxied')}/console/ticket", headers={
+    assert admin.create(name="behind").status_code == 201
+    ticket = admin.client.post(f"/vms/{uuid_of(app, 'behind')}/console/ticket", headers={
         "X-CSRFToken": admin.csrf, "Accept": "application/json"}).json
-    assert ticket["ws_url"].startswith("wss://limen.example/vms/")
-    assert audit_rows(app, action="sign-in")[-1].ip == "203.0.113.9"
+    return ticket["ws_url"], audit_rows(app, action="sign-in")[-1].ip
+
+
+def test_behind_a_trusted_proxy_address_and_scheme_come_from_it(make_app, node_xml):
+    url, address = console_url_and_address(make_app(LIBVIRT_URI=f"test://{node_xml}", TRUSTED_PROXIES=1))
+    assert url.startswith("wss://limen.example/vms/") and address == "203.0.113.9"
 
 
 def test_without_trusted_proxies_forwarded_headers_are_ignored(app):
-    admin = signed_in(app, "admin", admin_password(app), **FORWARDED)
-    assert admin.create(name="direct").status_code == 201
-    ticket = admin.client.post(f"/vms/{uuid_of(app, 'direct')}/console/ticket", headers={
-        "X-CSRFToken": admin.csrf, "Accept": "application/json"}).json
-    assert ticket["ws_url"].startswith("ws://localhost/vms/")
-    assert audit_rows(app, action="sign-in")[-1].ip == "127.0.0.1"
+    url, address = console_url_and_address(app)
+    assert url.startswith("ws://localhost/vms/") and address == "127.0.0.1"
