@@ -64,6 +64,9 @@ class Config:
     SIGN_IN_LIFETIME_HOURS = 24
     # Cookies only over HTTPS. None: on, unless LIMEN listens on a loopback address only.
     SECURE_COOKIES = None
+    # For the fault tests only: SIGKILL the serving process right after this Operation step,
+    # e.g. "create/Defining the VM". Never set it anywhere else.
+    KILL_AFTER_STEP = ""
     # Create an "admin" user with a random password when there is no user at all.
     INITIAL_ADMIN = True
 

@@ -6,11 +6,14 @@ how to undo what it has done (``ctx.undo``): on failure the undo steps run newes
 failed create leaves no domain and no volume behind.
 """
 import logging
+import os
+import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
+from flask import current_app
 from sqlalchemy import select
 
 from . import audit
@@ -25,19 +28,32 @@ log = logging.getLogger(__name__)
 class Handler:
     run: Callable[["OpContext"], None]
     on_failure: Callable[["OpContext", LimenError], None] | None = None
+    resume: bool = False  # run it again after a restart (it must be idempotent)
 
 
 HANDLERS: dict[str, Handler] = {}
 
 
-def handler(kind: str, on_failure=None):
-    """Register the function that carries out Operations of ``kind``."""
+def handler(kind: str, on_failure=None, resume: bool = False):
+    """Register the function that carries out Operations of ``kind``. With ``resume``, an
+    Operation a previous process left unfinished is carried on at start-up; without, it is
+    marked failed and ``vms.recover_interrupted`` puts right what it left half done."""
 
     def register(fn):
-        HANDLERS[kind] = Handler(fn, on_failure)
+        HANDLERS[kind] = Handler(fn, on_failure, resume)
         return fn
 
     return register
+
+
+def _kill_point(kind: str, step: str | None) -> None:
+    """For the fault tests: KILL_AFTER_STEP="create/Defining the VM" SIGKILLs this process's
+    whole process group (gunicorn's master too, as a power cut would) right after that step's
+    work is done, before anything else is recorded."""
+    target = current_app.config.get("KILL_AFTER_STEP")
+    if target and step and target == f"{kind}/{step}":
+        log.warning("KILL_AFTER_STEP %s: killing the process group", target)
+        os.killpg(os.getpgid(0), signal.SIGKILL)
 
 
 class OpContext:
@@ -49,6 +65,7 @@ class OpContext:
         self._undo: list[tuple[str, Callable[[], object]]] = []
 
     def step(self, text: str) -> None:
+        _kill_point(self.op.kind, self.op.step)
         log.info("op %s %s vm %s: %s", self.op.id, self.op.kind, self.op.vm_uuid, text)
         self.op.step = text
         self.op.steps = [*self.op.steps, {"step": text, "at": utcnow().isoformat()}]
@@ -87,20 +104,32 @@ class Runner:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def recover(self) -> None:
-        """Operations a previous process left unfinished are marked failed, and the VMs they
-        owned are marked error with that reason."""
+        """Operations a previous process left unfinished: those that resume are queued again;
+        the others are settled by ``vms.recover_interrupted``: done if their work was in fact
+        done, else failed, with what they left half done undone."""
         from . import vms  # the VM rules live there
 
+        resumed = []
         with self.app.app_context():
             stale = db.session.scalars(select(Operation).where(Operation.state.in_(Operation.ACTIVE)))
             for op in stale:
+                if HANDLERS[op.kind].resume:
+                    op.state, op.step = "pending", "Resuming after LIMEN restarted"
+                    op.steps = [*op.steps, {"step": op.step, "at": utcnow().isoformat()}]
+                    resumed.append(op.id)
+                    log.warning("op %s %s vm %s was interrupted: resuming it", op.id, op.kind, op.vm_uuid)
+                    continue
                 err = OperationInterrupted()
-                op.state, op.error_code, op.error_message = "failed", err.code, err.message
+                if vms.recover_interrupted(op, err):
+                    op.state = "done"
+                else:
+                    op.state, op.error_code, op.error_message = "failed", err.code, err.message
                 op.finished_at = utcnow()
-                vms.recover_interrupted(op, err)
                 _audit_end(op)
-                log.warning("op %s %s vm %s was interrupted", op.id, op.kind, op.vm_uuid)
+                log.warning("op %s %s vm %s was interrupted: %s", op.id, op.kind, op.vm_uuid, op.state)
             db.session.commit()
+        for op_id in resumed:
+            self.submit(op_id)
 
     def _run(self, op_id: int) -> None:
         try:
@@ -136,6 +165,7 @@ class Runner:
                         db.session.rollback()
                 op.state, op.error_code, op.error_message = "failed", err.code, err.message
             else:
+                _kill_point(op.kind, op.step)
                 op.state = "done"
                 log.info("op %s %s vm %s done", op.id, op.kind, op.vm_uuid)
             op.finished_at = utcnow()

@@ -9,8 +9,13 @@ unfinished and starts the sync thread. Only one process may serve a database.
 import atexit
 from dataclasses import dataclass
 
+from flask import current_app
+from sqlalchemy import text
+
 from .changes import Changes
-from .hypervisor import Hypervisor
+from .errors import LimenError
+from .extensions import db
+from .hypervisor import Hypervisor, event_loop_alive
 from .operations import Runner
 from .sync import StateSync
 
@@ -57,3 +62,21 @@ def stop(app) -> None:
     svc.sync.stop()
     svc.runner.shutdown()
     svc.hypervisor.close()
+
+
+def health() -> dict[str, str]:
+    """Each part LIMEN needs, "ok" or why not: the database, the libvirt connection (asked
+    now), and libvirt's event loop thread (without it no event arrives)."""
+    checks = {}
+    try:
+        db.session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as e:  # any failure is the answer here
+        checks["database"] = f"failed: {e.__class__.__name__}"
+    try:
+        current_app.extensions["limen"].hypervisor.host_limits()
+        checks["libvirt"] = "ok"
+    except LimenError as e:
+        checks["libvirt"] = f"failed: {e.code}"
+    checks["event_loop"] = "ok" if event_loop_alive() else "failed: not running"
+    return checks

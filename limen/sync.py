@@ -78,17 +78,36 @@ def hand_back(uuid: str, *, error: str | None = None) -> None:
 
 
 class StateSync:
+    """The thread that applies libvirt's events to the rows, resyncs, and reconnects.
+
+    When libvirt cannot be reached it says so (``reachable``, which the table shows as a
+    banner) and retries with a growing pause, at most ``MAX_BACKOFF`` seconds, so that LIMEN
+    is back within moments of libvirtd; every reconnect re-registers the event callbacks and
+    is followed by a full resync."""
+
+    MIN_BACKOFF, MAX_BACKOFF = 0.25, 2.0
+
     def __init__(self, app, hypervisor, interval: float):
         self.app = app
         self.hypervisor = hypervisor
         self.interval = interval
+        self.reachable = True  # until a failure says otherwise
+        self.unreachable_reason: str | None = None
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._generation = None
+        self._backoff = self.MIN_BACKOFF
+
+    def _set_reachable(self, reachable: bool, reason: str | None = None) -> None:
+        if reachable != self.reachable:
+            log.warning("libvirt %s", "reachable again" if reachable else f"unreachable: {reason}")
+            self.reachable, self.unreachable_reason = reachable, reason
+            with self.app.app_context():
+                services().changes.bump()  # the table shows (or drops) its banner at the next poll
 
     def notify(self, uuid: str | None) -> None:
-        """Called from libvirt's event thread: only queue."""
-        self._queue.put(uuid if uuid else _FULL)
+        """Called from libvirt's event thread: only queue. None: the connection closed."""
+        self._queue.put(uuid)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="limen-sync", daemon=True)
@@ -112,7 +131,9 @@ class StateSync:
                 items.add(self._queue.get_nowait())
             if _STOP in items:
                 return
-            full = _FULL in items or time.monotonic() >= next_full
+            full = _FULL in items or None in items or time.monotonic() >= next_full
+            if None in items and self.reachable:  # the connection closed: say so at once
+                self._set_reachable(False, "the connection to libvirtd closed")
             try:
                 with self.app.app_context():
                     if full or self.hypervisor.connection.generation != self._generation:
@@ -121,9 +142,12 @@ class StateSync:
                     else:
                         for uuid in items:
                             refresh(uuid)
+                self._backoff = self.MIN_BACKOFF
+                self._set_reachable(True)
             except HypervisorUnavailable as e:
-                log.warning("state sync: %s", e)
-                next_full = time.monotonic() + 2
+                self._set_reachable(False, e.message)
+                next_full = time.monotonic() + self._backoff
+                self._backoff = min(self._backoff * 2, self.MAX_BACKOFF)
             except LimenError as e:
                 log.warning("state sync: %s", e)
             except Exception:

@@ -31,12 +31,21 @@ GIB = 1024 ** 3
 ACTIONS: dict[str, frozenset[str]] = {
     "start": frozenset({"shutoff", "crashed", "nostate"}),
     "shutdown": frozenset({"running"}),
-    "force-off": ACTIVE_STATES,
+    "force-off": ACTIVE_STATES,  # not "crashed": its QEMU is gone already
     "reboot": frozenset({"running"}),
 }
 # An action that may be requested while an Operation of the given kind is still active.
 _MAY_OVERTAKE = {("force-off", "shutdown")}
-_request_lock = threading.Lock()  # makes "is it busy?" and "queue it" one step
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _vm_lock(vm_uuid: str) -> threading.Lock:
+    """The VM's own lock: "is an Operation under way?" and "queue this one" are one step, so a
+    double-clicked start starts once. Actions on different VMs never wait for each other, and
+    no libvirt call is made while it is held. (One process serves a database.)"""
+    with _locks_guard:
+        return _locks.setdefault(vm_uuid, threading.Lock())
 
 
 def volume_name(vm_uuid: str) -> str:
@@ -81,6 +90,13 @@ def owners(user: User) -> list[str]:
     if not user.is_admin:
         return []
     return list(db.session.scalars(select(User.username).order_by(User.username)))
+
+
+def hypervisor_problem() -> str | None:
+    """Why libvirt cannot be reached right now (the table then shows the last known state
+    under a banner), or None."""
+    sync = services().sync
+    return None if sync.reachable else (sync.unreachable_reason or "unreachable")
 
 
 def table(user: User, owner: str = "") -> list[Row]:
@@ -177,7 +193,7 @@ def _active_op(vm_uuid: str) -> Operation | None:
 
 
 def _submit(user: User, vm: VM, kind: str) -> Operation:
-    """Write and submit an Operation, and audit the request; the caller holds _request_lock
+    """Write and submit an Operation, and audit the request; the caller holds the VM's lock
     (or, for a create, the VM is new)."""
     op = Operation(kind=kind, vm_uuid=vm.uuid, user_id=user.id, step="Queued", steps=[],
                    source_ip=audit.source_ip())
@@ -190,14 +206,21 @@ def _submit(user: User, vm: VM, kind: str) -> Operation:
     return op
 
 
+def _busy(active: Operation) -> VMBusy:
+    return VMBusy(f"{active.kind} is still in progress ({active.step or 'queued'}).")
+
+
 def _queue(user: User, vm: VM, kind: str, vm_state: str | None = None) -> Operation:
-    with _request_lock:
+    with _vm_lock(vm.uuid):
         active = _active_op(vm.uuid)
         if active and (kind, active.kind) not in _MAY_OVERTAKE:
-            raise VMBusy(f"{active.kind} is still in progress ({active.step or 'queued'}).")
+            raise _busy(active)
         if vm_state:
             vm.state = vm_state
         return _submit(user, vm, kind)
+
+
+_JOINS = ("create", "start")  # what a console waiting for a running VM may join
 
 
 def start_or_join(user: User, vm_uuid: str) -> Operation | None:
@@ -205,19 +228,25 @@ def start_or_join(user: User, vm_uuid: str) -> Operation | None:
     (or create) under way, joined, or a new start. However many callers race (consoles opened
     at once), one start reaches libvirt."""
     vm = get_vm(user, vm_uuid, "vm.start")
-    with _request_lock:
+    with _vm_lock(vm.uuid):
         active = _active_op(vm.uuid)
-        if active and active.kind in ("create", "start"):
+    if active:
+        if active.kind in _JOINS:
+            return active
+        raise _busy(active)
+    current = refresh(vm.uuid)  # libvirt, with no lock held
+    if current is None:
+        raise VMNotFound("libvirt has no domain for this VM any more.")
+    if current.state == "running":
+        return None
+    if current.state not in ACTIONS["start"]:
+        raise VMNotRunning(f"The VM is {current.state}; it cannot be started from there.")
+    with _vm_lock(vm.uuid):
+        active = _active_op(vm.uuid)  # queued by someone else meanwhile?
+        if active and active.kind in _JOINS:
             return active
         if active:
-            raise VMBusy(f"{active.kind} is still in progress ({active.step or 'queued'}).")
-        current = refresh(vm.uuid)
-        if current is None:
-            raise VMNotFound("libvirt has no domain for this VM any more.")
-        if current.state == "running":
-            return None
-        if current.state not in ACTIONS["start"]:
-            raise VMNotRunning(f"The VM is {current.state}; it cannot be started from there.")
+            raise _busy(active)
         return _submit(user, vm, "start")
 
 
@@ -253,25 +282,28 @@ def request_delete(user: User, vm_uuid: str) -> Operation:
     return _queue(user, vm, "delete", vm_state=DELETING)
 
 
-def recover_interrupted(op: Operation, err: LimenError) -> None:
-    """After a restart: an interrupted create is undone (domain and disk removed, the row an
-    error); an interrupted delete leaves the row an error, to be deleted again."""
+def recover_interrupted(op: Operation, err: LimenError) -> bool:
+    """After a restart, settle an Operation that was not resumed. Returns True when its work
+    was in fact done (a create that had handed its running VM back). An interrupted create is
+    undone otherwise: domain and disk removed, the row an error saying so. Other actions only
+    leave the row to the resync, which writes what libvirt reports."""
     vm = db.session.scalar(select(VM).where(VM.uuid == op.vm_uuid))
-    if vm is None or vm.state not in (CREATING, DELETING):
-        return
+    if op.kind != "create" or vm is None:
+        return False
+    if vm.state not in (CREATING, ERROR):
+        return True
     reason = f"{err.code}: {err.message}"
-    if op.kind == "create":
-        hv = services().hypervisor
-        try:
-            if hv.state(vm.uuid) is not None:
-                hv.destroy(vm.uuid)
-                hv.undefine(vm.uuid)
-            hv.delete_volume(volume_name(vm.uuid))
-        except LimenError as e:
-            reason += f" Cleaning up failed too ({e.code}); delete the VM to retry."
-    else:
-        reason += " Delete it again."
+    hv = services().hypervisor
+    try:
+        if hv.state(vm.uuid) is not None:
+            hv.destroy(vm.uuid)
+            hv.undefine(vm.uuid)
+        hv.delete_volume(volume_name(vm.uuid))
+        reason += " What it had created was removed; delete this row, or create the VM again."
+    except LimenError as e:
+        reason += f" Cleaning up failed too ({e.code}); delete the VM to retry."
     vm.state, vm.state_reason = ERROR, reason
+    return False
 
 
 # -- background work ----------------------------------------------------------------------
@@ -353,8 +385,10 @@ def _delete_failed(ctx: OpContext, err: LimenError) -> None:
         hand_back(ctx.vm_uuid)  # what is left of it shows as it is; the failed delete beside it
 
 
-@handler("delete", on_failure=_delete_failed)
+@handler("delete", on_failure=_delete_failed, resume=True)
 def run_delete(ctx: OpContext) -> None:
+    """Every step checks what is there first, so a delete interrupted anywhere is carried on
+    after a restart."""
     hv = services().hypervisor
     if hv.state(ctx.vm_uuid) is not None:
         ctx.step("Powering off")
@@ -363,5 +397,7 @@ def run_delete(ctx: OpContext) -> None:
         hv.undefine(ctx.vm_uuid)
     ctx.step("Deleting the disk")
     hv.delete_volume(volume_name(ctx.vm_uuid))
-    db.session.delete(_vm(ctx))
+    vm = _vm(ctx)
+    if vm is not None:
+        db.session.delete(vm)
     db.session.commit()

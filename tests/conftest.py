@@ -230,19 +230,43 @@ def unique_name(prefix: str = "t") -> str:
 
 
 # -- the qemu tier ------------------------------------------------------------------------
+class _Host:
+    """A connection to the real libvirtd that reopens itself when libvirtd was restarted (the
+    fault tests restart it)."""
+
+    def __init__(self):
+        import libvirt
+
+        self._libvirt, self._conn = libvirt, None
+
+    def _live(self):
+        try:
+            if self._conn is not None:
+                self._conn.getLibVersion()
+                return self._conn
+        except self._libvirt.libvirtError:
+            pass
+        self._conn = self._libvirt.open("qemu:///system")
+        return self._conn
+
+    def __getattr__(self, name):
+        return getattr(self._live(), name)
+
+
 @pytest.fixture(scope="session")
 def qemu_host():
     """A connection to the real libvirtd; the qemu tier fails (never skips) without one."""
     import libvirt
 
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    host = _Host()
     try:
-        conn = libvirt.open("qemu:///system")
+        host.getLibVersion()
     except libvirt.libvirtError as e:
         pytest.fail(f"the qemu tier needs libvirtd on qemu:///system ({e.get_error_message()}); "
                     "run scripts/host-setup", pytrace=False)
-    yield conn
-    conn.close()
+    yield host
+    host.close()
 
 
 @pytest.fixture

@@ -205,7 +205,7 @@ def test_a_user_sees_and_touches_only_their_own_vms(app, admin, libvirt_conn):
 
 def test_health_reports_libvirt(app, make_app, tmp_path):
     assert app.test_client().get("/healthz").json == {
-        "status": "ok", "checks": {"database": "ok", "libvirt": "ok"}}
+        "status": "ok", "checks": {"database": "ok", "libvirt": "ok", "event_loop": "ok"}}
     broken = make_app(LIBVIRT_URI=f"test://{tmp_path}/no-such-node.xml",
                       INSTANCE_PATH=str(tmp_path / "other"))
     response = broken.test_client().get("/healthz")

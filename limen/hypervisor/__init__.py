@@ -10,7 +10,7 @@ import libvirt
 
 from ..errors import LimenError, VMNotFound, VMStartFailed, VNCUnreachable
 from . import domain_xml, storage
-from .connection import Connection, translate
+from .connection import Connection, event_loop_alive, translate  # noqa: F401 (re-exported)
 from .domain_xml import DomainSpec
 
 __all__ = ["Hypervisor", "DomainState", "DomainSpec", "HostLimits"]
@@ -49,7 +49,8 @@ _REASONS = {
     },
     libvirt.VIR_DOMAIN_CRASHED: {libvirt.VIR_DOMAIN_CRASHED_PANICKED: "guest panicked"},
 }
-ACTIVE_STATES = frozenset({"running", "paused", "shutting-down", "crashed", "suspended"})
+# States with a QEMU process that force-off can end (a "crashed" VM whose QEMU died has none).
+ACTIVE_STATES = frozenset({"running", "paused", "shutting-down", "suspended"})
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ class DomainState:
 
     @classmethod
     def from_libvirt(cls, state: int, reason: int) -> "DomainState":
+        if state == libvirt.VIR_DOMAIN_SHUTOFF and reason == libvirt.VIR_DOMAIN_SHUTOFF_CRASHED:
+            # Not a shutdown anyone asked for: its QEMU process died.
+            return cls("crashed", "the QEMU process ended unexpectedly (libvirt: shut off, crashed)")
         return cls(_STATES.get(state, "nostate"), _REASONS.get(state, {}).get(reason))
 
 

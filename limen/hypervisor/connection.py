@@ -40,6 +40,10 @@ def ensure_event_loop() -> None:
         _loop_thread.start()
 
 
+def event_loop_alive() -> bool:
+    return _loop_thread is not None and _loop_thread.is_alive()
+
+
 _UNREACHABLE_CODES = {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN}
 _UNREACHABLE_DOMAINS = {libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE}
 

@@ -23,7 +23,8 @@ def _table() -> dict:
     shows at the next poll."""
     version = services().changes.token
     owner = _owner()
-    return dict(version=version, owner=owner, rows=vms.table(current_user, owner))
+    return dict(version=version, owner=owner, rows=vms.table(current_user, owner),
+                hypervisor_problem=vms.hypervisor_problem())
 
 
 def _rows_response(status: int = 200):

@@ -1,0 +1,85 @@
+"""libvirtd killed and started again under a running LIMEN (qemu tier): LIMEN stays up,
+shows the last known state under a banner, answers actions with 503, and is back on its own
+within 5 s of libvirtd answering again."""
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import unique_name, wait_until
+from served import limen  # noqa: F401 (the fixture)
+
+pytestmark = pytest.mark.qemu
+SYSTEMD = os.path.isdir("/run/systemd/system")
+
+
+def libvirtd_pids() -> list[int]:
+    """Live libvirtd processes (a killed one may linger as a zombie without an init to reap it)."""
+    out = subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True, text=True).stdout
+    pids = []
+    for pid in map(int, out.split()):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    pids.append(pid)
+        except FileNotFoundError:
+            pass
+    return pids
+
+
+def libvirtd_answers() -> bool:
+    return subprocess.run(["virsh", "-c", "qemu:///system", "version"], capture_output=True).returncode == 0
+
+
+def start_libvirtd() -> None:
+    if SYSTEMD:
+        subprocess.run(["systemctl", "start", "libvirtd"], check=True)
+    elif not libvirtd_pids():
+        subprocess.run(["libvirtd", "-d"], check=True)
+
+
+@pytest.fixture
+def libvirtd():
+    """libvirtd may be killed by the test; it runs again afterwards whatever happened."""
+    yield
+    start_libvirtd()
+    wait_until(libvirtd_answers, 30, "libvirtd to answer again")
+
+
+def health(limen) -> int:
+    return limen.get("/healthz")[0]
+
+
+def test_limen_rides_out_a_libvirtd_restart(limen, libvirtd):
+    limen.start()
+    limen.sign_in()
+    name = unique_name("f")
+    limen.post("/vms", {"name": name, "vcpus": "1", "memory_mib": "128", "disk_gib": "1"})
+    wait_until(lambda: limen.row_state(name) == "running", 60, f"{name} to run")
+    uuid, = limen.db("SELECT uuid FROM vm WHERE name = ?", name)[0]
+
+    killed = libvirtd_pids()
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not set(killed) & set(libvirtd_pids()), 10, "libvirtd to be gone")
+    wait_until(lambda: health(limen) == 503, 10, "/healthz to answer 503")
+    _, rows = limen.get("/vms/rows")
+    assert "Hypervisor unreachable — reconnecting" in rows
+    assert limen.row_state(name) == "running"  # the last state seen, not a guess
+    assert limen.post(f"/vms/{uuid}/force-off") == 503
+    status, page = limen.get("/")
+    assert status == 200 and name in page  # pages still render
+
+    start_libvirtd()
+    wait_until(libvirtd_answers, 30, "libvirtd to answer")
+    back = time.monotonic()
+    wait_until(lambda: health(limen) == 200, 5, "/healthz to answer 200 within 5 s of libvirtd")
+    wait_until(lambda: "Hypervisor unreachable" not in limen.get("/vms/rows")[1], 5, "the banner to go")
+    assert time.monotonic() - back < 5
+    assert limen.post(f"/vms/{uuid}/force-off") == 302  # actions work again
+    wait_until(lambda: limen.row_state(name) == "shutoff", 15, f"{name} to show shutoff")
+    # Events flow again: a change behind LIMEN's back shows without waiting for a resync.
+    subprocess.run(["virsh", "-q", "-c", "qemu:///system", "start", name], check=True, capture_output=True)
+    wait_until(lambda: limen.row_state(name) == "running", 2, f"{name} to show running")

@@ -1,0 +1,83 @@
+"""LIMEN killed (SIGKILL, the whole service) right after each step of create-and-start and of
+delete, then started again: every unfinished Operation is carried on or rolled back, with no
+orphan domain, no orphan volume, and no row claiming what libvirt does not have (qemu tier)."""
+import pytest
+
+from conftest import unique_name, wait_until
+from served import limen  # noqa: F401 (the fixture)
+
+pytestmark = pytest.mark.qemu
+
+CREATE_STEPS = ["Queued", "Creating the disk", "Defining the VM", "Starting the VM",
+                "Waiting for it to run"]
+DELETE_STEPS = ["Queued", "Powering off", "Removing the VM definition", "Deleting the disk"]
+LIBVIRT_STATES = {"running", "paused", "shutting-down", "shutoff", "crashed", "suspended", "nostate"}
+
+
+def settled(limen) -> bool:
+    return not limen.db("SELECT id FROM operation WHERE state IN ('pending', 'running')")
+
+
+def assert_consistent(limen, qemu_host) -> dict[str, str]:
+    """Rows and libvirt agree; returns {name: state} of the rows."""
+    import libvirt
+
+    rows = {uuid: (name, state) for uuid, name, state in limen.db("SELECT uuid, name, state FROM vm")}
+    pool = qemu_host.storagePoolLookupByName(limen.pool)
+    pool.refresh(0)
+    volumes = set(pool.listVolumes())
+    mine = {d.UUIDString(): d for d in qemu_host.listAllDomains() if d.name().startswith("f-")}
+    for uuid in mine:
+        assert uuid in rows, f"orphan domain {mine[uuid].name()}"
+    for volume in volumes:
+        uuid = volume.removesuffix(".qcow2")
+        assert uuid in rows and rows[uuid][1] != "error", f"orphan volume {volume}"
+    for uuid, (name, state) in rows.items():
+        assert state not in ("creating", "deleting"), f"{name} is still {state}"
+        if state == "error":
+            assert uuid not in mine and f"{uuid}.qcow2" not in volumes, f"{name}: error row, but libvirt has it"
+        else:
+            assert state in LIBVIRT_STATES, f"{name}: {state}"
+            try:
+                dom = qemu_host.lookupByUUIDString(uuid)
+            except libvirt.libvirtError:
+                raise AssertionError(f"{name} shows {state}, but libvirt has no such domain") from None
+            assert dom.isActive() == (state == "running"), f"{name}: row {state}, libvirt {dom.state()}"
+    return {name: state for name, state in rows.values()}
+
+
+@pytest.mark.parametrize("step", CREATE_STEPS)
+def test_killed_during_create_and_started_again(limen, qemu_host, step):
+    limen.start(KILL_AFTER_STEP=f"create/{step}")
+    limen.sign_in()
+    name = unique_name("f")
+    limen.post("/vms", {"name": name, "vcpus": "1", "memory_mib": "128", "disk_gib": "1"})
+    limen.wait_killed()
+
+    limen.start()
+    wait_until(lambda: settled(limen), 60, "the interrupted create to be settled")
+    limen.sign_in()
+    states = assert_consistent(limen, qemu_host)
+    # Done when it had finished its work (after the last step), else rolled back.
+    assert states[name] == ("running" if step == CREATE_STEPS[-1] else "error")
+    op_state, = limen.db("SELECT state FROM operation WHERE kind = 'create'")[0]
+    assert op_state == ("done" if step == CREATE_STEPS[-1] else "failed")
+    wait_until(lambda: limen.row_state(name) == states[name], 10, f"the table to show {name} {states[name]}")
+
+
+@pytest.mark.parametrize("step", DELETE_STEPS)
+def test_killed_during_delete_and_started_again(limen, qemu_host, step):
+    limen.start(KILL_AFTER_STEP=f"delete/{step}")
+    limen.sign_in()
+    name = unique_name("f")
+    limen.post("/vms", {"name": name, "vcpus": "1", "memory_mib": "128", "disk_gib": "1"})
+    wait_until(lambda: limen.row_state(name) == "running", 60, f"{name} to run")
+    uuid, = limen.db("SELECT uuid FROM vm WHERE name = ?", name)[0]
+    limen.post(f"/vms/{uuid}/delete")
+    limen.wait_killed()
+
+    limen.start()
+    wait_until(lambda: settled(limen), 60, "the interrupted delete to be carried on")
+    assert assert_consistent(limen, qemu_host) == {}  # carried on to the end: nothing is left
+    op_state, = limen.db("SELECT state FROM operation WHERE kind = 'delete'")[0]
+    assert op_state == "done"
