@@ -16,6 +16,7 @@ from .changes import Changes
 from .errors import LimenError
 from .extensions import db
 from .hypervisor import Hypervisor, event_loop_alive
+from .metrics import Metrics
 from .operations import Runner
 from .sync import StateSync
 
@@ -26,6 +27,7 @@ class Services:
     runner: Runner
     sync: StateSync
     changes: Changes
+    metrics: Metrics
     started: bool = False
 
 
@@ -34,8 +36,9 @@ def init_app(app) -> Services:
     changes = Changes()
     hypervisor = Hypervisor(cfg["LIBVIRT_URI"], cfg["STORAGE_POOL"], cfg["STORAGE_DIR"],
                             cfg["NETWORK"], cfg["CPU_MODE"], on_domain_event=lambda uuid: sync.notify(uuid))
-    sync = StateSync(app, hypervisor, cfg["RESYNC_INTERVAL"])
-    svc = Services(hypervisor, Runner(app, cfg["WORKERS"]), sync, changes)
+    metrics = Metrics(app)
+    sync = StateSync(app, hypervisor, cfg["RESYNC_INTERVAL"], metrics.event_lag)
+    svc = Services(hypervisor, Runner(app, cfg["WORKERS"]), sync, changes, metrics)
     app.extensions["limen"] = svc
     return svc
 

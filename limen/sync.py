@@ -87,10 +87,12 @@ class StateSync:
 
     MIN_BACKOFF, MAX_BACKOFF = 0.25, 2.0
 
-    def __init__(self, app, hypervisor, interval: float):
+    def __init__(self, app, hypervisor, interval: float, event_lag=None):
         self.app = app
         self.hypervisor = hypervisor
         self.interval = interval
+        self.event_lag = event_lag  # a histogram: from an event's arrival to its row's update
+        self._arrived: dict[str, float] = {}
         self.reachable = True  # until a failure says otherwise
         self.unreachable_reason: str | None = None
         self._queue: queue.Queue = queue.Queue()
@@ -107,7 +109,16 @@ class StateSync:
 
     def notify(self, uuid: str | None) -> None:
         """Called from libvirt's event thread: only queue. None: the connection closed."""
+        if uuid:
+            self._arrived.setdefault(uuid, time.monotonic())
         self._queue.put(uuid)
+
+    def _applied(self, uuids) -> None:
+        now = time.monotonic()
+        for uuid in uuids:
+            arrived = self._arrived.pop(uuid, None)
+            if arrived is not None and self.event_lag is not None:
+                self.event_lag.observe(now - arrived)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="limen-sync", daemon=True)
@@ -142,6 +153,7 @@ class StateSync:
                     else:
                         for uuid in items:
                             refresh(uuid)
+                self._applied([i for i in items if isinstance(i, str)])
                 self._backoff = self.MIN_BACKOFF
                 self._set_reachable(True)
             except HypervisorUnavailable as e:

@@ -34,6 +34,7 @@ PASSWORD = {"password": "a-new-password-1", "confirm": "a-new-password-1"}
 MATRIX = {
     ("static", "GET"): ("/static/css/limen.css", None, expect(200, 200, 200, 200)),
     ("health.healthz", "GET"): ("/healthz", None, expect(200, 200, 200, 200)),
+    ("health.metrics", "GET"): ("/metrics", None, expect(200, 200, 200, 200)),
     ("auth.login", "GET"): ("/login", None, expect(200, 200, 200, 200)),
     ("auth.login", "POST"): ("/login", {"username": "alice", "password": "wrong-password"},
                              expect(401, 401, 401, 401)),

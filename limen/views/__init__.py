@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 # The only endpoints anyone may reach without signing in. The console WebSocket authenticates
 # with its ticket instead. Every other endpoint, present or future, needs a signed-in user.
-PUBLIC = frozenset({"auth.login", "health.healthz", "static", "console.websocket"})
+PUBLIC = frozenset({"auth.login", "health.healthz", "health.metrics", "static", "console.websocket"})
 
 # No inline script or style, nothing from elsewhere, never in a frame.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

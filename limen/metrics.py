@@ -1,0 +1,59 @@
+"""GET /metrics, for Prometheus: VMs by state, operations by kind and result, console sessions
+open, libvirt reconnects and whether it is reachable, and how long libvirt's events wait
+before the table shows them.
+
+Counts come from the database when scraped (so they survive restarts and need no
+bookkeeping); the event lag is measured by the state sync as it applies each event. Each app
+has a registry of its own.
+"""
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from sqlalchemy import func, select
+
+from .extensions import db
+from .models import VM, ConsoleSession, Operation
+
+
+class _FromDatabase:
+    def __init__(self, app):
+        self.app = app
+
+    def collect(self):
+        svc = self.app.extensions["limen"]
+        with self.app.app_context():
+            vms = GaugeMetricFamily("limen_vms", "VMs by the state LIMEN last saw", labels=["state"])
+            for state, n in db.session.execute(select(VM.state, func.count()).group_by(VM.state)):
+                vms.add_metric([state], n)
+            finished = CounterMetricFamily("limen_operations", "Finished operations by kind and result "
+                                           "(done, or the error code)", labels=["kind", "result"])
+            active = GaugeMetricFamily("limen_operations_active", "Operations under way", labels=["kind"])
+            rows = db.session.execute(select(Operation.kind, Operation.state, Operation.error_code,
+                                             func.count()).group_by(Operation.kind, Operation.state,
+                                                                    Operation.error_code))
+            for kind, state, code, n in rows:
+                if state in Operation.ACTIVE:
+                    active.add_metric([kind], n)
+                else:
+                    finished.add_metric([kind, "done" if state == "done" else code or "failed"], n)
+            consoles = db.session.scalar(select(func.count()).where(ConsoleSession.ended_at.is_(None)))
+            db.session.remove()
+        yield vms
+        yield finished
+        yield active
+        yield GaugeMetricFamily("limen_console_sessions_open", "Console sessions open", value=consoles)
+        yield CounterMetricFamily("limen_libvirt_reconnects", "Times LIMEN connected to libvirt again",
+                                  value=max(0, svc.hypervisor.connection.generation - 1))
+        yield GaugeMetricFamily("limen_libvirt_reachable", "1 when LIMEN reaches libvirt",
+                                value=1 if svc.sync.reachable else 0)
+
+
+class Metrics:
+    def __init__(self, app):
+        self.registry = CollectorRegistry()
+        self.event_lag = Histogram(
+            "limen_event_lag_seconds", "From a libvirt event's arrival to its VM row being written",
+            buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2, 5), registry=self.registry)
+        self.registry.register(_FromDatabase(app))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
