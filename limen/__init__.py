@@ -35,9 +35,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     sock.init_app(app)
     services.init_app(app)
 
-    from .models import VM, Operation
+    from .models import VM, Operation, UnmanagedDomain
 
-    changes.watch(VM, Operation)
+    changes.watch(VM, Operation, UnmanagedDomain)
 
     @login_manager.user_loader
     def load_user(token: str):

@@ -24,6 +24,8 @@ RULES: dict[str, str] = {
     "vm.reboot": OWNER,
     "vm.delete": OWNER,
     "vm.console": OWNER,
+    "vm.forget": ADMIN,  # a missing VM's row, without touching libvirt
+    "vm.adopt": ADMIN,  # a domain another tool made
     "vm.list-all": ADMIN,
     "account.password": SIGNED_IN,
     "users.view": ADMIN,
@@ -57,6 +59,15 @@ def authorize(user, action: str, vm: VM | None = None) -> None:
             raise NotAllowed()
         if not user.is_admin and vm.owner_id != user.id:
             raise VMNotFound()
+
+
+def may(user, action: str, vm: VM | None = None) -> bool:
+    """Whether ``authorize`` would let ``user`` do it (to offer a button, or list a thing)."""
+    try:
+        authorize(user, action, vm)
+    except (NotAllowed, VMNotFound):
+        return False
+    return True
 
 
 def visible_vms(user: User) -> Select:

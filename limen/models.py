@@ -70,6 +70,19 @@ class VM(db.Model):
     state_reason: Mapped[str | None] = mapped_column(String(512))
     state_seen_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Made by another tool and adopted: its disks are not LIMEN's, and deleting it keeps them.
+    adopted: Mapped[bool] = mapped_column(default=False, server_default="0")
+
+
+class UnmanagedDomain(db.Model):
+    """A domain libvirt has and LIMEN did not create, as the last resync saw it: listed for
+    admins, who may adopt it (give it an owner)."""
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16))
+    state_reason: Mapped[str | None] = mapped_column(String(512))
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Operation(db.Model):

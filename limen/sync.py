@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from .errors import HypervisorUnavailable, LimenError
 from .extensions import db, services
 from .hypervisor import DomainState
-from .models import CREATING, DELETING, ERROR, MISSING, VM, utcnow
+from .models import CREATING, DELETING, ERROR, MISSING, VM, UnmanagedDomain, utcnow
 
 log = logging.getLogger(__name__)
 OWNED_BY_OPERATION = (CREATING, DELETING)
@@ -54,6 +54,7 @@ def _commit(changed: bool) -> None:
 
 
 _state_lock = threading.RLock()
+state_lock = _state_lock  # for use cases that write what the sync also writes
 
 
 def refresh(uuid: str) -> DomainState | None:
@@ -151,8 +152,7 @@ class StateSync:
                         self.resync_all()
                         next_full = time.monotonic() + self.interval
                     else:
-                        for uuid in items:
-                            refresh(uuid)
+                        self._apply_events({i for i in items if isinstance(i, str)})
                 self._applied([i for i in items if isinstance(i, str)])
                 self._backoff = self.MIN_BACKOFF
                 self._set_reachable(True)
@@ -167,15 +167,48 @@ class StateSync:
                 next_full = time.monotonic() + 2
 
     def resync_all(self) -> None:
-        """Compare every row with one getAllDomainStats answer; write only what differs."""
+        """Compare every row with one getAllDomainStats answer; write only what differs. Domains
+        LIMEN has no row for are kept in the unmanaged list, for admins to see and adopt."""
         with _state_lock:
-            states = self.hypervisor.all_states()
+            domains = self.hypervisor.all_states()
             self._generation = self.hypervisor.connection.generation
+            known = set(db.session.scalars(select(VM.uuid)))
             rows = db.session.execute(select(VM.uuid, VM.state, VM.state_reason)
                                       .where(VM.state.not_in(OWNED_BY_OPERATION)))
             changed = False
             for uuid, state, reason in rows.all():
-                current = states.get(uuid)
+                current = domains[uuid][1] if uuid in domains else None
                 if (state, reason) != _desired(current):
                     changed |= _write(uuid, current)
+            changed |= _record_unmanaged({u: d for u, d in domains.items() if u not in known})
             _commit(changed)
+
+    def _apply_events(self, uuids: set[str]) -> None:
+        """Refresh the rows the events name; an event about a domain LIMEN has no row for (one
+        another tool defined or removed) updates the unmanaged list by a resync."""
+        known = set(db.session.scalars(select(VM.uuid).where(VM.uuid.in_(uuids))))
+        if known != uuids:
+            self.resync_all()
+            return
+        for uuid in uuids:
+            refresh(uuid)
+
+
+def _record_unmanaged(domains: dict[str, tuple[str, DomainState]]) -> bool:
+    """Make the unmanaged list what ``domains`` says; True when it changed. Does not commit."""
+    changed = False
+    listed = {row.uuid: row for row in db.session.scalars(select(UnmanagedDomain))}
+    for uuid, row in listed.items():
+        if uuid not in domains:
+            db.session.delete(row)
+            changed = True
+    for uuid, (name, current) in domains.items():
+        row = listed.get(uuid)
+        if row is None:
+            db.session.add(UnmanagedDomain(uuid=uuid, name=name, state=current.state,
+                                           state_reason=current.reason))
+            changed = True
+        elif (row.name, row.state, row.state_reason) != (name, current.state, current.reason):
+            row.name, row.state, row.state_reason, row.seen_at = name, current.state, current.reason, utcnow()
+            changed = True
+    return changed

@@ -14,14 +14,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from . import accounts, audit
-from .access import authorize, visible_vms, vm_for
+from .access import authorize, may, visible_vms, vm_for
 from .errors import (InvalidState, LimenError, ShutdownTimeout, ValidationFailed, VMBusy,
                      VMNotFound, VMNotRunning)
 from .extensions import db, services
 from .hypervisor import ACTIVE_STATES
-from .models import CREATING, DELETING, ERROR, VM, Operation, User
+from .models import CREATING, DELETING, ERROR, MISSING, VM, Operation, UnmanagedDomain, User, utcnow
 from .operations import OpContext, handler
-from .sync import hand_back, refresh
+from .sync import hand_back, refresh, state_lock
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 MIN_MEMORY_MIB = 64
@@ -57,6 +57,7 @@ def volume_name(vm_uuid: str) -> str:
 class Row:
     vm: VM
     op: Operation | None  # the VM's latest Operation when it is active or has failed
+    may_forget: bool = False  # the viewer is an admin
 
     @property
     def failure(self) -> Operation | None:
@@ -75,7 +76,8 @@ class Row:
         if self.op and self.op.active:
             return [a for a in ACTIONS if (a, self.op.kind) in _MAY_OVERTAKE]
         allowed = [a for a, states in ACTIONS.items() if self.vm.state in states]
-        return [*allowed, "delete"]
+        forget = ["forget"] if self.may_forget and self.vm.state == MISSING else []
+        return [*allowed, "delete", *forget]
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -109,7 +111,15 @@ def table(user: User, owner: str = "") -> list[Row]:
     ops = db.session.scalars(select(Operation).where(
         Operation.id.in_(latest), Operation.state != "done")).all()
     by_vm = {op.vm_uuid: op for op in ops}
-    return [Row(vm, by_vm.get(vm.uuid)) for vm in vms]
+    admin = may(user, "vm.forget")
+    return [Row(vm, by_vm.get(vm.uuid), admin) for vm in vms]
+
+
+def unmanaged(user: User) -> list[UnmanagedDomain]:
+    """Domains LIMEN did not create, for those who may adopt them (admins); [] for others."""
+    if not may(user, "vm.adopt"):
+        return []
+    return list(db.session.scalars(select(UnmanagedDomain).order_by(UnmanagedDomain.name)))
 
 
 # -- create -------------------------------------------------------------------------------
@@ -306,6 +316,52 @@ def recover_interrupted(op: Operation, err: LimenError) -> bool:
     return False
 
 
+# -- rows LIMEN did not make, and rows libvirt no longer has ----------------------------------
+@audit.refusals("vm.forget", subject="vm_uuid")
+def forget(user: User, vm_uuid: str) -> None:
+    """Drop a missing VM's row (an admin's call: its domain went elsewhere). libvirt and any
+    disk are not touched; deleting is the owner's way to remove the disk too."""
+    vm = get_vm(user, vm_uuid, "vm.forget")
+    with _vm_lock(vm.uuid):
+        active = _active_op(vm.uuid)
+        if active:
+            raise _busy(active)
+        if vm.state != MISSING:
+            raise InvalidState(f"Only a VM whose domain is missing can be forgotten; this one is {vm.state}.")
+        audit.record("vm.forget", actor=user, vm=vm)
+        db.session.delete(vm)
+        db.session.commit()
+
+
+@audit.refusals("vm.adopt", subject="vm_uuid")
+def adopt(user: User, vm_uuid: str, owner_name: str) -> VM:
+    """Give a domain another tool made an owner: it becomes a LIMEN VM. Its disks stay its own
+    (deleting it in LIMEN keeps them)."""
+    authorize(user, "vm.adopt")
+    if db.session.get(UnmanagedDomain, vm_uuid) is None:
+        raise VMNotFound("LIMEN lists no unmanaged domain with this UUID.")
+    owner = db.session.scalar(select(User).where(User.username == accounts.normal_username(owner_name)))
+    if owner is None:
+        raise ValidationFailed({"owner": f"There is no user {owner_name}."})
+    name, vcpus, memory_mib = services().hypervisor.specs(vm_uuid)
+    if len(name) > 63:
+        raise ValidationFailed({"name": f"LIMEN keeps names of up to 63 characters; rename {name[:63]}… in libvirt first."})
+    if db.session.scalar(select(VM.id).where(VM.name == name)):
+        raise ValidationFailed({"name": f"A LIMEN VM is named {name} already; rename one of them first."})
+    with state_lock:  # the sync must not list it again meanwhile
+        listed = db.session.get(UnmanagedDomain, vm_uuid)
+        if listed is None:
+            raise VMNotFound("That domain is gone, or was adopted meanwhile.")
+        vm = VM(uuid=vm_uuid, name=name, owner_id=owner.id, vcpus=vcpus, memory_mib=memory_mib,
+                disk_gib=0, state=listed.state, state_reason=listed.state_reason,
+                state_seen_at=utcnow(), adopted=True)
+        db.session.delete(listed)
+        db.session.add(vm)
+        audit.record("vm.adopt", actor=user, vm=vm, target=owner.username)
+        db.session.commit()
+    return vm
+
+
 # -- background work ----------------------------------------------------------------------
 def _vm(ctx: OpContext) -> VM:
     return db.session.scalar(select(VM).where(VM.uuid == ctx.vm_uuid))
@@ -390,13 +446,17 @@ def run_delete(ctx: OpContext) -> None:
     """Every step checks what is there first, so a delete interrupted anywhere is carried on
     after a restart."""
     hv = services().hypervisor
+    vm = _vm(ctx)
+    adopted = vm is not None and vm.adopted
+    db.session.commit()
     if hv.state(ctx.vm_uuid) is not None:
         ctx.step("Powering off")
         hv.destroy(ctx.vm_uuid)
         ctx.step("Removing the VM definition")
         hv.undefine(ctx.vm_uuid)
-    ctx.step("Deleting the disk")
-    hv.delete_volume(volume_name(ctx.vm_uuid))
+    if not adopted:  # an adopted VM's disks are not LIMEN's: they stay
+        ctx.step("Deleting the disk")
+        hv.delete_volume(volume_name(ctx.vm_uuid))
     vm = _vm(ctx)
     if vm is not None:
         db.session.delete(vm)

@@ -49,6 +49,10 @@ MATRIX = {
     ("vms.action", "POST"): ("/vms/{vm}/force-off", {}, VM_POST),
     ("vms.status", "GET"): ("/vms/{vm}/status", None, VM_ROUTE),
     ("vms.delete", "POST"): ("/vms/{vm}/delete", {}, VM_POST),
+    # Admins only. The VM runs, so forgetting it is refused even for an admin (409); and it
+    # is not an unmanaged domain, so there is nothing to adopt (404).
+    ("vms.forget", "POST"): ("/vms/{vm}/forget", {}, expect(SIGN_IN, 404, 403, 409)),
+    ("vms.adopt", "POST"): ("/unmanaged/{vm}/adopt", {"owner": "alice"}, expect(SIGN_IN, 403, 403, 404)),
     ("console.page", "GET"): ("/vms/{vm}/console", None, VM_ROUTE),
     ("console.ticket", "POST"): ("/vms/{vm}/console/ticket", {}, VM_ROUTE),
     # The WebSocket answers with close codes: see test_the_console_websocket_matrix.

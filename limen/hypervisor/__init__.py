@@ -248,11 +248,18 @@ class Hypervisor:
         return DomainState.from_libvirt(state, reason)
 
     @_libvirt_errors
-    def all_states(self) -> dict[str, DomainState]:
-        """Every domain's state, in one call."""
+    def all_states(self) -> dict[str, tuple[str, DomainState]]:
+        """Every domain's name and state, in one call."""
         stats = self._conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)
-        return {dom.UUIDString(): DomainState.from_libvirt(s["state.state"], s["state.reason"])
+        return {dom.UUIDString(): (dom.name(), DomainState.from_libvirt(s["state.state"], s["state.reason"]))
                 for dom, s in stats}
+
+    @_libvirt_errors
+    def specs(self, uuid: str) -> tuple[str, int, int]:
+        """A domain's name, vCPUs and maximum memory (MiB), for adopting it."""
+        dom = self._dom(uuid)
+        _state, max_kib, _kib, vcpus, _cpu_time = dom.info()
+        return dom.name(), vcpus, max_kib // 1024
 
     def wait_for_state(self, uuid: str, wanted: set[str], timeout: float,
                        error: type[LimenError]) -> DomainState:

@@ -24,6 +24,7 @@ def _table() -> dict:
     version = services().changes.token
     owner = _owner()
     return dict(version=version, owner=owner, rows=vms.table(current_user, owner),
+                unmanaged=vms.unmanaged(current_user), owners=vms.owners(current_user),
                 hypervisor_problem=vms.hypervisor_problem())
 
 
@@ -33,8 +34,7 @@ def _rows_response(status: int = 200):
 
 @bp.get("/")
 def index():
-    return render_template("vms/index.html", form={}, errors={}, owners=vms.owners(current_user),
-                           **_table())
+    return render_template("vms/index.html", form={}, errors={}, **_table())
 
 
 @bp.get("/vms/rows")
@@ -54,7 +54,7 @@ def create():
             return render_template("vms/_create_form.html", form=request.form, errors=e.fields,
                                    problem=e), e.status
         return render_template("vms/index.html", form=request.form, errors=e.fields, problem=e,
-                               owners=vms.owners(current_user), **_table()), e.status
+                               **_table()), e.status
     if not is_htmx():
         return redirect(url_for("vms.index", owner=_owner() or None))
     # A fresh form, and the table with the new row swapped in out of band.
@@ -83,3 +83,22 @@ def status(vm_uuid):
 def delete(vm_uuid):
     vms.request_delete(current_user, str(vm_uuid))
     return _rows_response(202) if is_htmx() else redirect(url_for("vms.index", owner=_owner() or None))
+
+
+def _done():
+    """After a change: the rows for htmx, the page for a plain form."""
+    return _rows_response() if is_htmx() else redirect(url_for("vms.index", owner=_owner() or None))
+
+
+@bp.post("/vms/<uuid:vm_uuid>/forget")
+def forget(vm_uuid):
+    """An admin drops a missing VM's row; libvirt and disks are not touched."""
+    vms.forget(current_user, str(vm_uuid))
+    return _done()
+
+
+@bp.post("/unmanaged/<uuid:vm_uuid>/adopt")
+def adopt(vm_uuid):
+    """An admin gives a domain another tool made an owner."""
+    vms.adopt(current_user, str(vm_uuid), request.form.get("owner", ""))
+    return _done()

@@ -87,3 +87,15 @@ def test_two_starts_at_once_reach_libvirt_once(qemu_admin, qemu_host):
     finally:
         observer.domainEventDeregisterAny(callback)
         observer.close()
+
+
+def test_a_delete_while_another_action_is_under_way_is_refused_with_vm_busy(qemu_admin):
+    """The guest has no OS, so an ACPI shutdown waits (SHUTDOWN_TIMEOUT, 3 s here) for it."""
+    app, admin, name = running_vm(qemu_admin)
+    vm_uuid = uuid_of(app, name)
+    assert admin.htmx_post(f"/vms/{vm_uuid}/shutdown").status_code == 202
+    refused = admin.htmx_post(f"/vms/{vm_uuid}/delete")
+    assert refused.status_code == 409 and "VM_BUSY" in refused.text and "shutdown is still in progress" in refused.text
+    assert admin.row_state(name) == "running"
+    assert admin.htmx_post(f"/vms/{vm_uuid}/force-off").status_code == 202  # may overtake a shutdown
+    admin.wait_state(name, "shutoff", 30)
