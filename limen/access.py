@@ -28,6 +28,7 @@ RULES: dict[str, str] = {
     "vm.adopt": ADMIN,  # a domain another tool made
     "vm.list-all": ADMIN,
     "account.password": SIGNED_IN,
+    "account.tokens": SIGNED_IN,
     "users.view": ADMIN,
     "users.manage": ADMIN,
     "audit.view": ADMIN,

@@ -16,7 +16,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from . import audit
 from .access import authorize
-from .errors import AccountDisabled, NotAllowed, QuotaExceeded, SignInFailed, ValidationFailed
+from .errors import AccountDisabled, NotAllowed, QuotaExceeded, UserNotFound, SignInFailed, ValidationFailed
 from .extensions import db
 from .models import VM, LoginSession, User, utcnow
 
@@ -42,8 +42,21 @@ def _user_named(username: str) -> User | None:
 
 # -- signing in and out -------------------------------------------------------------------
 def sign_in(username: str, password: str) -> User:
-    """The user, with a new LoginSession (``user.login_session.token`` goes in the cookie).
-    A wrong name and a wrong password get the same answer, in about the same time."""
+    """The user, with a new LoginSession (``user.login_session.token`` goes in the cookie)."""
+    user = check_credentials(username, password)
+    token = secrets.token_urlsafe(32)
+    login = LoginSession(token_hash=_digest(token), user=user, ip=audit.source_ip())
+    db.session.add(login)
+    audit.record("sign-in", actor=user)
+    db.session.commit()
+    login.token = token
+    user.login_session = login
+    return user
+
+
+def check_credentials(username: str, password: str) -> User:
+    """The enabled user with this password, or SignInFailed (audited). A wrong name and a
+    wrong password get the same answer, in about the same time."""
     user = _user_named(username)
     if user is None:
         check_password_hash(_NO_SUCH_USER, password)
@@ -60,13 +73,6 @@ def sign_in(username: str, password: str) -> User:
         audit.record("sign-in", AccountDisabled.code, actor=None, target=user.username)
         db.session.commit()
         raise SignInFailed(AccountDisabled.sentence)
-    token = secrets.token_urlsafe(32)
-    login = LoginSession(token_hash=_digest(token), user=user, ip=audit.source_ip())
-    db.session.add(login)
-    audit.record("sign-in", actor=user)
-    db.session.commit()
-    login.token = token
-    user.login_session = login
     return user
 
 
@@ -236,6 +242,14 @@ def list_users(actor) -> list["Account"]:
     users = db.session.scalars(select(User).order_by(User.username)).all()
     usage = _usage_by_owner()
     return [Account(u, quota_of(u), usage.get(u.id, Usage())) for u in users]
+
+
+def username_of(actor, user_id: int) -> str:
+    authorize(actor, "users.view")
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise UserNotFound()
+    return user.username
 
 
 def account(actor, username: str) -> "Account":

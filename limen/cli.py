@@ -1,10 +1,10 @@
-"""``flask --app app users create|list|set-password|disable|enable``: the same use cases as
-the admin pages, run as the host's operator ("cli" in the audit log)."""
+"""``flask --app app users create|list|set-password|disable|enable`` and ``tokens create``:
+the same use cases as the admin pages, run as the host's operator ("cli" in the audit log)."""
 import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from . import accounts
+from . import accounts, tokens
 from .access import CLI
 from .errors import ValidationFailed
 
@@ -56,3 +56,15 @@ def register(app: Flask) -> None:
         click.echo(f"{accounts.normal_username(username)} enabled")
 
     app.cli.add_command(users)
+
+    tokens_ = AppGroup("tokens", help="Manage API tokens.")
+
+    @tokens_.command("create")
+    @click.argument("username")
+    @click.option("--name", default="cli", show_default=True, help="What the token is for.")
+    @click.option("--expires-days", type=int, default=None, help="Days until it expires (default: never).")
+    def create_token(username: str, name: str, expires_days: int | None):
+        new = _run(tokens.create_for, username, name, expires_days)
+        click.echo(new.token)
+
+    app.cli.add_command(tokens_)

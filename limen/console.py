@@ -61,6 +61,18 @@ def check_origin(origin: str | None, own_origin: str) -> None:
         raise ForbiddenOrigin(f"Origin {origin} is not this site.")
 
 
+def authorize_bearer(authorization: str, vm_uuid: str) -> User:
+    """A client that is not a browser may present its API token instead of a ticket."""
+    from . import tokens  # tokens need the accounts; the console is below neither
+
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise TicketInvalid("The Authorization header is not 'Bearer <token>'.")
+    user = tokens.authenticate(token.strip())
+    vms.get_vm(user, vm_uuid, "vm.console")
+    return user
+
+
 def redeem(ticket: str | None, vm_uuid: str, session_user_id: int | None) -> User:
     """Use the ticket up and return its user, still enabled and still allowed this VM."""
     if not ticket:
@@ -205,14 +217,17 @@ def close_websocket(conn: websocket.Connection, code: int, reason: str) -> None:
 
 
 def serve(ws, vm_uuid: str, *, origin: str | None, own_origin: str, ticket: str | None,
-          session_user_id: int | None) -> None:
+          session_user_id: int | None, authorization: str | None = None) -> None:
     """The console WebSocket, from the Origin check to the end of the bridge."""
     conn = websocket.Connection(ws.sock)
     ws.connected = False  # the connection is ours now: flask-sock must not close it again
     session_id = user_id = None
     try:
         check_origin(origin, own_origin)
-        user = redeem(ticket, vm_uuid, session_user_id)
+        if authorization and not ticket:
+            user = authorize_bearer(authorization, vm_uuid)
+        else:
+            user = redeem(ticket, vm_uuid, session_user_id)
         user_id = user.id
         record = ConsoleSession(user_id=user_id, vm_uuid=vm_uuid)
         db.session.add(record)

@@ -63,6 +63,18 @@ class VMNotFound(LimenError):
     sentence = "There is no such VM. It may have been deleted; go back to the VM list."
 
 
+class OperationNotFound(LimenError):
+    code = "OPERATION_NOT_FOUND"
+    status = 404
+    sentence = "There is no such operation (or it is about a VM that is not yours)."
+
+
+class UserNotFound(LimenError):
+    code = "USER_NOT_FOUND"
+    status = 404
+    sentence = "There is no such user."
+
+
 class VMBusy(LimenError):
     code = "VM_BUSY"
     status = 409
@@ -130,6 +142,14 @@ class TicketInvalid(LimenError):
     ws_close = 4401
     sentence = ("This console link has expired or was already used. "
                 "Press Reconnect to get a new one.")
+
+
+class TokenInvalid(LimenError):
+    code = "TOKEN_INVALID"
+    status = 401
+    ws_close = 4401
+    sentence = ("The API token is missing, unknown, expired or revoked. Send "
+                "'Authorization: Bearer <token>' with a valid token.")
 
 
 class ForbiddenOrigin(LimenError):

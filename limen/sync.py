@@ -160,11 +160,13 @@ class StateSync:
                 self._set_reachable(False, e.message)
                 next_full = time.monotonic() + self._backoff
                 self._backoff = min(self._backoff * 2, self.MAX_BACKOFF)
-            except LimenError as e:
+            except LimenError as e:  # libvirt answered with an error: try again, not at once
                 log.warning("state sync: %s", e)
+                next_full = time.monotonic() + self._backoff
+                self._backoff = min(self._backoff * 2, self.MAX_BACKOFF)
             except Exception:
                 log.exception("state sync failed")
-                next_full = time.monotonic() + 2
+                next_full = time.monotonic() + self.MAX_BACKOFF
 
     def resync_all(self) -> None:
         """Compare every row with one getAllDomainStats answer; write only what differs. Domains

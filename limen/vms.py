@@ -9,14 +9,14 @@ import uuid as uuidlib
 from dataclasses import dataclass
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from . import accounts, audit
 from .access import authorize, may, visible_vms, vm_for
-from .errors import (InvalidState, LimenError, ShutdownTimeout, ValidationFailed, VMBusy,
-                     VMNotFound, VMNotRunning)
+from .errors import (InvalidState, LimenError, OperationNotFound, ShutdownTimeout,
+                     ValidationFailed, VMBusy, VMNotFound, VMNotRunning)
 from .extensions import db, services
 from .hypervisor import ACTIVE_STATES
 from .models import CREATING, DELETING, ERROR, MISSING, VM, Operation, UnmanagedDomain, User, utcnow
@@ -41,9 +41,10 @@ _locks_guard = threading.Lock()
 
 
 def _vm_lock(vm_uuid: str) -> threading.Lock:
-    """The VM's own lock: "is an Operation under way?" and "queue this one" are one step, so a
-    double-clicked start starts once. Actions on different VMs never wait for each other, and
-    no libvirt call is made while it is held. (One process serves a database.)"""
+    """The VM's own lock: "is an Operation under way?", "does its live state allow this?" and
+    "queue it" are one step, so a double-clicked start starts once. The live state is read
+    from libvirt under it: a slow libvirtd delays only actions on this VM, never others.
+    (One process serves a database.)"""
     with _locks_guard:
         return _locks.setdefault(vm_uuid, threading.Lock())
 
@@ -113,6 +114,33 @@ def table(user: User, owner: str = "") -> list[Row]:
     by_vm = {op.vm_uuid: op for op in ops}
     admin = may(user, "vm.forget")
     return [Row(vm, by_vm.get(vm.uuid), admin) for vm in vms]
+
+
+def page(user: User, *, owner: str = "", state: str = "", number: int = 1,
+         per_page: int = 100) -> tuple[list[Row], int]:
+    """One page of the rows ``user`` may see, by name, and how many there are in all."""
+    query = visible_vms(user)
+    if owner and user.is_admin:
+        query = query.join(VM.owner).where(User.username == owner)
+    if state:
+        query = query.where(VM.state == state)
+    total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+    vms = db.session.scalars(query.options(selectinload(VM.owner)).order_by(VM.name)
+                             .limit(per_page).offset((number - 1) * per_page)).all()
+    latest = (select(func.max(Operation.id)).where(Operation.vm_uuid.in_([v.uuid for v in vms]))
+              .group_by(Operation.vm_uuid)).scalar_subquery()
+    ops = {op.vm_uuid: op for op in db.session.scalars(select(Operation).where(Operation.id.in_(latest)))}
+    return [Row(vm, ops.get(vm.uuid)) for vm in vms], total
+
+
+def operation(user: User, op_id: int) -> Operation:
+    """An Operation, if ``user`` may see its VM (or requested it: its VM may be deleted)."""
+    op = db.session.get(Operation, op_id)
+    if op is None:
+        raise OperationNotFound()
+    if op.user_id != user.id:
+        vm_for(user, op.vm_uuid)  # VM_NOT_FOUND when not theirs
+    return op
 
 
 def unmanaged(user: User) -> list[UnmanagedDomain]:
@@ -240,23 +268,17 @@ def start_or_join(user: User, vm_uuid: str) -> Operation | None:
     vm = get_vm(user, vm_uuid, "vm.start")
     with _vm_lock(vm.uuid):
         active = _active_op(vm.uuid)
-    if active:
-        if active.kind in _JOINS:
-            return active
-        raise _busy(active)
-    current = refresh(vm.uuid)  # libvirt, with no lock held
-    if current is None:
-        raise VMNotFound("libvirt has no domain for this VM any more.")
-    if current.state == "running":
-        return None
-    if current.state not in ACTIONS["start"]:
-        raise VMNotRunning(f"The VM is {current.state}; it cannot be started from there.")
-    with _vm_lock(vm.uuid):
-        active = _active_op(vm.uuid)  # queued by someone else meanwhile?
         if active and active.kind in _JOINS:
             return active
         if active:
             raise _busy(active)
+        current = refresh(vm.uuid)
+        if current is None:
+            raise VMNotFound("libvirt has no domain for this VM any more.")
+        if current.state == "running":
+            return None
+        if current.state not in ACTIONS["start"]:
+            raise VMNotRunning(f"The VM is {current.state}; it cannot be started from there.")
         return _submit(user, vm, "start")
 
 
@@ -276,12 +298,16 @@ def request_action(user: User, vm_uuid: str, action: str) -> Operation:
     vm = get_vm(user, vm_uuid, f"vm.{action}")
     if vm.state in (CREATING, DELETING):
         raise VMBusy(f"The VM is {vm.state}.")
-    current = refresh(vm.uuid)
-    if current is None:
-        raise InvalidState("libvirt has no domain for this VM any more; it can only be deleted.")
-    if current.state not in ACTIONS[action]:
-        raise InvalidState(f"Cannot {action} a VM that is {current.state}.")
-    return _queue(user, vm, action)
+    with _vm_lock(vm.uuid):
+        active = _active_op(vm.uuid)
+        if active and (action, active.kind) not in _MAY_OVERTAKE:
+            raise _busy(active)
+        current = refresh(vm.uuid)
+        if current is None:
+            raise InvalidState("libvirt has no domain for this VM any more; it can only be deleted.")
+        if current.state not in ACTIONS[action]:
+            raise InvalidState(f"Cannot {action} a VM that is {current.state}.")
+        return _submit(user, vm, action)
 
 
 @audit.refusals("vm.delete", subject="vm_uuid")
@@ -289,6 +315,7 @@ def request_delete(user: User, vm_uuid: str) -> Operation:
     vm = get_vm(user, vm_uuid, "vm.delete")
     if vm.state in (CREATING, DELETING):
         raise VMBusy(f"The VM is {vm.state}.")
+    services().hypervisor.host_limits()  # libvirt unreachable: 503 now, not a delete that cannot run
     return _queue(user, vm, "delete", vm_state=DELETING)
 
 
@@ -326,11 +353,13 @@ def forget(user: User, vm_uuid: str) -> None:
         active = _active_op(vm.uuid)
         if active:
             raise _busy(active)
-        if vm.state != MISSING:
-            raise InvalidState(f"Only a VM whose domain is missing can be forgotten; this one is {vm.state}.")
-        audit.record("vm.forget", actor=user, vm=vm)
-        db.session.delete(vm)
-        db.session.commit()
+        with state_lock:  # the sync must not find the domain meanwhile
+            gone = db.session.execute(delete(VM).where(VM.uuid == vm.uuid, VM.state == MISSING)).rowcount
+            if not gone:
+                db.session.rollback()
+                raise InvalidState(f"Only a VM whose domain is missing can be forgotten; this one is {vm.state}.")
+            audit.record("vm.forget", actor=user, vm_uuid=vm_uuid, detail=vm.name)
+            db.session.commit()
 
 
 @audit.refusals("vm.adopt", subject="vm_uuid")
@@ -348,17 +377,25 @@ def adopt(user: User, vm_uuid: str, owner_name: str) -> VM:
         raise ValidationFailed({"name": f"LIMEN keeps names of up to 63 characters; rename {name[:63]}… in libvirt first."})
     if db.session.scalar(select(VM.id).where(VM.name == name)):
         raise ValidationFailed({"name": f"A LIMEN VM is named {name} already; rename one of them first."})
+    # A domain LIMEN made once (a row forgotten, then the domain defined again) has its disk
+    # in LIMEN's pool: that disk is LIMEN's again, and deleting the VM removes it.
+    ours = volume_name(vm_uuid) in services().hypervisor.volume_names()
     with state_lock:  # the sync must not list it again meanwhile
-        listed = db.session.get(UnmanagedDomain, vm_uuid)
+        listed = db.session.scalar(select(UnmanagedDomain).where(UnmanagedDomain.uuid == vm_uuid)
+                                   .execution_options(populate_existing=True))
         if listed is None:
             raise VMNotFound("That domain is gone, or was adopted meanwhile.")
         vm = VM(uuid=vm_uuid, name=name, owner_id=owner.id, vcpus=vcpus, memory_mib=memory_mib,
                 disk_gib=0, state=listed.state, state_reason=listed.state_reason,
-                state_seen_at=utcnow(), adopted=True)
+                state_seen_at=utcnow(), adopted=not ours)
         db.session.delete(listed)
         db.session.add(vm)
         audit.record("vm.adopt", actor=user, vm=vm, target=owner.username)
-        db.session.commit()
+        try:
+            db.session.commit()
+        except IntegrityError:
+            db.session.rollback()
+            raise ValidationFailed({"name": f"A LIMEN VM is named {name} already; rename one of them first."}) from None
     return vm
 
 
@@ -435,10 +472,14 @@ def run_reboot(ctx: OpContext) -> None:
 
 
 def _delete_failed(ctx: OpContext, err: LimenError) -> None:
-    if services().hypervisor.state(ctx.vm_uuid) is None:
-        hand_back(ctx.vm_uuid, error=f"Delete failed. {err.code}: {err.message}")
-    else:
+    try:
+        exists = services().hypervisor.state(ctx.vm_uuid) is not None
+    except LimenError:  # libvirt gone too: say so, and let the owner delete again
+        exists = False
+    if exists:
         hand_back(ctx.vm_uuid)  # what is left of it shows as it is; the failed delete beside it
+    else:
+        hand_back(ctx.vm_uuid, error=f"Delete failed. {err.code}: {err.message} Delete it again.")
 
 
 @handler("delete", on_failure=_delete_failed, resume=True)

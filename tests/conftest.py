@@ -390,8 +390,9 @@ def get_ticket(b: "Browserless", vm_uuid: str):
                          headers={"X-CSRFToken": b.csrf, "Accept": "application/json"})
 
 
-def open_console(ws_url: str, origin: str | None, cookie: str | None = None):
-    """A WebSocket client as a browser would open it (Origin, and the session cookie if any)."""
+def open_console(ws_url: str, origin: str | None, cookie: str | None = None, headers: dict | None = None):
+    """A WebSocket client as a browser would open it (Origin, and the session cookie if any);
+    with no origin and a bearer token in ``headers``, as a script would."""
     import simple_websocket
 
     class BrowserLike(simple_websocket.Client):
@@ -413,7 +414,7 @@ def open_console(ws_url: str, origin: str | None, cookie: str | None = None):
                 return
             super()._thread()
 
-    headers = {}
+    headers = dict(headers or {})
     if origin:
         headers["Origin"] = origin
     if cookie:

@@ -66,6 +66,25 @@ MATRIX = {
                                     ADMIN_POST),
     ("admin.reset_password", "POST"): ("/admin/users/{user}/password", PASSWORD, ADMIN_POST),
     ("admin.audit_log", "GET"): ("/admin/audit", None, ADMIN_PAGE),
+    # The API: bearer tokens (each role its own; anonymous none), JSON bodies, no cookies.
+    ("auth.create_token", "POST"): ("/account/tokens", {"name": "t"}, expect(SIGN_IN, 201, 201, 201)),
+    ("auth.revoke_token", "POST"): ("/account/tokens/{token}/revoke", {}, expect(SIGN_IN, 404, 302, 302)),
+    ("api_docs.docs", "GET"): ("/api/docs", None, expect(200, 200, 200, 200)),
+    ("api.openapi", "GET"): ("/api/v1/openapi.json", None, expect(200, 200, 200, 200)),
+    ("api.create_token", "POST"): ("/api/v1/auth/tokens", {"username": "alice", "password": "wrong-password",
+                                                           "name": "t"}, expect(401, 401, 401, 401)),
+    ("api.list_vms", "GET"): ("/api/v1/vms", None, expect(401, 200, 200, 200)),
+    ("api.create_vm", "POST"): ("/api/v1/vms", {"name": "api-by-{role}", "vcpus": 1, "memory_mib": 64,
+                                                "disk_gib": 1}, expect(401, 202, 202, 202)),
+    ("api.get_vm", "GET"): ("/api/v1/vms/{vm}", None, expect(401, 404, 200, 200)),
+    ("api.delete_vm", "DELETE"): ("/api/v1/vms/{vm}", None, expect(401, 404, 202, 202)),
+    ("api.act", "POST"): ("/api/v1/vms/{vm}/actions/force-off", {}, expect(401, 404, 202, 202)),
+    ("api.console_ticket", "POST"): ("/api/v1/vms/{vm}/console", {}, expect(401, 404, 201, 201)),
+    ("api.get_operation", "GET"): ("/api/v1/operations/{op}", None, expect(401, 404, 200, 200)),
+    ("api.list_users", "GET"): ("/api/v1/users", None, expect(401, 403, 403, 200)),
+    ("api.create_user", "POST"): ("/api/v1/users", {"username": "api-{role}", "password": "a-new-password-1"},
+                                  expect(401, 403, 403, 201)),
+    ("api.update_user", "PATCH"): ("/api/v1/users/{user_id}", {"quota_vms": 5}, expect(401, 403, 403, 200)),
 }
 HTTP_ROUTES = [key for key in MATRIX if key[0] != "console.websocket"]
 
@@ -96,9 +115,30 @@ def clients(app) -> dict[str, Browserless]:
     anonymous = Browserless(app.test_client())
     anonymous.client.get("/login")  # a session with a CSRF token, and no user
     anonymous.csrf = anonymous.client.get("/login").text.split('name="csrf_token" value="')[1].split('"')[0]
-    return {"anonymous": anonymous, "other": signed_in(app, "mallory", "mallory-password-1"),
-            "owner": signed_in(app, "alice", "alice-password-1"),
-            "admin": signed_in(app, "admin", admin_password(app))}
+    by_role = {"anonymous": anonymous, "other": signed_in(app, "mallory", "mallory-password-1"),
+               "owner": signed_in(app, "alice", "alice-password-1"),
+               "admin": signed_in(app, "admin", admin_password(app))}
+    anonymous.api = {}
+    for role, username, password in (("other", "mallory", "mallory-password-1"),
+                                     ("owner", "alice", "alice-password-1"),
+                                     ("admin", "admin", admin_password(app))):
+        token = app.test_client().post("/api/v1/auth/tokens", json={
+            "username": username, "password": password, "name": "matrix"}).json["token"]
+        by_role[role].api = {"Authorization": f"Bearer {token}"}
+        app.test_client().get("/api/v1/vms", headers=by_role[role].api)  # its first use is recorded
+    return by_role
+
+
+def _ids(app, vm_uuid: str) -> dict:
+    from limen.models import Operation, User
+
+    from limen.models import ApiToken
+
+    with app.app_context():
+        alice = db.session.scalar(select(User.id).where(User.username == "alice"))
+        return {"op": db.session.scalar(select(Operation.id).where(Operation.vm_uuid == vm_uuid)),
+                "user_id": alice,
+                "token": db.session.scalar(select(ApiToken.id).where(ApiToken.user_id == alice))}
 
 
 def running_vm(owner: Browserless, app, name: str) -> str:
@@ -115,10 +155,14 @@ def test_the_matrix(app, libvirt_conn, endpoint, method):
     vms = {"owner": running_vm(owner, app, "alices-own"), "admin": running_vm(owner, app, "alices-other")}
     for role in ROLES:
         b = by_role[role]
-        url = path.format(vm=vms.get(role, vms["owner"]), user="alice", role=role)
-        data = {k: v.format(role=role) for k, v in (form or {}).items()}
+        vm = vms.get(role, vms["owner"])
+        url = path.format(vm=vm, user="alice", role=role, **_ids(app, vm))
+        data = {k: v.format(role=role) if isinstance(v, str) else v for k, v in (form or {}).items()}
         before = snapshot(app, libvirt_conn)
-        if method == "GET":
+        if url.startswith("/api/"):  # a token and JSON; no cookie, no CSRF token
+            response = app.test_client().open(url, method=method, headers=b.api,
+                                              json=data if form is not None else None)
+        elif method == "GET":
             response = b.client.get(url)
         else:
             response = b.client.post(url, data={**data, "csrf_token": b.csrf})

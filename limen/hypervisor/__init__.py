@@ -10,7 +10,7 @@ import libvirt
 
 from ..errors import LimenError, VMNotFound, VMStartFailed, VNCUnreachable
 from . import domain_xml, storage
-from .connection import Connection, event_loop_alive, translate  # noqa: F401 (re-exported)
+from .connection import Connection, event_loop_alive, translate  # noqa: F401  (re-exported)
 from .domain_xml import DomainSpec
 
 __all__ = ["Hypervisor", "DomainState", "DomainSpec", "HostLimits"]
@@ -22,7 +22,7 @@ _STATES = {
     libvirt.VIR_DOMAIN_PAUSED: "paused",
     libvirt.VIR_DOMAIN_SHUTDOWN: "shutting-down",
     libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
-    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_CRASHED: "guest-crashed",  # QEMU still runs (on_crash=preserve)
     libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
 }
 # Reasons worth showing beside a state ("shut off (crashed)"); the rest say nothing new.
@@ -50,7 +50,7 @@ _REASONS = {
     libvirt.VIR_DOMAIN_CRASHED: {libvirt.VIR_DOMAIN_CRASHED_PANICKED: "guest panicked"},
 }
 # States with a QEMU process that force-off can end (a "crashed" VM whose QEMU died has none).
-ACTIVE_STATES = frozenset({"running", "paused", "shutting-down", "suspended"})
+ACTIVE_STATES = frozenset({"running", "paused", "shutting-down", "suspended", "guest-crashed"})
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,15 @@ class Hypervisor:
             if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return False
             raise
-        dom.undefine()
+        # Firmware variables, a saved state and snapshot records go with it (domains adopted
+        # from other tools may have them; a plain undefine refuses then).
+        try:
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                              | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
+                raise
+            dom.undefine()  # a driver without those flags (the test driver) has nothing of the kind
         return True
 
     @_libvirt_errors

@@ -11,14 +11,15 @@ from werkzeug.exceptions import HTTPException
 
 from ..errors import LimenError, RequestRefused, TooManyAttempts
 from ..extensions import limiter, login_manager
-from . import admin, auth, console, health, vms
+from . import admin, api, auth, console, health, vms
 from .vms import is_htmx
 
 log = logging.getLogger(__name__)
 
 # The only endpoints anyone may reach without signing in. The console WebSocket authenticates
 # with its ticket instead. Every other endpoint, present or future, needs a signed-in user.
-PUBLIC = frozenset({"auth.login", "health.healthz", "health.metrics", "static", "console.websocket"})
+PUBLIC = frozenset({"auth.login", "health.healthz", "health.metrics", "static", "console.websocket",
+                    "api_docs.docs"})
 
 # No inline script or style, nothing from elsewhere, never in a frame.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -32,15 +33,23 @@ SECURITY_HEADERS = {
 }
 
 
+def wants_json() -> bool:
+    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
+
+
 def register(app: Flask) -> None:
     app.register_blueprint(auth.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(vms.bp)
     app.register_blueprint(console.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(api.docs_bp)
 
     @app.before_request
     def require_sign_in():
+        if request.blueprint == "api":
+            return  # bearer tokens, checked by the API itself; no cookies there
         if request.endpoint is not None and request.endpoint not in PUBLIC \
                 and not current_user.is_authenticated:
             return login_manager.unauthorized()
@@ -60,7 +69,7 @@ def register(app: Flask) -> None:
         log.warning("%s %s from %s refused: more than %s", request.method, request.path,
                     request.remote_addr, err.description)
         message = f"Too many attempts. Try again in {wait} s."
-        if request.endpoint == "auth.login" and request.accept_mimetypes.best != "application/json":
+        if request.endpoint == "auth.login" and not wants_json():
             return render_template("login.html", error=message), 429, {"Retry-After": str(wait)}
         response = make_response(limen_error(TooManyAttempts(message)))
         response.headers["Retry-After"] = str(wait)
@@ -73,8 +82,9 @@ def register(app: Flask) -> None:
             # Errors go to the page's message area, whatever element asked.
             return render_template("_flash.html", error=err), err.status, {
                 "HX-Retarget": "#flash", "HX-Reswap": "innerHTML"}
-        if request.accept_mimetypes.best == "application/json":
-            return jsonify(error=err.to_dict()), err.status
+        if wants_json():
+            headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else {}
+            return jsonify(error=err.to_dict()), err.status, headers
         return render_template("error.html", error=err), err.status
 
     @app.errorhandler(CSRFError)

@@ -4,7 +4,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
-from .. import accounts
+from .. import accounts, tokens
 from ..errors import SignInFailed, ValidationFailed
 from ..extensions import limiter
 
@@ -69,5 +69,29 @@ def account():
             done = True
         except ValidationFailed as e:
             errors = e.fields
+    return _account_page(errors=errors, done=done), 422 if errors else 200
+
+
+def _account_page(**extra):
     mine = accounts.Account(current_user, accounts.quota_of(current_user), accounts.usage_of(current_user))
-    return render_template("account.html", account=mine, errors=errors, done=done), 422 if errors else 200
+    return render_template("account.html", account=mine, tokens=tokens.mine(current_user),
+                           **{"errors": {}, "done": False, "token_errors": {}, "new_token": None, **extra})
+
+
+@bp.post("/account/tokens")
+def create_token():
+    """A personal API token, shown once on the page that answers."""
+    try:
+        new = tokens.create(current_user, request.form.get("name", ""), request.form.get("expires_days") or None)
+    except ValidationFailed as e:
+        return _account_page(token_errors=e.fields), 422
+    return _account_page(new_token=new), 201
+
+
+@bp.post("/account/tokens/<int:token_id>/revoke")
+def revoke_token(token_id):
+    try:
+        tokens.revoke(current_user, token_id)
+    except ValidationFailed as e:
+        return _account_page(token_errors=e.fields), 404
+    return redirect(url_for("auth.account"))

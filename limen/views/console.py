@@ -40,4 +40,4 @@ def websocket(ws, vm_uuid):
     signed_in = current_user.id if current_user.is_authenticated else None
     console.serve(ws, str(vm_uuid), origin=request.headers.get("Origin"),
                   own_origin=request.host_url.rstrip("/"), ticket=request.args.get("ticket"),
-                  session_user_id=signed_in)
+                  session_user_id=signed_in, authorization=request.headers.get("Authorization"))

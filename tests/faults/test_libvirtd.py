@@ -69,6 +69,9 @@ def test_limen_rides_out_a_libvirtd_restart(limen, libvirtd):
     assert "Hypervisor unreachable — reconnecting" in rows
     assert limen.row_state(name) == "running"  # the last state seen, not a guess
     assert limen.post(f"/vms/{uuid}/force-off") == 503
+    assert limen.post(f"/vms/{uuid}/delete") == 503  # not a delete that cannot run
+    assert limen.post("/vms", {"name": unique_name("f"), "vcpus": "1", "memory_mib": "128",
+                               "disk_gib": "1"}) == 503
     status, page = limen.get("/")
     assert status == 200 and name in page  # pages still render
 

@@ -1,0 +1,181 @@
+"""The JSON API's contract: the JSON Schemas that validate request bodies, the schemas of what
+it answers, and the OpenAPI 3.1 document built from both (``GET /api/v1/openapi.json``).
+One definition serves the check and the documentation, so they cannot drift apart."""
+from jsonschema import Draft202012Validator
+
+from .errors import ValidationFailed
+
+NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$",
+        "description": "1 to 63 lower-case letters, digits and hyphens, not starting with a hyphen"}
+QUOTA = {"type": ["integer", "null"], "minimum": 0, "maximum": 10 ** 9,
+         "description": "null: the configured default"}
+
+# -- request bodies --
+VM_CREATE = {
+    "type": "object", "additionalProperties": False,
+    "required": ["name", "vcpus", "memory_mib", "disk_gib"],
+    "properties": {"name": NAME, "vcpus": {"type": "integer", "minimum": 1},
+                   "memory_mib": {"type": "integer", "minimum": 64},
+                   "disk_gib": {"type": "integer", "minimum": 1}}}
+TOKEN_CREATE = {
+    "type": "object", "additionalProperties": False, "required": ["username", "password", "name"],
+    "properties": {"username": {"type": "string"}, "password": {"type": "string"},
+                   "name": {"type": "string", "minLength": 1, "maxLength": 64},
+                   "expires_days": {"type": ["integer", "null"], "minimum": 1, "maximum": 3650}}}
+USER_CREATE = {
+    "type": "object", "additionalProperties": False, "required": ["username", "password"],
+    "properties": {"username": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,31}$"},
+                   "password": {"type": "string", "minLength": 8, "maxLength": 1024},
+                   "role": {"enum": ["user", "admin"]}}}
+USER_PATCH = {
+    "type": "object", "additionalProperties": False, "minProperties": 1,
+    "properties": {"role": {"enum": ["user", "admin"]}, "disabled": {"type": "boolean"},
+                   "quota_vms": QUOTA, "quota_vcpus": QUOTA, "quota_memory_mib": QUOTA,
+                   "quota_disk_gib": QUOTA}}
+
+# -- answers --
+STAMP = {"type": ["string", "null"], "format": "date-time"}
+ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["code", "message", "details"],
+    "properties": {"code": {"type": "string", "description": "stable, UPPER_SNAKE (VM_NOT_FOUND …)"},
+                   "message": {"type": "string"},
+                   "details": {"type": "object", "description": "fields: what is wrong with each field"}}}}}
+OPERATION = {
+    "type": "object", "required": ["id", "kind", "vm_uuid", "state", "step", "steps", "error"],
+    "properties": {"id": {"type": "integer"}, "kind": {"type": "string"}, "vm_uuid": {"type": "string"},
+                   "state": {"enum": ["pending", "running", "done", "failed"]},
+                   "step": {"type": ["string", "null"]},
+                   "steps": {"type": "array", "items": {"type": "object"}},
+                   "error": {"type": ["object", "null"]}, "created_at": STAMP, "finished_at": STAMP}}
+VM = {
+    "type": "object", "required": ["uuid", "name", "owner", "state", "vcpus", "memory_mib", "disk_gib"],
+    "properties": {"uuid": {"type": "string"}, "name": {"type": "string"}, "owner": {"type": "string"},
+                   "state": {"type": "string"}, "state_reason": {"type": ["string", "null"]},
+                   "vcpus": {"type": "integer"}, "memory_mib": {"type": "integer"},
+                   "disk_gib": {"type": "integer"}, "adopted": {"type": "boolean"},
+                   "created_at": STAMP, "state_seen_at": STAMP,
+                   "operation": {"oneOf": [{"$ref": "#/components/schemas/Operation"}, {"type": "null"}]}}}
+VM_PAGE = {"type": "object", "required": ["items", "page", "per_page", "total"],
+           "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/VM"}},
+                          "page": {"type": "integer"}, "per_page": {"type": "integer"},
+                          "total": {"type": "integer"}}}
+ACCEPTED = {"type": "object", "required": ["operation"],
+            "properties": {"vm": {"$ref": "#/components/schemas/VM"},
+                           "operation": {"$ref": "#/components/schemas/Operation"}}}
+TICKET = {"type": "object", "required": ["ticket", "ws_url", "expires_at"],
+          "properties": {"ticket": {"type": "string"}, "ws_url": {"type": "string"}, "expires_at": STAMP}}
+TOKEN = {"type": "object", "required": ["id", "name", "token", "expires_at"],
+         "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
+                        "token": {"type": "string", "description": "shown this once"}, "expires_at": STAMP}}
+USAGE = {"type": "object", "properties": {k: {"type": ["integer", "null"]} for k in
+                                          ("vms", "vcpus", "memory_mib", "disk_gib")}}
+USER = {"type": "object", "required": ["id", "username", "role", "disabled", "quota", "usage"],
+        "properties": {"id": {"type": "integer"}, "username": {"type": "string"},
+                       "role": {"enum": ["user", "admin"]}, "disabled": {"type": "boolean"},
+                       "quota": USAGE, "usage": USAGE}}
+
+SCHEMAS = {"VM": VM, "VMPage": VM_PAGE, "Operation": OPERATION, "Accepted": ACCEPTED,
+           "Error": ERROR, "ConsoleTicket": TICKET, "Token": TOKEN, "User": USER,
+           "VMCreate": VM_CREATE, "TokenCreate": TOKEN_CREATE, "UserCreate": USER_CREATE,
+           "UserPatch": USER_PATCH}
+
+
+def check(schema: dict, body) -> dict:
+    """The request body, if it matches ``schema``; ValidationFailed naming each field else."""
+    if not isinstance(body, dict):
+        raise ValidationFailed({"body": "Send a JSON object (Content-Type: application/json)."})
+    fields = {}
+    for err in Draft202012Validator(schema).iter_errors(body):
+        if err.validator == "required":
+            field = err.message.split("'")[1]
+            fields[field] = "This field is required."
+        elif err.validator == "additionalProperties":
+            for extra in sorted(set(body) - set(schema.get("properties", {}))):
+                fields[extra] = "Not a field of this request."
+        else:
+            field = str(err.path[0]) if err.path else "body"
+            fields.setdefault(field, err.message)
+    if fields:
+        raise ValidationFailed(fields)
+    return body
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict:
+    text = {400: "Bad request", 401: "No valid token", 403: "Not allowed", 404: "Not found (or not yours)",
+            409: "The state does not allow it, or another action is under way", 422: "Invalid fields",
+            429: "Too many attempts (Retry-After)", 503: "libvirt unreachable"}
+    return {str(c): _json(_ref("Error"), text[c]) for c in codes}
+
+
+UUID = {"name": "uuid", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+BEARER = [{"bearer": []}]
+
+
+def openapi(server: str) -> dict:
+    """The OpenAPI 3.1 document of /api/v1."""
+    vm_ops = _errors(401, 404, 409, 503)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "LIMEN API", "version": "1",
+                 "description": "Everything the web UI does, for scripts. Send 'Authorization: Bearer "
+                                "<token>' on every call but POST /auth/tokens; cookies are not accepted. "
+                                "Errors are {\"error\": {\"code\", \"message\", \"details\"}}."},
+        "servers": [{"url": server}],
+        "security": BEARER,
+        "components": {"schemas": SCHEMAS, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "paths": {
+            "/auth/tokens": {"post": {
+                "summary": "A personal token in exchange for a username and password", "security": [],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("TokenCreate")}}},
+                "responses": {"201": _json(_ref("Token"), "The token (shown once)"), **_errors(401, 422, 429)}}},
+            "/vms": {
+                "get": {"summary": "Your VMs (an admin: all, or ?owner=)", "parameters": [
+                    {"name": "owner", "in": "query", "schema": {"type": "string"}},
+                    {"name": "state", "in": "query", "schema": {"type": "string"}},
+                    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                    {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}],
+                    "responses": {"200": _json(_ref("VMPage"), "A page of VMs"), **_errors(401, 422)}},
+                "post": {"summary": "Create a VM; it starts on its own",
+                         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("VMCreate")}}},
+                         "responses": {"202": _json(_ref("Accepted"), "The VM and its create operation"),
+                                       **_errors(401, 409, 422, 503)}}},
+            "/vms/{uuid}": {
+                "parameters": [UUID],
+                "get": {"summary": "One VM", "responses": {"200": _json(_ref("VM"), "The VM"), **_errors(401, 404)}},
+                "delete": {"summary": "Delete a VM and its disk",
+                           "responses": {"202": _json(_ref("Accepted"), "The delete operation"), **vm_ops}}},
+            "/vms/{uuid}/actions/{action}": {
+                "parameters": [UUID, {"name": "action", "in": "path", "required": True,
+                                      "schema": {"enum": ["start", "shutdown", "force-off", "reboot"]}}],
+                "post": {"summary": "Start, shut down (ACPI), force off or reboot",
+                         "responses": {"202": _json(_ref("Accepted"), "The operation"), **vm_ops}}},
+            "/vms/{uuid}/console": {
+                "parameters": [UUID],
+                "post": {"summary": "A console ticket: open ws_url within a minute, once",
+                         "responses": {"201": _json(_ref("ConsoleTicket"), "The ticket"), **_errors(401, 404)}}},
+            "/operations/{id}": {
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "get": {"summary": "An operation: its steps, state and error",
+                        "responses": {"200": _json(_ref("Operation"), "The operation"), **_errors(401, 404)}}},
+            "/users": {
+                "get": {"summary": "Users with quota and usage (admins)",
+                        "responses": {"200": _json({"type": "array", "items": _ref("User")}, "Users"),
+                                      **_errors(401, 403)}},
+                "post": {"summary": "Create a user (admins)",
+                         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("UserCreate")}}},
+                         "responses": {"201": _json(_ref("User"), "The user"), **_errors(401, 403, 422)}}},
+            "/users/{id}": {
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "patch": {"summary": "Change a user's role, status or quotas (admins)",
+                          "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("UserPatch")}}},
+                          "responses": {"200": _json(_ref("User"), "The user"), **_errors(401, 403, 404, 422)}}},
+        },
+    }

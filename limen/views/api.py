@@ -1,0 +1,165 @@
+"""/api/v1: the JSON API for scripts, over the same use cases as the pages.
+
+Every call but POST /auth/tokens and GET /openapi.json needs ``Authorization: Bearer
+<token>``; session cookies are not accepted here (so there is no CSRF to check). Errors are
+``{"error": {"code", "message", "details"}}`` with the codes the pages use.
+"""
+from datetime import datetime, timezone
+
+from flask import Blueprint, current_app, g, jsonify, render_template, request, url_for
+
+from .. import accounts, api_schema, console, tokens, vms
+from ..errors import TokenInvalid, ValidationFailed
+from ..extensions import csrf, limiter
+from ..models import VM, Operation
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+csrf.exempt(bp)
+PUBLIC = {"api.create_token", "api.openapi"}
+
+
+@bp.before_request
+def bearer_token():
+    if request.endpoint in PUBLIC:
+        return
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise TokenInvalid("Send 'Authorization: Bearer <token>'. Make a token on your account page, "
+                           "or with POST /api/v1/auth/tokens.")
+    g.api_user = tokens.authenticate(token.strip())
+
+
+def _stamp(value: datetime | None) -> str | None:
+    return value.replace(tzinfo=timezone.utc).isoformat() if value else None
+
+
+def _operation(op: Operation | None) -> dict | None:
+    if op is None:
+        return None
+    error = {"code": op.error_code, "message": op.error_message} if op.state == "failed" else None
+    return {"id": op.id, "kind": op.kind, "vm_uuid": op.vm_uuid, "state": op.state, "step": op.step,
+            "steps": op.steps, "error": error, "created_at": _stamp(op.created_at),
+            "finished_at": _stamp(op.finished_at)}
+
+
+def _vm(vm: VM, op: Operation | None = None) -> dict:
+    return {"uuid": vm.uuid, "name": vm.name, "owner": vm.owner.username, "state": vm.state,
+            "state_reason": vm.state_reason, "vcpus": vm.vcpus, "memory_mib": vm.memory_mib,
+            "disk_gib": vm.disk_gib, "adopted": vm.adopted, "created_at": _stamp(vm.created_at),
+            "state_seen_at": _stamp(vm.state_seen_at), "operation": _operation(op)}
+
+
+def _user(a: accounts.Account) -> dict:
+    return {"id": a.user.id, "username": a.user.username, "role": a.user.role,
+            "disabled": a.user.disabled, "quota": vars(a.quota), "usage": vars(a.usage)}
+
+
+def _whole(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name, str(default))
+    if not (raw.isascii() and raw.isdigit() and low <= int(raw) <= high):
+        raise ValidationFailed({name: f"Enter a whole number from {low} to {high}."})
+    return int(raw)
+
+
+# -- tokens -------------------------------------------------------------------------------
+def _username_key() -> str:
+    body = request.get_json(silent=True)
+    name = body.get("username") if isinstance(body, dict) else ""
+    return "username:" + accounts.normal_username(name if isinstance(name, str) else "")
+
+
+@bp.post("/auth/tokens")
+@limiter.limit(lambda: current_app.config["LOGIN_LIMIT_PER_IP"])
+@limiter.limit(lambda: current_app.config["LOGIN_LIMIT_PER_USERNAME"], key_func=_username_key)
+def create_token():
+    body = api_schema.check(api_schema.TOKEN_CREATE, request.get_json(silent=True))
+    new = tokens.create_with_password(body["username"], body["password"], body["name"],
+                                      body.get("expires_days"))
+    return jsonify(id=new.row.id, name=new.row.name, token=new.token,
+                   expires_at=_stamp(new.row.expires_at)), 201
+
+
+# -- VMs ----------------------------------------------------------------------------------
+@bp.get("/vms")
+def list_vms():
+    number, per_page = _whole("page", 1, 1, 10 ** 6), _whole("per_page", 100, 1, 500)
+    rows, total = vms.page(g.api_user, owner=request.args.get("owner", ""),
+                           state=request.args.get("state", ""), number=number, per_page=per_page)
+    return jsonify(items=[_vm(r.vm, r.op) for r in rows], page=number, per_page=per_page, total=total)
+
+
+@bp.post("/vms")
+def create_vm():
+    body = api_schema.check(api_schema.VM_CREATE, request.get_json(silent=True))
+    vm = vms.request_create(g.api_user, body)
+    row = vms.row(g.api_user, vm.uuid)
+    return jsonify(vm=_vm(row.vm, row.op), operation=_operation(row.op)), 202
+
+
+@bp.get("/vms/<uuid:vm_uuid>")
+def get_vm(vm_uuid):
+    row = vms.row(g.api_user, str(vm_uuid))
+    return jsonify(_vm(row.vm, row.op))
+
+
+@bp.delete("/vms/<uuid:vm_uuid>")
+def delete_vm(vm_uuid):
+    op = vms.request_delete(g.api_user, str(vm_uuid))
+    return jsonify(operation=_operation(op)), 202
+
+
+@bp.post("/vms/<uuid:vm_uuid>/actions/<any(start, shutdown, 'force-off', reboot):action>")
+def act(vm_uuid, action):
+    op = vms.request_action(g.api_user, str(vm_uuid), action)
+    return jsonify(operation=_operation(op)), 202
+
+
+@bp.post("/vms/<uuid:vm_uuid>/console")
+def console_ticket(vm_uuid):
+    t = console.issue_ticket(g.api_user, str(vm_uuid))
+    ws_url = url_for("console.websocket", vm_uuid=vm_uuid, ticket=t.ticket, _external=True)
+    return jsonify(ticket=t.ticket, ws_url=ws_url, expires_at=_stamp(t.expires_at)), 201
+
+
+@bp.get("/operations/<int:op_id>")
+def get_operation(op_id):
+    return jsonify(_operation(vms.operation(g.api_user, op_id)))
+
+
+# -- users (admins) -----------------------------------------------------------------------
+@bp.get("/users")
+def list_users():
+    return jsonify([_user(a) for a in accounts.list_users(g.api_user)])
+
+
+@bp.post("/users")
+def create_user():
+    body = api_schema.check(api_schema.USER_CREATE, request.get_json(silent=True))
+    user = accounts.create_user(g.api_user, body["username"], body["password"], body.get("role", "user"))
+    return jsonify(_user(accounts.account(g.api_user, user.username))), 201
+
+
+@bp.patch("/users/<int:user_id>")
+def update_user(user_id):
+    body = api_schema.check(api_schema.USER_PATCH, request.get_json(silent=True))
+    username = accounts.username_of(g.api_user, user_id)
+    quota = {k: "" if v is None else str(v) for k, v in body.items() if k.startswith("quota_")}
+    accounts.update_user(g.api_user, username, role=body.get("role"), disabled=body.get("disabled"),
+                         quota=quota)
+    return jsonify(_user(accounts.account(g.api_user, username)))
+
+
+# -- the contract -------------------------------------------------------------------------
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(api_schema.openapi(request.url_root.rstrip("/") + bp.url_prefix))
+
+
+docs_bp = Blueprint("api_docs", __name__)
+
+
+@docs_bp.get("/api/docs")
+def docs():
+    """The OpenAPI document as a page: rendered here, from the same dict, with no script."""
+    root = request.url_root.rstrip("/")
+    return render_template("api_docs.html", spec=api_schema.openapi(root + bp.url_prefix), root=root)

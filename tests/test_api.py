@@ -1,0 +1,241 @@
+"""/api/v1 (fast tier): tokens, every endpoint's answer and its errors, the same rules as the
+pages underneath, and the OpenAPI document that describes it."""
+import re
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from conftest import add_user, admin_password, close_code, open_console, receive_exactly, wait_until
+from limen.extensions import db
+from limen.models import ApiToken, AuditEvent, utcnow
+from stub_vnc import StubVNC
+from test_console import BANNER
+
+
+def token_for(app, username: str, password: str, **extra) -> str:
+    response = app.test_client().post("/api/v1/auth/tokens", json={
+        "username": username, "password": password, "name": "test", **extra})
+    assert response.status_code == 201, response.json
+    return response.json["token"]
+
+
+class Api:
+    """A script's HTTP client: a bearer token, JSON, no cookies."""
+
+    def __init__(self, app, token: str):
+        self.app, self.headers = app, {"Authorization": f"Bearer {token}"}
+
+    def __call__(self, method: str, path: str, body=None):
+        return self.app.test_client().open(f"/api/v1{path}", method=method, headers=self.headers, json=body)
+
+    def wait_op(self, op_id: int, state: str = "done") -> dict:
+        return wait_until(lambda: (r := self("GET", f"/operations/{op_id}").json)["state"] == state and r,
+                          10, f"operation {op_id} to be {state}")
+
+
+@pytest.fixture
+def api(app):
+    return Api(app, token_for(app, "admin", admin_password(app)))
+
+
+def test_create_poll_act_and_delete(app, api, libvirt_conn):
+    created = api("POST", "/vms", {"name": "scripted", "vcpus": 1, "memory_mib": 64, "disk_gib": 1})
+    assert created.status_code == 202
+    vm, op = created.json["vm"], created.json["operation"]
+    assert (vm["name"], vm["state"], vm["owner"], op["kind"]) == ("scripted", "creating", "admin", "create")
+    done = api.wait_op(op["id"])
+    assert [s["step"] for s in done["steps"]] == ["Creating the disk", "Defining the VM", "Starting the VM",
+                                                  "Waiting for it to run"]
+    assert api("GET", f"/vms/{vm['uuid']}").json["state"] == "running"
+    refused = api("POST", f"/vms/{vm['uuid']}/actions/start")
+    assert refused.status_code == 409 and refused.json["error"]["code"] == "VM_STATE_CONFLICT"
+    off = api("POST", f"/vms/{vm['uuid']}/actions/force-off")
+    assert off.status_code == 202 and api.wait_op(off.json["operation"]["id"])["kind"] == "force-off"
+    assert api("GET", f"/vms/{vm['uuid']}").json["state"] == "shutoff"
+    gone = api("DELETE", f"/vms/{vm['uuid']}")
+    assert gone.status_code == 202
+    api.wait_op(gone.json["operation"]["id"])
+    assert api("GET", f"/vms/{vm['uuid']}").json["error"]["code"] == "VM_NOT_FOUND"
+    assert libvirt_conn.listAllDomains() == []
+
+
+def test_validation_names_every_field_and_creates_nothing(app, api, libvirt_conn):
+    response = api("POST", "/vms", {"name": "Bad Name", "vcpus": "two", "memory_mib": 64, "extra": 1})
+    assert response.status_code == 422
+    error = response.json["error"]
+    assert error["code"] == "VALIDATION_FAILED"
+    assert set(error["details"]["fields"]) == {"name", "vcpus", "disk_gib", "extra"}
+    assert api("POST", "/vms", [1, 2]).json["error"]["details"]["fields"] == {
+        "body": "Send a JSON object (Content-Type: application/json)."}
+    too_big = api("POST", "/vms", {"name": "huge", "vcpus": 1, "memory_mib": 10 ** 9, "disk_gib": 1})
+    assert too_big.status_code == 422 and "memory_mib" in too_big.json["error"]["details"]["fields"]
+    assert api("GET", "/vms").json["total"] == 0 and libvirt_conn.listAllDomains() == []
+
+
+def test_the_list_filters_and_pages(app, api):
+    add_user(app, "bob", "bob-password-1")
+    bob = Api(app, token_for(app, "bob", "bob-password-1"))
+    for n in range(3):
+        api("POST", "/vms", {"name": f"a{n}", "vcpus": 1, "memory_mib": 64, "disk_gib": 1})
+    bob("POST", "/vms", {"name": "bobs", "vcpus": 1, "memory_mib": 64, "disk_gib": 1})
+    wait_until(lambda: api("GET", "/vms?state=running").json["total"] == 4, 10, "four running VMs")
+    page = api("GET", "/vms?per_page=2&page=2").json
+    assert (page["total"], [v["name"] for v in page["items"]]) == (4, ["a2", "bobs"])
+    assert [v["name"] for v in api("GET", "/vms?owner=bob").json["items"]] == ["bobs"]
+    assert [v["name"] for v in bob("GET", "/vms?owner=admin").json["items"]] == ["bobs"]  # only his
+    assert api("GET", "/vms?per_page=0").status_code == 422
+
+
+def test_another_users_vm_and_operation_are_not_found(app, api):
+    add_user(app, "bob", "bob-password-1")
+    bob = Api(app, token_for(app, "bob", "bob-password-1"))
+    created = api("POST", "/vms", {"name": "admins", "vcpus": 1, "memory_mib": 64, "disk_gib": 1}).json
+    uuid, op_id = created["vm"]["uuid"], created["operation"]["id"]
+    for method, path in (("GET", f"/vms/{uuid}"), ("DELETE", f"/vms/{uuid}"),
+                         ("POST", f"/vms/{uuid}/actions/reboot"), ("POST", f"/vms/{uuid}/console")):
+        response = bob(method, path)
+        assert response.status_code == 404 and response.json["error"]["code"] == "VM_NOT_FOUND", path
+    assert bob("GET", f"/operations/{op_id}").json["error"]["code"] == "VM_NOT_FOUND"
+    assert api("GET", "/operations/999").json["error"]["code"] == "OPERATION_NOT_FOUND"
+    assert bob("GET", "/users").status_code == 403
+
+
+def test_the_quota_applies_as_on_the_page(app):
+    add_user(app, "bob", "bob-password-1", quota_vms=1)
+    bob = Api(app, token_for(app, "bob", "bob-password-1"))
+    assert bob("POST", "/vms", {"name": "one", "vcpus": 1, "memory_mib": 64, "disk_gib": 1}).status_code == 202
+    refused = bob("POST", "/vms", {"name": "two", "vcpus": 1, "memory_mib": 64, "disk_gib": 1})
+    assert refused.status_code == 409 and refused.json["error"]["code"] == "QUOTA_EXCEEDED"
+    assert refused.json["error"]["details"]["fields"]["name"] == "VM quota: 1 of 1 VMs used, 1 requested"
+
+
+# -- tokens -------------------------------------------------------------------------------
+def test_no_token_a_wrong_token_and_a_session_cookie_are_all_401(app, admin):
+    for headers in ({}, {"Authorization": "Bearer limen_nope"}, {"Authorization": "Basic YWRtaW4="}):
+        response = app.test_client().get("/api/v1/vms", headers=headers)
+        assert response.status_code == 401 and response.json["error"]["code"] == "TOKEN_INVALID"
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+    cookie_only = admin.client.get("/api/v1/vms")  # signed in to the pages: not to the API
+    assert cookie_only.status_code == 401
+
+
+def test_a_wrong_password_gets_no_token_and_says_nothing_more(app):
+    for username in ("admin", "nobody"):
+        response = app.test_client().post("/api/v1/auth/tokens", json={
+            "username": username, "password": "wrong-password", "name": "t"})
+        assert response.status_code == 401 and response.json["error"] == {
+            "code": "SIGN_IN_FAILED", "message": "Wrong username or password.", "details": {}}
+
+
+def test_token_requests_are_rate_limited(make_app, node_xml):
+    from limen.config import Config
+
+    app = make_app(LIBVIRT_URI=f"test://{node_xml}", LOGIN_LIMIT_PER_IP=Config.LOGIN_LIMIT_PER_IP)
+    client = app.test_client()
+    answers = [client.post("/api/v1/auth/tokens", json={"username": "admin", "password": "guess",
+                                                        "name": "t"}).status_code for _ in range(6)]
+    assert answers == [401] * 5 + [429]
+    last = client.post("/api/v1/auth/tokens", json={"username": "admin", "password": "x", "name": "t"})
+    assert last.json["error"]["code"] == "TOO_MANY_ATTEMPTS" and int(last.headers["Retry-After"]) >= 1
+
+
+def test_an_expired_or_revoked_token_stops_working(app, admin):
+    token = token_for(app, "admin", admin_password(app), expires_days=1)
+    api = Api(app, token)
+    assert api("GET", "/vms").status_code == 200
+    with app.app_context():
+        row = db.session.scalars(select(ApiToken)).one()
+        assert row.token_hash != token and token not in repr(db.session.execute(select(ApiToken)).all())
+        row.expires_at = utcnow() - timedelta(seconds=1)
+        db.session.commit()
+    assert api("GET", "/vms").json["error"]["message"] == "This API token has expired."
+
+    page = admin.client.post("/account/tokens", data={"csrf_token": admin.csrf, "name": "deploy"})
+    assert page.status_code == 201
+    made = re.search(r'<code id="new-token">([^<]+)</code>', page.text).group(1)
+    assert "<td>deploy</td>" in page.text
+    deploy = Api(app, made)
+    assert deploy("GET", "/vms").status_code == 200
+    with app.app_context():
+        token_id = db.session.scalar(select(ApiToken.id).where(ApiToken.name == "deploy"))
+    assert made not in admin.client.get("/account").text  # shown once
+    assert admin.client.post(f"/account/tokens/{token_id}/revoke", data={"csrf_token": admin.csrf}).status_code == 302
+    assert deploy("GET", "/vms").json["error"]["message"] == "This API token was revoked."
+
+
+def test_a_disabled_users_token_stops_working(app, admin):
+    add_user(app, "bob", "bob-password-1")
+    bob = Api(app, token_for(app, "bob", "bob-password-1"))
+    assert bob("GET", "/vms").status_code == 200
+    admin.client.post("/admin/users/bob", data={"csrf_token": admin.csrf, "role": "user", "disabled": "on"})
+    assert bob("GET", "/vms").status_code == 401
+
+
+def test_tokens_from_the_command_line(app):
+    result = app.test_cli_runner().invoke(args=["tokens", "create", "admin", "--name", "backup"])
+    assert result.exit_code == 0
+    assert Api(app, result.output.strip())("GET", "/vms").status_code == 200
+    with app.app_context():
+        event = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "token.create")).one()
+        assert (event.actor, event.target, event.result) == ("cli", "admin", "ok")
+        assert result.output.strip() not in (event.detail or "")
+
+
+# -- users (admins) -----------------------------------------------------------------------
+def test_admins_manage_users(app, api):
+    made = api("POST", "/users", {"username": "carol", "password": "carol-password-1"})
+    assert made.status_code == 201 and made.json["role"] == "user"
+    assert api("POST", "/users", {"username": "carol", "password": "carol-password-1"}).status_code == 422
+    patched = api("PATCH", f"/users/{made.json['id']}", {"quota_memory_mib": 1024, "role": "admin"})
+    assert patched.status_code == 200
+    assert (patched.json["quota"]["memory_mib"], patched.json["role"]) == (1024, "admin")
+    assert api("PATCH", f"/users/{made.json['id']}", {"quota_vms": None}).json["quota"]["vms"] == 10
+    assert api("PATCH", "/users/999", {"disabled": True}).json["error"]["code"] == "USER_NOT_FOUND"
+    assert api("PATCH", f"/users/{made.json['id']}", {}).status_code == 422
+    assert any(u["username"] == "carol" for u in api("GET", "/users").json)
+
+
+# -- the console --------------------------------------------------------------------------
+def test_a_script_opens_the_console_with_a_ticket_or_its_token(app, api, libvirt_conn, live_server):
+    from test_console import adopt, ws_url
+
+    stub = StubVNC()
+    try:
+        base = live_server(app)
+        vm_uuid = adopt(app, libvirt_conn, "scripted-screen", stub.port)
+        ticket = api("POST", f"/vms/{vm_uuid}/console")
+        assert ticket.status_code == 201
+        url = ticket.json["ws_url"].replace("ws://localhost", f"ws{base.removeprefix('http')}")
+        ws = open_console(url, origin=None)
+        assert receive_exactly(ws, len(BANNER)) == BANNER
+        ws.close()
+        ws = open_console(ws_url(base, vm_uuid, None), origin=None, headers=api.headers)
+        assert receive_exactly(ws, len(BANNER)) == BANNER
+        ws.close()
+        ws = open_console(ws_url(base, vm_uuid, None), origin=None, headers={"Authorization": "Bearer nope"})
+        assert close_code(ws) == (4401, "TOKEN_INVALID")
+    finally:
+        stub.close()
+
+
+# -- the contract -------------------------------------------------------------------------
+def test_the_openapi_document_lists_exactly_the_api_routes(app):
+    spec = app.test_client().get("/api/v1/openapi.json").json
+    assert spec["openapi"].startswith("3.1")
+    documented = {(f"/api/v1{path}", method.upper()) for path, item in spec["paths"].items()
+                  for method in item if method != "parameters"}
+    routes = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith("api.") and rule.endpoint != "api.openapi":
+            path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
+            path = path.replace("{vm_uuid}", "{uuid}").replace("{op_id}", "{id}").replace("{user_id}", "{id}")
+            path = re.sub(r"\{any\([^)]*\):action\}|<any\([^>]*\):action>", "{action}", path)
+            routes |= {(path, m) for m in rule.methods - {"HEAD", "OPTIONS"}}
+    assert documented == routes
+
+
+def test_the_docs_page_renders_the_document(app):
+    page = app.test_client().get("/api/docs")
+    assert page.status_code == 200
+    assert "POST /api/v1/vms" in page.text and 'id="schema-VMCreate"' in page.text
