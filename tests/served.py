@@ -18,7 +18,7 @@ import pytest
 
 from conftest import CSRF_RE, unique_name, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
