@@ -16,22 +16,26 @@ VM_CREATE = {
     "required": ["name", "vcpus", "memory_mib", "disk_gib"],
     "properties": {"name": NAME, "vcpus": {"type": "integer", "minimum": 1},
                    "memory_mib": {"type": "integer", "minimum": 64},
-                   "disk_gib": {"type": "integer", "minimum": 1}}}
+                   "disk_gib": {"type": "integer", "minimum": 1}},
+    "examples": [{"name": "web-1", "vcpus": 1, "memory_mib": 512, "disk_gib": 1}]}
 TOKEN_CREATE = {
     "type": "object", "additionalProperties": False, "required": ["username", "password", "name"],
     "properties": {"username": {"type": "string"}, "password": {"type": "string"},
                    "name": {"type": "string", "minLength": 1, "maxLength": 64},
-                   "expires_days": {"type": ["integer", "null"], "minimum": 1, "maximum": 3650}}}
+                   "expires_days": {"type": ["integer", "null"], "minimum": 1, "maximum": 3650}},
+    "examples": [{"username": "alice", "password": "…", "name": "backup-script", "expires_days": 90}]}
 USER_CREATE = {
     "type": "object", "additionalProperties": False, "required": ["username", "password"],
     "properties": {"username": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,31}$"},
                    "password": {"type": "string", "minLength": 8, "maxLength": 1024},
-                   "role": {"enum": ["user", "admin"]}}}
+                   "role": {"enum": ["user", "admin"]}},
+    "examples": [{"username": "carol", "password": "a-long-password", "role": "user"}]}
 USER_PATCH = {
     "type": "object", "additionalProperties": False, "minProperties": 1,
     "properties": {"role": {"enum": ["user", "admin"]}, "disabled": {"type": "boolean"},
                    "quota_vms": QUOTA, "quota_vcpus": QUOTA, "quota_memory_mib": QUOTA,
-                   "quota_disk_gib": QUOTA}}
+                   "quota_disk_gib": QUOTA},
+    "examples": [{"quota_memory_mib": 8192, "disabled": False}]}
 
 # -- answers --
 STAMP = {"type": ["string", "null"], "format": "date-time"}

@@ -108,6 +108,10 @@ class Limen:
         m = re.search(rf'data-state="([^"]+)">\s*<td class="name">{re.escape(name)}</td>', rows)
         return m.group(1) if m else None
 
+    def settled(self) -> bool:
+        """No Operation is under way."""
+        return not self.db("SELECT id FROM operation WHERE state IN ('pending', 'running')")
+
     # -- the database, read as an observer --
     def db(self, sql: str, *args) -> list[tuple]:
         with sqlite3.connect(self.instance / "limen.sqlite") as conn:

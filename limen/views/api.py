@@ -121,7 +121,7 @@ def console_ticket(vm_uuid):
     return jsonify(ticket=t.ticket, ws_url=ws_url, expires_at=_stamp(t.expires_at)), 201
 
 
-@bp.get("/operations/<int:op_id>")
+@bp.get("/operations/<int(max=9223372036854775807):op_id>")
 def get_operation(op_id):
     return jsonify(_operation(vms.operation(g.api_user, op_id)))
 
@@ -139,7 +139,7 @@ def create_user():
     return jsonify(_user(accounts.account(g.api_user, user.username))), 201
 
 
-@bp.patch("/users/<int:user_id>")
+@bp.patch("/users/<int(max=9223372036854775807):user_id>")
 def update_user(user_id):
     body = api_schema.check(api_schema.USER_PATCH, request.get_json(silent=True))
     username = accounts.username_of(g.api_user, user_id)

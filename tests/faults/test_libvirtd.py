@@ -57,7 +57,7 @@ def test_limen_rides_out_a_libvirtd_restart(limen, libvirtd):
     limen.sign_in()
     name = unique_name("f")
     limen.post("/vms", {"name": name, "vcpus": "1", "memory_mib": "128", "disk_gib": "1"})
-    wait_until(lambda: limen.row_state(name) == "running", 60, f"{name} to run")
+    wait_until(lambda: limen.row_state(name) == "running" and limen.settled(), 60, f"{name} to run, created")
     uuid, = limen.db("SELECT uuid FROM vm WHERE name = ?", name)[0]
 
     killed = libvirtd_pids()

@@ -14,10 +14,6 @@ DELETE_STEPS = ["Queued", "Powering off", "Removing the VM definition", "Deletin
 LIBVIRT_STATES = {"running", "paused", "shutting-down", "shutoff", "crashed", "suspended", "nostate"}
 
 
-def settled(limen) -> bool:
-    return not limen.db("SELECT id FROM operation WHERE state IN ('pending', 'running')")
-
-
 def assert_consistent(limen, qemu_host) -> dict[str, str]:
     """Rows and libvirt agree; returns {name: state} of the rows."""
     import libvirt
@@ -55,7 +51,7 @@ def test_killed_during_create_and_started_again(limen, qemu_host, step):
     limen.wait_killed()
 
     limen.start()
-    wait_until(lambda: settled(limen), 60, "the interrupted create to be settled")
+    wait_until(lambda: limen.settled(), 60, "the interrupted create to be settled")
     limen.sign_in()
     states = assert_consistent(limen, qemu_host)
     # Done when it had finished its work (after the last step), else rolled back.
@@ -71,13 +67,13 @@ def test_killed_during_delete_and_started_again(limen, qemu_host, step):
     limen.sign_in()
     name = unique_name("f")
     limen.post("/vms", {"name": name, "vcpus": "1", "memory_mib": "128", "disk_gib": "1"})
-    wait_until(lambda: limen.row_state(name) == "running", 60, f"{name} to run")
+    wait_until(lambda: limen.row_state(name) == "running" and limen.settled(), 60, f"{name} to run, created")
     uuid, = limen.db("SELECT uuid FROM vm WHERE name = ?", name)[0]
-    limen.post(f"/vms/{uuid}/delete")
+    assert limen.post(f"/vms/{uuid}/delete") == 302
     limen.wait_killed()
 
     limen.start()
-    wait_until(lambda: settled(limen), 60, "the interrupted delete to be carried on")
+    wait_until(lambda: limen.settled(), 60, "the interrupted delete to be carried on")
     assert assert_consistent(limen, qemu_host) == {}  # carried on to the end: nothing is left
     op_state, = limen.db("SELECT state FROM operation WHERE kind = 'delete'")[0]
     assert op_state == "done"

@@ -1,0 +1,70 @@
+"""schemathesis against the live app on the test driver (fast tier), from the OpenAPI document
+the app serves: no answer is a 5xx, every answer matches the document (status, content type,
+body), and afterwards nothing is half-created."""
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis.generation import GenerationMode
+from schemathesis.checks import (content_type_conformance, not_a_server_error,
+                                 response_schema_conformance, status_code_conformance)
+
+from sqlalchemy import select
+
+from conftest import admin_password, wait_until
+
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
+          response_schema_conformance]
+
+
+def test_the_api_keeps_its_contract(app, live_server, libvirt_conn):
+    base = live_server(app)
+    token = app.test_client().post("/api/v1/auth/tokens", json={
+        "username": "admin", "password": admin_password(app), "name": "fuzz"}).json["token"]
+    schema = schemathesis.openapi.from_url(f"{base}/api/v1/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) == 11  # every documented operation
+
+    def fuzz(operation, **path):
+        strategy = st.one_of(operation.as_strategy(GenerationMode.POSITIVE, path_parameters=path or None),
+                             operation.as_strategy(GenerationMode.NEGATIVE, path_parameters=path or None),
+                             *operation.get_strategies_from_examples())
+
+        @given(case=strategy)
+        @settings(max_examples=40, deadline=None, database=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))
+        def call(case):
+            case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, checks=CHECKS)
+
+        call()
+
+    for operation in operations:
+        fuzz(operation)
+    # Then the operations on one VM, on a VM that exists: actions, console, delete, in any order.
+    created = app.test_client().post("/api/v1/vms", headers={"Authorization": f"Bearer {token}"}, json={
+        "name": "fuzzed", "vcpus": 1, "memory_mib": 64, "disk_gib": 1}).json["vm"]["uuid"]
+    for operation in operations:
+        if "{uuid}" in operation.path:
+            fuzz(operation, uuid=created)
+
+    # Afterwards, once the operations the fuzzing started are over: nothing half-created.
+    from limen.extensions import db
+    from limen.models import VM, Operation
+
+    def settled():
+        with app.app_context():
+            return not db.session.scalars(select(Operation).where(Operation.state.in_(Operation.ACTIVE))).all()
+
+    wait_until(settled, 30, "the fuzzing's operations to finish")
+    with app.app_context():
+        rows = dict(db.session.execute(select(VM.uuid, VM.state)).all())
+    domains = {d.UUIDString() for d in libvirt_conn.listAllDomains()}
+    volumes = set(libvirt_conn.storagePoolLookupByName(app.config["STORAGE_POOL"]).listVolumes())
+    assert rows, "the fuzzing created no VM: the create path went untested"
+    for uuid, state in rows.items():
+        assert state not in ("creating", "deleting"), (uuid, state)
+        if state == "error":
+            assert uuid not in domains and f"{uuid}.qcow2" not in volumes, uuid
+        else:
+            assert uuid in domains and f"{uuid}.qcow2" in volumes, (uuid, state)
+    assert domains <= set(rows), "a domain with no row"
+    assert {v.removesuffix(".qcow2") for v in volumes} <= set(rows), "a volume with no row"
