@@ -43,7 +43,7 @@ _locks_guard = threading.Lock()
 def _vm_lock(vm_uuid: str) -> threading.Lock:
     """The VM's own lock: "is an Operation under way?", "does its live state allow this?" and
     "queue it" are one step, so a double-clicked start starts once. The live state is read
-    from libvirt under it: a slow libvirtd delays only actions on this VM, never others.
+    through the hypervisor under it: a slow libvirtd delays only actions on this VM, never others.
     (One process serves a database.)"""
     with _locks_guard:
         return _locks.setdefault(vm_uuid, threading.Lock())

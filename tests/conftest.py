@@ -284,7 +284,6 @@ def qemu_app(make_app, qemu_host):
         return app
 
     yield make
-    import libvirt
     from sqlalchemy import select
 
     from limen.extensions import db
@@ -292,25 +291,30 @@ def qemu_app(make_app, qemu_host):
 
     for app in apps:
         with app.app_context():
-            uuids = db.session.scalars(select(VM.uuid)).all()
-        for uuid in uuids:
-            try:
-                dom = qemu_host.lookupByUUIDString(uuid)
-            except libvirt.libvirtError:
-                continue
+            uuids = set(db.session.scalars(select(VM.uuid)))
+        remove_test_leftovers(qemu_host, lambda dom: dom.UUIDString() in uuids, app.config["STORAGE_POOL"])
+
+
+def remove_test_leftovers(host, is_ours, pool_name: str) -> None:
+    """Remove the domains ``is_ours`` picks and the storage pool (with its volumes)."""
+    import libvirt
+
+    for dom in host.listAllDomains():
+        if is_ours(dom):
             if dom.isActive():
                 dom.destroy()
             dom.undefine()
-        try:
-            pool = qemu_host.storagePoolLookupByName(app.config["STORAGE_POOL"])
-        except libvirt.libvirtError:
-            continue
+    try:
+        pool = host.storagePoolLookupByName(pool_name)
+    except libvirt.libvirtError:
+        return
+    if pool.isActive():
         pool.refresh(0)
         for vol in pool.listAllVolumes():
             vol.delete(0)
         pool.destroy()
-        pool.delete(0)
-        pool.undefine()
+    pool.delete(0)
+    pool.undefine()
 
 
 @pytest.fixture

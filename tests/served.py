@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from conftest import CSRF_RE, unique_name, wait_until
+from conftest import CSRF_RE, remove_test_leftovers, unique_name, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,27 +120,11 @@ class Limen:
 
 @pytest.fixture
 def limen(tmp_path, qemu_host):
-    import libvirt
-
     lm = Limen(tmp_path, unique_name("f").split("-")[1])
     yield lm
     lm.stop()
     uuids = set()
     if (lm.instance / "limen.sqlite").exists():
         uuids = {u for (u,) in lm.db("SELECT uuid FROM vm")}
-    for dom in qemu_host.listAllDomains():
-        if dom.UUIDString() in uuids or dom.name().startswith("f-"):
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
-    try:
-        pool = qemu_host.storagePoolLookupByName(lm.pool)
-    except libvirt.libvirtError:
-        return
-    if pool.isActive():
-        pool.refresh(0)
-        for vol in pool.listAllVolumes():
-            vol.delete(0)
-        pool.destroy()
-    pool.delete(0)
-    pool.undefine()
+    remove_test_leftovers(qemu_host, lambda dom: dom.UUIDString() in uuids or dom.name().startswith("f-"),
+                          lm.pool)

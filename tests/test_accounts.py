@@ -374,6 +374,7 @@ def test_the_account_page_shows_quota_and_usage(app):
     bob = signed_in(app, "bob", "bob-password-1")
     bob.create(name="bobs", disk_gib="2")
     page = bob.client.get("/account").text
+    assert "<title>Your account · LIMEN</title>" in page
     assert re.search(r"<th>Disk</th><td>2 GiB</td><td>7 GiB</td>", page)
 
 
