@@ -95,6 +95,10 @@ class Limen:
         except urllib.error.HTTPError as e:
             return e.code
 
+    def create(self, name: str) -> int:
+        """Ask for a small VM, as the page's form does."""
+        return self.post("/vms", {"name": name, "vcpus": "1", "memory_mib": "128", "disk_gib": "1"})
+
     def get(self, path: str) -> tuple[int, str]:
         try:
             response = (self.opener or urllib.request).open(f"{self.base}{path}", timeout=30)

@@ -56,7 +56,7 @@ def test_limen_rides_out_a_libvirtd_restart(limen, libvirtd):
     limen.start()
     limen.sign_in()
     name = unique_name("f")
-    limen.post("/vms", {"name": name, "vcpus": "1", "memory_mib": "128", "disk_gib": "1"})
+    assert limen.create(name) == 302
     wait_until(lambda: limen.row_state(name) == "running" and limen.settled(), 60, f"{name} to run, created")
     uuid, = limen.db("SELECT uuid FROM vm WHERE name = ?", name)[0]
 
@@ -70,8 +70,7 @@ def test_limen_rides_out_a_libvirtd_restart(limen, libvirtd):
     assert limen.row_state(name) == "running"  # the last state seen, not a guess
     assert limen.post(f"/vms/{uuid}/force-off") == 503
     assert limen.post(f"/vms/{uuid}/delete") == 503  # not a delete that cannot run
-    assert limen.post("/vms", {"name": unique_name("f"), "vcpus": "1", "memory_mib": "128",
-                               "disk_gib": "1"}) == 503
+    assert limen.create(unique_name("f")) == 503
     status, page = limen.get("/")
     assert status == 200 and name in page  # pages still render
 
