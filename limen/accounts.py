@@ -18,7 +18,7 @@ from . import audit
 from .access import authorize
 from .errors import AccountDisabled, NotAllowed, QuotaExceeded, UserNotFound, SignInFailed, ValidationFailed
 from .extensions import db
-from .models import VM, LoginSession, User, utcnow
+from .models import VM, ApiToken, LoginSession, User, utcnow
 
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
 MIN_PASSWORD, MAX_PASSWORD = 8, 1024
@@ -144,8 +144,11 @@ def reset_password(actor, username: str, password: str, confirm: str | None = No
     user.set_password(password)
     ended = _end_sign_ins(user, "PASSWORD_RESET",  # an admin's own sign-in goes on
                           keep=getattr(actor, "login_session", None) if user.id == actor.id else None)
+    # A reset is how an account is taken back: tokens minted meanwhile must not outlive it.
+    revoked = db.session.execute(update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+                                 .values(revoked_at=utcnow())).rowcount
     audit.record("password.reset", actor=actor, target=user.username,
-                 detail=f"{ended} sign-in(s) ended")
+                 detail=f"{ended} sign-in(s) ended, {revoked} API token(s) revoked")
     db.session.commit()
 
 

@@ -3,11 +3,19 @@ it answers, and the OpenAPI 3.1 document built from both (``GET /api/v1/openapi.
 One definition serves the check and the documentation, so they cannot drift apart."""
 from jsonschema import Draft202012Validator
 
+from .accounts import MAX_PASSWORD, MAX_QUOTA, MIN_PASSWORD, USERNAME_RE
 from .errors import ValidationFailed
+from .tokens import MAX_DAYS
+from .vms import MIN_MEMORY_MIB, NAME_RE
 
-NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$",
+# Only a request's shape is checked here (fields, their JSON types); the values are judged by
+# the use cases, the same code and words as on the pages. Patterns and bounds below document
+# those rules, and are taken from them.
+SHAPE = {"type", "required", "additionalProperties", "enum", "minProperties"}
+
+NAME = {"type": "string", "pattern": NAME_RE.pattern,
         "description": "1 to 63 lower-case letters, digits and hyphens, not starting with a hyphen"}
-QUOTA = {"type": ["integer", "null"], "minimum": 0, "maximum": 10 ** 9,
+QUOTA = {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_QUOTA,
          "description": "null: the configured default"}
 
 # -- request bodies --
@@ -15,19 +23,20 @@ VM_CREATE = {
     "type": "object", "additionalProperties": False,
     "required": ["name", "vcpus", "memory_mib", "disk_gib"],
     "properties": {"name": NAME, "vcpus": {"type": "integer", "minimum": 1},
-                   "memory_mib": {"type": "integer", "minimum": 64},
+                   "memory_mib": {"type": "integer", "minimum": MIN_MEMORY_MIB},
                    "disk_gib": {"type": "integer", "minimum": 1}},
     "examples": [{"name": "web-1", "vcpus": 1, "memory_mib": 512, "disk_gib": 1}]}
 TOKEN_CREATE = {
     "type": "object", "additionalProperties": False, "required": ["username", "password", "name"],
     "properties": {"username": {"type": "string"}, "password": {"type": "string"},
                    "name": {"type": "string", "minLength": 1, "maxLength": 64},
-                   "expires_days": {"type": ["integer", "null"], "minimum": 1, "maximum": 3650}},
+                   "expires_days": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_DAYS}},
     "examples": [{"username": "alice", "password": "…", "name": "backup-script", "expires_days": 90}]}
 USER_CREATE = {
     "type": "object", "additionalProperties": False, "required": ["username", "password"],
-    "properties": {"username": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,31}$"},
-                   "password": {"type": "string", "minLength": 8, "maxLength": 1024},
+    "properties": {"username": {"type": "string", "pattern": USERNAME_RE.pattern,
+                                "description": "lower-cased before it is checked"},
+                   "password": {"type": "string", "minLength": MIN_PASSWORD, "maxLength": MAX_PASSWORD},
                    "role": {"enum": ["user", "admin"]}},
     "examples": [{"username": "carol", "password": "a-long-password", "role": "user"}]}
 USER_PATCH = {
@@ -89,7 +98,12 @@ def check(schema: dict, body) -> dict:
     if not isinstance(body, dict):
         raise ValidationFailed({"body": "Send a JSON object (Content-Type: application/json)."})
     fields = {}
+    for key, value in body.items():
+        if isinstance(value, str) and not _encodable(value):
+            fields[str(key)] = "Send text as valid Unicode (this has a lone surrogate)."
     for err in Draft202012Validator(schema).iter_errors(body):
+        if err.validator not in SHAPE:
+            continue  # a value rule: the use case judges it, in its own words
         if err.validator == "required":
             field = err.message.split("'")[1]
             fields[field] = "This field is required."
@@ -104,6 +118,14 @@ def check(schema: dict, body) -> dict:
     return body
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -115,7 +137,8 @@ def _json(schema: dict, description: str) -> dict:
 def _errors(*codes: int) -> dict:
     text = {400: "Bad request", 401: "No valid token", 403: "Not allowed", 404: "Not found (or not yours)",
             409: "The state does not allow it, or another action is under way", 422: "Invalid fields",
-            429: "Too many attempts (Retry-After)", 503: "libvirt unreachable"}
+            429: "Too many attempts (Retry-After)", 502: "libvirt refused (its reason in the message)",
+            503: "libvirt unreachable"}
     return {str(c): _json(_ref("Error"), text[c]) for c in codes}
 
 
@@ -125,7 +148,7 @@ BEARER = [{"bearer": []}]
 
 def openapi(server: str) -> dict:
     """The OpenAPI 3.1 document of /api/v1."""
-    vm_ops = _errors(401, 404, 409, 503)
+    vm_ops = _errors(401, 404, 409, 502, 503)
     return {
         "openapi": "3.1.0",
         "info": {"title": "LIMEN API", "version": "1",
@@ -150,7 +173,7 @@ def openapi(server: str) -> dict:
                 "post": {"summary": "Create a VM; it starts on its own",
                          "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("VMCreate")}}},
                          "responses": {"202": _json(_ref("Accepted"), "The VM and its create operation"),
-                                       **_errors(401, 409, 422, 503)}}},
+                                       **_errors(401, 409, 422, 502, 503)}}},
             "/vms/{uuid}": {
                 "parameters": [UUID],
                 "get": {"summary": "One VM", "responses": {"200": _json(_ref("VM"), "The VM"), **_errors(401, 404)}},

@@ -18,7 +18,7 @@ from flask import current_app
 from sqlalchemy import select, update
 from . import audit, vms, websocket
 from .errors import (AccountDisabled, ForbiddenOrigin, LimenError, NotAllowed, TicketInvalid,
-                     VMNotRunning, error_from)
+                     TokenInvalid, VMNotRunning, error_from)
 from .extensions import db, services
 from .models import ConsoleSession, ConsoleTicket, Operation, User, utcnow
 
@@ -67,7 +67,7 @@ def authorize_bearer(authorization: str, vm_uuid: str) -> User:
 
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise TicketInvalid("The Authorization header is not 'Bearer <token>'.")
+        raise TokenInvalid("The Authorization header is not 'Bearer <token>'.")
     user = tokens.authenticate(token.strip())
     vms.get_vm(user, vm_uuid, "vm.console")
     return user

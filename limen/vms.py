@@ -43,7 +43,7 @@ _locks_guard = threading.Lock()
 def _vm_lock(vm_uuid: str) -> threading.Lock:
     """The VM's own lock: "is an Operation under way?", "does its live state allow this?" and
     "queue it" are one step, so a double-clicked start starts once. The live state is read
-    through the hypervisor under it: a slow libvirtd delays only actions on this VM, never others.
+    through the hypervisor under it (and under the sync's state lock, which every VM shares).
     (One process serves a database.)"""
     with _locks_guard:
         return _locks.setdefault(vm_uuid, threading.Lock())
@@ -129,17 +129,22 @@ def page(user: User, *, owner: str = "", state: str = "", number: int = 1,
                              .limit(per_page).offset((number - 1) * per_page)).all()
     latest = (select(func.max(Operation.id)).where(Operation.vm_uuid.in_([v.uuid for v in vms]))
               .group_by(Operation.vm_uuid)).scalar_subquery()
-    ops = {op.vm_uuid: op for op in db.session.scalars(select(Operation).where(Operation.id.in_(latest)))}
+    ops = {op.vm_uuid: op for op in db.session.scalars(  # as the table shows them: none done
+        select(Operation).where(Operation.id.in_(latest), Operation.state != "done"))}
     return [Row(vm, ops.get(vm.uuid)) for vm in vms], total
 
 
 def operation(user: User, op_id: int) -> Operation:
-    """An Operation, if ``user`` may see its VM (or requested it: its VM may be deleted)."""
+    """An Operation, if ``user`` requested it or may see its VM (admins: all). Another user's
+    answers as a missing one does, so ids cannot be probed."""
     op = db.session.get(Operation, op_id)
     if op is None:
         raise OperationNotFound()
-    if op.user_id != user.id:
-        vm_for(user, op.vm_uuid)  # VM_NOT_FOUND when not theirs
+    if op.user_id != user.id and not may(user, "vm.list-all"):
+        try:
+            vm_for(user, op.vm_uuid)
+        except VMNotFound:
+            raise OperationNotFound() from None
     return op
 
 
@@ -203,10 +208,11 @@ def validate(form) -> VMSpec:
 
 
 @audit.refusals("vm.create")
-def request_create(user: User, form) -> VM:
+def request_create(user: User, form) -> Operation:
     """Validate, check the quota, write the VM row (creating) and its Operation, and queue it.
-    Returns at once. The quota check and the new row are one transaction, under a lock on
-    the user's row: concurrent creates cannot both slip under a limit."""
+    Returns the create Operation at once. The quota check and the new row are one
+    transaction, under a lock on the user's row: concurrent creates cannot both slip under a
+    limit."""
     authorize(user, "vm.create")
     spec = validate(form)
     owner_id = user.id
@@ -220,8 +226,7 @@ def request_create(user: User, form) -> VM:
     except IntegrityError:
         db.session.rollback()
         raise ValidationFailed({"name": f"The name {spec.name} is already taken."}) from None
-    _submit(user, vm, "create")
-    return vm
+    return _submit(user, vm, "create")
 
 
 # -- actions ------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from conftest import add_user, admin_password, close_code, open_console, receive_exactly, wait_until
+from conftest import (Browserless, add_user, admin_password, close_code, open_console, receive_exactly,
+                      wait_until)
 from limen.extensions import db
 from limen.models import ApiToken, AuditEvent, utcnow
 from stub_vnc import StubVNC
@@ -65,7 +66,14 @@ def test_validation_names_every_field_and_creates_nothing(app, api, libvirt_conn
     assert response.status_code == 422
     error = response.json["error"]
     assert error["code"] == "VALIDATION_FAILED"
-    assert set(error["details"]["fields"]) == {"name", "vcpus", "disk_gib", "extra"}
+    assert set(error["details"]["fields"]) == {"vcpus", "disk_gib", "extra"}  # its shape first
+    # Then the values, judged by the same rules and words as the page's form.
+    values = api("POST", "/vms", {"name": "Bad Name", "vcpus": 0, "memory_mib": 64, "disk_gib": 1})
+    assert values.status_code == 422 and values.json["error"]["details"]["fields"] == {
+        "name": "Use 1 to 63 lower-case letters, digits and hyphens, starting with a letter or digit.",
+        "vcpus": "Choose from 1 to 16 (the host's CPU count)."}
+    odd = api("POST", "/vms", {"name": "\ud800", "vcpus": 1, "memory_mib": 64, "disk_gib": 1})
+    assert odd.status_code == 422 and "lone surrogate" in odd.json["error"]["details"]["fields"]["name"]
     assert api("POST", "/vms", [1, 2]).json["error"]["details"]["fields"] == {
         "body": "Send a JSON object (Content-Type: application/json)."}
     too_big = api("POST", "/vms", {"name": "huge", "vcpus": 1, "memory_mib": 10 ** 9, "disk_gib": 1})
@@ -96,7 +104,7 @@ def test_another_users_vm_and_operation_are_not_found(app, api):
                          ("POST", f"/vms/{uuid}/actions/reboot"), ("POST", f"/vms/{uuid}/console")):
         response = bob(method, path)
         assert response.status_code == 404 and response.json["error"]["code"] == "VM_NOT_FOUND", path
-    assert bob("GET", f"/operations/{op_id}").json["error"]["code"] == "VM_NOT_FOUND"
+    assert bob("GET", f"/operations/{op_id}").json["error"]["code"] == "OPERATION_NOT_FOUND"  # as if none
     assert api("GET", "/operations/999").json["error"]["code"] == "OPERATION_NOT_FOUND"
     assert bob("GET", "/users").status_code == 403
 
@@ -128,14 +136,17 @@ def test_a_wrong_password_gets_no_token_and_says_nothing_more(app):
             "code": "SIGN_IN_FAILED", "message": "Wrong username or password.", "details": {}}
 
 
-def test_token_requests_are_rate_limited(make_app, node_xml):
+def test_token_requests_share_the_sign_in_limit(make_app, node_xml):
     from limen.config import Config
 
     app = make_app(LIBVIRT_URI=f"test://{node_xml}", LOGIN_LIMIT_PER_IP=Config.LOGIN_LIMIT_PER_IP)
     client = app.test_client()
+    for _ in range(3):  # guesses on the sign-in page count here too
+        assert Browserless(client).login("admin", "guess").status_code == 401
     answers = [client.post("/api/v1/auth/tokens", json={"username": "admin", "password": "guess",
-                                                        "name": "t"}).status_code for _ in range(6)]
-    assert answers == [401] * 5 + [429]
+                                                        "name": "t"}).status_code for _ in range(3)]
+    assert answers == [401, 401, 429]
+    assert Browserless(client).login("admin", admin_password(app)).status_code == 429
     last = client.post("/api/v1/auth/tokens", json={"username": "admin", "password": "x", "name": "t"})
     assert last.json["error"]["code"] == "TOO_MANY_ATTEMPTS" and int(last.headers["Retry-After"]) >= 1
 
@@ -239,3 +250,13 @@ def test_the_docs_page_renders_the_document(app):
     page = app.test_client().get("/api/docs")
     assert page.status_code == 200
     assert "POST /api/v1/vms" in page.text and 'id="schema-VMCreate"' in page.text
+
+
+def test_a_password_reset_revokes_the_users_tokens(app, admin):
+    """A reset is how an account is taken back: a token minted by whoever had it must die too."""
+    add_user(app, "bob", "bob-password-1")
+    bob = Api(app, token_for(app, "bob", "bob-password-1"))
+    assert bob("GET", "/vms").status_code == 200
+    assert admin.client.post("/admin/users/bob/password", data={
+        "csrf_token": admin.csrf, "password": "bob-password-2", "confirm": "bob-password-2"}).status_code == 302
+    assert bob("GET", "/vms").json["error"]["message"] == "This API token was revoked."

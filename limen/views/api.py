@@ -6,11 +6,12 @@ Every call but POST /auth/tokens and GET /openapi.json needs ``Authorization: Be
 """
 from datetime import datetime, timezone
 
-from flask import Blueprint, current_app, g, jsonify, render_template, request, url_for
+from flask import Blueprint, g, jsonify, render_template, request, url_for
 
 from .. import accounts, api_schema, console, tokens, vms
 from ..errors import TokenInvalid, ValidationFailed
-from ..extensions import csrf, limiter
+from ..extensions import csrf
+from . import limits
 from ..models import VM, Operation
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -62,15 +63,9 @@ def _whole(name: str, default: int, low: int, high: int) -> int:
 
 
 # -- tokens -------------------------------------------------------------------------------
-def _username_key() -> str:
-    body = request.get_json(silent=True)
-    name = body.get("username") if isinstance(body, dict) else ""
-    return "username:" + accounts.normal_username(name if isinstance(name, str) else "")
-
-
 @bp.post("/auth/tokens")
-@limiter.limit(lambda: current_app.config["LOGIN_LIMIT_PER_IP"])
-@limiter.limit(lambda: current_app.config["LOGIN_LIMIT_PER_USERNAME"], key_func=_username_key)
+@limits.per_address  # shared with /login: guesses here count there, and back
+@limits.per_username
 def create_token():
     body = api_schema.check(api_schema.TOKEN_CREATE, request.get_json(silent=True))
     new = tokens.create_with_password(body["username"], body["password"], body["name"],
@@ -91,9 +86,9 @@ def list_vms():
 @bp.post("/vms")
 def create_vm():
     body = api_schema.check(api_schema.VM_CREATE, request.get_json(silent=True))
-    vm = vms.request_create(g.api_user, body)
-    row = vms.row(g.api_user, vm.uuid)
-    return jsonify(vm=_vm(row.vm, row.op), operation=_operation(row.op)), 202
+    op = vms.request_create(g.api_user, body)
+    vm = vms.get_vm(g.api_user, op.vm_uuid)
+    return jsonify(vm=_vm(vm, op), operation=_operation(op)), 202
 
 
 @bp.get("/vms/<uuid:vm_uuid>")

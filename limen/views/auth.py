@@ -1,12 +1,14 @@
 """Signing in and out, and the account page where everyone changes their own password."""
 from urllib.parse import urlsplit
 
-from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+from flask import (Blueprint, current_app, make_response, redirect, render_template, request,
+                   session, url_for)
 from flask_login import current_user, login_user, logout_user
 
 from .. import accounts, tokens
 from ..errors import SignInFailed, ValidationFailed
 from ..extensions import limiter
+from . import limits
 
 bp = Blueprint("auth", __name__)
 
@@ -20,20 +22,9 @@ def _safe_next(target: str | None) -> str:
     return url_for("vms.index")
 
 
-def _username_key() -> str:
-    return "username:" + accounts.normal_username(request.form.get("username"))
-
-
-def _ip_limit() -> str:
-    return current_app.config["LOGIN_LIMIT_PER_IP"]
-
-
-# Every attempt counts, and is counted before the password is checked: an attempt that waited
-# for its answer before being counted would let a burst of parallel guesses through.
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(_ip_limit, methods=["POST"])
-@limiter.limit(lambda: current_app.config["LOGIN_LIMIT_PER_USERNAME"], methods=["POST"],
-               key_func=_username_key)
+@limits.per_address
+@limits.per_username
 def login():
     error = None
     if request.method == "POST":
@@ -57,7 +48,7 @@ def logout():
 
 
 @bp.route("/account", methods=["GET", "POST"])
-@limiter.limit(_ip_limit, methods=["POST"])  # it checks the current password: no guessing
+@limiter.limit(lambda: current_app.config["LOGIN_LIMIT_PER_IP"], methods=["POST"])  # no guessing
 def account():
     """Your own password; your other sign-ins end when it changes."""
     errors, done = {}, False
@@ -85,10 +76,12 @@ def create_token():
         new = tokens.create(current_user, request.form.get("name", ""), request.form.get("expires_days") or None)
     except ValidationFailed as e:
         return _account_page(token_errors=e.fields), 422
-    return _account_page(new_token=new), 201
+    response = make_response(_account_page(new_token=new), 201)
+    response.headers["Cache-Control"] = "no-store"  # the token is on this page, once
+    return response
 
 
-@bp.post("/account/tokens/<int:token_id>/revoke")
+@bp.post("/account/tokens/<int(max=9223372036854775807):token_id>/revoke")
 def revoke_token(token_id):
     try:
         tokens.revoke(current_user, token_id)
