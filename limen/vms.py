@@ -499,7 +499,7 @@ def run_delete(ctx: OpContext) -> None:
         ctx.step("Powering off")
         hv.destroy(ctx.vm_uuid)
         ctx.step("Removing the VM definition")
-        hv.undefine(ctx.vm_uuid)
+        hv.undefine(ctx.vm_uuid, keep_nvram=adopted)
     if not adopted:  # an adopted VM's disks are not LIMEN's: they stay
         ctx.step("Deleting the disk")
         hv.delete_volume(volume_name(ctx.vm_uuid))

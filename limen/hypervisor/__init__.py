@@ -192,19 +192,23 @@ class Hypervisor:
                     raise
 
     @_libvirt_errors
-    def undefine(self, uuid: str) -> bool:
-        """Remove the domain's definition; False when there was none."""
+    def undefine(self, uuid: str, keep_nvram: bool = False) -> bool:
+        """Remove the domain's definition; False when there was none. ``keep_nvram`` keeps its
+        firmware variables file (an adopted VM's files are not LIMEN's to delete)."""
         try:
             dom = self._dom(uuid)
         except libvirt.libvirtError as e:
             if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return False
             raise
-        # Firmware variables, a saved state and snapshot records go with it (domains adopted
-        # from other tools may have them; a plain undefine refuses then).
+        # A saved state and snapshot and checkpoint records go with it, and the firmware
+        # variables unless kept (domains adopted from other tools may have them; a plain
+        # undefine refuses then).
+        nvram = libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM if keep_nvram else libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
         try:
-            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-                              | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+            dom.undefineFlags(nvram | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                              | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                              | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
         except libvirt.libvirtError as e:
             if e.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
                 raise
