@@ -102,12 +102,18 @@ def hypervisor_problem() -> str | None:
     return None if sync.reachable else (sync.unreachable_reason or "unreachable")
 
 
-def table(user: User, owner: str = "") -> list[Row]:
-    """The rows ``user`` may see; an admin may narrow them to one owner's."""
-    query = visible_vms(user).options(selectinload(VM.owner)).order_by(VM.name)
+def _visible_query(user: User, owner: str = "", state: str = ""):
+    """The VMs ``user`` may see, by name; an admin may narrow them to one owner's."""
+    query = visible_vms(user)
     if owner and user.is_admin:
         query = query.join(VM.owner).where(User.username == owner)
-    vms = db.session.scalars(query).all()
+    if state:
+        query = query.where(VM.state == state)
+    return query.order_by(VM.name)
+
+
+def _rows(user: User, vms) -> list[Row]:
+    """Each VM with its latest Operation, unless that one is done (as the table shows it)."""
     latest = (select(func.max(Operation.id)).group_by(Operation.vm_uuid)).scalar_subquery()
     ops = db.session.scalars(select(Operation).where(
         Operation.id.in_(latest), Operation.state != "done")).all()
@@ -116,22 +122,19 @@ def table(user: User, owner: str = "") -> list[Row]:
     return [Row(vm, by_vm.get(vm.uuid), admin) for vm in vms]
 
 
+def table(user: User, owner: str = "") -> list[Row]:
+    """The rows ``user`` may see; an admin may narrow them to one owner's."""
+    return _rows(user, db.session.scalars(_visible_query(user, owner).options(selectinload(VM.owner))).all())
+
+
 def page(user: User, *, owner: str = "", state: str = "", number: int = 1,
          per_page: int = 100) -> tuple[list[Row], int]:
     """One page of the rows ``user`` may see, by name, and how many there are in all."""
-    query = visible_vms(user)
-    if owner and user.is_admin:
-        query = query.join(VM.owner).where(User.username == owner)
-    if state:
-        query = query.where(VM.state == state)
+    query = _visible_query(user, owner, state)
     total = db.session.scalar(select(func.count()).select_from(query.subquery()))
-    vms = db.session.scalars(query.options(selectinload(VM.owner)).order_by(VM.name)
+    vms = db.session.scalars(query.options(selectinload(VM.owner))
                              .limit(per_page).offset((number - 1) * per_page)).all()
-    latest = (select(func.max(Operation.id)).where(Operation.vm_uuid.in_([v.uuid for v in vms]))
-              .group_by(Operation.vm_uuid)).scalar_subquery()
-    ops = {op.vm_uuid: op for op in db.session.scalars(  # as the table shows them: none done
-        select(Operation).where(Operation.id.in_(latest), Operation.state != "done"))}
-    return [Row(vm, ops.get(vm.uuid)) for vm in vms], total
+    return _rows(user, vms), total
 
 
 def operation(user: User, op_id: int) -> Operation:

@@ -32,6 +32,11 @@ def _rows_response(status: int = 200):
     return render_template("vms/_rows.html", **_table()), status
 
 
+def _done(status: int = 200):
+    """After a change: the rows for htmx, the page for a plain form."""
+    return _rows_response(status) if is_htmx() else redirect(url_for("vms.index", owner=_owner() or None))
+
+
 @bp.get("/")
 def index():
     return render_template("vms/index.html", form={}, errors={}, **_table())
@@ -65,7 +70,7 @@ def create():
 @bp.post("/vms/<uuid:vm_uuid>/<any(start, shutdown, 'force-off', reboot):action>")
 def action(vm_uuid, action):
     vms.request_action(current_user, str(vm_uuid), action)
-    return _rows_response(202) if is_htmx() else redirect(url_for("vms.index", owner=_owner() or None))
+    return _done(202)
 
 
 @bp.get("/vms/<uuid:vm_uuid>/status")
@@ -82,12 +87,7 @@ def status(vm_uuid):
 @bp.post("/vms/<uuid:vm_uuid>/delete")
 def delete(vm_uuid):
     vms.request_delete(current_user, str(vm_uuid))
-    return _rows_response(202) if is_htmx() else redirect(url_for("vms.index", owner=_owner() or None))
-
-
-def _done():
-    """After a change: the rows for htmx, the page for a plain form."""
-    return _rows_response() if is_htmx() else redirect(url_for("vms.index", owner=_owner() or None))
+    return _done(202)
 
 
 @bp.post("/vms/<uuid:vm_uuid>/forget")
