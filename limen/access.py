@@ -24,6 +24,7 @@ RULES: dict[str, str] = {
     "vm.reboot": OWNER,
     "vm.delete": OWNER,
     "vm.console": OWNER,
+    "vm.media": OWNER,  # put an ISO in its CD-ROM drive, eject it, choose the boot device
     "vm.forget": ADMIN,  # a missing VM's row, without touching libvirt
     "vm.adopt": ADMIN,  # a domain another tool made
     "vm.list-all": ADMIN,
@@ -32,6 +33,8 @@ RULES: dict[str, str] = {
     "users.view": ADMIN,
     "users.manage": ADMIN,
     "audit.view": ADMIN,
+    "media.list": SIGNED_IN,  # to choose one for a new VM or a CD-ROM drive
+    "media.manage": ADMIN,  # upload, register, delete
 }
 
 

@@ -24,8 +24,31 @@ VM_CREATE = {
     "required": ["name", "vcpus", "memory_mib", "disk_gib"],
     "properties": {"name": NAME, "vcpus": {"type": "integer", "minimum": 1},
                    "memory_mib": {"type": "integer", "minimum": MIN_MEMORY_MIB},
-                   "disk_gib": {"type": "integer", "minimum": 1}},
-    "examples": [{"name": "web-1", "vcpus": 1, "memory_mib": 512, "disk_gib": 1}]}
+                   "disk_gib": {"type": "integer", "minimum": 1},
+                   "source": {"type": "string", "description": "\"\" (an empty disk, the default), \"iso:<id>\" "
+                              "(install from it: in the CD-ROM drive, booted first) or \"image:<id>\" (a "
+                              "cloud image: the disk is an overlay on it, with a cloud-init seed); ids from GET /media"},
+                   "os_kind": {"type": "string", "description": "linux, windows or other (default: the "
+                               "medium's OS, else linux): the OS profile's devices and machine type"},
+                   "firmware": {"type": "string", "description": "bios (default) or uefi (when OVMF is installed)"},
+                   "virtio": {"type": "boolean", "description": "windows: virtio disk and network instead of SATA and e1000e"},
+                   "ci_user": {"type": "string", "description": "image only: the account cloud-init makes (default limen)"},
+                   "ci_ssh_key": {"type": "string", "description": "image only: its OpenSSH public key"},
+                   "ci_password": {"type": "string", "description": "image only: its password (stored hashed); "
+                                   "a key or a password is required"}},
+    "examples": [{"name": "web-1", "vcpus": 1, "memory_mib": 512, "disk_gib": 1},
+                 {"name": "web-2", "vcpus": 2, "memory_mib": 2048, "disk_gib": 20, "source": "image:3",
+                  "ci_user": "alice", "ci_ssh_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx8 alice@laptop"}]}
+CDROM = {
+    "type": "object", "additionalProperties": False, "required": ["medium"],
+    "properties": {"medium": {"type": "integer", "description": "an ISO's id, from GET /media"},
+                   "boot": {"type": "boolean", "description": "boot from it before the disk (from the next start)"}},
+    "examples": [{"medium": 2, "boot": True}]}
+EJECT = {
+    "type": "object", "additionalProperties": False,
+    "properties": {"boot_from_disk": {"type": "boolean", "description": "and boot from the disk only "
+                                      "(from the next start): what finishes an installation"}},
+    "examples": [{"boot_from_disk": True}]}
 TOKEN_CREATE = {
     "type": "object", "additionalProperties": False, "required": ["username", "password", "name"],
     "properties": {"username": {"type": "string"}, "password": {"type": "string"},
@@ -67,6 +90,11 @@ VM = {
                    "vcpus": {"type": "integer"}, "memory_mib": {"type": "integer"},
                    "disk_gib": {"type": "integer"}, "adopted": {"type": "boolean"},
                    "created_at": STAMP, "state_seen_at": STAMP,
+                   "os_kind": {"type": "string"}, "machine": {"type": "string"}, "disk_bus": {"type": "string"},
+                   "nic_model": {"type": "string"}, "firmware": {"type": "string"},
+                   "iso": {"type": ["string", "null"], "description": "the ISO in its CD-ROM drive"},
+                   "image": {"type": ["string", "null"], "description": "the cloud image its disk is built on"},
+                   "boot_cdrom": {"type": "boolean"},
                    "operation": {"oneOf": [{"$ref": "#/components/schemas/Operation"}, {"type": "null"}]}}}
 VM_PAGE = {"type": "object", "required": ["items", "page", "per_page", "total"],
            "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/VM"}},
@@ -80,6 +108,11 @@ TICKET = {"type": "object", "required": ["ticket", "ws_url", "expires_at"],
 TOKEN = {"type": "object", "required": ["id", "name", "token", "expires_at"],
          "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
                         "token": {"type": "string", "description": "shown this once"}, "expires_at": STAMP}}
+MEDIUM = {"type": "object", "required": ["id", "name", "kind", "os_kind", "size_bytes"],
+          "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
+                         "kind": {"enum": ["iso", "image"]}, "os_kind": {"type": "string"},
+                         "size_bytes": {"type": "integer"},
+                         "virtual_bytes": {"type": ["integer", "null"], "description": "an image's disk size"}}}
 USAGE = {"type": "object", "properties": {k: {"type": ["integer", "null"]} for k in
                                           ("vms", "vcpus", "memory_mib", "disk_gib")}}
 USER = {"type": "object", "required": ["id", "username", "role", "disabled", "quota", "usage"],
@@ -90,7 +123,7 @@ USER = {"type": "object", "required": ["id", "username", "role", "disabled", "qu
 SCHEMAS = {"VM": VM, "VMPage": VM_PAGE, "Operation": OPERATION, "Accepted": ACCEPTED,
            "Error": ERROR, "ConsoleTicket": TICKET, "Token": TOKEN, "User": USER,
            "VMCreate": VM_CREATE, "TokenCreate": TOKEN_CREATE, "UserCreate": USER_CREATE,
-           "UserPatch": USER_PATCH}
+           "UserPatch": USER_PATCH, "Medium": MEDIUM, "CdromInsert": CDROM, "Eject": EJECT}
 
 
 def check(schema: dict, body) -> dict:
@@ -136,7 +169,8 @@ def _json(schema: dict, description: str) -> dict:
 
 def _errors(*codes: int) -> dict:
     text = {400: "Bad request", 401: "No valid token", 403: "Not allowed", 404: "Not found (or not yours)",
-            409: "The state does not allow it, or another action is under way", 422: "Invalid fields",
+            409: "The state does not allow it, another action is under way, or a VM uses it",
+            411: "No Content-Length", 413: "Larger than the storage pool's free space", 422: "Invalid fields",
             429: "Too many attempts (Retry-After)", 502: "libvirt refused (its reason in the message)",
             503: "libvirt unreachable"}
     return {str(c): _json(_ref("Error"), text[c]) for c in codes}
@@ -188,6 +222,34 @@ def openapi(server: str) -> dict:
                 "parameters": [UUID],
                 "post": {"summary": "A console ticket: open ws_url within a minute, once",
                          "responses": {"201": _json(_ref("ConsoleTicket"), "The ticket"), **_errors(401, 404)}}},
+            "/vms/{uuid}/cdrom": {
+                "parameters": [UUID],
+                "post": {"summary": "Put a library ISO in the VM's CD-ROM drive (at once if it runs)",
+                         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("CdromInsert")}}},
+                         "responses": {"200": _json(_ref("VM"), "The VM"), **_errors(401, 404, 409, 422, 502, 503)}}},
+            "/vms/{uuid}/eject": {
+                "parameters": [UUID],
+                "post": {"summary": "Empty the VM's CD-ROM drive; optionally boot from the disk from now on",
+                         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Eject")}}},
+                         "responses": {"200": _json(_ref("VM"), "The VM"), **_errors(401, 404, 409, 422, 502, 503)}}},
+            "/media": {
+                "get": {"summary": "The library: ISOs and cloud images to create VMs from",
+                        "responses": {"200": _json({"type": "array", "items": _ref("Medium")}, "The media"),
+                                      **_errors(401)}},
+                "post": {"summary": "Upload an ISO or a qcow2 cloud image (admins): the file is the body",
+                         "parameters": [
+                             {"name": "kind", "in": "query", "required": True, "schema": {"enum": ["iso", "image"]}},
+                             {"name": "name", "in": "query", "required": True, "schema": {"type": "string"}},
+                             {"name": "os_kind", "in": "query", "required": True,
+                              "schema": {"enum": ["linux", "windows", "other"]}}],
+                         "requestBody": {"required": True, "content": {"application/octet-stream": {
+                             "schema": {"type": "string", "format": "binary"}}}},
+                         "responses": {"201": _json(_ref("Medium"), "The medium"),
+                                       **_errors(400, 401, 403, 411, 413, 422, 502, 503)}}},
+            "/media/{id}": {
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "delete": {"summary": "Delete a medium and its file, unless a VM uses it (admins)",
+                           "responses": {"204": {"description": "Deleted"}, **_errors(401, 403, 404, 409, 502, 503)}}},
             "/operations/{id}": {
                 "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
                 "get": {"summary": "An operation: its steps, state and error",

@@ -25,11 +25,17 @@ class Config:
     # The libvirt storage pool for VM disks; LIMEN defines a directory pool there if missing.
     STORAGE_POOL = "limen"
     STORAGE_DIR = "/var/lib/limen/images"
+    # The libvirt storage pool for installation media (ISOs, cloud images), likewise.
+    MEDIA_POOL = "limen-media"
+    MEDIA_DIR = "/var/lib/limen/media"
     # Network of new VMs: a libvirt network name, "user" (user-mode, no bridge needed) or "none".
     NETWORK = "user"
     # CPU model of new VMs: "" (QEMU's default, works everywhere), "host-model" or
     # "host-passthrough" (fastest; on some nested-virtualisation hosts QEMU cannot start with it).
     CPU_MODE = ""
+    # Domain type of new VMs: "" picks KVM when the host offers it, else QEMU's emulator
+    # (TCG); "qemu" always emulates (slower, for hosts whose KVM cannot run every guest).
+    DOMAIN_TYPE = ""
     # Background operations run on this many threads.
     WORKERS = 16  # a shutdown holds one while it waits for the guest
     # Deadlines, in seconds.

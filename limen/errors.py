@@ -187,6 +187,36 @@ class QuotaExceeded(LimenError):
         self.fields = problems
 
 
+class MediumNotFound(LimenError):
+    code = "MEDIUM_NOT_FOUND"
+    status = 404
+    sentence = "There is no such ISO or image in the library."
+
+
+class MediumInUse(LimenError):
+    code = "MEDIUM_IN_USE"
+    status = 409
+    sentence = "A VM still uses this medium."
+
+
+class MediumTooLarge(LimenError):
+    code = "MEDIUM_TOO_LARGE"
+    status = 413
+    sentence = "The file does not fit in the media storage pool."
+
+
+class LengthRequired(LimenError):
+    code = "LENGTH_REQUIRED"
+    status = 411
+    sentence = "An upload must say its size (Content-Length)."
+
+
+class UploadIncomplete(LimenError):
+    code = "UPLOAD_INCOMPLETE"
+    status = 400
+    sentence = "The upload ended before the whole file arrived; nothing was kept."
+
+
 class SignInFailed(LimenError):
     code = "SIGN_IN_FAILED"
     status = 401

@@ -72,6 +72,43 @@ class VM(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Made by another tool and adopted: its disks are not LIMEN's, and deleting it keeps them.
     adopted: Mapped[bool] = mapped_column(default=False, server_default="0")
+    # Its OS profile (limen.profiles), as its domain was defined. VMs from before profiles
+    # existed were defined with these defaults.
+    os_kind: Mapped[str] = mapped_column(String(16), default="linux", server_default="linux")
+    machine: Mapped[str] = mapped_column(String(32), default="q35", server_default="pc")
+    disk_bus: Mapped[str] = mapped_column(String(8), default="virtio", server_default="virtio")
+    nic_model: Mapped[str] = mapped_column(String(16), default="virtio", server_default="virtio")
+    firmware: Mapped[str] = mapped_column(String(8), default="bios", server_default="bios")
+    # The ISO in its CD-ROM drive (None: empty), and whether it boots from it first.
+    iso_id: Mapped[int | None] = mapped_column(ForeignKey("medium.id"), index=True)
+    iso: Mapped["Medium | None"] = relationship(foreign_keys=[iso_id])
+    boot_cdrom: Mapped[bool] = mapped_column(default=False, server_default="0")
+    # Made from a cloud image: its disk is an overlay on that base, and cloud-init reads its
+    # seed ISO ({"user", "ssh_key", "password_hash"}; never a password itself).
+    image_id: Mapped[int | None] = mapped_column(ForeignKey("medium.id"), index=True)
+    image: Mapped["Medium | None"] = relationship(foreign_keys=[image_id])
+    cloud_init: Mapped[dict | None] = mapped_column(JSON)
+
+
+ISO, IMAGE = "iso", "image"
+UPLOADING, READY = "uploading", "ready"
+
+
+class Medium(db.Model):
+    """Installation media in LIMEN's media pool: an ISO image, or a cloud image (a qcow2 file
+    new VMs use as the read-only base of their disks)."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))  # iso or image
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    volume: Mapped[str] = mapped_column(String(255), unique=True)  # its volume in the media pool
+    os_kind: Mapped[str] = mapped_column(String(16))  # linux, windows or other: the OS label
+    size_bytes: Mapped[int]
+    virtual_bytes: Mapped[int | None]  # an image's disk size (its qcow2 header says)
+    # "uploading" while its bytes arrive; a row left so by a crash is removed at start-up.
+    state: Mapped[str] = mapped_column(String(16), default=UPLOADING)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class UnmanagedDomain(db.Model):

@@ -35,7 +35,9 @@ def init_app(app) -> Services:
     cfg = app.config
     changes = Changes()
     hypervisor = Hypervisor(cfg["LIBVIRT_URI"], cfg["STORAGE_POOL"], cfg["STORAGE_DIR"],
-                            cfg["NETWORK"], cfg["CPU_MODE"], on_domain_event=lambda uuid: sync.notify(uuid))
+                            cfg["NETWORK"], cfg["CPU_MODE"], on_domain_event=lambda uuid: sync.notify(uuid),
+                            media_pool=cfg["MEDIA_POOL"], media_dir=cfg["MEDIA_DIR"],
+                            domain_type=cfg["DOMAIN_TYPE"])
     metrics = Metrics(app)
     sync = StateSync(app, hypervisor, cfg["RESYNC_INTERVAL"], metrics.event_lag)
     svc = Services(hypervisor, Runner(app, cfg["WORKERS"]), sync, changes, metrics)
@@ -49,9 +51,11 @@ def start(app) -> None:
         return
     svc.runner.recover()
     with app.app_context():
+        from . import media
         from .console import end_stale_sessions
 
         end_stale_sessions()
+        media.recover()
     svc.sync.start()
     svc.started = True
     atexit.register(stop, app)

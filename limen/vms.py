@@ -13,14 +13,16 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from . import accounts, audit
+from . import accounts, audit, cloudinit, media
 from .access import authorize, may, visible_vms, vm_for
-from .errors import (InvalidState, LimenError, OperationNotFound, ShutdownTimeout,
+from .errors import (InvalidState, LimenError, MediumNotFound, OperationNotFound, ShutdownTimeout,
                      ValidationFailed, VMBusy, VMNotFound, VMNotRunning)
 from .extensions import db, services
 from .hypervisor import ACTIVE_STATES
-from .models import CREATING, DELETING, ERROR, MISSING, VM, Operation, UnmanagedDomain, User, utcnow
+from .models import (CREATING, DELETING, ERROR, IMAGE, ISO, MISSING, VM, Medium, Operation,
+                     UnmanagedDomain, User, utcnow)
 from .operations import OpContext, handler
+from .profiles import FIRMWARE, KINDS, Profile, profile
 from .sync import hand_back, refresh, state_lock
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -52,6 +54,16 @@ def _vm_lock(vm_uuid: str) -> threading.Lock:
 def volume_name(vm_uuid: str) -> str:
     """A VM's disk is named by its UUID, never by its name."""
     return f"{vm_uuid}.qcow2"
+
+
+def seed_name(vm_uuid: str) -> str:
+    """The cloud-init seed ISO of a VM made from a cloud image."""
+    return f"{vm_uuid}-seed.iso"
+
+
+def vm_profile(vm: VM) -> Profile:
+    """The profile a VM's domain was defined with, as stored with it."""
+    return Profile(vm.os_kind, vm.machine, vm.disk_bus, vm.nic_model, vm.firmware)
 
 
 @dataclass
@@ -165,6 +177,72 @@ class VMSpec:
     vcpus: int
     memory_mib: int
     disk_gib: int
+    profile: Profile = profile("linux")
+    iso_id: int | None = None  # install from this ISO: in the CD-ROM drive, booted first
+    image_id: int | None = None  # built on this cloud image, with a cloud-init seed
+    cloud_init: dict | None = None
+
+
+def _source(user: User, form, errors: dict) -> tuple[Medium | None, Medium | None]:
+    """(ISO, image) chosen by the form's ``source``: "", "iso:<id>" or "image:<id>"."""
+    raw = str(form.get("source", "") or "").strip()
+    if not raw:
+        return None, None
+    kind, _, number = raw.partition(":")
+    if kind in (ISO, IMAGE) and number.isdigit() and number.isascii() and len(number) < 12:
+        try:
+            medium = media.get(user, int(number), kind)
+        except MediumNotFound:
+            pass
+        else:
+            return (medium, None) if kind == ISO else (None, medium)
+    errors["source"] = "Choose an ISO or image from the library, or an empty disk."
+    return None, None
+
+
+def _profile(form, default_os: str, errors: dict) -> Profile:
+    os_kind = str(form.get("os_kind", "") or default_os)
+    firmware = str(form.get("firmware", "") or "bios")
+    if os_kind not in KINDS:
+        errors["os_kind"] = f"Choose one of: {', '.join(KINDS)}."
+        os_kind = "linux"
+    if firmware not in FIRMWARE:
+        errors["firmware"] = f"Choose one of: {', '.join(FIRMWARE)}."
+        firmware = "bios"
+    elif firmware == "uefi" and not services().hypervisor.uefi_available():
+        errors["firmware"] = "UEFI firmware (OVMF) is not installed on the host; choose BIOS."
+    virtio = str(form.get("virtio", "")).lower() in ("1", "on", "true", "yes")
+    return profile(os_kind, firmware, virtio)
+
+
+def _cloud_init(form, errors: dict) -> dict:
+    user = str(form.get("ci_user", "") or "").strip() or "limen"
+    key = " ".join(str(form.get("ci_ssh_key", "") or "").split())  # one line, as pasted
+    password = str(form.get("ci_password", "") or "")
+    if not cloudinit.USER_RE.fullmatch(user):
+        errors["ci_user"] = "Use up to 32 lower-case letters, digits, _ and -, starting with a letter or _."
+    if key and (len(key) > 16384 or not cloudinit.SSH_KEY_RE.fullmatch(key)):
+        errors["ci_ssh_key"] = "Paste one OpenSSH public key (ssh-ed25519 AAAA… comment)."
+    if password and not 8 <= len(password) <= 256:
+        errors["ci_password"] = "Use 8 to 256 characters, or leave it empty."
+    if not key and not password and not errors.get("ci_ssh_key"):
+        errors["ci_ssh_key"] = "Give an SSH public key or a password: without either nobody can sign in to the VM."
+    if errors:
+        return {}
+    return {"user": user, "ssh_key": key or None,
+            "password_hash": cloudinit.hash_password(password) if password else None}
+
+
+def create_choices(user: User) -> dict:
+    """What the create form offers: the library's ISOs and images, the OS kinds, and the
+    firmware kinds (UEFI only where the host has OVMF; unknown while libvirt is unreachable,
+    and then not offered: the page must still show the table)."""
+    try:
+        uefi = services().hypervisor.uefi_available()
+    except LimenError:
+        uefi = False
+    return dict(isos=media.library(user, ISO), images=media.library(user, IMAGE), os_kinds=KINDS,
+                firmwares=FIRMWARE, uefi=uefi)
 
 
 def _whole_number(form, field: str, errors: dict) -> int | None:
@@ -175,7 +253,7 @@ def _whole_number(form, field: str, errors: dict) -> int | None:
     return int(raw)
 
 
-def validate(form) -> VMSpec:
+def validate(user: User, form) -> VMSpec:
     """Check a create request against the rules and what the host has; raise
     ValidationFailed with a message per field. Nothing reaches libvirt before the name has
     passed the pattern."""
@@ -185,6 +263,9 @@ def validate(form) -> VMSpec:
     memory_mib = _whole_number(form, "memory_mib", errors)
     disk_gib = _whole_number(form, "disk_gib", errors)
     hv = services().hypervisor
+    iso, image = _source(user, form, errors)
+    chosen = _profile(form, (iso or image).os_kind if (iso or image) else "linux", errors)
+    cloud = _cloud_init(form, errors) if image is not None else None
 
     if not NAME_RE.fullmatch(name):
         errors["name"] = ("Use 1 to 63 lower-case letters, digits and hyphens, "
@@ -205,9 +286,13 @@ def validate(form) -> VMSpec:
         elif disk_gib > free_gib:
             errors["disk_gib"] = (f"The storage pool {hv.pool_name} has {free_gib} GiB free; "
                                   f"{disk_gib} GiB do not fit.")
+        elif image is not None and disk_gib * GIB < (image.virtual_bytes or 0):
+            errors["disk_gib"] = (f"The image {image.name} is a {-(-image.virtual_bytes // GIB)} GiB disk; "
+                                  "choose at least that.")
     if errors:
         raise ValidationFailed(errors)
-    return VMSpec(name, vcpus, memory_mib, disk_gib)
+    return VMSpec(name, vcpus, memory_mib, disk_gib, chosen, iso.id if iso else None,
+                  image.id if image else None, cloud)
 
 
 @audit.refusals("vm.create")
@@ -217,12 +302,16 @@ def request_create(user: User, form) -> Operation:
     transaction, under a lock on the user's row: concurrent creates cannot both slip under a
     limit."""
     authorize(user, "vm.create")
-    spec = validate(form)
+    spec = validate(user, form)
     owner_id = user.id
     db.session.commit()  # end validate's reading transaction: the claim's write comes first
     accounts.claim(owner_id, spec.vcpus, spec.memory_mib, spec.disk_gib)
+    p = spec.profile
     vm = VM(uuid=str(uuidlib.uuid4()), name=spec.name, owner_id=owner_id, vcpus=spec.vcpus,
-            memory_mib=spec.memory_mib, disk_gib=spec.disk_gib, state=CREATING)
+            memory_mib=spec.memory_mib, disk_gib=spec.disk_gib, state=CREATING,
+            os_kind=p.os_kind, machine=p.machine, disk_bus=p.disk_bus, nic_model=p.nic_model,
+            firmware=p.firmware, iso_id=spec.iso_id, boot_cdrom=spec.iso_id is not None,
+            image_id=spec.image_id, cloud_init=spec.cloud_init)
     db.session.add(vm)
     try:
         db.session.flush()
@@ -318,6 +407,59 @@ def request_action(user: User, vm_uuid: str, action: str) -> Operation:
         return _submit(user, vm, action)
 
 
+def _media_change(user: User, vm_uuid: str) -> VM:
+    vm = get_vm(user, vm_uuid, "vm.media")
+    if vm.state in (CREATING, DELETING):
+        raise VMBusy(f"The VM is {vm.state}.")
+    return vm
+
+
+@audit.refusals("vm.insert-iso", subject="vm_uuid")
+def insert_iso(user: User, vm_uuid: str, medium_id, boot: bool = False) -> VM:
+    """Put a library ISO in the VM's CD-ROM drive (at once if it runs); with ``boot``, the VM
+    boots from it before its disk from its next start."""
+    vm = _media_change(user, vm_uuid)
+    if not (str(medium_id).isascii() and str(medium_id).isdigit()) or len(str(medium_id)) > 12:
+        raise ValidationFailed({"medium": "Choose an ISO from the library."})
+    try:
+        iso = media.get(user, int(medium_id), ISO)
+    except MediumNotFound:
+        raise ValidationFailed({"medium": "Choose an ISO from the library."}) from None
+    hv = services().hypervisor
+    with _vm_lock(vm.uuid):
+        active = _active_op(vm.uuid)
+        if active:
+            raise _busy(active)
+        hv.change_cdrom(vm.uuid, iso.volume)
+        vm.iso_id = iso.id
+        if boot:
+            hv.set_boot_cdrom(vm.uuid, True)
+            vm.boot_cdrom = True
+        audit.record("vm.insert-iso", actor=user, vm=vm, detail=iso.name + (", boot from it" if boot else ""))
+        db.session.commit()
+    return vm
+
+
+@audit.refusals("vm.eject", subject="vm_uuid")
+def eject(user: User, vm_uuid: str, boot_from_disk: bool = False) -> VM:
+    """Empty the VM's CD-ROM drive (at once if it runs); with ``boot_from_disk`` it boots from
+    its disk only from its next start: what finishes an installation."""
+    vm = _media_change(user, vm_uuid)
+    hv = services().hypervisor
+    with _vm_lock(vm.uuid):
+        active = _active_op(vm.uuid)
+        if active:
+            raise _busy(active)
+        hv.change_cdrom(vm.uuid, None)
+        vm.iso_id = None
+        if boot_from_disk:
+            hv.set_boot_cdrom(vm.uuid, False)
+            vm.boot_cdrom = False
+        audit.record("vm.eject", actor=user, vm=vm, detail="boot from disk" if boot_from_disk else None)
+        db.session.commit()
+    return vm
+
+
 @audit.refusals("vm.delete", subject="vm_uuid")
 def request_delete(user: User, vm_uuid: str) -> Operation:
     vm = get_vm(user, vm_uuid, "vm.delete")
@@ -344,6 +486,7 @@ def recover_interrupted(op: Operation, err: LimenError) -> bool:
             hv.destroy(vm.uuid)
             hv.undefine(vm.uuid)
         hv.delete_volume(volume_name(vm.uuid))
+        hv.delete_volume(seed_name(vm.uuid))
         reason += " What it had created was removed; delete this row, or create the VM again."
     except LimenError as e:
         reason += f" Cleaning up failed too ({e.code}); delete the VM to retry."
@@ -425,12 +568,28 @@ def run_create(ctx: OpContext) -> None:
     hv = services().hypervisor
     vm = _vm(ctx)
     uuid, volume = vm.uuid, volume_name(vm.uuid)
-    spec = dict(uuid=uuid, name=vm.name, vcpus=vm.vcpus, memory_mib=vm.memory_mib, volume=volume)
-    disk_gib = vm.disk_gib
+    spec = dict(uuid=uuid, name=vm.name, vcpus=vm.vcpus, memory_mib=vm.memory_mib, volume=volume,
+                profile=vm_profile(vm), iso=vm.iso.volume if vm.iso else None, boot_cdrom=vm.boot_cdrom)
+    disk_gib, image = vm.disk_gib, (vm.image.volume, vm.image.name) if vm.image else None
+    seed = None
+    if image is not None:
+        ci = vm.cloud_init or {}
+        seed = cloudinit.seed_iso(cloudinit.user_data(vm.name, ci.get("user", "limen"), ci.get("ssh_key"),
+                                                      ci.get("password_hash")),
+                                  cloudinit.meta_data(uuid, vm.name))
     db.session.commit()  # plain values from here on: no connection held during the slow steps
-    ctx.step("Creating the disk")
-    hv.create_volume(volume, disk_gib)
+    if image is None:
+        ctx.step("Creating the disk")
+        hv.create_volume(volume, disk_gib)
+    else:
+        ctx.step(f"Creating the disk on {image[1]}")
+        hv.create_overlay(volume, image[0], disk_gib)
     ctx.undo("delete the disk", lambda: hv.delete_volume(volume))
+    if seed is not None:
+        ctx.step("Writing the cloud-init seed")
+        hv.upload_volume(seed_name(uuid), seed)
+        ctx.undo("delete the cloud-init seed", lambda: hv.delete_volume(seed_name(uuid)))
+        spec["seed"] = seed_name(uuid)
     ctx.step("Defining the VM")
     hv.define(**spec)
     ctx.undo("remove the VM definition", lambda: hv.undefine(uuid))
@@ -506,6 +665,7 @@ def run_delete(ctx: OpContext) -> None:
     if not adopted:  # an adopted VM's disks are not LIMEN's: they stay
         ctx.step("Deleting the disk")
         hv.delete_volume(volume_name(ctx.vm_uuid))
+        hv.delete_volume(seed_name(ctx.vm_uuid))
     vm = _vm(ctx)
     if vm is not None:
         db.session.delete(vm)

@@ -135,7 +135,7 @@ def make_app(tmp_path):
     def make(**config):
         # Tests sign in often from one address; the rate-limit tests ask for the real limits.
         cfg = {"TESTING": True, "INSTANCE_PATH": str(tmp_path / "instance"),
-               "STORAGE_DIR": str(tmp_path / "pool"), "NETWORK": "none",
+               "STORAGE_DIR": str(tmp_path / "pool"), "MEDIA_DIR": str(tmp_path / "media"), "NETWORK": "none",
                "LOGIN_LIMIT_PER_IP": "1000 per minute", "LOGIN_LIMIT_PER_USERNAME": "1000 per minute",
                **config}
         app = create_app(cfg)
@@ -278,7 +278,8 @@ def qemu_app(make_app, qemu_host):
     def make(**config):
         tag = secrets.token_hex(3)
         cfg = {"LIBVIRT_URI": "qemu:///system", "STORAGE_POOL": f"limen-test-{tag}",
-               "STORAGE_DIR": f"/var/lib/limen/test-{tag}", "SHUTDOWN_TIMEOUT": 3, **config}
+               "STORAGE_DIR": f"/var/lib/limen/test-{tag}", "MEDIA_POOL": f"limen-test-media-{tag}",
+               "MEDIA_DIR": f"/var/lib/limen/test-media-{tag}", "SHUTDOWN_TIMEOUT": 3, **config}
         app = make_app(**cfg)
         apps.append(app)
         return app
@@ -293,6 +294,7 @@ def qemu_app(make_app, qemu_host):
         with app.app_context():
             uuids = set(db.session.scalars(select(VM.uuid)))
         remove_test_leftovers(qemu_host, lambda dom: dom.UUIDString() in uuids, app.config["STORAGE_POOL"])
+        remove_test_leftovers(qemu_host, lambda dom: False, app.config["MEDIA_POOL"])
 
 
 def remove_test_leftovers(host, is_ours, pool_name: str) -> None:
@@ -303,7 +305,7 @@ def remove_test_leftovers(host, is_ours, pool_name: str) -> None:
         if is_ours(dom):
             if dom.isActive():
                 dom.destroy()
-            dom.undefine()
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)  # UEFI VMs have firmware variables
     try:
         pool = host.storagePoolLookupByName(pool_name)
     except libvirt.libvirtError:

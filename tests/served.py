@@ -41,6 +41,7 @@ class Limen:
         self.instance = tmp_path / "instance"
         self.pool = f"limen-test-{tag}"
         self.pool_dir = f"/var/lib/limen/test-{tag}"
+        self.media_pool, self.media_dir = f"limen-test-media-{tag}", f"/var/lib/limen/test-media-{tag}"
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -51,7 +52,8 @@ class Limen:
         """Serve, with LIMEN_* settings from ``config``; wait until it answers."""
         env = {**os.environ, "LIMEN_INSTANCE_PATH": str(self.instance), "LIMEN_BIND": f"127.0.0.1:{self.port}",
                "LIMEN_LIBVIRT_URI": "qemu:///system", "LIMEN_STORAGE_POOL": self.pool,
-               "LIMEN_STORAGE_DIR": self.pool_dir, "LIMEN_NETWORK": "none", "LIMEN_SHUTDOWN_TIMEOUT": "3",
+               "LIMEN_STORAGE_DIR": self.pool_dir, "LIMEN_MEDIA_POOL": self.media_pool,
+               "LIMEN_MEDIA_DIR": self.media_dir, "LIMEN_NETWORK": "none", "LIMEN_SHUTDOWN_TIMEOUT": "3",
                **{f"LIMEN_{k}": str(v) for k, v in config.items()}}
         log = open(self.log, "a")
         # A session of its own: KILL_AFTER_STEP kills the whole process group, not pytest.
@@ -132,3 +134,4 @@ def limen(tmp_path, qemu_host):
         uuids = {u for (u,) in lm.db("SELECT uuid FROM vm")}
     remove_test_leftovers(qemu_host, lambda dom: dom.UUIDString() in uuids or dom.name().startswith("f-"),
                           lm.pool)
+    remove_test_leftovers(qemu_host, lambda dom: False, lm.media_pool)

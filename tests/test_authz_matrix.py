@@ -53,6 +53,19 @@ MATRIX = {
     # is not an unmanaged domain, so there is nothing to adopt (404).
     ("vms.forget", "POST"): ("/vms/{vm}/forget", {}, expect(SIGN_IN, 404, 403, 409)),
     ("vms.adopt", "POST"): ("/unmanaged/{vm}/adopt", {"owner": "alice"}, expect(SIGN_IN, 403, 403, 404)),
+    ("vms.detail", "GET"): ("/vms/{vm}", None, VM_ROUTE),
+    # No ISO 999 in the library: the owner's request is valid but for that.
+    ("vms.insert_iso", "POST"): ("/vms/{vm}/cdrom", {"medium": "999"}, expect(SIGN_IN, 404, 422, 422)),
+    # The test driver cannot change a running VM's drive (502 HYPERVISOR_ERROR; the qemu tier
+    # does it), and that failure must change nothing either.
+    ("vms.eject", "POST"): ("/vms/{vm}/eject", {"boot_from_disk": "1"}, expect(SIGN_IN, 404, 502, 502)),
+    ("media.index", "GET"): ("/media/", None, expect(SIGN_IN, 200, 200, 200)),
+    ("media.library", "GET"): ("/media/library", None, expect(SIGN_IN, 200, 200, 200)),
+    # A form post is no upload: its body is the form, so no ISO arrives (400 UPLOAD_INCOMPLETE).
+    ("media.upload", "POST"): ("/media/upload?kind=iso&name=m&os_kind=linux", {}, expect(SIGN_IN, 403, 403, 400)),
+    ("media.register", "POST"): ("/media/register", {"file": "none.iso", "name": "m", "os_kind": "linux"},
+                                 expect(SIGN_IN, 403, 403, 422)),
+    ("media.delete", "POST"): ("/media/999/delete", {}, expect(SIGN_IN, 403, 403, 404)),
     ("console.page", "GET"): ("/vms/{vm}/console", None, VM_ROUTE),
     ("console.ticket", "POST"): ("/vms/{vm}/console/ticket", {}, VM_ROUTE),
     # The WebSocket answers with close codes: see test_the_console_websocket_matrix.
@@ -80,6 +93,12 @@ MATRIX = {
     ("api.delete_vm", "DELETE"): ("/api/v1/vms/{vm}", None, expect(401, 404, 202, 202)),
     ("api.act", "POST"): ("/api/v1/vms/{vm}/actions/force-off", {}, expect(401, 404, 202, 202)),
     ("api.console_ticket", "POST"): ("/api/v1/vms/{vm}/console", {}, expect(401, 404, 201, 201)),
+    ("api.insert_iso", "POST"): ("/api/v1/vms/{vm}/cdrom", {"medium": 999}, expect(401, 404, 422, 422)),
+    ("api.eject", "POST"): ("/api/v1/vms/{vm}/eject", {"boot_from_disk": True}, expect(401, 404, 502, 502)),
+    ("api.list_media", "GET"): ("/api/v1/media", None, expect(401, 200, 200, 200)),
+    # The body here is "{}": no ISO header (422).
+    ("api.upload_medium", "POST"): ("/api/v1/media?kind=iso&name=m&os_kind=linux", {}, expect(401, 403, 403, 422)),
+    ("api.delete_medium", "DELETE"): ("/api/v1/media/999", None, expect(401, 403, 403, 404)),
     ("api.get_operation", "GET"): ("/api/v1/operations/{op}", None, expect(401, 404, 200, 200)),
     ("api.list_users", "GET"): ("/api/v1/users", None, expect(401, 403, 403, 200)),
     ("api.create_user", "POST"): ("/api/v1/users", {"username": "api-{role}", "password": "a-new-password-1"},

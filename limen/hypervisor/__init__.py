@@ -4,11 +4,12 @@ import functools
 import socket
 import threading
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 import libvirt
 
-from ..errors import LimenError, VMNotFound, VMStartFailed, VNCUnreachable
+from ..errors import InvalidState, LimenError, VMNotFound, VMStartFailed, VNCUnreachable
 from . import domain_xml, storage
 from .connection import Connection, event_loop_alive, translate  # noqa: F401  (re-exported)
 from .domain_xml import DomainSpec
@@ -87,14 +88,19 @@ def _libvirt_errors(method):
 
 class Hypervisor:
     def __init__(self, uri: str, pool: str, pool_dir: str, network: str, cpu_mode: str = "",
-                 on_domain_event=None):
+                 on_domain_event=None, media_pool: str = "limen-media", media_dir: str = "",
+                 domain_type: str = ""):
         self.uri = uri
         self.cpu_mode = cpu_mode
         self.pool_name = pool
         self.pool_dir = pool_dir
+        self.media_pool_name = media_pool
+        self.media_dir = media_dir or f"{pool_dir.rstrip('/')}-media"
         self.network = network
+        self.domain_type = domain_type  # "": KVM when offered, else TCG
         self.connection = Connection(uri, on_domain_event or (lambda uuid: None))
         self._guest: tuple[str, str] | None = None
+        self._firmware: set[str] | None = None
         self._pool_lock = threading.Lock()
 
     def close(self) -> None:
@@ -117,13 +123,33 @@ class Hypervisor:
     def guest_choice(self) -> tuple[str, str]:
         """(domain type, arch) for new VMs, decided once per process from capabilities."""
         if self._guest is None:
-            self._guest = domain_xml.guest_choice(self._conn.getCapabilities())
+            domain_type, arch = domain_xml.guest_choice(self._conn.getCapabilities())
+            self._guest = (self.domain_type or domain_type, arch)
         return self._guest
+
+    @_libvirt_errors
+    def uefi_available(self) -> bool:
+        """Can new VMs boot UEFI firmware (OVMF installed, and libvirt able to pick it)?"""
+        if self._firmware is None:
+            domain_type, arch = self.guest_choice()
+            try:
+                caps = self._conn.getDomainCapabilities(None, arch, "q35", domain_type, 0)
+                self._firmware = domain_xml.firmware_offered(caps)
+            except libvirt.libvirtError as e:
+                if e.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG,
+                                              libvirt.VIR_ERR_CONFIG_UNSUPPORTED):
+                    raise
+                self._firmware = set()  # a driver that cannot say offers none (the test driver)
+        return "efi" in self._firmware
 
     # -- storage ---------------------------------------------------------------------------
     def _pool(self) -> libvirt.virStoragePool:
         with self._pool_lock:  # two first requests must not both define the pool
             return storage.ensure_pool(self._conn, self.pool_name, self.pool_dir)
+
+    def _media_pool(self) -> libvirt.virStoragePool:
+        with self._pool_lock:
+            return storage.ensure_pool(self._conn, self.media_pool_name, self.media_dir)
 
     @_libvirt_errors
     def pool_free_bytes(self) -> int:
@@ -141,6 +167,61 @@ class Hypervisor:
     def volume_names(self) -> set[str]:
         return storage.volume_names(self._pool())
 
+    @_libvirt_errors
+    def create_overlay(self, name: str, base_volume: str, gib: int) -> None:
+        """A VM disk of ``gib`` GiB on the media pool's image ``base_volume``."""
+        base = storage.volume(self._media_pool(), base_volume).path()
+        storage.create_overlay(self._pool(), name, base, gib)
+
+    @_libvirt_errors
+    def upload_volume(self, name: str, data: bytes) -> None:
+        """A small volume in the VM pool with ``data`` in it (a cloud-init seed ISO)."""
+        storage.upload(self._conn, self._pool(), name, len(data), [data])
+
+    @_libvirt_errors
+    def backing_store(self, name: str) -> str | None:
+        """The path a VM disk's overlay reads through to, or None."""
+        vol = storage.volume(self._pool(), name)
+        return ET.fromstring(vol.XMLDesc(0)).findtext("./backingStore/path")
+
+    # -- installation media ----------------------------------------------------------------
+    @_libvirt_errors
+    def media_free_bytes(self) -> int:
+        return storage.free_bytes(self._media_pool())
+
+    @_libvirt_errors
+    def upload_medium(self, name: str, size: int, chunks) -> None:
+        """Stream an upload into the media pool; nothing is left of it when it fails."""
+        storage.upload(self._conn, self._media_pool(), name, size, chunks)
+
+    @_libvirt_errors
+    def medium_head(self, name: str, size: int) -> bytes:
+        return storage.head(self._conn, storage.volume(self._media_pool(), name), size)
+
+    @_libvirt_errors
+    def media_files(self) -> dict[str, int]:
+        """Each file in the media pool (its directory) and its size."""
+        return storage.files(self._media_pool())
+
+    @_libvirt_errors
+    def delete_medium(self, name: str) -> bool:
+        return storage.delete_volume(self._media_pool(), name)
+
+    @_libvirt_errors
+    def medium_users(self, name: str) -> list[str]:
+        """What uses a medium: every domain with it in a drive, and every VM disk that
+        reads through to it."""
+        try:
+            path = self._media_pool().storageVolLookupByName(name).path()
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                return []
+            raise
+        users = [dom.name() for dom in self._conn.listAllDomains()
+                 if path in domain_xml.disk_files(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+                 or (dom.isActive() and path in domain_xml.disk_files(dom.XMLDesc(0)))]
+        return users + [f"disk {v}" for v in storage.backed_by(self._pool(), path)]
+
     # -- domains ---------------------------------------------------------------------------
     @_libvirt_errors
     def name_in_use(self, name: str) -> bool:
@@ -153,13 +234,53 @@ class Hypervisor:
         return True
 
     @_libvirt_errors
-    def define(self, *, uuid: str, name: str, vcpus: int, memory_mib: int, volume: str) -> None:
+    def define(self, *, uuid: str, name: str, vcpus: int, memory_mib: int, volume: str,
+               profile=None, iso: str | None = None, seed: str | None = None,
+               boot_cdrom: bool = False) -> None:
+        """Define the domain: its disk is the VM pool's ``volume``; its CD-ROM holds the media
+        pool's ``iso`` or the VM pool's ``seed``, or nothing. ``profile`` (limen.profiles)
+        sets machine, buses, models and firmware."""
         domain_type, arch = self.guest_choice()
-        path = self._pool().storageVolLookupByName(volume).path()
+        path = storage.volume(self._pool(), volume).path()
+        cdrom = (storage.volume(self._media_pool(), iso).path() if iso
+                 else storage.volume(self._pool(), seed).path() if seed else None)
+        devices = {}
+        if profile is not None:
+            devices = dict(machine=profile.machine, disk_bus=profile.disk_bus, nic_model=profile.nic_model,
+                           firmware=profile.firmware, clock=profile.clock)
         spec = DomainSpec(name=name, uuid=uuid, vcpus=vcpus, memory_mib=memory_mib,
                           domain_type=domain_type, arch=arch, disk_path=path,
-                          network=self.network, cpu_mode=self.cpu_mode)
+                          network=self.network, cpu_mode=self.cpu_mode,
+                          cdrom_path=cdrom, boot_cdrom=boot_cdrom, **devices)
         self._conn.defineXML(domain_xml.build(spec))
+
+    @_libvirt_errors
+    def change_cdrom(self, uuid: str, iso: str | None) -> None:
+        """Put the media pool's ``iso`` in the VM's CD-ROM drive, or eject it (None): at once
+        when the VM runs, and in its definition for the next start."""
+        dom = self._dom(uuid)
+        found = domain_xml.find_cdrom(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        if found is None:
+            raise InvalidState("This VM has no CD-ROM drive.")
+        dev, bus, _current = found
+        path = storage.volume(self._media_pool(), iso).path() if iso else None
+        if not dom.isActive():  # a new definition is all it takes (and every driver can)
+            self._conn.defineXML(domain_xml.with_cdrom(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), path))
+            return
+        xml = ET.tostring(domain_xml.cdrom(path, dev, bus), encoding="unicode")
+        flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_AFFECT_LIVE
+        try:
+            dom.updateDeviceFlags(xml, flags | libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_OPERATION_FAILED and "locked" in (e.get_error_message() or ""):
+                raise InvalidState("The guest has locked its CD-ROM tray; eject it in the guest first.") from None
+            raise
+
+    @_libvirt_errors
+    def set_boot_cdrom(self, uuid: str, first: bool) -> None:
+        """Boot from the CD-ROM before the disk, or from the disk only; from the next start."""
+        dom = self._dom(uuid)
+        self._conn.defineXML(domain_xml.with_boot(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), first))
 
     @_libvirt_errors
     def start(self, uuid: str) -> None:

@@ -14,6 +14,16 @@ class DomainSpec:
     disk_path: str  # the pool volume's path on the hypervisor's host
     network: str  # a libvirt network name, "user" or "none"
     cpu_mode: str = ""  # "", host-model or host-passthrough
+    # The OS profile (limen.profiles): machine type, buses and models, firmware.
+    machine: str = ""  # "q35", "pc" or "" (the hypervisor's default)
+    disk_bus: str = "virtio"  # virtio, sata or ide
+    nic_model: str = "virtio"  # virtio, e1000e or e1000
+    firmware: str = "bios"  # bios or uefi
+    clock: str = "utc"  # utc, or localtime (Windows)
+    # A CD-ROM drive (always, so that an ISO can be put in later), what is in it, and
+    # whether the VM boots from it before its disk.
+    cdrom_path: str | None = None
+    boot_cdrom: bool = False
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs) -> ET.Element:
@@ -30,14 +40,21 @@ def build(spec: DomainSpec) -> str:
     _sub(dom, "memory", spec.memory_mib, unit="MiB")
     _sub(dom, "vcpu", spec.vcpus)
     os_ = _sub(dom, "os")
-    _sub(os_, "type", "hvm", arch=spec.arch)
-    _sub(os_, "boot", dev="hd")
+    if spec.firmware == "uefi":
+        # libvirt picks an OVMF build; one without Secure Boot, which needs enrolled keys.
+        os_.set("firmware", "efi")
+        firmware = _sub(os_, "firmware")
+        _sub(firmware, "feature", enabled="no", name="secure-boot")
+    os_type = _sub(os_, "type", "hvm", arch=spec.arch)
+    if spec.machine:
+        os_type.set("machine", spec.machine)
+    _set_boot(os_, spec.boot_cdrom)
     features = _sub(dom, "features")
     _sub(features, "acpi")
     _sub(features, "apic")
     if spec.cpu_mode:
         _sub(dom, "cpu", mode=spec.cpu_mode)
-    _sub(dom, "clock", offset="utc")
+    _sub(dom, "clock", offset=spec.clock)
     _sub(dom, "on_poweroff", "destroy")
     _sub(dom, "on_reboot", "restart")
     _sub(dom, "on_crash", "destroy")
@@ -48,14 +65,15 @@ def build(spec: DomainSpec) -> str:
     disk = _sub(devices, "disk", type="file", device="disk")
     _sub(disk, "driver", name="qemu", type="qcow2")
     _sub(disk, "source", file=spec.disk_path)
-    _sub(disk, "target", dev="vda", bus="virtio")
+    _sub(disk, "target", dev=_DISK_DEV[spec.disk_bus], bus=spec.disk_bus)
+    devices.append(cdrom(spec.cdrom_path, *cdrom_target(spec.machine, spec.disk_bus)))
     if spec.network == "user":
         nic = _sub(devices, "interface", type="user")
-        _sub(nic, "model", type="virtio")
+        _sub(nic, "model", type=spec.nic_model)
     elif spec.network != "none":
         nic = _sub(devices, "interface", type="network")  # libvirt picks the MAC
         _sub(nic, "source", network=spec.network)
-        _sub(nic, "model", type="virtio")
+        _sub(nic, "model", type=spec.nic_model)
     # VNC only on the loopback address; a free port is chosen by libvirt when the VM starts.
     graphics = _sub(devices, "graphics", type="vnc", port="-1", autoport="yes")
     _sub(graphics, "listen", type="address", address="127.0.0.1")
@@ -65,6 +83,77 @@ def build(spec: DomainSpec) -> str:
     serial = _sub(devices, "serial", type="pty")
     _sub(serial, "target", port="0")
     return ET.tostring(dom, encoding="unicode")
+
+
+_DISK_DEV = {"virtio": "vda", "sata": "sda", "ide": "hda"}
+
+
+def cdrom_target(machine: str, disk_bus: str) -> tuple[str, str]:
+    """(target dev, bus) of the CD-ROM drive: SATA on q35 (it has no IDE), IDE on the older
+    PC machine."""
+    if machine == "q35":
+        return ("sdb" if disk_bus == "sata" else "sda"), "sata"
+    return "hdc", "ide"
+
+
+def cdrom(path: str | None, dev: str, bus: str) -> ET.Element:
+    """A CD-ROM drive, with ``path`` in it or empty."""
+    drive = ET.Element("disk", type="file", device="cdrom")
+    _sub(drive, "driver", name="qemu", type="raw")
+    if path:
+        _sub(drive, "source", file=path)
+    _sub(drive, "target", dev=dev, bus=bus)
+    _sub(drive, "readonly")
+    return drive
+
+
+def _set_boot(os_: ET.Element, cdrom_first: bool) -> None:
+    for boot in os_.findall("boot"):
+        os_.remove(boot)
+    if cdrom_first:
+        _sub(os_, "boot", dev="cdrom")
+    _sub(os_, "boot", dev="hd")
+
+
+def find_cdrom(xml: str) -> tuple[str, str, str | None] | None:
+    """(target dev, bus, the file in it or None) of a domain's first CD-ROM drive; None when
+    it has none."""
+    drive = ET.fromstring(xml).find("./devices/disk[@device='cdrom']")
+    if drive is None:
+        return None
+    target, source = drive.find("target"), drive.find("source")
+    return target.get("dev"), target.get("bus"), (source.get("file") if source is not None else None)
+
+
+def with_cdrom(xml: str, path: str | None) -> str:
+    """The domain XML with ``path`` in its first CD-ROM drive, or the drive empty (None)."""
+    dom = ET.fromstring(xml)
+    drive = dom.find("./devices/disk[@device='cdrom']")
+    source = drive.find("source")
+    if source is not None:
+        drive.remove(source)
+    if path:
+        drive.insert(1, ET.Element("source", file=path))
+    return ET.tostring(dom, encoding="unicode")
+
+
+def with_boot(xml: str, cdrom_first: bool) -> str:
+    """The domain XML with its boot order set: the CD-ROM, then the disk; or the disk only."""
+    dom = ET.fromstring(xml)
+    _set_boot(dom.find("os"), cdrom_first)
+    return ET.tostring(dom, encoding="unicode")
+
+
+def disk_files(xml: str) -> set[str]:
+    """Every file a domain's disks and CD-ROMs use."""
+    return {src.get("file") for src in ET.fromstring(xml).findall("./devices/disk/source")
+            if src.get("file")}
+
+
+def firmware_offered(domain_capabilities_xml: str) -> set[str]:
+    """The firmware kinds libvirt can pick for a new domain ("efi" when OVMF is installed)."""
+    caps = ET.fromstring(domain_capabilities_xml)
+    return {v.text for v in caps.findall("./os/enum[@name='firmware']/value")}
 
 
 def vnc_address(xml: str) -> tuple[str, int] | None:

@@ -68,3 +68,93 @@ def delete_volume(pool: libvirt.virStoragePool, name: str) -> bool:
 def volume_names(pool: libvirt.virStoragePool) -> set[str]:
     pool.refresh(0)
     return set(pool.listVolumes())
+
+
+def volume(pool: libvirt.virStoragePool, name: str) -> libvirt.virStorageVol:
+    try:
+        return pool.storageVolLookupByName(name)
+    except libvirt.libvirtError as e:
+        if e.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+            raise StorageFailed(f"the storage pool {pool.name()} has no volume {name}") from None
+        raise
+
+
+def upload(conn: libvirt.virConnect, pool: libvirt.virStoragePool, name: str, size: int,
+           chunks) -> str:
+    """Create the volume ``name`` of ``size`` bytes and stream ``chunks`` (an iterable of
+    bytes) into it through libvirt, so that the file is written wherever libvirt runs. Memory
+    stays bounded by one chunk. On any failure, the caller's too (a cut-off upload), the
+    volume is deleted before the exception goes on. Returns its path."""
+    vol = ET.Element("volume")
+    ET.SubElement(vol, "name").text = name
+    ET.SubElement(vol, "capacity", unit="B").text = str(size)
+    ET.SubElement(vol, "allocation").text = "0"
+    ET.SubElement(ET.SubElement(vol, "target"), "format", type="raw")  # the bytes as they come
+    try:
+        created = pool.createXML(ET.tostring(vol, encoding="unicode"), 0)
+    except libvirt.libvirtError as e:
+        raise StorageFailed(f"cannot create {name}: {e.get_error_message()}") from None
+    stream = conn.newStream(0)
+    try:
+        created.upload(stream, 0, size, 0)
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                view = view[stream.send(view.tobytes()):]
+        stream.finish()
+    except BaseException:
+        try:
+            stream.abort()
+        except libvirt.libvirtError:
+            pass  # already ended by the failure
+        created.delete(0)
+        raise
+    return created.path()
+
+
+def head(conn: libvirt.virConnect, vol: libvirt.virStorageVol, size: int) -> bytes:
+    """The first ``size`` bytes of a volume (fewer if it is smaller), read through libvirt."""
+    length = min(size, vol.info()[1])
+    stream = conn.newStream(0)
+    vol.download(stream, 0, length, 0)
+    data = b""
+    while len(data) < length:
+        chunk = stream.recv(length - len(data))
+        if not chunk:
+            break
+        data += chunk
+    stream.finish()
+    return data
+
+
+def files(pool: libvirt.virStoragePool) -> dict[str, int]:
+    """Each volume's name and size in bytes."""
+    pool.refresh(0)
+    return {vol.name(): vol.info()[1] for vol in pool.listAllVolumes()}
+
+
+def create_overlay(pool: libvirt.virStoragePool, name: str, base_path: str, gib: int) -> None:
+    """A qcow2 volume of ``gib`` GiB that reads what it has not written from ``base_path``
+    (its backing store, never written to)."""
+    vol = ET.Element("volume")
+    ET.SubElement(vol, "name").text = name
+    ET.SubElement(vol, "capacity", unit="GiB").text = str(gib)
+    ET.SubElement(ET.SubElement(vol, "target"), "format", type="qcow2")
+    backing = ET.SubElement(vol, "backingStore")
+    ET.SubElement(backing, "path").text = base_path
+    ET.SubElement(backing, "format", type="qcow2")
+    try:
+        pool.createXML(ET.tostring(vol, encoding="unicode"), 0)
+    except libvirt.libvirtError as e:
+        raise StorageFailed(f"cannot create disk {name} on its image: {e.get_error_message()}") from None
+
+
+def backed_by(pool: libvirt.virStoragePool, path: str) -> list[str]:
+    """The volumes whose backing store is ``path``."""
+    pool.refresh(0)
+    names = []
+    for vol in pool.listAllVolumes():
+        backing = ET.fromstring(vol.XMLDesc(0)).findtext("./backingStore/path")
+        if backing == path:
+            names.append(vol.name())
+    return names

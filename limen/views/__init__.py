@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..errors import LimenError, RequestRefused, TooManyAttempts
 from ..extensions import limiter, login_manager
-from . import admin, api, auth, console, health, vms
+from . import admin, api, auth, console, health, media, vms
 from .vms import is_htmx
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ def register(app: Flask) -> None:
     app.register_blueprint(vms.bp)
     app.register_blueprint(console.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(media.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(api.docs_bp)
 

@@ -8,11 +8,11 @@ from datetime import datetime, timezone
 
 from flask import Blueprint, g, jsonify, render_template, request, url_for
 
-from .. import accounts, api_schema, console, tokens, vms
+from .. import accounts, api_schema, console, media, tokens, vms
 from ..errors import TokenInvalid, ValidationFailed
 from ..extensions import csrf
 from . import limits
-from ..models import VM, Operation
+from ..models import VM, Medium, Operation
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)
@@ -47,7 +47,15 @@ def _vm(vm: VM, op: Operation | None = None) -> dict:
     return {"uuid": vm.uuid, "name": vm.name, "owner": vm.owner.username, "state": vm.state,
             "state_reason": vm.state_reason, "vcpus": vm.vcpus, "memory_mib": vm.memory_mib,
             "disk_gib": vm.disk_gib, "adopted": vm.adopted, "created_at": _stamp(vm.created_at),
-            "state_seen_at": _stamp(vm.state_seen_at), "operation": _operation(op)}
+            "state_seen_at": _stamp(vm.state_seen_at), "os_kind": vm.os_kind, "machine": vm.machine,
+            "disk_bus": vm.disk_bus, "nic_model": vm.nic_model, "firmware": vm.firmware,
+            "iso": vm.iso.name if vm.iso else None, "image": vm.image.name if vm.image else None,
+            "boot_cdrom": vm.boot_cdrom, "operation": _operation(op)}
+
+
+def _medium(m: Medium) -> dict:
+    return {"id": m.id, "name": m.name, "kind": m.kind, "os_kind": m.os_kind, "size_bytes": m.size_bytes,
+            "virtual_bytes": m.virtual_bytes}
 
 
 def _user(a: accounts.Account) -> dict:
@@ -114,6 +122,41 @@ def console_ticket(vm_uuid):
     t = console.issue_ticket(g.api_user, str(vm_uuid))
     ws_url = url_for("console.websocket", vm_uuid=vm_uuid, ticket=t.ticket, _external=True)
     return jsonify(ticket=t.ticket, ws_url=ws_url, expires_at=_stamp(t.expires_at)), 201
+
+
+@bp.post("/vms/<uuid:vm_uuid>/cdrom")
+def insert_iso(vm_uuid):
+    body = api_schema.check(api_schema.CDROM, request.get_json(silent=True))
+    vm = vms.insert_iso(g.api_user, str(vm_uuid), body["medium"], boot=bool(body.get("boot")))
+    return jsonify(_vm(vm))
+
+
+@bp.post("/vms/<uuid:vm_uuid>/eject")
+def eject(vm_uuid):
+    body = api_schema.check(api_schema.EJECT, request.get_json(silent=True))
+    vm = vms.eject(g.api_user, str(vm_uuid), boot_from_disk=bool(body.get("boot_from_disk")))
+    return jsonify(_vm(vm))
+
+
+# -- the media library --------------------------------------------------------------------
+@bp.get("/media")
+def list_media():
+    return jsonify([_medium(m) for m in media.library(g.api_user)])
+
+
+@bp.post("/media")
+def upload_medium():
+    """The file is the request body (curl -T file or --data-binary @file)."""
+    a = request.args
+    m = media.upload(g.api_user, kind=a.get("kind", ""), name=a.get("name", ""), os_kind=a.get("os_kind", ""),
+                     length=request.content_length, stream=request.stream)
+    return jsonify(_medium(m)), 201
+
+
+@bp.delete("/media/<int(max=9223372036854775807):medium_id>")
+def delete_medium(medium_id):
+    media.delete(g.api_user, medium_id)
+    return "", 204
 
 
 @bp.get("/operations/<int(max=9223372036854775807):op_id>")

@@ -2,9 +2,10 @@
 from flask import Blueprint, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from .. import vms
+from .. import media, vms
 from ..errors import QuotaExceeded, ValidationFailed
 from ..extensions import services
+from ..models import ISO
 
 bp = Blueprint("vms", __name__)
 
@@ -37,9 +38,13 @@ def _done(status: int = 200):
     return _rows_response(status) if is_htmx() else redirect(url_for("vms.index", owner=_owner() or None))
 
 
+def _choices() -> dict:
+    return vms.create_choices(current_user)
+
+
 @bp.get("/")
 def index():
-    return render_template("vms/index.html", form={}, errors={}, **_table())
+    return render_template("vms/index.html", form={}, errors={}, **_choices(), **_table())
 
 
 @bp.get("/vms/rows")
@@ -57,20 +62,42 @@ def create():
     except (ValidationFailed, QuotaExceeded) as e:
         if is_htmx():
             return render_template("vms/_create_form.html", form=request.form, errors=e.fields,
-                                   problem=e), e.status
+                                   problem=e, **_choices()), e.status
         return render_template("vms/index.html", form=request.form, errors=e.fields, problem=e,
-                               **_table()), e.status
+                               **_choices(), **_table()), e.status
     if not is_htmx():
         return redirect(url_for("vms.index", owner=_owner() or None))
     # A fresh form, and the table with the new row swapped in out of band.
     return render_template("vms/_create_form.html", form={}, errors={}, oob_rows=True,
-                           **_table()), 201
+                           **_choices(), **_table()), 201
 
 
 @bp.post("/vms/<uuid:vm_uuid>/<any(start, shutdown, 'force-off', reboot):action>")
 def action(vm_uuid, action):
     vms.request_action(current_user, str(vm_uuid), action)
     return _done(202)
+
+
+@bp.get("/vms/<uuid:vm_uuid>")
+def detail(vm_uuid):
+    """One VM: its hardware and OS profile, its install media, and the CD-ROM drive."""
+    row = vms.row(current_user, str(vm_uuid))
+    return render_template("vms/detail.html", row=row, vm=row.vm, profile=vms.vm_profile(row.vm),
+                           isos=media.library(current_user, ISO), done=request.args.get("done"))
+
+
+@bp.post("/vms/<uuid:vm_uuid>/cdrom")
+def insert_iso(vm_uuid):
+    vms.insert_iso(current_user, str(vm_uuid), request.form.get("medium", ""),
+                   boot=request.form.get("boot") == "on")
+    return redirect(url_for("vms.detail", vm_uuid=vm_uuid, done="inserted"))
+
+
+@bp.post("/vms/<uuid:vm_uuid>/eject")
+def eject(vm_uuid):
+    boot_from_disk = request.form.get("boot_from_disk") == "1"
+    vms.eject(current_user, str(vm_uuid), boot_from_disk=boot_from_disk)
+    return redirect(url_for("vms.detail", vm_uuid=vm_uuid, done="booting-from-disk" if boot_from_disk else "ejected"))
 
 
 @bp.get("/vms/<uuid:vm_uuid>/status")

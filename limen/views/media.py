@@ -1,0 +1,62 @@
+"""The media library page: the ISOs and cloud images, uploads with a progress bar (the
+browser sends the file as the raw request body; static/js/media.js), registering files
+already on the host, and deleting what no VM uses."""
+from flask import Blueprint, jsonify, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from .. import media
+from ..errors import LimenError, ValidationFailed
+from ..profiles import KINDS
+
+bp = Blueprint("media", __name__, url_prefix="/media")
+
+
+def _page(status: int = 200, form=None, errors=None, problem=None):
+    admin = current_user.is_admin
+    return render_template("media/index.html", library=media.library(current_user),
+                           users=media.in_use(current_user),
+                           unregistered=media.unregistered(current_user) if admin else [],
+                           os_kinds=KINDS, kinds=media.KIND_NAMES, form=form or {}, errors=errors or {},
+                           problem=problem), status
+
+
+@bp.get("/")
+def index():
+    return _page()
+
+
+@bp.get("/library")
+def library():
+    """The library table alone (the upload script swaps it in when an upload is done)."""
+    return render_template("media/_library.html", library=media.library(current_user),
+                           users=media.in_use(current_user), os_kinds=KINDS, kinds=media.KIND_NAMES)
+
+
+@bp.post("/upload")
+def upload():
+    """The file is the request body, in bounded memory all the way into libvirt; what it is
+    comes in the query string. Answers JSON, for the script that shows the progress."""
+    a = request.args
+    try:
+        medium = media.upload(current_user, kind=a.get("kind", ""), name=a.get("name", ""),
+                              os_kind=a.get("os_kind", ""), length=request.content_length,
+                              stream=request.stream)
+    except LimenError as e:
+        return jsonify(error=e.to_dict()), e.status
+    return jsonify(id=medium.id, name=medium.name, kind=medium.kind, size_bytes=medium.size_bytes), 201
+
+
+@bp.post("/register")
+def register():
+    f = request.form
+    try:
+        media.register(current_user, f.get("file", ""), f.get("name", ""), f.get("os_kind", ""))
+    except ValidationFailed as e:
+        return _page(e.status, form=f, errors=e.fields, problem=e)
+    return redirect(url_for("media.index"))
+
+
+@bp.post("/<int:medium_id>/delete")
+def delete(medium_id):
+    media.delete(current_user, medium_id)
+    return redirect(url_for("media.index"))

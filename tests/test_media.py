@@ -1,0 +1,262 @@
+"""Install media and OS profiles on libvirt's test driver (fast tier).
+
+The test driver has storage pools but no volume upload, so uploads that get as far as libvirt
+are in test_media_qemu.py; here: what is refused before any volume exists, VMs made from a
+library ISO, the drive and boot order, profiles, and the cloud-init seed itself."""
+import io
+import json
+import subprocess
+import xml.etree.ElementTree as ET
+
+import pycdlib
+import pytest
+from sqlalchemy import func, select
+
+from conftest import add_user, signed_in, uuid_of
+from limen import cloudinit
+from limen.extensions import db
+from limen.models import VM, AuditEvent, Medium
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx8 alice@laptop"
+
+
+def iso_bytes(size: int = 64 * 1024) -> bytes:
+    """A real (empty) ISO 9660 image, made with pycdlib, padded to ``size``."""
+    iso = pycdlib.PyCdlib()
+    iso.new(vol_ident="TEST")
+    out = io.BytesIO()
+    iso.write_fp(out)
+    iso.close()
+    data = out.getvalue()
+    return data + b"\0" * max(0, size - len(data))
+
+
+def qcow2_bytes(tmp_path, virtual: str = "1G", backing: str | None = None) -> bytes:
+    path = tmp_path / "image.qcow2"
+    command = ["qemu-img", "create", "-q", "-f", "qcow2"]
+    if backing:
+        command += ["-b", backing, "-F", "raw"]
+    subprocess.run([*command, str(path), virtual], check=True)
+    return path.read_bytes()
+
+
+def upload(b, data: bytes, kind: str = "iso", name: str = "disc", os_kind: str = "linux", **headers):
+    return b.client.post(f"/media/upload?kind={kind}&name={name}&os_kind={os_kind}", data=data,
+                         headers={"X-CSRFToken": b.csrf, "Content-Type": "application/octet-stream",
+                                  "Accept": "application/json", **headers})
+
+
+def nothing_kept(app, libvirt_conn) -> bool:
+    with app.app_context():
+        rows = db.session.scalar(select(func.count()).select_from(Medium))
+    pools = {p.name(): p for p in libvirt_conn.listAllStoragePools()}
+    pool = pools.get(app.config["MEDIA_POOL"])
+    return rows == 0 and (pool is None or pool.listVolumes() == [])
+
+
+def library_iso(app, libvirt_conn, name: str = "installer", os_kind: str = "linux", kind: str = "iso") -> int:
+    """A medium in the library as a registered file is (the test driver cannot upload): a
+    volume in the media pool and its row."""
+    from limen.extensions import services
+
+    with app.app_context():
+        services().hypervisor.media_files()  # defines the media pool
+    pool = libvirt_conn.storagePoolLookupByName(app.config["MEDIA_POOL"])
+    volume = f"{name}.{kind}"
+    pool.createXML(f"<volume><name>{volume}</name><capacity unit='MiB'>1</capacity></volume>", 0)
+    with app.app_context():
+        medium = Medium(kind=kind, name=name, volume=volume, os_kind=os_kind, size_bytes=2 ** 20,
+                        virtual_bytes=2 ** 30 if kind == "image" else None, state="ready")
+        db.session.add(medium)
+        db.session.commit()
+        return medium.id
+
+
+def domain_xml(libvirt_conn, app, name: str, inactive: bool = True) -> ET.Element:
+    import libvirt
+
+    dom = libvirt_conn.lookupByUUIDString(uuid_of(app, name))
+    return ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0))
+
+
+# -- uploads refused before anything is written -------------------------------------------
+def test_a_file_that_is_not_an_iso_is_refused_by_its_header(app, admin, libvirt_conn, tmp_path):
+    response = upload(admin, b"MZ" + b"\0" * 100_000)
+    assert response.status_code == 422
+    assert "neither an ISO image" in response.json["error"]["details"]["fields"]["file"]
+    # A qcow2 image offered as an ISO is named for what it is.
+    response = upload(admin, qcow2_bytes(tmp_path), kind="iso")
+    assert response.status_code == 422
+    assert response.json["error"]["details"]["fields"]["file"] == "This is a cloud image (qcow2), not a ISO image."
+    assert nothing_kept(app, libvirt_conn)
+    with app.app_context():
+        assert db.session.scalar(select(AuditEvent.result).where(AuditEvent.action == "media.upload")) == "VALIDATION_FAILED"
+
+
+def test_a_qcow2_image_that_would_read_host_files_is_refused(app, admin, libvirt_conn, tmp_path):
+    """A backing file inside an uploaded image would make QEMU read any file of the host."""
+    response = upload(admin, qcow2_bytes(tmp_path, backing="/etc/shadow"), kind="image")
+    assert response.status_code == 422
+    assert "backing file of its own" in response.json["error"]["details"]["fields"]["file"]
+    assert nothing_kept(app, libvirt_conn)
+
+
+def test_an_upload_larger_than_the_pool_is_refused_before_it_is_read(app, admin, libvirt_conn):
+    free = app.extensions["limen"].hypervisor.media_free_bytes()
+    response = admin.client.post("/media/upload?kind=iso&name=huge&os_kind=linux", data=iso_bytes(),
+                                 headers={"X-CSRFToken": admin.csrf, "Accept": "application/json"},
+                                 environ_overrides={"CONTENT_LENGTH": str(free + 1)})
+    assert response.status_code == 413
+    assert response.json["error"]["code"] == "MEDIUM_TOO_LARGE"
+    assert "GiB free" in response.json["error"]["message"]
+    assert nothing_kept(app, libvirt_conn)
+
+
+def test_an_upload_needs_a_name_an_os_and_a_size(app, admin, libvirt_conn):
+    response = upload(admin, iso_bytes(), name="", os_kind="beos")
+    assert response.status_code == 422
+    assert set(response.json["error"]["details"]["fields"]) == {"name", "os_kind"}
+    response = admin.client.post("/media/upload?kind=iso&name=x&os_kind=linux",
+                                 headers={"X-CSRFToken": admin.csrf, "Accept": "application/json"})
+    assert response.status_code == 411
+    assert nothing_kept(app, libvirt_conn)
+
+
+def test_only_admins_manage_media_and_everyone_sees_the_library(app, admin, libvirt_conn):
+    library_iso(app, libvirt_conn, "debian-12")
+    add_user(app, "alice", "alice-password-1")
+    alice = signed_in(app, "alice", "alice-password-1")
+    assert upload(alice, iso_bytes()).status_code == 403
+    page = alice.client.get("/media/")
+    assert page.status_code == 200 and "debian-12" in page.text and "Upload" not in page.text
+    assert 'id="upload"' in admin.client.get("/media/").text
+
+
+# -- VMs from the library --------------------------------------------------------------------
+def test_a_vm_installed_from_an_iso_has_it_in_its_drive_and_boots_it_first(app, admin, libvirt_conn):
+    iso = library_iso(app, libvirt_conn, "debian-12")
+    assert admin.create(name="install-me", source=f"iso:{iso}").status_code == 201
+    admin.wait_state("install-me", "running")
+    xml = domain_xml(libvirt_conn, app, "install-me")
+    path = libvirt_conn.storagePoolLookupByName(app.config["MEDIA_POOL"]).storageVolLookupByName("debian-12.iso").path()
+    drive = xml.find("./devices/disk[@device='cdrom']")
+    assert drive.find("source").get("file") == path and drive.find("readonly") is not None
+    assert [b.get("dev") for b in xml.findall("./os/boot")] == ["cdrom", "hd"]
+    assert xml.find("./os/type").get("machine") == "q35"
+    assert xml.find("./devices/disk[@device='disk']/target").get("bus") == "virtio"
+
+    vm_uuid = uuid_of(app, "install-me")
+    detail = admin.client.get(f"/vms/{vm_uuid}").text
+    assert "Linux: q35 machine, virtio disk, virtio network, BIOS" in detail
+    assert '<td class="cdrom">debian-12</td>' in detail and "CD-ROM, then disk" in detail
+
+    # In use: it cannot be deleted, and the library says by whom.
+    refused = admin.client.post(f"/media/{iso}/delete", data={"csrf_token": admin.csrf})
+    assert refused.status_code == 409 and "MEDIUM_IN_USE" in refused.text and "install-me" in refused.text
+    assert "install-me" in admin.client.get("/media/").text
+
+    # Finishing the install (stopped VM here; the test driver cannot change a running one's
+    # drive): the drive is emptied and the VM boots from its disk.
+    assert admin.htmx_post(f"/vms/{vm_uuid}/force-off").status_code == 202
+    admin.wait_state("install-me", "shutoff")
+    done = admin.client.post(f"/vms/{vm_uuid}/eject", data={"csrf_token": admin.csrf, "boot_from_disk": "1"})
+    assert done.status_code == 302
+    xml = domain_xml(libvirt_conn, app, "install-me")
+    assert xml.find("./devices/disk[@device='cdrom']/source") is None
+    assert [b.get("dev") for b in xml.findall("./os/boot")] == ["hd"]
+    detail = admin.client.get(f"/vms/{vm_uuid}").text
+    assert '<td class="cdrom">empty</td>' in detail and '<td class="boot">disk</td>' in detail
+
+    assert admin.client.post(f"/media/{iso}/delete", data={"csrf_token": admin.csrf}).status_code == 302
+    assert nothing_kept(app, libvirt_conn)
+
+
+def test_an_iso_goes_into_a_stopped_vms_drive(app, admin, libvirt_conn):
+    iso = library_iso(app, libvirt_conn, "rescue")
+    vm_uuid = admin.create_stopped(app, "needs-rescue")
+    assert domain_xml(libvirt_conn, app, "needs-rescue").find("./devices/disk[@device='cdrom']/source") is None
+    response = admin.client.post(f"/vms/{vm_uuid}/cdrom", data={"csrf_token": admin.csrf, "medium": str(iso), "boot": "on"})
+    assert response.status_code == 302
+    xml = domain_xml(libvirt_conn, app, "needs-rescue")
+    assert xml.find("./devices/disk[@device='cdrom']/source").get("file").endswith("/rescue.iso")
+    assert [b.get("dev") for b in xml.findall("./os/boot")] == ["cdrom", "hd"]
+    with app.app_context():
+        assert db.session.scalar(select(AuditEvent.detail).where(AuditEvent.action == "vm.insert-iso")) == "rescue, boot from it"
+
+
+def test_another_users_vm_drive_is_not_theirs_to_change(app, admin, libvirt_conn):
+    iso = library_iso(app, libvirt_conn, "rescue")
+    vm_uuid = admin.create_stopped(app, "admins-own")
+    add_user(app, "mallory", "mallory-password-1")
+    mallory = signed_in(app, "mallory", "mallory-password-1")
+    before = ET.tostring(domain_xml(libvirt_conn, app, "admins-own"))
+    assert mallory.client.post(f"/vms/{vm_uuid}/cdrom", data={"csrf_token": mallory.csrf, "medium": str(iso)}).status_code == 404
+    assert ET.tostring(domain_xml(libvirt_conn, app, "admins-own")) == before
+
+
+@pytest.mark.parametrize("os_kind, virtio, machine, disk_bus, nic, clock", [
+    ("windows", "", "q35", "sata", "e1000e", "localtime"),
+    ("windows", "on", "q35", "virtio", "virtio", "localtime"),
+    ("other", "", "pc", "ide", "e1000", "utc"),
+])
+def test_os_profiles_choose_the_devices(make_app, node_xml, os_kind, virtio, machine, disk_bus, nic, clock):
+    app = make_app(LIBVIRT_URI=f"test://{node_xml}", NETWORK="user")
+    from conftest import Browserless, admin_password
+
+    admin = Browserless(app.test_client())
+    admin.login("admin", admin_password(app))
+    libvirt_conn = app.extensions["limen"].hypervisor.connection.get()
+    assert admin.create(name="guest", os_kind=os_kind, virtio=virtio).status_code == 201
+    admin.wait_state("guest", "running")
+    xml = domain_xml(libvirt_conn, app, "guest")
+    assert xml.find("./os/type").get("machine") == machine
+    assert xml.find("./devices/disk[@device='disk']/target").get("bus") == disk_bus
+    assert xml.find("./devices/interface/model").get("type") == nic
+    assert xml.find("clock").get("offset") == clock
+    assert xml.find("./devices/disk[@device='cdrom']/target").get("bus") == ("sata" if machine == "q35" else "ide")
+    with app.app_context():
+        vm = db.session.scalar(select(VM).where(VM.name == "guest"))
+        assert (vm.os_kind, vm.machine, vm.disk_bus, vm.nic_model) == (os_kind, machine, disk_bus, nic)
+
+
+def test_create_refuses_what_the_host_or_library_cannot_give(app, admin, libvirt_conn):
+    image = library_iso(app, libvirt_conn, "cloud", kind="image")  # a 1 GiB disk
+    cases = [
+        ({"source": "iso:999"}, "source", "Choose an ISO or image from the library"),
+        ({"source": f"iso:{image}"}, "source", "Choose an ISO or image"),  # an image is no ISO
+        ({"os_kind": "beos"}, "os_kind", "Choose one of: linux, windows, other."),
+        ({"firmware": "uefi"}, "firmware", "UEFI firmware (OVMF) is not installed"),  # the test driver has none
+        ({"source": f"image:{image}"}, "ci_ssh_key", "Give an SSH public key or a password"),
+        ({"source": f"image:{image}", "ci_ssh_key": "not a key"}, "ci_ssh_key", "Paste one OpenSSH public key"),
+        ({"source": f"image:{image}", "ci_ssh_key": KEY, "ci_user": "Root!"}, "ci_user", "lower-case"),
+        ({"source": f"image:{image}", "ci_password": "short"}, "ci_password", "8 to 256"),
+    ]
+    for fields, field, message in cases:
+        response = admin.create(name="refused", **fields)
+        assert response.status_code == 422, fields
+        assert message in response.text, (fields, response.text)
+        assert f'id="err-{field}"' in response.text, fields
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(VM)) == 0
+    assert libvirt_conn.listAllDomains() == []
+
+
+# -- the cloud-init seed ---------------------------------------------------------------------
+def test_the_seed_carries_the_account_and_no_password_in_clear():
+    hashed = cloudinit.hash_password("correct horse battery")
+    assert hashed.startswith("$6$") and "correct horse" not in hashed
+    hostile = 'alice"\n  - evil: yes'
+    seed = cloudinit.seed_iso(cloudinit.user_data("web-1", "alice", f"{KEY} {hostile}", hashed),
+                              cloudinit.meta_data("1234", "web-1"))
+    iso = pycdlib.PyCdlib()
+    iso.open_fp(io.BytesIO(seed))
+    assert iso.pvd.volume_identifier.decode().strip() == "cidata"  # what NoCloud looks for
+    iso.close()
+    user_data = cloudinit.read_file(seed, "user-data")
+    assert user_data.startswith("#cloud-config\n")
+    config = json.loads(user_data.split("\n", 1)[1])  # JSON is YAML: the typed text stays a value
+    assert config["hostname"] == "web-1"
+    [account] = config["users"]
+    assert account["name"] == "alice" and account["passwd"] == hashed
+    assert account["ssh_authorized_keys"] == [f"{KEY} {hostile}"]
+    assert json.loads(cloudinit.read_file(seed, "meta-data")) == {"instance-id": "1234", "local-hostname": "web-1"}
