@@ -28,6 +28,8 @@ class Config:
     # The libvirt storage pool for installation media (ISOs, cloud images), likewise.
     MEDIA_POOL = "limen-media"
     MEDIA_DIR = "/var/lib/limen/media"
+    # An upload whose client sends nothing for this many seconds is given up on (and removed).
+    UPLOAD_IDLE_TIMEOUT = 60
     # Network of new VMs: a libvirt network name, "user" (user-mode, no bridge needed) or "none".
     NETWORK = "user"
     # CPU model of new VMs: "" (QEMU's default, works everywhere), "host-model" or

@@ -10,7 +10,8 @@ row behind.
 import re
 import uuid as uuidlib
 
-from sqlalchemy import or_, select
+from flask import current_app
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import ClientDisconnected
 
@@ -19,7 +20,7 @@ from .access import authorize
 from .errors import (LengthRequired, LimenError, MediumInUse, MediumNotFound, MediumTooLarge,
                      UploadIncomplete, ValidationFailed)
 from .extensions import db, services
-from .models import IMAGE, ISO, READY, UPLOADING, VM, Medium, User
+from .models import DELETING_MEDIUM, IMAGE, ISO, READY, UPLOADING, VM, Medium, User
 from .profiles import KINDS
 
 HEAD_BYTES = 64 * 1024  # enough for the ISO 9660 volume descriptor and a qcow2 header
@@ -109,21 +110,32 @@ def _check(name: str, os_kind: str, errors: dict) -> str:
 
 
 def _read_exactly(stream, size: int, received: int, total: int) -> bytes:
-    """Up to ``size`` bytes of the body (less only at its declared end); UploadIncomplete
-    when the client stops sending before that."""
-    data = b""
+    """``size`` bytes of the body, read in pieces of at most 64 KiB (so that a failed read
+    loses little of the count); UploadIncomplete when the client hangs up, or sends nothing for
+    as long as the connection's read timeout (UPLOAD_IDLE_TIMEOUT, set by the view)."""
+    data = bytearray()
     try:
         while len(data) < size:
-            chunk = stream.read(size - len(data))
+            chunk = stream.read(min(size - len(data), HEAD_BYTES))
             if not chunk:
                 break
             data += chunk
-    except ClientDisconnected:
+    except (ClientDisconnected, ConnectionError, TimeoutError):
         pass
     if len(data) < size:
-        raise UploadIncomplete(f"The upload ended after {received + len(data)} of {total} bytes; "
-                               "nothing was kept.")
-    return data
+        raise UploadIncomplete(
+            f"The upload stopped after {received + len(data)} of {total} bytes (the client hung up, or "
+            f"sent nothing for {current_app.config['UPLOAD_IDLE_TIMEOUT']} s); nothing was kept.")
+    return bytes(data)
+
+
+def _removed(volume: str) -> bool:
+    """Is the volume gone (deleted now, or never made)? False when libvirt cannot say."""
+    try:
+        services().hypervisor.delete_medium(volume)
+    except LimenError:
+        return False
+    return True
 
 
 @audit.refusals("media.upload", subject="name")
@@ -169,10 +181,11 @@ def upload(user: User, *, kind: str, name: str, os_kind: str, length: int | None
 
     try:
         hv.upload_medium(volume, length, chunks())
-    except Exception:  # the volume is gone already; the row goes too
+    except Exception:
         db.session.rollback()
-        db.session.delete(db.session.get(Medium, medium_id))
-        db.session.commit()
+        if _removed(volume):  # else the row stays "uploading", and the next start removes both
+            db.session.delete(db.session.get(Medium, medium_id))
+            db.session.commit()
         raise
     medium = db.session.get(Medium, medium_id)
     medium.state = READY
@@ -212,20 +225,41 @@ def register(user: User, file: str, name: str, os_kind: str) -> Medium:
 def delete(user: User, medium_id: int) -> None:
     """Delete a medium and its file, unless something uses it."""
     authorize(user, "media.manage")
-    medium = db.session.get(Medium, medium_id)
-    if medium is None or medium.state != READY:
+    # Marked first, in a transaction of its own: from then on no new VM or drive can take it
+    # (they claim a medium only while it is ready), and any that did before is found below.
+    claimed = db.session.execute(update(Medium).where(Medium.id == medium_id, Medium.state == READY)
+                                 .values(state=DELETING_MEDIUM)).rowcount
+    db.session.commit()
+    if not claimed:
         raise MediumNotFound()
-    users = users_of(medium)
-    if users:
-        raise MediumInUse(f"{medium.name} is used by {', '.join(users)}.")
-    services().hypervisor.delete_medium(medium.volume)
+    medium = db.session.get(Medium, medium_id)
+    try:
+        users = users_of(medium)
+        if users:
+            raise MediumInUse(f"{medium.name} is used by {', '.join(users)}.")
+        services().hypervisor.delete_medium(medium.volume)
+    except LimenError:
+        db.session.rollback()
+        db.session.execute(update(Medium).where(Medium.id == medium_id).values(state=READY))
+        db.session.commit()
+        raise
     audit.record("media.delete", actor=user, target=medium.name)
     db.session.delete(medium)
     db.session.commit()
 
 
+def claim(medium_id: int) -> bool:
+    """In the caller's transaction: take the database's write lock and check the medium is
+    still ready (not being deleted). A VM that refers to it, committed in that transaction,
+    is then seen by any later delete."""
+    return bool(db.session.execute(update(Medium).where(Medium.id == medium_id, Medium.state == READY)
+                                   .values(state=READY)).rowcount)
+
+
 def recover() -> None:
-    """At start-up: remove what uploads cut short by a stop of LIMEN left (row and volume)."""
+    """At start-up: remove what uploads cut short by a stop of LIMEN left (row and volume),
+    and make media a stop caught being deleted ready again (a delete checks again)."""
+    db.session.execute(update(Medium).where(Medium.state == DELETING_MEDIUM).values(state=READY))
     for medium in db.session.scalars(select(Medium).where(Medium.state == UPLOADING)).all():
         try:
             services().hypervisor.delete_medium(medium.volume)

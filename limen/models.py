@@ -91,7 +91,7 @@ class VM(db.Model):
 
 
 ISO, IMAGE = "iso", "image"
-UPLOADING, READY = "uploading", "ready"
+UPLOADING, READY, DELETING_MEDIUM = "uploading", "ready", "deleting"
 
 
 class Medium(db.Model):
@@ -105,7 +105,8 @@ class Medium(db.Model):
     os_kind: Mapped[str] = mapped_column(String(16))  # linux, windows or other: the OS label
     size_bytes: Mapped[int]
     virtual_bytes: Mapped[int | None]  # an image's disk size (its qcow2 header says)
-    # "uploading" while its bytes arrive; a row left so by a crash is removed at start-up.
+    # "uploading" while its bytes arrive (a row left so by a crash is removed at start-up),
+    # "ready", or "deleting" while a delete checks that nothing uses it.
     state: Mapped[str] = mapped_column(String(16), default=UPLOADING)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

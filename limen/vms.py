@@ -223,8 +223,8 @@ def _cloud_init(form, errors: dict) -> dict:
         errors["ci_user"] = "Use up to 32 lower-case letters, digits, _ and -, starting with a letter or _."
     if key and (len(key) > 16384 or not cloudinit.SSH_KEY_RE.fullmatch(key)):
         errors["ci_ssh_key"] = "Paste one OpenSSH public key (ssh-ed25519 AAAA… comment)."
-    if password and not 8 <= len(password) <= 256:
-        errors["ci_password"] = "Use 8 to 256 characters, or leave it empty."
+    if password and not (8 <= len(password) <= 256 and cloudinit.printable(password)):
+        errors["ci_password"] = "Use 8 to 256 characters, and no control characters (newlines), or leave it empty."
     if not key and not password and not errors.get("ci_ssh_key"):
         errors["ci_ssh_key"] = "Give an SSH public key or a password: without either nobody can sign in to the VM."
     if errors:
@@ -306,6 +306,10 @@ def request_create(user: User, form) -> Operation:
     owner_id = user.id
     db.session.commit()  # end validate's reading transaction: the claim's write comes first
     accounts.claim(owner_id, spec.vcpus, spec.memory_mib, spec.disk_gib)
+    for medium_id in (spec.iso_id, spec.image_id):  # under the same lock: no delete slips in
+        if medium_id is not None and not media.claim(medium_id):
+            db.session.rollback()
+            raise ValidationFailed({"source": "That medium is being deleted; choose another."})
     p = spec.profile
     vm = VM(uuid=str(uuidlib.uuid4()), name=spec.name, owner_id=owner_id, vcpus=spec.vcpus,
             memory_mib=spec.memory_mib, disk_gib=spec.disk_gib, state=CREATING,
@@ -430,13 +434,24 @@ def insert_iso(user: User, vm_uuid: str, medium_id, boot: bool = False) -> VM:
         active = _active_op(vm.uuid)
         if active:
             raise _busy(active)
-        hv.change_cdrom(vm.uuid, iso.volume)
-        vm.iso_id = iso.id
+        before = vm.iso_id
+        if not media.claim(iso.id):
+            db.session.rollback()
+            raise ValidationFailed({"medium": "That ISO is being deleted; choose another."})
+        vm.iso_id = iso.id  # recorded first: a delete from here on sees that it is in use
+        db.session.commit()
+        try:
+            hv.change_cdrom(vm.uuid, iso.volume)
+        except LimenError:
+            vm.iso_id = before
+            db.session.commit()
+            raise
+        audit.record("vm.insert-iso", actor=user, vm=vm, detail=iso.name + (", boot from it" if boot else ""))
+        db.session.commit()
         if boot:
             hv.set_boot_cdrom(vm.uuid, True)
             vm.boot_cdrom = True
-        audit.record("vm.insert-iso", actor=user, vm=vm, detail=iso.name + (", boot from it" if boot else ""))
-        db.session.commit()
+            db.session.commit()
     return vm
 
 
@@ -452,11 +467,12 @@ def eject(user: User, vm_uuid: str, boot_from_disk: bool = False) -> VM:
             raise _busy(active)
         hv.change_cdrom(vm.uuid, None)
         vm.iso_id = None
+        audit.record("vm.eject", actor=user, vm=vm, detail="boot from disk" if boot_from_disk else None)
+        db.session.commit()
         if boot_from_disk:
             hv.set_boot_cdrom(vm.uuid, False)
             vm.boot_cdrom = False
-        audit.record("vm.eject", actor=user, vm=vm, detail="boot from disk" if boot_from_disk else None)
-        db.session.commit()
+            db.session.commit()
     return vm
 
 

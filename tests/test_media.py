@@ -101,6 +101,16 @@ def test_a_qcow2_image_that_would_read_host_files_is_refused(app, admin, libvirt
     assert nothing_kept(app, libvirt_conn)
 
 
+def test_a_qcow2_image_with_an_external_data_file_is_refused(app, admin, libvirt_conn, tmp_path):
+    path = tmp_path / "split.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", f"data_file={tmp_path / 'data.raw'}",
+                    str(path), "16M"], check=True)
+    response = upload(admin, path.read_bytes(), kind="image")
+    assert response.status_code == 422
+    assert "external file" in response.json["error"]["details"]["fields"]["file"]
+    assert nothing_kept(app, libvirt_conn)
+
+
 def test_an_upload_larger_than_the_pool_is_refused_before_it_is_read(app, admin, libvirt_conn):
     free = app.extensions["limen"].hypervisor.media_free_bytes()
     response = admin.client.post("/media/upload?kind=iso&name=huge&os_kind=linux", data=iso_bytes(),
@@ -230,6 +240,9 @@ def test_create_refuses_what_the_host_or_library_cannot_give(app, admin, libvirt
         ({"source": f"image:{image}", "ci_ssh_key": "not a key"}, "ci_ssh_key", "Paste one OpenSSH public key"),
         ({"source": f"image:{image}", "ci_ssh_key": KEY, "ci_user": "Root!"}, "ci_user", "lower-case"),
         ({"source": f"image:{image}", "ci_password": "short"}, "ci_password", "8 to 256"),
+        # openssl passwd -stdin would hash each line apart, and cloud-init refuse the result.
+        ({"source": f"image:{image}", "ci_password": "first-line\nsecond-line"}, "ci_password", "no control characters"),
+        ({"source": f"image:{image}", "ci_ssh_key": KEY + " with\x1bescape"}, "ci_ssh_key", "Paste one OpenSSH public key"),
     ]
     for fields, field, message in cases:
         response = admin.create(name="refused", **fields)
@@ -243,9 +256,11 @@ def test_create_refuses_what_the_host_or_library_cannot_give(app, admin, libvirt
 
 # -- the cloud-init seed ---------------------------------------------------------------------
 def test_the_seed_carries_the_account_and_no_password_in_clear():
+    import yaml
+
     hashed = cloudinit.hash_password("correct horse battery")
     assert hashed.startswith("$6$") and "correct horse" not in hashed
-    hostile = 'alice"\n  - evil: yes'
+    hostile = 'alice" - evil: yes 😀 ünïcode'  # what the key check lets through: any printable text
     seed = cloudinit.seed_iso(cloudinit.user_data("web-1", "alice", f"{KEY} {hostile}", hashed),
                               cloudinit.meta_data("1234", "web-1"))
     iso = pycdlib.PyCdlib()
@@ -254,9 +269,52 @@ def test_the_seed_carries_the_account_and_no_password_in_clear():
     iso.close()
     user_data = cloudinit.read_file(seed, "user-data")
     assert user_data.startswith("#cloud-config\n")
-    config = json.loads(user_data.split("\n", 1)[1])  # JSON is YAML: the typed text stays a value
+    # cloud-init reads it with PyYAML (its C loader where built): the typed text stays one value.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    config = yaml.load(user_data, Loader=loader)
+    assert config == json.loads(user_data.split("\n", 1)[1])
     assert config["hostname"] == "web-1"
     [account] = config["users"]
     assert account["name"] == "alice" and account["passwd"] == hashed
     assert account["ssh_authorized_keys"] == [f"{KEY} {hostile}"]
     assert json.loads(cloudinit.read_file(seed, "meta-data")) == {"instance-id": "1234", "local-hostname": "web-1"}
+
+
+def test_a_vm_without_a_drive_gets_one_while_it_is_shut_off(app, admin, libvirt_conn):
+    """VMs made before every VM had a CD-ROM drive (or by another tool, then adopted)."""
+    iso = library_iso(app, libvirt_conn, "rescue")
+    vm_uuid = admin.create_stopped(app, "older")
+    dom = libvirt_conn.lookupByUUIDString(vm_uuid)
+    import libvirt
+
+    xml = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    devices = xml.find("devices")
+    devices.remove(devices.find("disk[@device='cdrom']"))
+    libvirt_conn.defineXML(ET.tostring(xml, encoding="unicode"))
+    assert domain_xml(libvirt_conn, app, "older").find("./devices/disk[@device='cdrom']") is None
+
+    assert admin.client.post(f"/vms/{vm_uuid}/cdrom", data={"csrf_token": admin.csrf, "medium": str(iso)}).status_code == 302
+    drive = domain_xml(libvirt_conn, app, "older").find("./devices/disk[@device='cdrom']")
+    assert drive.find("source").get("file").endswith("/rescue.iso")
+    assert drive.find("target").get("dev") not in {t.get("dev") for t in
+                                                  domain_xml(libvirt_conn, app, "older").findall("./devices/disk[@device='disk']/target")}
+
+
+def test_a_vm_that_orders_its_boot_devices_itself_says_so(app, admin, libvirt_conn):
+    """Domains from virt-install order boot devices one by one; <os><boot> cannot join them."""
+    import libvirt
+
+    iso = library_iso(app, libvirt_conn, "rescue")
+    vm_uuid = admin.create_stopped(app, "ordered")
+    dom = libvirt_conn.lookupByUUIDString(vm_uuid)
+    xml = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    for boot in xml.findall("./os/boot"):
+        xml.find("os").remove(boot)
+    ET.SubElement(xml.find("./devices/disk[@device='disk']"), "boot", order="1")
+    libvirt_conn.defineXML(ET.tostring(xml, encoding="unicode"))
+    response = admin.client.post(f"/vms/{vm_uuid}/cdrom", data={"csrf_token": admin.csrf, "medium": str(iso),
+                                                                "boot": "on"})
+    assert response.status_code == 409
+    assert "sets its boot order per device" in response.text
+    after = domain_xml(libvirt_conn, app, "ordered")
+    assert after.findall("./os/boot") == [] and after.find("./devices/disk/boot").get("order") == "1"

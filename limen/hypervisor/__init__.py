@@ -217,9 +217,10 @@ class Hypervisor:
             if e.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
                 return []
             raise
+        refs = {path, f"{self.media_pool_name}/{name}"}
         users = [dom.name() for dom in self._conn.listAllDomains()
-                 if path in domain_xml.disk_files(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-                 or (dom.isActive() and path in domain_xml.disk_files(dom.XMLDesc(0)))]
+                 if refs & domain_xml.disk_sources(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+                 or (dom.isActive() and refs & domain_xml.disk_sources(dom.XMLDesc(0)))]
         return users + [f"disk {v}" for v in storage.backed_by(self._pool(), path)]
 
     # -- domains ---------------------------------------------------------------------------
@@ -259,14 +260,18 @@ class Hypervisor:
         """Put the media pool's ``iso`` in the VM's CD-ROM drive, or eject it (None): at once
         when the VM runs, and in its definition for the next start."""
         dom = self._dom(uuid)
-        found = domain_xml.find_cdrom(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-        if found is None:
-            raise InvalidState("This VM has no CD-ROM drive.")
-        dev, bus, _current = found
         path = storage.volume(self._media_pool(), iso).path() if iso else None
         if not dom.isActive():  # a new definition is all it takes (and every driver can)
-            self._conn.defineXML(domain_xml.with_cdrom(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), path))
+            try:
+                xml = domain_xml.with_cdrom(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), path)
+            except ValueError as e:
+                raise InvalidState(f"Cannot add a CD-ROM drive: {e}.") from None
+            self._conn.defineXML(xml)
             return
+        found = domain_xml.find_cdrom(dom.XMLDesc(0))
+        if found is None:
+            raise InvalidState("This VM has no CD-ROM drive yet: LIMEN adds one while it is shut off.")
+        dev, bus, _current = found
         xml = ET.tostring(domain_xml.cdrom(path, dev, bus), encoding="unicode")
         flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_AFFECT_LIVE
         try:
@@ -280,7 +285,11 @@ class Hypervisor:
     def set_boot_cdrom(self, uuid: str, first: bool) -> None:
         """Boot from the CD-ROM before the disk, or from the disk only; from the next start."""
         dom = self._dom(uuid)
-        self._conn.defineXML(domain_xml.with_boot(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), first))
+        try:
+            xml = domain_xml.with_boot(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), first)
+        except ValueError as e:
+            raise InvalidState(f"Cannot change the boot order: {e}.") from None
+        self._conn.defineXML(xml)
 
     @_libvirt_errors
     def start(self, uuid: str) -> None:

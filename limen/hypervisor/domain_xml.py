@@ -126,28 +126,53 @@ def find_cdrom(xml: str) -> tuple[str, str, str | None] | None:
 
 
 def with_cdrom(xml: str, path: str | None) -> str:
-    """The domain XML with ``path`` in its first CD-ROM drive, or the drive empty (None)."""
+    """The domain XML with ``path`` in its first CD-ROM drive, or the drive empty (None). A
+    domain with no drive (VMs made before LIMEN gave every VM one) gets one: SATA on q35, IDE
+    on the PC machine."""
     dom = ET.fromstring(xml)
     drive = dom.find("./devices/disk[@device='cdrom']")
+    if drive is None:
+        machine = dom.find("./os/type").get("machine", "")
+        bus = "sata" if "q35" in machine else "ide"
+        used = {t.get("dev") for t in dom.findall("./devices/disk/target")}
+        names = [f"sd{c}" for c in "abcdef"] if bus == "sata" else ["hdc", "hdd", "hdb", "hda"]
+        free = [n for n in names if n not in used]
+        if not free:
+            raise ValueError(f"every {bus} drive name is taken; there is no room for a CD-ROM drive")
+        drive = cdrom(None, free[0], bus)
+        devices = dom.find("devices")
+        disks = devices.findall("disk")
+        devices.insert(list(devices).index(disks[-1]) + 1 if disks else 0, drive)
     source = drive.find("source")
     if source is not None:
         drive.remove(source)
     if path:
+        drive.set("type", "file")  # a drive another tool made may have been a block device
         drive.insert(1, ET.Element("source", file=path))
     return ET.tostring(dom, encoding="unicode")
 
 
 def with_boot(xml: str, cdrom_first: bool) -> str:
-    """The domain XML with its boot order set: the CD-ROM, then the disk; or the disk only."""
+    """The domain XML with its boot order set: the CD-ROM, then the disk; or the disk only.
+    A domain that orders its devices one by one (<boot order>, as virt-install writes) cannot
+    have <os><boot> too: ValueError."""
     dom = ET.fromstring(xml)
+    if dom.find("./devices/*/boot[@order]") is not None:
+        raise ValueError("this VM sets its boot order per device; change it with virsh edit")
     _set_boot(dom.find("os"), cdrom_first)
     return ET.tostring(dom, encoding="unicode")
 
 
-def disk_files(xml: str) -> set[str]:
-    """Every file a domain's disks and CD-ROMs use."""
-    return {src.get("file") for src in ET.fromstring(xml).findall("./devices/disk/source")
-            if src.get("file")}
+def disk_sources(xml: str) -> set[str]:
+    """What a domain's disks and CD-ROMs use: each file's path, and "pool/volume" for disks
+    given as a pool's volume."""
+    found = set()
+    for src in ET.fromstring(xml).findall("./devices/disk/source"):
+        if src.get("file"):
+            found.add(src.get("file"))
+        if src.get("pool") and src.get("volume"):
+            found.add(f"{src.get('pool')}/{src.get('volume')}")
+    return found
 
 
 def firmware_offered(domain_capabilities_xml: str) -> set[str]:

@@ -94,8 +94,9 @@ def upload(conn: libvirt.virConnect, pool: libvirt.virStoragePool, name: str, si
         created = pool.createXML(ET.tostring(vol, encoding="unicode"), 0)
     except libvirt.libvirtError as e:
         raise StorageFailed(f"cannot create {name}: {e.get_error_message()}") from None
-    stream = conn.newStream(0)
+    stream = None
     try:
+        stream = conn.newStream(0)
         created.upload(stream, 0, size, 0)
         for chunk in chunks:
             view = memoryview(chunk)
@@ -104,33 +105,51 @@ def upload(conn: libvirt.virConnect, pool: libvirt.virStoragePool, name: str, si
         stream.finish()
     except BaseException:
         try:
-            stream.abort()
+            if stream is not None:
+                stream.abort()
         except libvirt.libvirtError:
             pass  # already ended by the failure
-        created.delete(0)
+        created.delete(0)  # if this fails too, the caller learns the volume may remain
         raise
     return created.path()
 
 
 def head(conn: libvirt.virConnect, vol: libvirt.virStorageVol, size: int) -> bytes:
     """The first ``size`` bytes of a volume (fewer if it is smaller), read through libvirt."""
-    length = min(size, vol.info()[1])
+    length = min(size, file_size(vol))
     stream = conn.newStream(0)
-    vol.download(stream, 0, length, 0)
-    data = b""
-    while len(data) < length:
-        chunk = stream.recv(length - len(data))
-        if not chunk:
-            break
-        data += chunk
-    stream.finish()
-    return data
+    try:
+        vol.download(stream, 0, length, 0)
+        data = bytearray()
+        while len(data) < length:
+            chunk = stream.recv(length - len(data))
+            if not chunk:
+                break
+            data += chunk
+        stream.finish()
+    except BaseException:
+        try:
+            stream.abort()
+        except libvirt.libvirtError:
+            pass
+        raise
+    return bytes(data)
+
+
+def file_size(vol: libvirt.virStorageVol) -> int:
+    """The size of a volume's file (a qcow2 file's capacity is its disk's size instead)."""
+    try:
+        return vol.infoFlags(libvirt.VIR_STORAGE_VOL_GET_PHYSICAL)[2]
+    except libvirt.libvirtError as e:
+        if e.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+            raise
+        return vol.info()[1]  # a driver that cannot say (the test driver): its capacity
 
 
 def files(pool: libvirt.virStoragePool) -> dict[str, int]:
     """Each volume's name and size in bytes."""
     pool.refresh(0)
-    return {vol.name(): vol.info()[1] for vol in pool.listAllVolumes()}
+    return {vol.name(): file_size(vol) for vol in pool.listAllVolumes()}
 
 
 def create_overlay(pool: libvirt.virStoragePool, name: str, base_path: str, gib: int) -> None:

@@ -12,6 +12,7 @@ from .. import accounts, api_schema, console, media, tokens, vms
 from ..errors import TokenInvalid, ValidationFailed
 from ..extensions import csrf
 from . import limits
+from .media import upload_from_request
 from ..models import VM, Medium, Operation
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -147,10 +148,7 @@ def list_media():
 @bp.post("/media")
 def upload_medium():
     """The file is the request body (curl -T file or --data-binary @file)."""
-    a = request.args
-    m = media.upload(g.api_user, kind=a.get("kind", ""), name=a.get("name", ""), os_kind=a.get("os_kind", ""),
-                     length=request.content_length, stream=request.stream)
-    return jsonify(_medium(m)), 201
+    return jsonify(_medium(upload_from_request(g.api_user))), 201
 
 
 @bp.delete("/media/<int(max=9223372036854775807):medium_id>")

@@ -1,7 +1,9 @@
 """The media library page: the ISOs and cloud images, uploads with a progress bar (the
 browser sends the file as the raw request body; static/js/media.js), registering files
 already on the host, and deleting what no VM uses."""
-from flask import Blueprint, jsonify, redirect, render_template, request, url_for
+from contextlib import contextmanager
+
+from flask import Blueprint, current_app, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from .. import media
@@ -32,15 +34,38 @@ def library():
                            users=media.in_use(current_user), os_kinds=KINDS, kinds=media.KIND_NAMES)
 
 
+@contextmanager
+def idle_timeout():
+    """While an upload streams: a client that sends nothing for UPLOAD_IDLE_TIMEOUT seconds
+    is given up on (its read raises TimeoutError), so a stalled upload cannot hold its thread,
+    volume and row for ever. The server's socket is gunicorn's, or Werkzeug's in tests."""
+    sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
+    if sock is None:
+        yield
+        return
+    before = sock.gettimeout()
+    sock.settimeout(current_app.config["UPLOAD_IDLE_TIMEOUT"])
+    try:
+        yield
+    finally:
+        sock.settimeout(before)
+
+
+def upload_from_request(user):
+    """The one upload both this page and the API take: the body is the file; what it is comes
+    in the query string."""
+    a = request.args
+    with idle_timeout():
+        return media.upload(user, kind=a.get("kind", ""), name=a.get("name", ""), os_kind=a.get("os_kind", ""),
+                            length=request.content_length, stream=request.stream)
+
+
 @bp.post("/upload")
 def upload():
     """The file is the request body, in bounded memory all the way into libvirt; what it is
     comes in the query string. Answers JSON, for the script that shows the progress."""
-    a = request.args
     try:
-        medium = media.upload(current_user, kind=a.get("kind", ""), name=a.get("name", ""),
-                              os_kind=a.get("os_kind", ""), length=request.content_length,
-                              stream=request.stream)
+        medium = upload_from_request(current_user)
     except LimenError as e:
         return jsonify(error=e.to_dict()), e.status
     return jsonify(id=medium.id, name=medium.name, kind=medium.kind, size_bytes=medium.size_bytes), 201
@@ -56,7 +81,7 @@ def register():
     return redirect(url_for("media.index"))
 
 
-@bp.post("/<int:medium_id>/delete")
+@bp.post("/<int(max=9223372036854775807):medium_id>/delete")
 def delete(medium_id):
     media.delete(current_user, medium_id)
     return redirect(url_for("media.index"))
