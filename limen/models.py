@@ -84,7 +84,8 @@ class VM(db.Model):
     iso: Mapped["Medium | None"] = relationship(foreign_keys=[iso_id])
     boot_cdrom: Mapped[bool] = mapped_column(default=False, server_default="0")
     # Made from a cloud image: its disk is an overlay on that base, and cloud-init reads its
-    # seed ISO ({"user", "ssh_key", "password_hash"}; never a password itself).
+    # seed ISO ({"user", "ssh_key", "password"}; the password's hash only until the seed is
+    # written, never the password itself).
     image_id: Mapped[int | None] = mapped_column(ForeignKey("medium.id"), index=True)
     image: Mapped["Medium | None"] = relationship(foreign_keys=[image_id])
     cloud_init: Mapped[dict | None] = mapped_column(JSON)

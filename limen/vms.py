@@ -593,6 +593,8 @@ def run_create(ctx: OpContext) -> None:
         seed = cloudinit.seed_iso(cloudinit.user_data(vm.name, ci.get("user", "limen"), ci.get("ssh_key"),
                                                       ci.get("password_hash")),
                                   cloudinit.meta_data(uuid, vm.name))
+        # The seed has the hash now; the database need not keep it (a create is never re-run).
+        vm.cloud_init = {**ci, "password_hash": None, "password": bool(ci.get("password_hash"))}
     db.session.commit()  # plain values from here on: no connection held during the slow steps
     if image is None:
         ctx.step("Creating the disk")

@@ -318,3 +318,45 @@ def test_a_vm_that_orders_its_boot_devices_itself_says_so(app, admin, libvirt_co
     assert "sets its boot order per device" in response.text
     after = domain_xml(libvirt_conn, app, "ordered")
     assert after.findall("./os/boot") == [] and after.find("./devices/disk/boot").get("order") == "1"
+
+
+def test_deleting_a_medium_while_vms_are_made_from_it_never_leaves_one_without_it(app, admin, libvirt_conn):
+    """Creates and a delete, at once, again and again: either the medium stays (and every VM
+    made from it has it) or it is gone (and no VM claims it). Never a 500."""
+    import threading
+
+    for round_ in range(6):
+        iso = library_iso(app, libvirt_conn, f"racy-{round_}")
+        answers = {}
+        barrier = threading.Barrier(3)
+
+        def create(i, b):
+            barrier.wait()
+            answers[f"create-{i}"] = b.create(name=f"racy-{round_}-{i}", source=f"iso:{iso}").status_code
+
+        def delete(b):
+            barrier.wait()
+            answers["delete"] = b.client.post(f"/media/{iso}/delete", data={"csrf_token": b.csrf}).status_code
+
+        from conftest import Browserless, admin_password
+
+        def client():
+            b = Browserless(app.test_client())
+            b.login("admin", admin_password(app))
+            return b
+
+        threads = [threading.Thread(target=create, args=(i, client())) for i in range(2)]
+        threads.append(threading.Thread(target=delete, args=(client(),)))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert all(code < 500 for code in answers.values()), answers
+        with app.app_context():
+            medium = db.session.get(Medium, iso)
+            users = db.session.scalars(select(VM.name).where(VM.iso_id == iso)).all()
+        if answers["delete"] == 302:
+            assert medium is None and users == [], answers
+        else:
+            assert answers["delete"] == 409 and medium is not None and medium.state == "ready", answers
+            assert len(users) == sum(code == 201 for k, code in answers.items() if k != "delete") > 0

@@ -227,6 +227,12 @@ def test_a_vm_from_a_cloud_image_is_an_overlay_with_a_seed(qemu_admin, qemu_host
     [account] = config["users"]
     assert account["name"] == "alice" and account["ssh_authorized_keys"] == [KEY]
     assert account["passwd"].startswith("$6$") and "a-long-password" not in user_data
+    with app.app_context():  # the hash went into the seed; the database keeps no copy
+        from limen.models import VM
+
+        kept = db.session.scalar(select(VM.cloud_init).where(VM.uuid == vm_uuid))
+        assert kept["password_hash"] is None and kept["password"] is True and kept["user"] == "alice"
+    assert "a password" in admin.client.get(f"/vms/{vm_uuid}").text
     meta = json.loads(cloudinit.read_file(open(seed.path(), "rb").read(), "meta-data"))
     assert meta == {"instance-id": vm_uuid, "local-hostname": "cloudy"}
 
