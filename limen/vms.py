@@ -418,6 +418,13 @@ def _media_change(user: User, vm_uuid: str) -> VM:
     return vm
 
 
+def _boot_from_cdrom(vm: VM, first: bool) -> None:
+    """The drive's change is recorded already: a boot order libvirt refuses leaves it so."""
+    services().hypervisor.set_boot_cdrom(vm.uuid, first)
+    vm.boot_cdrom = first
+    db.session.commit()
+
+
 @audit.refusals("vm.insert-iso", subject="vm_uuid")
 def insert_iso(user: User, vm_uuid: str, medium_id, boot: bool = False) -> VM:
     """Put a library ISO in the VM's CD-ROM drive (at once if it runs); with ``boot``, the VM
@@ -449,9 +456,7 @@ def insert_iso(user: User, vm_uuid: str, medium_id, boot: bool = False) -> VM:
         audit.record("vm.insert-iso", actor=user, vm=vm, detail=iso.name + (", boot from it" if boot else ""))
         db.session.commit()
         if boot:
-            hv.set_boot_cdrom(vm.uuid, True)
-            vm.boot_cdrom = True
-            db.session.commit()
+            _boot_from_cdrom(vm, True)
     return vm
 
 
@@ -460,19 +465,16 @@ def eject(user: User, vm_uuid: str, boot_from_disk: bool = False) -> VM:
     """Empty the VM's CD-ROM drive (at once if it runs); with ``boot_from_disk`` it boots from
     its disk only from its next start: what finishes an installation."""
     vm = _media_change(user, vm_uuid)
-    hv = services().hypervisor
     with _vm_lock(vm.uuid):
         active = _active_op(vm.uuid)
         if active:
             raise _busy(active)
-        hv.change_cdrom(vm.uuid, None)
+        services().hypervisor.change_cdrom(vm.uuid, None)
         vm.iso_id = None
         audit.record("vm.eject", actor=user, vm=vm, detail="boot from disk" if boot_from_disk else None)
         db.session.commit()
         if boot_from_disk:
-            hv.set_boot_cdrom(vm.uuid, False)
-            vm.boot_cdrom = False
-            db.session.commit()
+            _boot_from_cdrom(vm, False)
     return vm
 
 

@@ -4,7 +4,6 @@ import json
 import shutil
 import socket
 import subprocess
-import time
 import xml.etree.ElementTree as ET
 from urllib.parse import urlsplit
 
