@@ -88,7 +88,7 @@ class VM(db.Model):
     # written, never the password itself).
     image_id: Mapped[int | None] = mapped_column(ForeignKey("medium.id"), index=True)
     image: Mapped["Medium | None"] = relationship(foreign_keys=[image_id])
-    cloud_init: Mapped[dict | None] = mapped_column(JSON)
+    cloud_init: Mapped[dict | None] = mapped_column(JSON, deferred=True)  # not for the table
 
 
 ISO, IMAGE = "iso", "image"
