@@ -77,15 +77,15 @@ def users_of(medium: Medium) -> list[str]:
 
 
 def in_use(user: User) -> dict[int, list[str]]:
-    """The LIMEN VMs each medium is in use by, for the library page (an admin sees names,
-    others only that it is in use)."""
+    """The LIMEN VMs each medium is in use by, for the library page (an admin sees their
+    names; others, whose VMs are not the only ones, see "in use")."""
     authorize(user, "media.list")
     used: dict[int, list[str]] = {}
     for name, iso_id, image_id in db.session.execute(select(VM.name, VM.iso_id, VM.image_id).where(
             or_(VM.iso_id.is_not(None), VM.image_id.is_not(None)))):
         for medium_id in {iso_id, image_id} - {None}:
-            used.setdefault(medium_id, []).append(name if user.is_admin else "a VM")
-    return used
+            used.setdefault(medium_id, []).append(name)
+    return used if user.is_admin else {medium_id: ["in use"] for medium_id in used}
 
 
 def unregistered(user: User) -> list[tuple[str, int]]:

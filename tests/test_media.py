@@ -133,12 +133,17 @@ def test_an_upload_needs_a_name_an_os_and_a_size(app, admin, libvirt_conn):
 
 
 def test_only_admins_manage_media_and_everyone_sees_the_library(app, admin, libvirt_conn):
-    library_iso(app, libvirt_conn, "debian-12")
+    medium_id = library_iso(app, libvirt_conn, "debian-12")
     add_user(app, "alice", "alice-password-1")
     alice = signed_in(app, "alice", "alice-password-1")
     assert upload(alice, iso_bytes()).status_code == 403
     page = alice.client.get("/media/")
     assert page.status_code == 200 and "debian-12" in page.text and "Upload" not in page.text
+    # In use by an admin's VM: alice learns that, not the VM's name.
+    assert admin.create(name="admins-secret", source=f"iso:{medium_id}").status_code == 201
+    row = alice.client.get("/media/").text.split('data-medium="debian-12"')[1].split("</tr>")[0]
+    assert "in use" in row and "admins-secret" not in row
+    assert "admins-secret" in admin.client.get("/media/").text
     assert 'id="upload"' in admin.client.get("/media/").text
 
 
