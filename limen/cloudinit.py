@@ -65,12 +65,3 @@ def seed_iso(user_data_text: str, meta_data_text: str) -> bytes:
     iso.close()
     return out.getvalue()
 
-
-def read_file(seed: bytes, name: str) -> str:
-    """A file of a seed image by its Rock Ridge name (what the guest sees)."""
-    iso = pycdlib.PyCdlib()
-    iso.open_fp(io.BytesIO(seed))
-    out = io.BytesIO()
-    iso.get_file_from_iso_fp(out, rr_path=f"/{name}")
-    iso.close()
-    return out.getvalue().decode()

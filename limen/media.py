@@ -67,13 +67,29 @@ def get(user: User, medium_id: int, kind: str | None = None) -> Medium:
     return medium
 
 
+def pick(user: User, raw_id, kind: str) -> Medium | None:
+    """The ready medium of ``kind`` a form or a JSON body names by its id, or None."""
+    raw = str(raw_id)
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
+        return None
+    try:
+        return get(user, int(raw), kind)
+    except MediumNotFound:
+        return None
+
+
 def users_of(medium: Medium) -> list[str]:
-    """Who uses a medium: LIMEN's VMs with it in their drive or built on it, and any domain
-    or disk libvirt has that refers to its file."""
-    names = set(db.session.scalars(select(VM.name).where(
-        or_(VM.iso_id == medium.id, VM.image_id == medium.id))))
-    names.update(services().hypervisor.medium_users(medium.volume))
-    return sorted(names)
+    """Who uses a medium: LIMEN's VMs with it in their drive or built on it; failing those,
+    any domain or disk libvirt has that refers to its file (another tool's)."""
+    names = db.session.scalars(select(VM.name).where(
+        or_(VM.iso_id == medium.id, VM.image_id == medium.id))).all()
+    return sorted(names) or services().hypervisor.medium_users(medium.volume)
+
+
+def page(user: User) -> dict:
+    """The library page: the media, who uses each, and (for admins) the files to register."""
+    return dict(library=library(user), users=in_use(user),
+                unregistered=unregistered(user) if user.is_admin else [])
 
 
 def in_use(user: User) -> dict[int, list[str]]:
@@ -97,13 +113,17 @@ def unregistered(user: User) -> list[tuple[str, int]]:
                   if name not in known)
 
 
+def _name_taken(name: str) -> str:
+    return f"The library has a medium named {name} already."
+
+
 def _check(name: str, os_kind: str, errors: dict) -> str:
     name = str(name or "").strip()
     if not NAME_RE.fullmatch(name):
         errors["name"] = ("Use 1 to 100 letters, digits, spaces and . _ + ( ) -, "
                           "starting with a letter or digit.")
     elif db.session.scalar(select(Medium.id).where(Medium.name == name)):
-        errors["name"] = f"The library has a medium named {name} already."
+        errors["name"] = _name_taken(name)
     if os_kind not in KINDS:
         errors["os_kind"] = f"Choose one of: {', '.join(KINDS)}."
     return name
@@ -168,7 +188,7 @@ def upload(user: User, *, kind: str, name: str, os_kind: str, length: int | None
         db.session.commit()  # a crash from here on leaves a row start-up recovery removes
     except IntegrityError:
         db.session.rollback()
-        raise ValidationFailed({"name": f"The library has a medium named {name} already."}) from None
+        raise ValidationFailed({"name": _name_taken(name)}) from None
     medium_id, volume = medium.id, medium.volume
 
     def chunks():
@@ -201,15 +221,16 @@ def register(user: User, file: str, name: str, os_kind: str) -> Medium:
     authorize(user, "media.manage")
     errors: dict[str, str] = {}
     name = _check(name, os_kind, errors)
-    sizes = services().hypervisor.media_files()
-    if file not in sizes:
+    hv = services().hypervisor
+    size = hv.media_files().get(file)
+    if size is None:
         errors["file"] = f"The media pool has no file {file}."
     elif db.session.scalar(select(Medium.id).where(Medium.volume == file)):
         errors["file"] = f"{file} is in the library already."
     if errors:
         raise ValidationFailed(errors)
-    kind, virtual = sniff(services().hypervisor.medium_head(file, HEAD_BYTES))
-    medium = Medium(kind=kind, name=name, os_kind=os_kind, size_bytes=sizes[file], virtual_bytes=virtual,
+    kind, virtual = sniff(hv.medium_head(file, HEAD_BYTES))
+    medium = Medium(kind=kind, name=name, os_kind=os_kind, size_bytes=size, virtual_bytes=virtual,
                     volume=file, created_by_id=user.id, state=READY)
     db.session.add(medium)
     audit.record("media.register", actor=user, target=name, detail=f"{kind}, {file}")
@@ -217,7 +238,7 @@ def register(user: User, file: str, name: str, os_kind: str) -> Medium:
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
-        raise ValidationFailed({"name": f"The library has a medium named {name} already."}) from None
+        raise ValidationFailed({"name": _name_taken(name)}) from None
     return medium
 
 

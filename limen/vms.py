@@ -6,6 +6,7 @@ runs in the Operation handlers at the bottom of this module.
 import re
 import threading
 import uuid as uuidlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from flask import current_app
@@ -15,7 +16,7 @@ from sqlalchemy.orm import selectinload
 
 from . import accounts, audit, cloudinit, media
 from .access import authorize, may, visible_vms, vm_for
-from .errors import (InvalidState, LimenError, MediumNotFound, OperationNotFound, ShutdownTimeout,
+from .errors import (InvalidState, LimenError, OperationNotFound, ShutdownTimeout,
                      ValidationFailed, VMBusy, VMNotFound, VMNotRunning)
 from .extensions import db, services
 from .hypervisor import ACTIVE_STATES
@@ -189,15 +190,11 @@ def _source(user: User, form, errors: dict) -> tuple[Medium | None, Medium | Non
     if not raw:
         return None, None
     kind, _, number = raw.partition(":")
-    if kind in (ISO, IMAGE) and number.isdigit() and number.isascii() and len(number) < 12:
-        try:
-            medium = media.get(user, int(number), kind)
-        except MediumNotFound:
-            pass
-        else:
-            return (medium, None) if kind == ISO else (None, medium)
-    errors["source"] = "Choose an ISO or image from the library, or an empty disk."
-    return None, None
+    medium = media.pick(user, number, kind) if kind in (ISO, IMAGE) else None
+    if medium is None:
+        errors["source"] = "Choose an ISO or image from the library, or an empty disk."
+        return None, None
+    return (medium, None) if kind == ISO else (None, medium)
 
 
 def _profile(form, default_os: str, errors: dict) -> Profile:
@@ -229,7 +226,7 @@ def _cloud_init(form, errors: dict) -> dict:
         errors["ci_ssh_key"] = "Give an SSH public key or a password: without either nobody can sign in to the VM."
     if errors:
         return {}
-    return {"user": user, "ssh_key": key or None,
+    return {"user": user, "ssh_key": key or None, "password": bool(password),
             "password_hash": cloudinit.hash_password(password) if password else None}
 
 
@@ -241,8 +238,16 @@ def create_choices(user: User) -> dict:
         uefi = services().hypervisor.uefi_available()
     except LimenError:
         uefi = False
-    return dict(isos=media.library(user, ISO), images=media.library(user, IMAGE), os_kinds=KINDS,
-                firmwares=FIRMWARE, uefi=uefi)
+    library = media.library(user)
+    return dict(isos=[m for m in library if m.kind == ISO], images=[m for m in library if m.kind == IMAGE],
+                os_kinds=KINDS, firmwares=FIRMWARE, uefi=uefi)
+
+
+def detail(user: User, vm_uuid: str) -> dict:
+    """One VM as its Details page shows it: the VM, its OS profile, and the ISOs its drive
+    can take."""
+    vm = get_vm(user, vm_uuid)
+    return dict(vm=vm, profile=vm_profile(vm), isos=media.library(user, ISO))
 
 
 def _whole_number(form, field: str, errors: dict) -> int | None:
@@ -418,11 +423,14 @@ def _media_change(user: User, vm_uuid: str) -> VM:
     return vm
 
 
-def _boot_from_cdrom(vm: VM, first: bool) -> None:
-    """The drive's change is recorded already: a boot order libvirt refuses leaves it so."""
-    services().hypervisor.set_boot_cdrom(vm.uuid, first)
-    vm.boot_cdrom = first
-    db.session.commit()
+@contextmanager
+def _idle(vm: VM):
+    """Hold the VM's lock, and refuse while an Operation is under way on it."""
+    with _vm_lock(vm.uuid):
+        active = _active_op(vm.uuid)
+        if active:
+            raise _busy(active)
+        yield
 
 
 @audit.refusals("vm.insert-iso", subject="vm_uuid")
@@ -430,33 +438,25 @@ def insert_iso(user: User, vm_uuid: str, medium_id, boot: bool = False) -> VM:
     """Put a library ISO in the VM's CD-ROM drive (at once if it runs); with ``boot``, the VM
     boots from it before its disk from its next start."""
     vm = _media_change(user, vm_uuid)
-    if not (str(medium_id).isascii() and str(medium_id).isdigit()) or len(str(medium_id)) > 12:
+    iso = media.pick(user, medium_id, ISO)
+    if iso is None:
         raise ValidationFailed({"medium": "Choose an ISO from the library."})
-    try:
-        iso = media.get(user, int(medium_id), ISO)
-    except MediumNotFound:
-        raise ValidationFailed({"medium": "Choose an ISO from the library."}) from None
-    hv = services().hypervisor
-    with _vm_lock(vm.uuid):
-        active = _active_op(vm.uuid)
-        if active:
-            raise _busy(active)
-        before = vm.iso_id
+    with _idle(vm):
+        before = vm.iso_id, vm.boot_cdrom
         if not media.claim(iso.id):
             db.session.rollback()
             raise ValidationFailed({"medium": "That ISO is being deleted; choose another."})
         vm.iso_id = iso.id  # recorded first: a delete from here on sees that it is in use
         db.session.commit()
         try:
-            hv.change_cdrom(vm.uuid, iso.volume)
+            services().hypervisor.change_cdrom(vm.uuid, iso.volume, True if boot else None)
         except LimenError:
-            vm.iso_id = before
+            vm.iso_id, vm.boot_cdrom = before
             db.session.commit()
             raise
+        vm.boot_cdrom = vm.boot_cdrom or boot
         audit.record("vm.insert-iso", actor=user, vm=vm, detail=iso.name + (", boot from it" if boot else ""))
         db.session.commit()
-        if boot:
-            _boot_from_cdrom(vm, True)
     return vm
 
 
@@ -465,16 +465,12 @@ def eject(user: User, vm_uuid: str, boot_from_disk: bool = False) -> VM:
     """Empty the VM's CD-ROM drive (at once if it runs); with ``boot_from_disk`` it boots from
     its disk only from its next start: what finishes an installation."""
     vm = _media_change(user, vm_uuid)
-    with _vm_lock(vm.uuid):
-        active = _active_op(vm.uuid)
-        if active:
-            raise _busy(active)
-        services().hypervisor.change_cdrom(vm.uuid, None)
+    with _idle(vm):
+        services().hypervisor.change_cdrom(vm.uuid, None, False if boot_from_disk else None)
         vm.iso_id = None
+        vm.boot_cdrom = vm.boot_cdrom and not boot_from_disk
         audit.record("vm.eject", actor=user, vm=vm, detail="boot from disk" if boot_from_disk else None)
         db.session.commit()
-        if boot_from_disk:
-            _boot_from_cdrom(vm, False)
     return vm
 
 
@@ -518,10 +514,7 @@ def forget(user: User, vm_uuid: str) -> None:
     """Drop a missing VM's row (an admin's call: its domain went elsewhere). libvirt and any
     disk are not touched; deleting is the owner's way to remove the disk too."""
     vm = get_vm(user, vm_uuid, "vm.forget")
-    with _vm_lock(vm.uuid):
-        active = _active_op(vm.uuid)
-        if active:
-            raise _busy(active)
+    with _idle(vm):
         with state_lock:  # the sync must not find the domain meanwhile
             gone = db.session.execute(delete(VM).where(VM.uuid == vm.uuid, VM.state == MISSING)).rowcount
             if not gone:
@@ -591,12 +584,11 @@ def run_create(ctx: OpContext) -> None:
     disk_gib, image = vm.disk_gib, (vm.image.volume, vm.image.name) if vm.image else None
     seed = None
     if image is not None:
-        ci = vm.cloud_init or {}
-        seed = cloudinit.seed_iso(cloudinit.user_data(vm.name, ci.get("user", "limen"), ci.get("ssh_key"),
-                                                      ci.get("password_hash")),
+        ci = vm.cloud_init
+        seed = cloudinit.seed_iso(cloudinit.user_data(vm.name, ci["user"], ci["ssh_key"], ci["password_hash"]),
                                   cloudinit.meta_data(uuid, vm.name))
         # The seed has the hash now; the database need not keep it (a create is never re-run).
-        vm.cloud_init = {**ci, "password_hash": None, "password": bool(ci.get("password_hash"))}
+        vm.cloud_init = {k: v for k, v in ci.items() if k != "password_hash"}
     db.session.commit()  # plain values from here on: no connection held during the slow steps
     if image is None:
         ctx.step("Creating the disk")

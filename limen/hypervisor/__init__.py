@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import libvirt
 
-from ..errors import InvalidState, LimenError, VMNotFound, VMStartFailed, VNCUnreachable
+from ..errors import InvalidState, LimenError, StorageFailed, VMNotFound, VMStartFailed, VNCUnreachable
 from . import domain_xml, storage
 from .connection import Connection, event_loop_alive, translate  # noqa: F401  (re-exported)
 from .domain_xml import DomainSpec
@@ -88,14 +88,13 @@ def _libvirt_errors(method):
 
 class Hypervisor:
     def __init__(self, uri: str, pool: str, pool_dir: str, network: str, cpu_mode: str = "",
-                 on_domain_event=None, media_pool: str = "limen-media", media_dir: str = "",
-                 domain_type: str = ""):
+                 on_domain_event=None, *, media_pool: str, media_dir: str, domain_type: str = ""):
         self.uri = uri
         self.cpu_mode = cpu_mode
         self.pool_name = pool
         self.pool_dir = pool_dir
         self.media_pool_name = media_pool
-        self.media_dir = media_dir or f"{pool_dir.rstrip('/')}-media"
+        self.media_dir = media_dir
         self.network = network
         self.domain_type = domain_type  # "": KVM when offered, else TCG
         self.connection = Connection(uri, on_domain_event or (lambda uuid: None))
@@ -171,18 +170,12 @@ class Hypervisor:
     def create_overlay(self, name: str, base_volume: str, gib: int) -> None:
         """A VM disk of ``gib`` GiB on the media pool's image ``base_volume``."""
         base = storage.volume(self._media_pool(), base_volume).path()
-        storage.create_overlay(self._pool(), name, base, gib)
+        storage.create_volume(self._pool(), name, gib, backing_path=base)
 
     @_libvirt_errors
     def upload_volume(self, name: str, data: bytes) -> None:
         """A small volume in the VM pool with ``data`` in it (a cloud-init seed ISO)."""
         storage.upload(self._conn, self._pool(), name, len(data), [data])
-
-    @_libvirt_errors
-    def backing_store(self, name: str) -> str | None:
-        """The path a VM disk's overlay reads through to, or None."""
-        vol = storage.volume(self._pool(), name)
-        return ET.fromstring(vol.XMLDesc(0)).findtext("./backingStore/path")
 
     # -- installation media ----------------------------------------------------------------
     @_libvirt_errors
@@ -212,11 +205,9 @@ class Hypervisor:
         """What uses a medium: every domain with it in a drive, and every VM disk that
         reads through to it."""
         try:
-            path = self._media_pool().storageVolLookupByName(name).path()
-        except libvirt.libvirtError as e:
-            if e.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
-                return []
-            raise
+            path = storage.volume(self._media_pool(), name).path()
+        except StorageFailed:  # no such volume: nothing can use it
+            return []
         refs = {path, f"{self.media_pool_name}/{name}"}
         users = [dom.name() for dom in self._conn.listAllDomains()
                  if refs & domain_xml.disk_sources(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
@@ -256,40 +247,32 @@ class Hypervisor:
         self._conn.defineXML(domain_xml.build(spec))
 
     @_libvirt_errors
-    def change_cdrom(self, uuid: str, iso: str | None) -> None:
+    def change_cdrom(self, uuid: str, iso: str | None, boot_first: bool | None = None) -> None:
         """Put the media pool's ``iso`` in the VM's CD-ROM drive, or eject it (None): at once
-        when the VM runs, and in its definition for the next start."""
+        when the VM runs, and in its definition for the next start. ``boot_first`` True boots
+        from the drive before the disk from the next start, False from the disk only; None
+        leaves the boot order. A VM with no drive gets one while it is shut off."""
         dom = self._dom(uuid)
         path = storage.volume(self._media_pool(), iso).path() if iso else None
-        if not dom.isActive():  # a new definition is all it takes (and every driver can)
-            try:
-                xml = domain_xml.with_cdrom(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), path)
-            except ValueError as e:
-                raise InvalidState(f"Cannot add a CD-ROM drive: {e}.") from None
-            self._conn.defineXML(xml)
-            return
-        found = domain_xml.find_cdrom(dom.XMLDesc(0))
-        if found is None:
-            raise InvalidState("This VM has no CD-ROM drive yet: LIMEN adds one while it is shut off.")
-        dev, bus, _current = found
-        xml = ET.tostring(domain_xml.cdrom(path, dev, bus), encoding="unicode")
-        flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_AFFECT_LIVE
+        active = dom.isActive()
+        if active:
+            found = domain_xml.find_cdrom(dom.XMLDesc(0))
+            if found is None:
+                raise InvalidState("This VM has no CD-ROM drive yet: LIMEN adds one while it is shut off.")
+            # The running VM's drive and its definition both; FORCE opens a tray the guest locked.
+            dom.updateDeviceFlags(ET.tostring(domain_xml.cdrom(path, *found), encoding="unicode"),
+                                  libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_AFFECT_LIVE
+                                  | libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE)
+        xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)  # with the new drive, after a live change
         try:
-            dom.updateDeviceFlags(xml, flags | libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE)
-        except libvirt.libvirtError as e:
-            if e.get_error_code() == libvirt.VIR_ERR_OPERATION_FAILED and "locked" in (e.get_error_message() or ""):
-                raise InvalidState("The guest has locked its CD-ROM tray; eject it in the guest first.") from None
-            raise
-
-    @_libvirt_errors
-    def set_boot_cdrom(self, uuid: str, first: bool) -> None:
-        """Boot from the CD-ROM before the disk, or from the disk only; from the next start."""
-        dom = self._dom(uuid)
-        try:
-            xml = domain_xml.with_boot(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), first)
+            if not active:
+                xml = domain_xml.with_cdrom(xml, path)
+            if boot_first is not None:
+                xml = domain_xml.with_boot(xml, boot_first)
         except ValueError as e:
-            raise InvalidState(f"Cannot change the boot order: {e}.") from None
-        self._conn.defineXML(xml)
+            raise InvalidState(f"{e}.") from None
+        if not active or boot_first is not None:
+            self._conn.defineXML(xml)  # one new definition; every driver can (a live change cannot)
 
     @_libvirt_errors
     def start(self, uuid: str) -> None:

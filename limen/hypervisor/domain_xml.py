@@ -88,10 +88,15 @@ def build(spec: DomainSpec) -> str:
 _DISK_DEV = {"virtio": "vda", "sata": "sda", "ide": "hda"}
 
 
-def cdrom_target(machine: str, disk_bus: str) -> tuple[str, str]:
-    """(target dev, bus) of the CD-ROM drive: SATA on q35 (it has no IDE), IDE on the older
+def _cdrom_bus(machine: str) -> str:
+    """SATA on q35 (it has no IDE: "q35" or libvirt's expanded "pc-q35-7.2"), IDE on the older
     PC machine."""
-    if machine == "q35":
+    return "sata" if "q35" in machine else "ide"
+
+
+def cdrom_target(machine: str, disk_bus: str) -> tuple[str, str]:
+    """(target dev, bus) of a new VM's CD-ROM drive."""
+    if _cdrom_bus(machine) == "sata":
         return ("sdb" if disk_bus == "sata" else "sda"), "sata"
     return "hdc", "ide"
 
@@ -115,14 +120,13 @@ def _set_boot(os_: ET.Element, cdrom_first: bool) -> None:
     _sub(os_, "boot", dev="hd")
 
 
-def find_cdrom(xml: str) -> tuple[str, str, str | None] | None:
-    """(target dev, bus, the file in it or None) of a domain's first CD-ROM drive; None when
-    it has none."""
+def find_cdrom(xml: str) -> tuple[str, str] | None:
+    """(target dev, bus) of a domain's first CD-ROM drive; None when it has none."""
     drive = ET.fromstring(xml).find("./devices/disk[@device='cdrom']")
     if drive is None:
         return None
-    target, source = drive.find("target"), drive.find("source")
-    return target.get("dev"), target.get("bus"), (source.get("file") if source is not None else None)
+    target = drive.find("target")
+    return target.get("dev"), target.get("bus")
 
 
 def with_cdrom(xml: str, path: str | None) -> str:
@@ -132,13 +136,12 @@ def with_cdrom(xml: str, path: str | None) -> str:
     dom = ET.fromstring(xml)
     drive = dom.find("./devices/disk[@device='cdrom']")
     if drive is None:
-        machine = dom.find("./os/type").get("machine", "")
-        bus = "sata" if "q35" in machine else "ide"
+        bus = _cdrom_bus(dom.find("./os/type").get("machine", ""))
         used = {t.get("dev") for t in dom.findall("./devices/disk/target")}
         names = [f"sd{c}" for c in "abcdef"] if bus == "sata" else ["hdc", "hdd", "hdb", "hda"]
         free = [n for n in names if n not in used]
         if not free:
-            raise ValueError(f"every {bus} drive name is taken; there is no room for a CD-ROM drive")
+            raise ValueError(f"No room for a CD-ROM drive: every {bus} drive name is taken")
         drive = cdrom(None, free[0], bus)
         devices = dom.find("devices")
         disks = devices.findall("disk")
@@ -158,7 +161,7 @@ def with_boot(xml: str, cdrom_first: bool) -> str:
     have <os><boot> too: ValueError."""
     dom = ET.fromstring(xml)
     if dom.find("./devices/*/boot[@order]") is not None:
-        raise ValueError("this VM sets its boot order per device; change it with virsh edit")
+        raise ValueError("This VM sets its boot order per device; change it with virsh edit")
     _set_boot(dom.find("os"), cdrom_first)
     return ET.tostring(dom, encoding="unicode")
 

@@ -37,13 +37,19 @@ def free_bytes(pool: libvirt.virStoragePool) -> int:
     return pool.info()[3]
 
 
-def create_volume(pool: libvirt.virStoragePool, name: str, gib: int) -> None:
+def create_volume(pool: libvirt.virStoragePool, name: str, gib: int, backing_path: str | None = None) -> None:
+    """A qcow2 volume of ``gib`` GiB; with ``backing_path``, one that reads what it has not
+    written from that qcow2 file (its backing store, never written to)."""
     vol = ET.Element("volume")
     ET.SubElement(vol, "name").text = name
     ET.SubElement(vol, "capacity", unit="GiB").text = str(gib)
     ET.SubElement(vol, "allocation").text = "0"
     target = ET.SubElement(vol, "target")
     ET.SubElement(target, "format", type="qcow2")
+    if backing_path:
+        backing = ET.SubElement(vol, "backingStore")
+        ET.SubElement(backing, "path").text = backing_path
+        ET.SubElement(backing, "format", type="qcow2")
     try:
         pool.createXML(ET.tostring(vol, encoding="unicode"), 0)
     except libvirt.libvirtError as e:
@@ -150,22 +156,6 @@ def files(pool: libvirt.virStoragePool) -> dict[str, int]:
     """Each volume's name and size in bytes."""
     pool.refresh(0)
     return {vol.name(): file_size(vol) for vol in pool.listAllVolumes()}
-
-
-def create_overlay(pool: libvirt.virStoragePool, name: str, base_path: str, gib: int) -> None:
-    """A qcow2 volume of ``gib`` GiB that reads what it has not written from ``base_path``
-    (its backing store, never written to)."""
-    vol = ET.Element("volume")
-    ET.SubElement(vol, "name").text = name
-    ET.SubElement(vol, "capacity", unit="GiB").text = str(gib)
-    ET.SubElement(ET.SubElement(vol, "target"), "format", type="qcow2")
-    backing = ET.SubElement(vol, "backingStore")
-    ET.SubElement(backing, "path").text = base_path
-    ET.SubElement(backing, "format", type="qcow2")
-    try:
-        pool.createXML(ET.tostring(vol, encoding="unicode"), 0)
-    except libvirt.libvirtError as e:
-        raise StorageFailed(f"cannot create disk {name} on its image: {e.get_error_message()}") from None
 
 
 def backed_by(pool: libvirt.virStoragePool, path: str) -> list[str]:

@@ -12,8 +12,8 @@ from .. import accounts, api_schema, console, media, tokens, vms
 from ..errors import TokenInvalid, ValidationFailed
 from ..extensions import csrf
 from . import limits
-from .media import upload_from_request
-from ..models import VM, Medium, Operation
+from .media import medium_json, upload_from_request
+from ..models import VM, Operation
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)
@@ -53,10 +53,6 @@ def _vm(vm: VM, op: Operation | None = None) -> dict:
             "iso": vm.iso.name if vm.iso else None, "image": vm.image.name if vm.image else None,
             "boot_cdrom": vm.boot_cdrom, "operation": _operation(op)}
 
-
-def _medium(m: Medium) -> dict:
-    return {"id": m.id, "name": m.name, "kind": m.kind, "os_kind": m.os_kind, "size_bytes": m.size_bytes,
-            "virtual_bytes": m.virtual_bytes}
 
 
 def _user(a: accounts.Account) -> dict:
@@ -142,13 +138,13 @@ def eject(vm_uuid):
 # -- the media library --------------------------------------------------------------------
 @bp.get("/media")
 def list_media():
-    return jsonify([_medium(m) for m in media.library(g.api_user)])
+    return jsonify([medium_json(m) for m in media.library(g.api_user)])
 
 
 @bp.post("/media")
 def upload_medium():
     """The file is the request body (curl -T file or --data-binary @file)."""
-    return jsonify(_medium(upload_from_request(g.api_user))), 201
+    return jsonify(medium_json(upload_from_request(g.api_user))), 201
 
 
 @bp.delete("/media/<int(max=9223372036854775807):medium_id>")

@@ -14,11 +14,8 @@ bp = Blueprint("media", __name__, url_prefix="/media")
 
 
 def _page(status: int = 200, form=None, errors=None, problem=None):
-    admin = current_user.is_admin
-    return render_template("media/index.html", library=media.library(current_user),
-                           users=media.in_use(current_user),
-                           unregistered=media.unregistered(current_user) if admin else [],
-                           os_kinds=KINDS, kinds=media.KIND_NAMES, form=form or {}, errors=errors or {},
+    return render_template("media/index.html", **media.page(current_user), os_kinds=KINDS,
+                           kinds=media.KIND_NAMES, form=form or {}, errors=errors or {},
                            problem=problem), status
 
 
@@ -30,8 +27,14 @@ def index():
 @bp.get("/library")
 def library():
     """The library table alone (the upload script swaps it in when an upload is done)."""
-    return render_template("media/_library.html", library=media.library(current_user),
-                           users=media.in_use(current_user), os_kinds=KINDS, kinds=media.KIND_NAMES)
+    return render_template("media/_library.html", **media.page(current_user), os_kinds=KINDS,
+                           kinds=media.KIND_NAMES)
+
+
+def medium_json(m) -> dict:
+    """A medium as the upload script and the API answer it."""
+    return {"id": m.id, "name": m.name, "kind": m.kind, "os_kind": m.os_kind, "size_bytes": m.size_bytes,
+            "virtual_bytes": m.virtual_bytes}
 
 
 @contextmanager
@@ -68,7 +71,7 @@ def upload():
         medium = upload_from_request(current_user)
     except LimenError as e:
         return jsonify(error=e.to_dict()), e.status
-    return jsonify(id=medium.id, name=medium.name, kind=medium.kind, size_bytes=medium.size_bytes), 201
+    return jsonify(medium_json(medium)), 201
 
 
 @bp.post("/register")

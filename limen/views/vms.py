@@ -2,10 +2,9 @@
 from flask import Blueprint, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from .. import media, vms
+from .. import vms
 from ..errors import QuotaExceeded, ValidationFailed
 from ..extensions import services
-from ..models import ISO
 
 bp = Blueprint("vms", __name__)
 
@@ -38,13 +37,9 @@ def _done(status: int = 200):
     return _rows_response(status) if is_htmx() else redirect(url_for("vms.index", owner=_owner() or None))
 
 
-def _choices() -> dict:
-    return vms.create_choices(current_user)
-
-
 @bp.get("/")
 def index():
-    return render_template("vms/index.html", form={}, errors={}, **_choices(), **_table())
+    return render_template("vms/index.html", form={}, errors={}, **vms.create_choices(current_user), **_table())
 
 
 @bp.get("/vms/rows")
@@ -62,14 +57,14 @@ def create():
     except (ValidationFailed, QuotaExceeded) as e:
         if is_htmx():
             return render_template("vms/_create_form.html", form=request.form, errors=e.fields,
-                                   problem=e, **_choices()), e.status
+                                   problem=e, **vms.create_choices(current_user)), e.status
         return render_template("vms/index.html", form=request.form, errors=e.fields, problem=e,
-                               **_choices(), **_table()), e.status
+                               **vms.create_choices(current_user), **_table()), e.status
     if not is_htmx():
         return redirect(url_for("vms.index", owner=_owner() or None))
     # A fresh form, and the table with the new row swapped in out of band.
     return render_template("vms/_create_form.html", form={}, errors={}, oob_rows=True,
-                           **_choices(), **_table()), 201
+                           **vms.create_choices(current_user), **_table()), 201
 
 
 @bp.post("/vms/<uuid:vm_uuid>/<any(start, shutdown, 'force-off', reboot):action>")
@@ -81,9 +76,8 @@ def action(vm_uuid, action):
 @bp.get("/vms/<uuid:vm_uuid>")
 def detail(vm_uuid):
     """One VM: its hardware and OS profile, its install media, and the CD-ROM drive."""
-    row = vms.row(current_user, str(vm_uuid))
-    return render_template("vms/detail.html", row=row, vm=row.vm, profile=vms.vm_profile(row.vm),
-                           isos=media.library(current_user, ISO), done=request.args.get("done"))
+    return render_template("vms/detail.html", **vms.detail(current_user, str(vm_uuid)),
+                           done=request.args.get("done"))
 
 
 @bp.post("/vms/<uuid:vm_uuid>/cdrom")
