@@ -8,7 +8,8 @@ import libvirt
 import pytest
 from playwright.sync_api import expect
 
-from conftest import admin_password, unique_name, uuid_of
+from conftest import admin_password, unique_name, uuid_of, wait_until
+from test_media_qemu import screen_text
 
 pytestmark = [pytest.mark.browser, pytest.mark.qemu]
 
@@ -66,8 +67,11 @@ def test_the_console_of_a_stopped_vm_shows_its_screen_and_sends_ctrl_alt_del(sto
     callback = conn.domainEventRegisterAny(conn.lookupByUUIDString(uuid), libvirt.VIR_DOMAIN_EVENT_ID_REBOOT,
                                            lambda *_: rebooted.set(), None)
     try:
-        # SeaBIOS listens to the keyboard a moment after its banner shows: press until it
-        # resets, with a deadline.
+        # SeaBIOS sets up the keyboard after its banner shows, and a key pressed during that
+        # can make it give the keyboard up: wait until it is trying to boot, as a person would,
+        # then press until it resets, with a deadline.
+        dom = conn.lookupByUUIDString(uuid)
+        wait_until(lambda: "Boot" in screen_text(dom), 30, "SeaBIOS to try booting")
         button = page.get_by_role("button", name="Ctrl+Alt+Del")
         for _ in range(20):
             button.click()
