@@ -222,7 +222,7 @@ def register(user: User, file: str, name: str, os_kind: str) -> Medium:
     errors: dict[str, str] = {}
     name = _check(name, os_kind, errors)
     hv = services().hypervisor
-    size = hv.media_files().get(file)
+    size = hv.medium_size(file) if file else None
     if size is None:
         errors["file"] = f"The media pool has no file {file}."
     elif db.session.scalar(select(Medium.id).where(Medium.volume == file)):

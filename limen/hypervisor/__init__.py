@@ -197,6 +197,16 @@ class Hypervisor:
         return storage.files(self._media_pool())
 
     @_libvirt_errors
+    def medium_size(self, name: str) -> int | None:
+        """The size of one file in the media pool, or None when it has no such file."""
+        pool = self._media_pool()
+        pool.refresh(0)  # a file copied in by hand is seen
+        try:
+            return storage.file_size(storage.volume(pool, name))
+        except StorageFailed:
+            return None
+
+    @_libvirt_errors
     def delete_medium(self, name: str) -> bool:
         return storage.delete_volume(self._media_pool(), name)
 
