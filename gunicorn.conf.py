@@ -16,6 +16,6 @@ access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
 
 
 def post_worker_init(worker):
-    from limen import services
+    from limen import runtime
 
-    services.start(worker.wsgi)
+    runtime.start(worker.wsgi)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from limen import create_app, services  # noqa: E402
+from limen import create_app, runtime  # noqa: E402
 from limen.extensions import db  # noqa: E402
 from limen.models import VM, User  # noqa: E402
 
@@ -30,7 +30,7 @@ def setup(tmp: Path, count: int):
     (tmp / "node.xml").write_text("<node/>")
     app = create_app({"INSTANCE_PATH": str(tmp / "instance"), "LIBVIRT_URI": f"test://{tmp}/node.xml",
                       "STORAGE_DIR": str(tmp / "pool"), "NETWORK": "none", "INITIAL_ADMIN": False})
-    hv = app.extensions["limen"].hypervisor
+    hv = runtime.get(app).hypervisor
     with app.app_context():
         admin = User(username="admin", role="admin")
         admin.set_password("bench-password")
@@ -39,18 +39,18 @@ def setup(tmp: Path, count: int):
         for i in range(count):
             vm_uuid = str(uuidlib.uuid4())
             name = f"vm-{i:04d}"
-            hv.create_volume(f"{vm_uuid}.qcow2", 1)
-            hv.define(uuid=vm_uuid, name=name, vcpus=1, memory_mib=64, volume=f"{vm_uuid}.qcow2")
+            hv.disks.create_volume(f"{vm_uuid}.qcow2", 1)
+            hv.domains.define(uuid=vm_uuid, name=name, vcpus=1, memory_mib=64, volume=f"{vm_uuid}.qcow2")
             if i % 2:
-                hv.start(vm_uuid)
+                hv.domains.start(vm_uuid)
             db.session.add(VM(uuid=vm_uuid, name=name, owner_id=admin.id, vcpus=1, memory_mib=64,
                               disk_gib=1, state="creating"))
         db.session.commit()
         db.session.execute(db.update(VM).values(state="nostate"))
         db.session.commit()
-    services.start(app)
+    runtime.start(app)
     with app.app_context():
-        app.extensions["limen"].sync.resync_all()
+        runtime.get(app).sync.resync_all()
     return app
 
 
@@ -84,7 +84,7 @@ def main() -> int:
             burst = [timed(lambda: client.get(f"/vms/rows?v={version}")) for _ in range(args.burst)]
             first_poll.append(burst[0])
             poll.extend(burst)
-        services.stop(app)
+        runtime.stop(app)
 
     render_ms, poll_ms = statistics.median(render) * 1e3, statistics.median(poll) * 1e3
     first_ms = statistics.median(first_poll) * 1e3

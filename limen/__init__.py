@@ -5,12 +5,13 @@ import secrets
 from pathlib import Path
 
 from flask import Flask
-from sqlalchemy import event, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import select
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import changes, config, logs, schema, services
+from . import accounts, changes, cli, config, database, logs, runtime, views
+from .console.frames import NoReaderThread
 from .extensions import csrf, db, limiter, login_manager, migrate, sock
+from .models import VM, Operation, UnmanagedDomain, User
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,6 +22,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app = Flask(__name__, instance_path=instance_path,
                 instance_relative_config=True, template_folder=str(ROOT / "templates"),
                 static_folder=str(ROOT / "static"))
+    # The console bridge reads its WebSocket itself (limen.console.frames): no reader thread.
+    app.config["SOCK_SERVER_OPTIONS"] = {"thread_class": NoReaderThread}
     config.load(app, test_config)
     logs.configure()
     if proxies := int(app.config["TRUSTED_PROXIES"]):
@@ -28,50 +31,27 @@ def create_app(test_config: dict | None = None) -> Flask:
                                 x_port=proxies)
 
     db.init_app(app)
-    migrate.init_app(app, db, directory=schema.DIRECTORY)
+    migrate.init_app(app, db, directory=database.DIRECTORY)
     csrf.init_app(app)
     login_manager.init_app(app)
     limiter.init_app(app)
     sock.init_app(app)
-    services.init_app(app)
-
-    from .models import VM, Operation, UnmanagedDomain
-
+    runtime.init_app(app)
     changes.watch(VM, Operation, UnmanagedDomain)
-
-    @login_manager.user_loader
-    def load_user(token: str):
-        from .accounts import user_for_token
-
-        return user_for_token(token)
-
-    from . import cli, views
-
+    login_manager.user_loader(accounts.user_for_token)
     views.register(app)
     cli.register(app)
 
     with app.app_context():
-        schema.upgrade()
+        database.upgrade()
         if app.config["INITIAL_ADMIN"]:
             _initial_admin(app)
     return app
 
 
-@event.listens_for(Engine, "connect")
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
-    """WAL lets the page read while a background operation writes."""
-    if type(dbapi_conn).__module__.startswith("sqlite3"):
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.close()
-
-
 def _initial_admin(app: Flask) -> None:
     """On first start, with no user at all, create "admin" with a random password, written
     to instance/initial-admin-password (0600) and printed once."""
-    from .models import User
-
     if db.session.scalar(select(User.id).limit(1)) is not None:
         return
     password = secrets.token_urlsafe(16)

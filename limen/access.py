@@ -49,6 +49,7 @@ class HostOperator:
 
 
 CLI = HostOperator()
+Actor = User | HostOperator  # who a use case acts for
 
 
 def authorize(user, action: str, vm: VM | None = None) -> None:

@@ -8,13 +8,14 @@ random boot id, so a tab that was open across a restart never mistakes old data 
 import secrets
 import threading
 
-from flask import current_app
+from flask import Flask, current_app
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 
 class Changes:
-    def __init__(self) -> None:
+    def __init__(self, app: Flask) -> None:
+        app.extensions["limen.changes"] = self  # where the commit listener finds it
         self._boot = secrets.token_hex(4)
         self._n = 0
         self._lock = threading.Lock()
@@ -46,7 +47,7 @@ def _note_changes(session, _flush_context, _instances) -> None:
 @event.listens_for(Session, "after_commit")
 def _bump_after_commit(session) -> None:
     if session.info.pop("limen_changed", False):
-        current_app.extensions["limen"].changes.bump()
+        current_app.extensions["limen.changes"].bump()
 
 
 @event.listens_for(Session, "after_rollback")

@@ -4,7 +4,8 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from . import accounts, tokens
+from . import accounts
+from .accounts import tokens
 from .access import CLI
 from .errors import ValidationFailed
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import flask
 
-from .websocket import NoReaderThread
 
 
 class Config:
@@ -46,6 +45,8 @@ class Config:
     # The console: how long it waits for a stopped VM to run, and for its VNC server to answer.
     CONSOLE_START_TIMEOUT = 30
     VNC_CONNECT_TIMEOUT = 5
+    # How often each open console checks that its user may still have it, in seconds.
+    CONSOLE_RECHECK_INTERVAL = 1.0
     # Origins besides LIMEN's own that may open console WebSockets (e.g. behind a proxy).
     ALLOWED_ORIGINS: list[str] = []
     # Full resync of runtime state against libvirt, in seconds (events do the rest).
@@ -75,11 +76,11 @@ class Config:
     # For the fault tests only: SIGKILL the serving process right after this Operation step,
     # e.g. "create/Defining the VM". Never set it anywhere else.
     KILL_AFTER_STEP = ""
+    # How passwords are hashed (werkzeug's generate_password_hash). Keep scrypt; the tests
+    # choose a cheap method so that making users costs no time.
+    PASSWORD_HASH_METHOD = "scrypt"
     # Create an "admin" user with a random password when there is no user at all.
     INITIAL_ADMIN = True
-
-    # The console bridge reads its WebSocket itself (limen.websocket): no reader thread.
-    SOCK_SERVER_OPTIONS = {"thread_class": NoReaderThread}
 
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"

@@ -25,11 +25,38 @@ class LimenError(Exception):
 
 
 class RequestRefused(LimenError):
-    """An HTTP-level refusal (bad CSRF token, unknown URL, wrong method) with its status."""
+    """An HTTP-level refusal (unknown URL, wrong method, a body too large) with its status."""
 
-    def __init__(self, code: str, status: int, message: str):
+    # The code for each status Werkzeug may refuse a request with; others are HTTP_ERROR.
+    CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
+             413: "REQUEST_ENTITY_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
+
+    def __init__(self, status: int, message: str):
         super().__init__(message)
-        self.code, self.status = code, status
+        self.code, self.status = self.CODES.get(status, "HTTP_ERROR"), status
+
+
+class CSRFFailed(LimenError):
+    code = "CSRF_FAILED"
+    status = 400
+    sentence = "This page is out of date (the session changed). Reload it and try again."
+
+
+class NotSignedIn(LimenError):
+    code = "NOT_SIGNED_IN"
+    status = 401
+    ws_close = 4401
+    sentence = "Your session has ended. Sign in again."
+
+
+class SignInEnded(LimenError):
+    """A console opened under a sign-in (or an API token) that has ended since."""
+
+    code = "SIGN_IN_ENDED"
+    status = 401
+    ws_close = 4401
+    sentence = ("The sign-in this console was opened with has ended (signed out, or the "
+                "password changed). Sign in again, then reconnect.")
 
 
 class ValidationFailed(LimenError):
@@ -229,8 +256,65 @@ class TooManyAttempts(LimenError):
     sentence = "Too many attempts. Wait a minute, then try again."
 
 
+# -- how a console ended, when no error ended it (recorded in ConsoleSession.end) ---------
+class ClientClosed(LimenError):
+    code = "CLIENT_CLOSED"
+    ws_close = 1000
+    sentence = "The console was closed in the browser."
+
+
+class VNCClosed(LimenError):
+    code = "VNC_CLOSED"
+    ws_close = 1000
+    sentence = ("The VM's display closed: the VM was shut down or stopped. "
+                "Press Reconnect to start it again.")
+
+
+class ProtocolError(LimenError):
+    code = "PROTOCOL_ERROR"
+    ws_close = 1002
+    sentence = "The browser sent something that is not a WebSocket frame LIMEN accepts."
+
+
+class LimenRestarted(LimenError):
+    code = "LIMEN_RESTARTED"
+    sentence = "LIMEN restarted while this console was open."
+
+
+# -- what the console page finds out by itself (it shows these sentences too) -------------
+class LimenUnreachable(LimenError):
+    code = "LIMEN_UNREACHABLE"
+    sentence = "LIMEN did not answer. Check your connection, then press Reconnect."
+
+
+class ConnectionLost(LimenError):
+    code = "CONNECTION_LOST"
+    sentence = "The connection to the console was lost. Check the network, then press Reconnect."
+
+
+class VNCPasswordRequired(LimenError):
+    code = "VNC_PASSWORD_REQUIRED"
+    sentence = ("The VM's display asks for a password, which LIMEN does not manage. "
+                "Remove the VNC password from the VM's definition.")
+
+
+class VNCSecurityFailed(LimenError):
+    code = "VNC_SECURITY_FAILED"
+    sentence = "The VM's display refused the connection."
+
+
+class ConsolePageError(LimenError):
+    code = "CONSOLE_PAGE_ERROR"
+    sentence = "The console page failed. Reload the page."
+
+
+# Why a sign-in ended (LoginSession.end).
+SIGNED_OUT, PASSWORD_CHANGED, PASSWORD_RESET, USER_DISABLED = (
+    "SIGNED_OUT", "PASSWORD_CHANGED", "PASSWORD_RESET", "USER_DISABLED")
+
+
 def all_errors() -> dict[str, type[LimenError]]:
-    """Every error class by its code (the page maps WebSocket close reasons with it)."""
+    """Every error class by its code (the console page maps close reasons with it)."""
     found, todo = {}, [LimenError]
     while todo:
         cls = todo.pop()
@@ -245,3 +329,8 @@ def error_from(code: str | None, message: str | None) -> LimenError:
     err = cls.__new__(cls)
     LimenError.__init__(err, message)
     return err
+
+
+def sentences() -> dict[str, str]:
+    """Each code's sentence: the catalogue the console page shows its messages from."""
+    return {code: cls.sentence for code, cls in sorted(all_errors().items())}

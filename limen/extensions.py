@@ -1,5 +1,4 @@
 """Flask extensions, created unbound and initialised in ``create_app``."""
-from flask import current_app
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
@@ -24,7 +23,3 @@ login_manager = LoginManager()
 login_manager.login_view = "auth.login"
 login_manager.login_message = None
 
-
-def services():
-    """The running app's LIMEN services (hypervisor, operation runner, state sync, changes)."""
-    return current_app.extensions["limen"]

@@ -15,11 +15,12 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import ClientDisconnected
 
-from . import audit
+from . import audit, runtime
 from .access import authorize
 from .errors import (LengthRequired, LimenError, MediumInUse, MediumNotFound, MediumTooLarge,
                      UploadIncomplete, ValidationFailed)
-from .extensions import db, services
+from .extensions import db
+from .forms import whole_number
 from .models import DELETING_MEDIUM, IMAGE, ISO, READY, UPLOADING, VM, Medium, User
 from .profiles import KINDS
 
@@ -69,11 +70,11 @@ def get(user: User, medium_id: int, kind: str | None = None) -> Medium:
 
 def pick(user: User, raw_id, kind: str) -> Medium | None:
     """The ready medium of ``kind`` a form or a JSON body names by its id, or None."""
-    raw = str(raw_id)
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
+    number = whole_number(raw_id)
+    if number is None:
         return None
     try:
-        return get(user, int(raw), kind)
+        return get(user, number, kind)
     except MediumNotFound:
         return None
 
@@ -83,10 +84,10 @@ def users_of(medium: Medium) -> list[str]:
     any domain or disk libvirt has that refers to its file (another tool's)."""
     names = db.session.scalars(select(VM.name).where(
         or_(VM.iso_id == medium.id, VM.image_id == medium.id))).all()
-    return sorted(names) or services().hypervisor.medium_users(medium.volume)
+    return sorted(names) or runtime.get().hypervisor.medium_users(medium.volume)
 
 
-def page(user: User) -> dict:
+def library_page(user: User) -> dict[str, object]:
     """The library page: the media, who uses each, and (for admins) the files to register."""
     return dict(library=library(user), users=in_use(user),
                 unregistered=unregistered(user) if user.is_admin else [])
@@ -109,7 +110,7 @@ def unregistered(user: User) -> list[tuple[str, int]]:
     hand): (file name, size), for an admin to register."""
     authorize(user, "media.manage")
     known = set(db.session.scalars(select(Medium.volume)))
-    return sorted((name, size) for name, size in services().hypervisor.media_files().items()
+    return sorted((name, size) for name, size in runtime.get().hypervisor.media.files().items()
                   if name not in known)
 
 
@@ -152,7 +153,7 @@ def _read_exactly(stream, size: int, received: int, total: int) -> bytes:
 def _removed(volume: str) -> bool:
     """Is the volume gone (deleted now, or never made)? False when libvirt cannot say."""
     try:
-        services().hypervisor.delete_medium(volume)
+        runtime.get().hypervisor.media.delete_volume(volume)
     except LimenError:
         return False
     return True
@@ -170,11 +171,11 @@ def upload(user: User, *, kind: str, name: str, os_kind: str, length: int | None
         raise ValidationFailed(errors)
     if not length:
         raise LengthRequired()
-    hv = services().hypervisor
-    free = hv.media_free_bytes()
+    pool = runtime.get().hypervisor.media
+    free = pool.free_bytes()
     if length > free:
         raise MediumTooLarge(f"The file has {length / 2**30:.2f} GiB; the storage pool "
-                             f"{hv.media_pool_name} has {free / 2**30:.2f} GiB free.")
+                             f"{pool.name} has {free / 2**30:.2f} GiB free.")
     head = _read_exactly(stream, min(HEAD_BYTES, length), 0, length)
     found, virtual = sniff(head)
     if found != kind:
@@ -200,7 +201,7 @@ def upload(user: User, *, kind: str, name: str, os_kind: str, length: int | None
             yield chunk
 
     try:
-        hv.upload_medium(volume, length, chunks())
+        pool.upload(volume, length, chunks())
     except Exception:
         db.session.rollback()
         if _removed(volume):  # else the row stays "uploading", and the next start removes both
@@ -221,15 +222,15 @@ def register(user: User, file: str, name: str, os_kind: str) -> Medium:
     authorize(user, "media.manage")
     errors: dict[str, str] = {}
     name = _check(name, os_kind, errors)
-    hv = services().hypervisor
-    size = hv.medium_size(file) if file else None
+    pool = runtime.get().hypervisor.media
+    size = pool.size(file) if file else None
     if size is None:
         errors["file"] = f"The media pool has no file {file}."
     elif db.session.scalar(select(Medium.id).where(Medium.volume == file)):
         errors["file"] = f"{file} is in the library already."
     if errors:
         raise ValidationFailed(errors)
-    kind, virtual = sniff(hv.medium_head(file, HEAD_BYTES))
+    kind, virtual = sniff(pool.head(file, HEAD_BYTES))
     medium = Medium(kind=kind, name=name, os_kind=os_kind, size_bytes=size, virtual_bytes=virtual,
                     volume=file, created_by_id=user.id, state=READY)
     db.session.add(medium)
@@ -258,7 +259,7 @@ def delete(user: User, medium_id: int) -> None:
         users = users_of(medium)
         if users:
             raise MediumInUse(f"{medium.name} is used by {', '.join(users)}.")
-        services().hypervisor.delete_medium(medium.volume)
+        runtime.get().hypervisor.media.delete_volume(medium.volume)
     except LimenError:
         db.session.rollback()
         db.session.execute(update(Medium).where(Medium.id == medium_id).values(state=READY))
@@ -277,13 +278,14 @@ def claim(medium_id: int) -> bool:
                                    .values(state=READY)).rowcount)
 
 
+@runtime.at_start
 def recover() -> None:
     """At start-up: remove what uploads cut short by a stop of LIMEN left (row and volume),
     and make media a stop caught being deleted ready again (a delete checks again)."""
     db.session.execute(update(Medium).where(Medium.state == DELETING_MEDIUM).values(state=READY))
     for medium in db.session.scalars(select(Medium).where(Medium.state == UPLOADING)).all():
         try:
-            services().hypervisor.delete_medium(medium.volume)
+            runtime.get().hypervisor.media.delete_volume(medium.volume)
         except LimenError:
             continue  # libvirt unreachable: try again at the next start
         db.session.delete(medium)

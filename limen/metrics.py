@@ -6,20 +6,27 @@ Counts come from the database when scraped (so they survive restarts and need no
 bookkeeping); the event lag is measured by the state sync as it applies each event. Each app
 has a registry of its own.
 """
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from flask import Flask
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import func, select
 
 from .extensions import db
 from .models import VM, ConsoleSession, Operation
 
+if TYPE_CHECKING:
+    from .hypervisor import Hypervisor
+    from .sync import StateSync
+
 
 class _FromDatabase:
-    def __init__(self, app):
-        self.app = app
+    def __init__(self, app: Flask, hypervisor: "Hypervisor", sync: "StateSync"):
+        self.app, self.hypervisor, self.sync = app, hypervisor, sync
 
-    def collect(self):
-        svc = self.app.extensions["limen"]
+    def collect(self) -> Iterator[Metric]:
         with self.app.app_context():
             vms = GaugeMetricFamily("limen_vms", "VMs by the state LIMEN last saw", labels=["state"])
             for state, n in db.session.execute(select(VM.state, func.count()).group_by(VM.state)):
@@ -42,18 +49,22 @@ class _FromDatabase:
         yield active
         yield GaugeMetricFamily("limen_console_sessions_open", "Console sessions open", value=consoles)
         yield CounterMetricFamily("limen_libvirt_reconnects", "Times LIMEN connected to libvirt again",
-                                  value=max(0, svc.hypervisor.connection.generation - 1))
+                                  value=max(0, self.hypervisor.connection.generation - 1))
         yield GaugeMetricFamily("limen_libvirt_reachable", "1 when LIMEN reaches libvirt",
-                                value=1 if svc.sync.reachable else 0)
+                                value=1 if self.sync.reachable else 0)
 
 
 class Metrics:
-    def __init__(self, app):
+    def __init__(self, app: Flask):
+        self.app = app
         self.registry = CollectorRegistry()
         self.event_lag = Histogram(
             "limen_event_lag_seconds", "From a libvirt event's arrival to its VM row being written",
             buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2, 5), registry=self.registry)
-        self.registry.register(_FromDatabase(app))
+
+    def watch(self, hypervisor: "Hypervisor", sync: "StateSync") -> None:
+        """Count from the database, and report the connection and the sync, when scraped."""
+        self.registry.register(_FromDatabase(self.app, hypervisor, sync))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

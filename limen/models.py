@@ -9,9 +9,10 @@ from datetime import datetime, timezone
 from flask_login import UserMixin
 from sqlalchemy import JSON, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
-from werkzeug.security import check_password_hash, generate_password_hash
 
+from . import hashing
 from .extensions import db
+from .profiles import Profile
 
 
 def utcnow() -> datetime:
@@ -19,6 +20,7 @@ def utcnow() -> datetime:
 
 
 class User(UserMixin, db.Model):
+    __allow_unmapped__ = True  # login_session and api_token below are not columns
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(256))
@@ -30,8 +32,10 @@ class User(UserMixin, db.Model):
     quota_vcpus: Mapped[int | None]
     quota_memory_mib: Mapped[int | None]
     quota_disk_gib: Mapped[int | None]
-    # Not a column: the sign-in (LoginSession) the request being served runs under.
-    login_session = None
+    # Not columns: the sign-in (LoginSession) or the API token (ApiToken) the request being
+    # served runs under.
+    login_session: "LoginSession | None" = None
+    api_token: "ApiToken | None" = None
 
     def get_id(self) -> str:
         """What Flask-Login keeps in the session cookie: the sign-in's token, not the user's
@@ -39,10 +43,10 @@ class User(UserMixin, db.Model):
         return self.login_session.token
 
     def set_password(self, password: str) -> None:
-        self.password_hash = generate_password_hash(password)  # scrypt
+        self.password_hash = hashing.hash_password(password)
 
     def check_password(self, password: str) -> bool:
-        return check_password_hash(self.password_hash, password)
+        return hashing.check_password(self.password_hash, password)
 
     @property
     def is_admin(self) -> bool:
@@ -89,6 +93,11 @@ class VM(db.Model):
     image_id: Mapped[int | None] = mapped_column(ForeignKey("medium.id"), index=True)
     image: Mapped["Medium | None"] = relationship(foreign_keys=[image_id])
     cloud_init: Mapped[dict | None] = mapped_column(JSON, deferred=True)  # not for the table
+
+    @property
+    def profile(self) -> Profile:
+        """The OS profile its domain was defined with."""
+        return Profile(self.os_kind, self.machine, self.disk_bus, self.nic_model, self.firmware)
 
 
 ISO, IMAGE = "iso", "image"
@@ -160,6 +169,10 @@ class ConsoleTicket(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
+    # What it was asked for under: a sign-in (the console page) or an API token. A console
+    # lasts only as long as that does.
+    login_session_id: Mapped[int | None] = mapped_column(ForeignKey("login_session.id"))
+    api_token_id: Mapped[int | None] = mapped_column(ForeignKey("api_token.id"))
 
 
 class ConsoleSession(db.Model):
@@ -174,6 +187,9 @@ class ConsoleSession(db.Model):
     bytes_from_client: Mapped[int] = mapped_column(default=0)
     end: Mapped[str | None] = mapped_column(String(64))  # CLIENT_CLOSED, VNC_CLOSED or an error code
     end_detail: Mapped[str | None] = mapped_column(String(512))
+    # The sign-in or API token it was opened under (its ticket's): when that ends, so does it.
+    login_session_id: Mapped[int | None] = mapped_column(ForeignKey("login_session.id"))
+    api_token_id: Mapped[int | None] = mapped_column(ForeignKey("api_token.id"))
 
 
 class LoginSession(db.Model):
@@ -190,7 +206,8 @@ class LoginSession(db.Model):
     end: Mapped[str | None] = mapped_column(String(32))  # SIGNED_OUT, PASSWORD_CHANGED, USER_DISABLED
     ip: Mapped[str | None] = mapped_column(String(64))
     # Not a column: the token itself, known only to the request that signed in.
-    token = None
+    __allow_unmapped__ = True
+    token: str | None = None
 
 
 class AuditEvent(db.Model):

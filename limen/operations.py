@@ -29,18 +29,24 @@ class Handler:
     run: Callable[["OpContext"], None]
     on_failure: Callable[["OpContext", LimenError], None] | None = None
     resume: bool = False  # run it again after a restart (it must be idempotent)
+    # Settles one a restart interrupted (when it is not resumed); True: its work was done.
+    on_interrupted: Callable[[Operation, LimenError], bool] | None = None
 
 
 HANDLERS: dict[str, Handler] = {}
 
 
-def handler(kind: str, on_failure=None, resume: bool = False):
-    """Register the function that carries out Operations of ``kind``. With ``resume``, an
-    Operation a previous process left unfinished is carried on at start-up; without, it is
-    marked failed and ``vms.recover_interrupted`` puts right what it left half done."""
+def handler(kind: str, on_failure: Callable[["OpContext", LimenError], None] | None = None,
+            resume: bool = False,
+            on_interrupted: Callable[[Operation, LimenError], bool] | None = None,
+            ) -> Callable[[Callable[["OpContext"], None]], Callable[["OpContext"], None]]:
+    """Register the function that carries out Operations of ``kind`` (the use cases do; the
+    runner never imports them). With ``resume``, an Operation a previous process left
+    unfinished is carried on at start-up; without, it is marked failed, after
+    ``on_interrupted`` has put right what it left half done."""
 
-    def register(fn):
-        HANDLERS[kind] = Handler(fn, on_failure, resume)
+    def register(fn: Callable[["OpContext"], None]) -> Callable[["OpContext"], None]:
+        HANDLERS[kind] = Handler(fn, on_failure, resume, on_interrupted)
         return fn
 
     return register
@@ -105,10 +111,8 @@ class Runner:
 
     def recover(self) -> None:
         """Operations a previous process left unfinished: those that resume are queued again;
-        the others are settled by ``vms.recover_interrupted``: done if their work was in fact
-        done, else failed, with what they left half done undone."""
-        from . import vms  # the VM rules live there
-
+        the others are settled by their handler's ``on_interrupted``: done if their work was
+        in fact done, else failed, with what they left half done undone."""
         resumed = []
         with self.app.app_context():
             stale = db.session.scalars(select(Operation).where(Operation.state.in_(Operation.ACTIVE)))
@@ -120,7 +124,8 @@ class Runner:
                     log.warning("op %s %s vm %s was interrupted: resuming it", op.id, op.kind, op.vm_uuid)
                     continue
                 err = OperationInterrupted()
-                if vms.recover_interrupted(op, err):
+                settle = HANDLERS[op.kind].on_interrupted
+                if settle is not None and settle(op, err):
                     op.state = "done"
                 else:
                     op.state, op.error_code, op.error_message = "failed", err.code, err.message

@@ -14,11 +14,15 @@ import queue
 import threading
 import time
 
+from prometheus_client import Histogram
 from sqlalchemy import select, update
 
+from flask import Flask
+
+from .changes import Changes
 from .errors import HypervisorUnavailable, LimenError
-from .extensions import db, services
-from .hypervisor import DomainState
+from .extensions import db
+from .hypervisor import DomainState, Hypervisor
 from .models import CREATING, DELETING, ERROR, MISSING, VM, UnmanagedDomain, utcnow
 
 log = logging.getLogger(__name__)
@@ -47,37 +51,6 @@ def _write(uuid: str, current: DomainState | None) -> bool:
     return bool(result.rowcount)
 
 
-def _commit(changed: bool) -> None:
-    db.session.commit()
-    if changed:
-        services().changes.bump()
-
-
-_state_lock = threading.RLock()
-state_lock = _state_lock  # for use cases that write what the sync also writes
-
-
-def refresh(uuid: str) -> DomainState | None:
-    """Read one VM's state from libvirt and record it; returns what libvirt said."""
-    with _state_lock:
-        current = services().hypervisor.state(uuid)
-        _commit(_write(uuid, current))
-        return current
-
-
-def hand_back(uuid: str, *, error: str | None = None) -> None:
-    """An Operation gives up the row it owned: with ``error``, the row is an ``error`` with
-    that reason; without, it shows what libvirt reports now."""
-    with _state_lock:
-        if error is None:
-            state, reason = _desired(services().hypervisor.state(uuid))
-        else:
-            state, reason = ERROR, error
-        db.session.execute(update(VM).where(VM.uuid == uuid).values(
-            state=state, state_reason=reason, state_seen_at=utcnow()))
-        _commit(True)
-
-
 class StateSync:
     """The thread that applies libvirt's events to the rows, resyncs, and reconnects.
 
@@ -88,9 +61,14 @@ class StateSync:
 
     MIN_BACKOFF, MAX_BACKOFF = 0.25, 2.0
 
-    def __init__(self, app, hypervisor, interval: float, event_lag=None):
+    def __init__(self, app: Flask, hypervisor: Hypervisor, changes: Changes, interval: float,
+                 event_lag: Histogram | None = None):
         self.app = app
         self.hypervisor = hypervisor
+        self.changes = changes
+        # Reading libvirt and writing a row are one step under it; use cases that write what
+        # the sync also writes (forget, adopt) hold it too.
+        self.state_lock = threading.RLock()
         self.interval = interval
         self.event_lag = event_lag  # a histogram: from an event's arrival to its row's update
         self._arrived: dict[str, float] = {}
@@ -105,8 +83,36 @@ class StateSync:
         if reachable != self.reachable:
             log.warning("libvirt %s", "reachable again" if reachable else f"unreachable: {reason}")
             self.reachable, self.unreachable_reason = reachable, reason
-            with self.app.app_context():
-                services().changes.bump()  # the table shows (or drops) its banner at the next poll
+            self.changes.bump()  # the table shows (or drops) its banner at the next poll
+
+    @property
+    def problem(self) -> str | None:
+        """Why libvirt cannot be reached right now, or None."""
+        return None if self.reachable else (self.unreachable_reason or "unreachable")
+
+    def _commit(self, changed: bool) -> None:
+        db.session.commit()
+        if changed:
+            self.changes.bump()
+
+    def refresh(self, uuid: str) -> DomainState | None:
+        """Read one VM's state from libvirt and record it; returns what libvirt said."""
+        with self.state_lock:
+            current = self.hypervisor.domains.state(uuid)
+            self._commit(_write(uuid, current))
+            return current
+
+    def hand_back(self, uuid: str, *, error: str | None = None) -> None:
+        """An Operation gives up the row it owned: with ``error``, the row is an ``error``
+        with that reason; without, it shows what libvirt reports now."""
+        with self.state_lock:
+            if error is None:
+                state, reason = _desired(self.hypervisor.domains.state(uuid))
+            else:
+                state, reason = ERROR, error
+            db.session.execute(update(VM).where(VM.uuid == uuid).values(
+                state=state, state_reason=reason, state_seen_at=utcnow()))
+            self._commit(True)
 
     def notify(self, uuid: str | None) -> None:
         """Called from libvirt's event thread: only queue. None: the connection closed."""
@@ -171,8 +177,8 @@ class StateSync:
     def resync_all(self) -> None:
         """Compare every row with one getAllDomainStats answer; write only what differs. Domains
         LIMEN has no row for are kept in the unmanaged list, for admins to see and adopt."""
-        with _state_lock:
-            domains = self.hypervisor.all_states()
+        with self.state_lock:
+            domains = self.hypervisor.domains.all_states()
             self._generation = self.hypervisor.connection.generation
             known = set(db.session.scalars(select(VM.uuid)))
             rows = db.session.execute(select(VM.uuid, VM.state, VM.state_reason)
@@ -183,7 +189,7 @@ class StateSync:
                 if (state, reason) != _desired(current):
                     changed |= _write(uuid, current)
             changed |= _record_unmanaged({u: d for u, d in domains.items() if u not in known})
-            _commit(changed)
+            self._commit(changed)
 
     def _apply_events(self, uuids: set[str]) -> None:
         """Refresh the rows the events name; an event about a domain LIMEN has no row for (one
@@ -193,7 +199,7 @@ class StateSync:
             self.resync_all()
             return
         for uuid in uuids:
-            refresh(uuid)
+            self.refresh(uuid)
 
 
 def _record_unmanaged(domains: dict[str, tuple[str, DomainState]]) -> bool:

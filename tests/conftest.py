@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from limen import create_app, services
+from limen import create_app, runtime
 
 TIERS = ("fast", "qemu", "browser")
 
@@ -139,13 +139,13 @@ def make_app(tmp_path):
                "LOGIN_LIMIT_PER_IP": "1000 per minute", "LOGIN_LIMIT_PER_USERNAME": "1000 per minute",
                **config}
         app = create_app(cfg)
-        services.start(app)
+        runtime.start(app)
         apps.append(app)
         return app
 
     yield make
     for app in apps:
-        services.stop(app)
+        runtime.stop(app)
 
 
 @pytest.fixture
@@ -181,7 +181,7 @@ def admin(app):
 def libvirt_conn(app):
     """LIMEN's own connection, for acting behind LIMEN's back on the test driver (a second
     connection to the same node file would be a separate, private node)."""
-    return app.extensions["limen"].hypervisor.connection.get()
+    return runtime.get(app).hypervisor.connection.get()
 
 
 # -- the tier guard -----------------------------------------------------------------------

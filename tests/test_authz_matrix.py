@@ -67,7 +67,7 @@ MATRIX = {
                                  expect(SIGN_IN, 403, 403, 422)),
     ("media.delete", "POST"): ("/media/999/delete", {}, expect(SIGN_IN, 403, 403, 404)),
     ("console.page", "GET"): ("/vms/{vm}/console", None, VM_ROUTE),
-    ("console.ticket", "POST"): ("/vms/{vm}/console/ticket", {}, VM_ROUTE),
+    ("console.ticket", "POST"): ("/vms/{vm}/console/ticket", {}, expect(SIGN_IN, 404, 201, 201)),
     # The WebSocket answers with close codes: see test_the_console_websocket_matrix.
     ("console.websocket", "GET"): ("/vms/{vm}/console/ws", None,
                                    expect(4401, 4403, "open", "open")),

@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 
 from conftest import (Browserless, add_user, close_code, get_ticket, open_console,
                       receive_exactly, wait_until)
+from limen import runtime
 from limen.extensions import db
 from limen.models import VM, ConsoleSession, ConsoleTicket, Operation, User
 from stub_vnc import StubVNC
@@ -61,7 +62,7 @@ def ws_url(base: str, vm_uuid: str, ticket: str | None) -> str:
 # -- the way in ---------------------------------------------------------------------------
 def test_a_ticket_is_random_stored_hashed_short_lived_and_names_the_websocket(app, admin, vm, base):
     response = get_ticket(admin, vm)
-    assert response.status_code == 200
+    assert response.status_code == 201  # as from the API
     body = response.json
     assert len(body["ticket"]) >= 43  # 32 random bytes, URL-safe base64
     assert body["ws_url"].endswith(f"/vms/{vm}/console/ws?ticket={body['ticket']}")
@@ -182,7 +183,7 @@ def test_an_origin_allowed_by_configuration(make_app, node_xml, live_server, stu
     admin = Browserless(app.test_client())
     from conftest import admin_password
     admin.login("admin", admin_password(app))
-    vm = adopt(app, app.extensions["limen"].hypervisor.connection.get(), "proxied", stub.port)
+    vm = adopt(app, runtime.get(app).hypervisor.connection.get(), "proxied", stub.port)
     ws = open_console(ws_url(base, vm, get_ticket(admin, vm).json["ticket"]), origin="https://limen.example")
     assert receive_exactly(ws, len(BANNER)) == BANNER
     ws.close()
@@ -310,7 +311,7 @@ def test_a_display_nobody_listens_on_closes_4502(make_app, node_xml, live_server
     free = StubVNC()  # take a free port, then free it again
     port = free.port
     free.close()
-    vm = adopt(app, app.extensions["limen"].hypervisor.connection.get(), "dark", port)
+    vm = adopt(app, runtime.get(app).hypervisor.connection.get(), "dark", port)
     ws = open_console(ws_url(base, vm, get_ticket(admin, vm).json["ticket"]), base)
     assert close_code(ws) == (4502, "VNC_UNREACHABLE")
 

@@ -9,6 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from conftest import admin_password, unique_name, uuid_of, wait_until
+from limen import runtime
 from test_media_qemu import screen_text
 
 pytestmark = [pytest.mark.browser, pytest.mark.qemu]
@@ -62,7 +63,7 @@ def test_the_console_of_a_stopped_vm_shows_its_screen_and_sends_ctrl_alt_del(sto
     assert set(phases) <= {"Asking for access…", "Starting VM…", "Waiting for the display…", "Connected"}, phases
 
     uuid = uuid_of(app, name)
-    conn = app.extensions["limen"].hypervisor.connection.get()
+    conn = runtime.get(app).hypervisor.connection.get()
     rebooted = threading.Event()
     callback = conn.domainEventRegisterAny(conn.lookupByUUIDString(uuid), libvirt.VIR_DOMAIN_EVENT_ID_REBOOT,
                                            lambda *_: rebooted.set(), None)

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from conftest import add_user, signed_in, uuid_of
 from limen import cloudinit
+from limen import runtime
 from limen.extensions import db
 from limen.models import VM, AuditEvent, Medium
 
@@ -67,10 +68,7 @@ def nothing_kept(app, libvirt_conn) -> bool:
 def library_iso(app, libvirt_conn, name: str = "installer", os_kind: str = "linux", kind: str = "iso") -> int:
     """A medium in the library as a registered file is (the test driver cannot upload): a
     volume in the media pool and its row."""
-    from limen.extensions import services
-
-    with app.app_context():
-        services().hypervisor.media_files()  # defines the media pool
+    runtime.get(app).hypervisor.media.files()  # defines the media pool
     pool = libvirt_conn.storagePoolLookupByName(app.config["MEDIA_POOL"])
     volume = f"{name}.{kind}"
     pool.createXML(f"<volume><name>{volume}</name><capacity unit='MiB'>1</capacity></volume>", 0)
@@ -122,7 +120,7 @@ def test_a_qcow2_image_with_an_external_data_file_is_refused(app, admin, libvirt
 
 
 def test_an_upload_larger_than_the_pool_is_refused_before_it_is_read(app, admin, libvirt_conn):
-    free = app.extensions["limen"].hypervisor.media_free_bytes()
+    free = runtime.get(app).hypervisor.media.free_bytes()
     response = admin.client.post("/media/upload?kind=iso&name=huge&os_kind=linux", data=iso_bytes(),
                                  headers={"X-CSRFToken": admin.csrf, "Accept": "application/json"},
                                  environ_overrides={"CONTENT_LENGTH": str(free + 1)})
@@ -230,7 +228,7 @@ def test_os_profiles_choose_the_devices(make_app, node_xml, os_kind, virtio, mac
 
     admin = Browserless(app.test_client())
     admin.login("admin", admin_password(app))
-    libvirt_conn = app.extensions["limen"].hypervisor.connection.get()
+    libvirt_conn = runtime.get(app).hypervisor.connection.get()
     assert admin.create(name="guest", os_kind=os_kind, virtio=virtio).status_code == 201
     admin.wait_state("guest", "running")
     xml = domain_xml(libvirt_conn, app, "guest")

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import uuid_of, wait_until
+from limen import runtime
 from limen.extensions import db
 from limen.models import AuditEvent, Medium
 from test_media import KEY, iso_bytes, seed_file, upload
@@ -257,7 +258,7 @@ def test_an_image_smaller_disk_is_refused(qemu_admin, qemu_host, tmp_path):
 
 def test_uefi_firmware_when_ovmf_is_installed(qemu_admin, qemu_host):
     app, admin = qemu_admin(DOMAIN_TYPE="qemu")
-    if not app.extensions["limen"].hypervisor.uefi_available():
+    if not runtime.get(app).hypervisor.host.uefi_available():
         pytest.fail("OVMF is not installed; scripts/host-setup --test installs it")
     assert admin.create(name="uefi-vm", memory_mib="256", firmware="uefi").status_code == 201
     admin.wait_state("uefi-vm", "running", 90)

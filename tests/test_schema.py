@@ -5,7 +5,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text
 
 from conftest import admin_password, signed_in
-from limen import schema
+from limen import database as schema
 from limen.extensions import db
 from limen.models import VM, User
 

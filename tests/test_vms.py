@@ -239,7 +239,7 @@ def test_every_refusal_reaches_the_message_area_with_a_code(admin):
 
 def test_an_interrupted_create_is_undone_at_the_next_start(make_app, node_xml, tmp_path):
     """LIMEN stopped after defining the domain: the next start removes domain and disk."""
-    from limen import create_app, services
+    from limen import create_app, runtime
     from limen.extensions import db
     from limen.models import VM, Operation
     from sqlalchemy import select
@@ -247,16 +247,16 @@ def test_an_interrupted_create_is_undone_at_the_next_start(make_app, node_xml, t
     cfg = {"TESTING": True, "INSTANCE_PATH": str(tmp_path / "crashed"), "NETWORK": "none",
            "STORAGE_DIR": str(tmp_path / "pool"), "LIBVIRT_URI": f"test://{node_xml}"}
     app = create_app(cfg)  # not started: as if the process had died mid-operation
-    hv = app.extensions["limen"].hypervisor
+    hv = runtime.get(app).hypervisor
     uuid = "11111111-2222-3333-4444-555555555555"
     with app.app_context():
         db.session.add(VM(uuid=uuid, name="half", owner_id=1, vcpus=1, memory_mib=64, disk_gib=1))
         db.session.add(Operation(kind="create", vm_uuid=uuid, state="running", step="Starting the VM", steps=[]))
         db.session.commit()
-    hv.create_volume(f"{uuid}.qcow2", 1)
-    hv.define(uuid=uuid, name="half", vcpus=1, memory_mib=64, volume=f"{uuid}.qcow2")
+    hv.disks.create_volume(f"{uuid}.qcow2", 1)
+    hv.domains.define(uuid=uuid, name="half", vcpus=1, memory_mib=64, volume=f"{uuid}.qcow2")
     try:
-        services.start(app)
+        runtime.start(app)
         conn = hv.connection.get()
         assert conn.listAllDomains() == []
         assert _pool_volumes(conn) == []
@@ -266,4 +266,4 @@ def test_an_interrupted_create_is_undone_at_the_next_start(make_app, node_xml, t
             op = db.session.scalar(select(Operation))
             assert (op.state, op.error_code) == ("failed", "OPERATION_INTERRUPTED")
     finally:
-        services.stop(app)
+        runtime.stop(app)

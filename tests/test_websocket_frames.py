@@ -9,7 +9,7 @@ from wsproto.connection import Connection as WsConnection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection
 from wsproto.frame_protocol import FrameProtocol
 
-from limen import websocket
+from limen.console import frames as websocket
 
 
 def client_frames(*events) -> bytes:
@@ -55,7 +55,7 @@ def test_control_frames_and_an_oversized_frame():
         opcode, payload = next(frames)
         assert opcode == websocket.CLOSE and payload[:2] == (1000).to_bytes(2, "big")
         browser.sendall(bytes([0x82, 0xFF]) + (websocket.MAX_FRAME + 1).to_bytes(8, "big"))
-        with pytest.raises(websocket.ProtocolError):
+        with pytest.raises(websocket.FrameError):
             next(frames)
 
 

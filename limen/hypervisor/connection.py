@@ -5,8 +5,11 @@ opened, and something has to run that loop: one daemon thread per process does i
 events only wake waiters and hand the domain's UUID to a callback; no libvirt call is made from
 the event thread.
 """
+import functools
 import logging
 import threading
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 import libvirt
 
@@ -58,6 +61,28 @@ def translate(e: libvirt.libvirtError) -> LimenError:
     if code == libvirt.VIR_ERR_OPERATION_INVALID:
         return InvalidState(msg)
     return HypervisorError(msg)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def translated(method: Callable[P, R]) -> Callable[P, R]:
+    """Raise the project's errors instead of libvirtError."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except libvirt.libvirtError as e:
+            raise translate(e) from None
+
+    return wrapper
+
+
+def is_error(e: libvirt.libvirtError, *codes: int) -> bool:
+    """Is ``e`` one of libvirt's error ``codes`` (VIR_ERR_NO_DOMAIN …)?"""
+    return e.get_error_code() in codes
 
 
 class Connection:
@@ -124,6 +149,13 @@ class Connection:
             conn.close()
         except libvirt.libvirtError:
             pass
+
+    def wait_for_event(self, seen: int, timeout: float) -> None:
+        """Return when a lifecycle event comes after the first ``seen`` (``events`` read
+        earlier), or after ``timeout`` seconds: the caller then looks again."""
+        with self.changed:
+            if self.events == seen:
+                self.changed.wait(timeout)
 
     def _on_close(self, _conn, reason, _opaque) -> None:
         log.warning("libvirt closed the connection to %s (reason %s)", self.uri, reason)

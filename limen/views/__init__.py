@@ -9,7 +9,7 @@ from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from ..errors import LimenError, RequestRefused, TooManyAttempts
+from ..errors import CSRFFailed, LimenError, NotSignedIn, RequestRefused, TooManyAttempts
 from ..extensions import limiter, login_manager
 from . import admin, api, auth, console, health, media, vms
 from .vms import is_htmx
@@ -90,13 +90,11 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(CSRFError)
     def csrf_error(err: CSRFError):
-        return limen_error(RequestRefused(
-            "CSRF_FAILED", 400, "This page is out of date (the session changed). Reload it and try again."))
+        return limen_error(CSRFFailed())
 
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException):
-        code = (err.name or "error").upper().replace(" ", "_").replace("'", "")
-        return limen_error(RequestRefused(code, err.code or 500, err.description or err.name))
+        return limen_error(RequestRefused(err.code or 500, err.description or err.name))
 
     @app.errorhandler(Exception)
     def unexpected(err: Exception):
@@ -108,6 +106,5 @@ def register(app: Flask) -> None:
         if is_htmx():  # a poll after the session ended: send the whole tab to the login page
             return "", 401, {"HX-Redirect": url_for("auth.login")}
         if request.accept_mimetypes.best == "application/json":
-            return jsonify(error={"code": "NOT_SIGNED_IN", "details": {},
-                                  "message": "Your session has ended. Sign in again."}), 401
+            return jsonify(error=NotSignedIn().to_dict()), 401
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))

@@ -6,14 +6,17 @@ Every call but POST /auth/tokens and GET /openapi.json needs ``Authorization: Be
 """
 from datetime import datetime, timezone
 
-from flask import Blueprint, g, jsonify, render_template, request, url_for
+from flask import Blueprint, g, jsonify, render_template, request
 
-from .. import accounts, api_schema, console, media, tokens, vms
+from .. import accounts, media, vms
+from ..accounts import tokens
 from ..errors import TokenInvalid, ValidationFailed
 from ..extensions import csrf
-from . import limits
-from .media import medium_json, upload_from_request
+from ..forms import whole_number
 from ..models import VM, Operation
+from . import api_schema, limits
+from .console import new_ticket
+from .media import medium_json, upload_from_request
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)
@@ -61,10 +64,10 @@ def _user(a: accounts.Account) -> dict:
 
 
 def _whole(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name, str(default))
-    if not (raw.isascii() and raw.isdigit() and low <= int(raw) <= high):
+    value = whole_number(request.args.get(name, str(default)), low, high)
+    if value is None:
         raise ValidationFailed({name: f"Enter a whole number from {low} to {high}."})
-    return int(raw)
+    return value
 
 
 # -- tokens -------------------------------------------------------------------------------
@@ -83,7 +86,7 @@ def create_token():
 @bp.get("/vms")
 def list_vms():
     number, per_page = _whole("page", 1, 1, 10 ** 6), _whole("per_page", 100, 1, 500)
-    rows, total = vms.page(g.api_user, owner=request.args.get("owner", ""),
+    rows, total = vms.table_page(g.api_user, owner=request.args.get("owner", ""),
                            state=request.args.get("state", ""), number=number, per_page=per_page)
     return jsonify(items=[_vm(r.vm, r.op) for r in rows], page=number, per_page=per_page, total=total)
 
@@ -116,9 +119,7 @@ def act(vm_uuid, action):
 
 @bp.post("/vms/<uuid:vm_uuid>/console")
 def console_ticket(vm_uuid):
-    t = console.issue_ticket(g.api_user, str(vm_uuid))
-    ws_url = url_for("console.websocket", vm_uuid=vm_uuid, ticket=t.ticket, _external=True)
-    return jsonify(ticket=t.ticket, ws_url=ws_url, expires_at=_stamp(t.expires_at)), 201
+    return new_ticket(g.api_user, vm_uuid)
 
 
 @bp.post("/vms/<uuid:vm_uuid>/cdrom")

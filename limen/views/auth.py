@@ -5,7 +5,8 @@ from flask import (Blueprint, current_app, make_response, redirect, render_templ
                    session, url_for)
 from flask_login import current_user, login_user, logout_user
 
-from .. import accounts, tokens
+from .. import accounts
+from ..accounts import tokens
 from ..errors import SignInFailed, ValidationFailed
 from ..extensions import limiter
 from . import limits
@@ -64,8 +65,7 @@ def account():
 
 
 def _account_page(**extra):
-    mine = accounts.Account(current_user, accounts.quota_of(current_user), accounts.usage_of(current_user))
-    return render_template("account.html", account=mine, tokens=tokens.mine(current_user),
+    return render_template("account.html", account=accounts.account_of(current_user), tokens=tokens.mine(current_user),
                            **{"errors": {}, "done": False, "token_errors": {}, "new_token": None, **extra})
 
 

@@ -1,11 +1,10 @@
 """The console page, its tickets, and the WebSocket that bridges to the VM's VNC server."""
 from datetime import timezone
 
-from flask import Blueprint, jsonify, render_template, request, url_for
+from flask import Blueprint, Response, jsonify, render_template, request, url_for
 from flask_login import current_user
 
-from .. import console, vms
-from ..errors import all_errors
+from .. import console, errors, vms
 from ..extensions import sock
 
 bp = Blueprint("console", __name__)
@@ -14,17 +13,21 @@ bp = Blueprint("console", __name__)
 @bp.get("/vms/<uuid:vm_uuid>/console")
 def page(vm_uuid):
     vm = vms.get_vm(current_user, str(vm_uuid), "vm.console")
-    sentences = {code: cls.sentence for code, cls in all_errors().items()}
-    return render_template("vms/console.html", vm=vm, sentences=sentences)
+    return render_template("vms/console.html", vm=vm, sentences=errors.sentences())
+
+
+def new_ticket(user, vm_uuid) -> tuple[Response, int]:
+    """A console ticket and the WebSocket URL to open with it (201): the page's and the API's."""
+    t = console.issue(user, str(vm_uuid))
+    # A WebSocket rule builds a ws:// (or wss://) URL.
+    ws_url = url_for("console.websocket", vm_uuid=vm_uuid, ticket=t.ticket, _external=True)
+    return jsonify(ticket=t.ticket, ws_url=ws_url,
+                   expires_at=t.expires_at.replace(tzinfo=timezone.utc).isoformat()), 201
 
 
 @bp.post("/vms/<uuid:vm_uuid>/console/ticket")
 def ticket(vm_uuid):
-    t = console.issue_ticket(current_user, str(vm_uuid))
-    # A WebSocket rule builds a ws:// (or wss://) URL.
-    ws_url = url_for("console.websocket", vm_uuid=vm_uuid, ticket=t.ticket, _external=True)
-    return jsonify(ticket=t.ticket, ws_url=ws_url,
-                   expires_at=t.expires_at.replace(tzinfo=timezone.utc).isoformat())
+    return new_ticket(current_user, vm_uuid)
 
 
 @bp.before_app_request

@@ -7,14 +7,14 @@ from flask import Blueprint, current_app, jsonify, redirect, render_template, re
 from flask_login import current_user
 
 from .. import media
-from ..errors import LimenError, ValidationFailed
+from ..errors import ValidationFailed
 from ..profiles import KINDS
 
 bp = Blueprint("media", __name__, url_prefix="/media")
 
 
 def _page(status: int = 200, form=None, errors=None, problem=None):
-    return render_template("media/index.html", **media.page(current_user), os_kinds=KINDS,
+    return render_template("media/index.html", **media.library_page(current_user), os_kinds=KINDS,
                            kinds=media.KIND_NAMES, form=form or {}, errors=errors or {},
                            problem=problem), status
 
@@ -27,7 +27,7 @@ def index():
 @bp.get("/library")
 def library():
     """The library table alone (the upload script swaps it in when an upload is done)."""
-    return render_template("media/_library.html", **media.page(current_user), os_kinds=KINDS,
+    return render_template("media/_library.html", **media.library_page(current_user), os_kinds=KINDS,
                            kinds=media.KIND_NAMES)
 
 
@@ -66,12 +66,9 @@ def upload_from_request(user):
 @bp.post("/upload")
 def upload():
     """The file is the request body, in bounded memory all the way into libvirt; what it is
-    comes in the query string. Answers JSON, for the script that shows the progress."""
-    try:
-        medium = upload_from_request(current_user)
-    except LimenError as e:
-        return jsonify(error=e.to_dict()), e.status
-    return jsonify(medium_json(medium)), 201
+    comes in the query string. Answers JSON, for the script that shows the progress (which
+    asks for JSON, so that a refusal is JSON too)."""
+    return jsonify(medium_json(upload_from_request(current_user))), 201
 
 
 @bp.post("/register")

@@ -4,7 +4,7 @@ from flask_login import current_user
 
 from .. import vms
 from ..errors import QuotaExceeded, ValidationFailed
-from ..extensions import services
+from .. import runtime
 
 bp = Blueprint("vms", __name__)
 
@@ -21,7 +21,7 @@ def _owner() -> str:
 def _table() -> dict:
     """What the rows partial needs. The version is read before the rows: a change in between
     shows at the next poll."""
-    version = services().changes.token
+    version = runtime.get().changes.token
     owner = _owner()
     return dict(version=version, owner=owner, rows=vms.table(current_user, owner),
                 unmanaged=vms.unmanaged(current_user), owners=vms.owners(current_user),
@@ -45,7 +45,7 @@ def index():
 @bp.get("/vms/rows")
 def rows():
     """The table body for htmx polls: 204 and no body when nothing changed since ``v``."""
-    if request.args.get("v") == services().changes.token:
+    if request.args.get("v") == runtime.get().changes.token:
         return "", 204
     return _rows_response()
 

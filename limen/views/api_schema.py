@@ -3,10 +3,11 @@ it answers, and the OpenAPI 3.1 document built from both (``GET /api/v1/openapi.
 One definition serves the check and the documentation, so they cannot drift apart."""
 from jsonschema import Draft202012Validator
 
-from .accounts import MAX_PASSWORD, MAX_QUOTA, MIN_PASSWORD, USERNAME_RE
-from .errors import ValidationFailed
-from .tokens import MAX_DAYS
-from .vms import MIN_MEMORY_MIB, NAME_RE
+from ..accounts.quotas import MAX_QUOTA
+from ..accounts.tokens import MAX_DAYS
+from ..accounts.users import MAX_PASSWORD, MIN_PASSWORD, USERNAME_RE
+from ..errors import ValidationFailed
+from ..vms.create import MIN_MEMORY_MIB, NAME_RE
 
 # Only a request's shape is checked here (fields, their JSON types); the values are judged by
 # the use cases, the same code and words as on the pages. Patterns and bounds below document

@@ -1,18 +1,18 @@
 """Personal API tokens: made on the account page, by ``flask --app app tokens create``, or by
 ``POST /api/v1/auth/tokens`` with a username and password; named, optionally expiring,
 revocable, and stored only as a SHA-256. The token itself is shown once."""
-import hashlib
-import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from . import accounts, audit
-from .access import authorize
-from .errors import TokenInvalid, ValidationFailed
-from .extensions import db
-from .models import ApiToken, User, utcnow
+from .. import audit, hashing
+from ..access import Actor, authorize
+from ..errors import TokenInvalid, ValidationFailed
+from ..extensions import db
+from ..forms import whole_number
+from ..models import ApiToken, User, utcnow
+from .signins import check_credentials, user_named
 
 PREFIX = "limen_"
 MAX_DAYS = 3650
@@ -25,31 +25,27 @@ class NewToken:
     token: str  # shown once
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _check(name: str, expires_days) -> tuple[str, datetime | None]:
+def _check(name: str, expires_days: object) -> tuple[str, datetime | None]:
     errors = {}
     name = str(name or "").strip()
     if not 1 <= len(name) <= 64:
         errors["name"] = "Name the token (1 to 64 characters), e.g. after the script that uses it."
     expires_at = None
     if expires_days not in (None, ""):
-        raw = str(expires_days).strip()
-        if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_DAYS):
+        days = whole_number(expires_days, 1, MAX_DAYS)
+        if days is None:
             errors["expires_days"] = f"Enter a number of days from 1 to {MAX_DAYS}, or none."
         else:
-            expires_at = utcnow() + timedelta(days=int(raw))
+            expires_at = utcnow() + timedelta(days=days)
     if errors:
         raise ValidationFailed(errors)
     return name, expires_at
 
 
-def _make(actor, user: User, name: str, expires_days) -> NewToken:
+def _make(actor: Actor, user: User, name: str, expires_days: object) -> NewToken:
     name, expires_at = _check(name, expires_days)
-    secret = PREFIX + secrets.token_urlsafe(32)
-    row = ApiToken(user_id=user.id, name=name, token_hash=_digest(secret),
+    secret = hashing.new_token(PREFIX)
+    row = ApiToken(user_id=user.id, name=name, token_hash=hashing.digest(secret),
                    prefix=secret[:len(PREFIX) + 6], expires_at=expires_at)
     db.session.add(row)
     audit.record("token.create", actor=actor, target=user.username,
@@ -59,26 +55,26 @@ def _make(actor, user: User, name: str, expires_days) -> NewToken:
 
 
 @audit.refusals("token.create")
-def create(user: User, name: str, expires_days=None) -> NewToken:
+def create(user: User, name: str, expires_days: object = None) -> NewToken:
     """A token for the signed-in user."""
     authorize(user, "account.tokens")
     return _make(user, user, name, expires_days)
 
 
 @audit.refusals("token.create", subject="username")
-def create_for(actor, username: str, name: str, expires_days=None) -> NewToken:
+def create_for(actor: Actor, username: str, name: str, expires_days: object = None) -> NewToken:
     """A token for someone else (an admin, or the host's command line)."""
     authorize(actor, "users.manage")
-    user = db.session.scalar(select(User).where(User.username == accounts.normal_username(username)))
+    user = user_named(username)
     if user is None:
         raise ValidationFailed({"username": f"There is no user {username}."})
     return _make(actor, user, name, expires_days)
 
 
-def create_with_password(username: str, password: str, name: str, expires_days=None) -> NewToken:
+def create_with_password(username: str, password: str, name: str, expires_days: object = None) -> NewToken:
     """For scripts: a token in exchange for a username and password (rate limited by the
     view, like signing in)."""
-    user = accounts.check_credentials(username, password)
+    user = check_credentials(username, password)
     return _make(user, user, name, expires_days)
 
 
@@ -102,9 +98,10 @@ def revoke(user: User, token_id: int) -> None:
 
 
 def authenticate(secret: str) -> User:
-    """The enabled user a live token belongs to; TokenInvalid otherwise."""
+    """The enabled user a live token belongs to (``user.api_token`` is the token's row);
+    TokenInvalid otherwise."""
     found = db.session.execute(select(ApiToken, User).join(User, ApiToken.user_id == User.id)
-                               .where(ApiToken.token_hash == _digest(secret))).first()
+                               .where(ApiToken.token_hash == hashing.digest(secret))).first()
     now = utcnow()
     if found is None:
         raise TokenInvalid()
@@ -118,4 +115,5 @@ def authenticate(secret: str) -> User:
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_EVERY:
         row.last_used_at = now
         db.session.commit()
+    user.api_token = row
     return user

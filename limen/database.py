@@ -1,4 +1,5 @@
-"""The database schema, brought up to date at start-up by Alembic (configured by Flask-Migrate,
+"""The database: SQLite's settings for every connection, and the schema, brought up to date
+at start-up by Alembic (configured by Flask-Migrate,
 whose ``flask --app app db …`` commands write new migrations).
 
 A new database is built by running every migration from the first, so the migrations are
@@ -8,9 +9,12 @@ A migration that cannot run raises, and LIMEN does not start.
 """
 from pathlib import Path
 
+from typing import Any
+
 from alembic import command
 from flask import current_app
-from sqlalchemy import inspect
+from sqlalchemy import event, inspect
+from sqlalchemy.engine import Engine
 
 from .extensions import db
 
@@ -24,3 +28,13 @@ def upgrade() -> None:
     if tables and "alembic_version" not in tables:
         command.stamp(config, BEFORE_MIGRATIONS)
     command.upgrade(config, "head")
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_conn: Any, _record: object) -> None:
+    """WAL lets the page read while a background operation writes."""
+    if type(dbapi_conn).__module__.startswith("sqlite3"):
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()

@@ -32,7 +32,7 @@ class NoReaderThread:
         return False
 
 
-class ProtocolError(Exception):
+class FrameError(Exception):
     pass
 
 
@@ -102,7 +102,7 @@ class Connection:
                 return None
             size, pos = int.from_bytes(buf[2:10], "big"), 10
         if size > MAX_FRAME:
-            raise ProtocolError(f"a frame of {size} bytes")
+            raise FrameError(f"a frame of {size} bytes")
         masked = buf[1] & 0x80
         start = pos + (4 if masked else 0)
         end = start + size
@@ -133,7 +133,7 @@ class Connection:
                 if not data:
                     return
                 self._buffer += data
-        except (OSError, ProtocolError):
+        except (OSError, FrameError):
             pass
 
     def shutdown(self) -> None:

@@ -1,0 +1,93 @@
+"""The bytes of a console: browser WebSocket ↔ VNC socket, until either side ends."""
+import logging
+import socket
+import threading
+
+from ..errors import ClientClosed, LimenError, ProtocolError, VNCClosed
+from . import frames
+
+log = logging.getLogger(__name__)
+CLOSE_GRACE = 2.0  # seconds the browser has to answer our close frame
+
+
+class Bridge:
+    """Copy bytes between the browser's WebSocket and the VNC socket until either side ends,
+    then end the other at once. No thread or socket outlives ``run``."""
+
+    def __init__(self, conn: frames.Connection, vnc: socket.socket):
+        self.conn, self.vnc = conn, vnc
+        self.to_client = self.from_client = 0
+        self.end = ClientClosed.code
+        self._ended = threading.Lock()
+        self._reader_done = threading.Event()
+
+    def run(self) -> None:
+        pump = threading.Thread(target=self._vnc_to_client, name="limen-vnc-pump", daemon=True)
+        pump.start()
+        try:
+            self._client_to_vnc()
+        finally:
+            self._reader_done.set()
+            self._finish(ClientClosed())
+            pump.join()
+            self.vnc.close()
+            self.conn.shutdown()
+
+    def stop(self, err: LimenError) -> None:
+        """End the bridge from outside (the user lost the right to it): the browser gets the
+        code."""
+        self._finish(err)
+
+    def _client_to_vnc(self) -> None:
+        try:
+            for opcode, payload in self.conn.frames():
+                if opcode in (frames.BINARY, frames.TEXT, 0):  # 0: a continuation
+                    try:
+                        self.vnc.sendall(payload)
+                    except OSError:
+                        return self._finish(VNCClosed())
+                    self.from_client += len(payload)
+                elif opcode == frames.CLOSE:  # answer with the browser's own code
+                    code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1000
+                    self.conn.close(code if 1000 <= code < 5000 and code not in (1005, 1006) else 1000, "")
+                    return
+                elif opcode == frames.PING:
+                    self.conn.send(frames.PONG, payload)
+        except frames.FrameError as e:
+            log.warning("console: %s from the browser", e)
+            self._finish(ProtocolError())
+        except OSError:
+            pass  # the browser's side is gone (or did not answer our close in time)
+
+    def _vnc_to_client(self) -> None:
+        try:
+            while True:
+                try:
+                    data = self.vnc.recv(frames.CHUNK)
+                except OSError:
+                    data = b""
+                if not data:
+                    self._finish(VNCClosed())
+                    break
+                try:
+                    self.conn.send(frames.BINARY, data)
+                except OSError:
+                    self._finish(ClientClosed())
+                    break
+                self.to_client += len(data)
+        finally:
+            # Our close frame is out: give the browser a moment to answer, then end its socket
+            # so that the reading side returns.
+            if not self._reader_done.wait(CLOSE_GRACE):
+                self.conn.shutdown()
+
+    def _finish(self, err: LimenError) -> None:
+        """The first side to end names the end; VNC is shut and the browser told at once."""
+        if not self._ended.acquire(blocking=False):
+            return
+        self.end = err.code
+        try:
+            self.vnc.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.conn.close(err.ws_close, err.code)

@@ -1,0 +1,135 @@
+"""The console WebSocket: Origin check → ticket (or API token) → ensure running → open VNC →
+bridge bytes, with every way out recorded and told to the browser as a code.
+
+Every refusal is a LimenError, whose ``ws_close`` code and ``code`` close the WebSocket.
+"""
+import logging
+import socket
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import update
+
+from .. import audit, runtime, vms
+from ..errors import LimenError, LimenRestarted, VMNotRunning, error_from
+from ..extensions import db
+from ..models import ConsoleSession, Operation, User, utcnow
+from . import frames, standing, tickets
+from .bridge import CLOSE_GRACE, Bridge
+
+log = logging.getLogger(__name__)
+
+
+def ensure_running(user: User, vm_uuid: str, timeout: float) -> None:
+    """Return once the VM runs, starting it if needed; VM_START_FAILED, VM_NOT_RUNNING … else."""
+    op = vms.start_or_join(user, vm_uuid)
+    if op is None:
+        return
+    op_id = op.id
+    db.session.close()  # hold no database connection while waiting
+    if not runtime.get().runner.wait(op_id, timeout):
+        raise VMNotRunning(f"The VM was not running {timeout:g} s after the start was requested.")
+    op = db.session.get(Operation, op_id)
+    if op is not None and op.state == "failed":
+        raise error_from(op.error_code, op.error_message)
+
+
+def close_websocket(conn: frames.Connection, code: int, reason: str) -> None:
+    """Refuse: a close frame with the code and reason, a moment for the browser's answer, then
+    the socket is shut, so nothing else is written on it."""
+    conn.close(code, reason)
+    conn.await_close(CLOSE_GRACE)
+    conn.shutdown()
+
+
+def serve(ws: Any, vm_uuid: str, *, origin: str | None, own_origin: str, ticket: str | None,
+          session_user_id: int | None, authorization: str | None = None) -> None:
+    """The console WebSocket, from the Origin check to the end of the bridge."""
+    conn = frames.Connection(ws.sock)
+    ws.connected = False  # the connection is ours now: flask-sock must not close it again
+    session_id = user_id = None
+    try:
+        tickets.check_origin(origin, own_origin)
+        if authorization and not ticket:
+            admitted = tickets.admit_bearer(authorization, vm_uuid)
+        else:
+            admitted = tickets.redeem(ticket, vm_uuid, session_user_id)
+        user_id = admitted.user.id
+        held = standing.Standing(user_id, vm_uuid, admitted.login_session_id, admitted.api_token_id)
+        (lost,) = standing.revoked([held])
+        if lost is not None:
+            raise lost
+        record = ConsoleSession(user_id=user_id, vm_uuid=vm_uuid, login_session_id=held.login_session_id,
+                                api_token_id=held.api_token_id)
+        db.session.add(record)
+        db.session.commit()
+        session_id = record.id
+        cfg = current_app.config
+        ensure_running(admitted.user, vm_uuid, cfg["CONSOLE_START_TIMEOUT"])
+        vnc = runtime.get().hypervisor.display.open(vm_uuid, cfg["VNC_CONNECT_TIMEOUT"])
+    except Exception as exc:  # every way out says why: never a bare 1006 in the browser
+        if isinstance(exc, LimenError):
+            err = exc
+            log.info("console vm %s refused: %s", vm_uuid, err)
+        else:
+            err = LimenError()
+            log.exception("console vm %s failed", vm_uuid)
+        close_websocket(conn, err.ws_close, err.code)  # first: the browser learns why, whatever follows
+        db.session.rollback()
+        if session_id is not None:
+            _record_end(session_id, err.code, err.message)
+        _audit("console.open", err.code, user_id, vm_uuid, err.message)
+        return
+    _audit("console.open", "ok", user_id, vm_uuid, f"session {session_id}")
+    db.session.close()  # the bridge may run for hours: hold no database connection
+    bridge = Bridge(conn, vnc)
+    standing.watch.add(bridge, current_app._get_current_object(), held, bridge.stop)  # type: ignore[attr-defined]
+    try:
+        try:
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # the browser left while the VM started: the bridge ends at once
+        log.info("console vm %s opened by user %s (session %s)", vm_uuid, user_id, session_id)
+        bridge.run()
+    finally:
+        standing.watch.remove(bridge)
+        vnc.close()
+        _record_end(session_id, bridge.end, None, bridge.to_client, bridge.from_client)
+        _audit("console.close", "ok", user_id, vm_uuid, f"session {session_id}: {bridge.end}, "
+               f"{bridge.to_client} bytes out, {bridge.from_client} in")
+        log.info("console vm %s closed: %s, %d bytes out, %d in", vm_uuid, bridge.end,
+                 bridge.to_client, bridge.from_client)
+
+
+@runtime.at_start
+def end_stale_sessions() -> int:
+    """At start-up: sessions a previous process left open ended with it."""
+    ended = db.session.execute(update(ConsoleSession).where(ConsoleSession.ended_at.is_(None))
+                               .values(ended_at=utcnow(), end=LimenRestarted.code)).rowcount
+    db.session.commit()
+    return ended
+
+
+def _record_end(session_id: int, end: str, detail: str | None, out: int = 0, inn: int = 0) -> None:
+    """Record how a session ended; a failure to record is logged, never raised into the close."""
+    try:
+        record = db.session.get(ConsoleSession, session_id)
+        assert record is not None, "a session's row outlives it"
+        record.ended_at = utcnow()
+        record.end, record.end_detail = end, detail
+        record.bytes_to_client, record.bytes_from_client = out, inn
+        db.session.commit()
+    except Exception:
+        log.exception("console session %s: recording its end failed", session_id)
+        db.session.rollback()
+
+
+def _audit(action: str, result: str, user_id: int | None, vm_uuid: str, detail: str) -> None:
+    """Console opens and closes in the audit log; a failure to record is logged, never raised."""
+    try:
+        user = db.session.get(User, user_id) if user_id is not None else None
+        audit.record(action, result, actor=user, vm_uuid=vm_uuid, detail=detail)
+        db.session.commit()
+    except Exception:
+        log.exception("console vm %s: auditing %s failed", vm_uuid, action)
+        db.session.rollback()

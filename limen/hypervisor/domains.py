@@ -1,0 +1,198 @@
+"""Domains: define, start, stop, change and read them, by UUID."""
+import time
+import xml.etree.ElementTree as ET
+
+import libvirt
+
+from ..errors import InvalidState, LimenError, VMNotFound, VMStartFailed
+from ..profiles import Profile
+from . import domain_xml
+from .connection import Connection, is_error, translated
+from .host import Host
+from .pools import Pool
+from .states import DomainState
+
+
+class Domains:
+    def __init__(self, connection: Connection, host: Host, disks: Pool, media: Pool,
+                 network: str, cpu_mode: str = ""):
+        self.connection, self.host, self.disks, self.media = connection, host, disks, media
+        self.network, self.cpu_mode = network, cpu_mode
+
+    def _dom(self, uuid: str) -> libvirt.virDomain:
+        return self.connection.get().lookupByUUIDString(uuid)
+
+    def _find(self, uuid: str) -> libvirt.virDomain | None:
+        """The domain, or None when libvirt has none with this UUID."""
+        try:
+            return self._dom(uuid)
+        except libvirt.libvirtError as e:
+            if is_error(e, libvirt.VIR_ERR_NO_DOMAIN):
+                return None
+            raise
+
+    @translated
+    def name_in_use(self, name: str) -> bool:
+        try:
+            self.connection.get().lookupByName(name)
+        except libvirt.libvirtError as e:
+            if is_error(e, libvirt.VIR_ERR_NO_DOMAIN):
+                return False
+            raise
+        return True
+
+    @translated
+    def define(self, *, uuid: str, name: str, vcpus: int, memory_mib: int, volume: str,
+               profile: Profile | None = None, iso: str | None = None, seed: str | None = None,
+               boot_cdrom: bool = False) -> None:
+        """Define the domain: its disk is the disk pool's ``volume``; its CD-ROM holds the
+        media pool's ``iso`` or the disk pool's ``seed``, or nothing. ``profile``
+        (limen.profiles) sets machine, buses, models and firmware."""
+        domain_type, arch = self.host.guest_choice()
+        cdrom = self.media.path(iso) if iso else self.disks.path(seed) if seed else None
+        devices = {}
+        if profile is not None:
+            devices = dict(machine=profile.machine, disk_bus=profile.disk_bus, nic_model=profile.nic_model,
+                           firmware=profile.firmware, clock=profile.clock)
+        spec = domain_xml.DomainSpec(name=name, uuid=uuid, vcpus=vcpus, memory_mib=memory_mib,
+                                     domain_type=domain_type, arch=arch, disk_path=self.disks.path(volume),
+                                     network=self.network, cpu_mode=self.cpu_mode,
+                                     cdrom_path=cdrom, boot_cdrom=boot_cdrom, **devices)
+        self.connection.get().defineXML(domain_xml.build(spec))
+
+    @translated
+    def change_cdrom(self, uuid: str, iso: str | None, boot_first: bool | None = None) -> None:
+        """Put the media pool's ``iso`` in the VM's CD-ROM drive, or eject it (None): at once
+        when the VM runs, and in its definition for the next start. ``boot_first`` True boots
+        from the drive before the disk from the next start, False from the disk only; None
+        leaves the boot order. A VM with no drive gets one while it is shut off."""
+        dom = self._dom(uuid)
+        path = self.media.path(iso) if iso else None
+        active = dom.isActive()
+        if active:
+            found = domain_xml.find_cdrom(dom.XMLDesc(0))
+            if found is None:
+                raise InvalidState("This VM has no CD-ROM drive yet: LIMEN adds one while it is shut off.")
+            # The running VM's drive and its definition both; FORCE opens a tray the guest locked.
+            dom.updateDeviceFlags(ET.tostring(domain_xml.cdrom(path, *found), encoding="unicode"),
+                                  libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_AFFECT_LIVE
+                                  | libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE)
+        xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)  # with the new drive, after a live change
+        try:
+            if not active:
+                xml = domain_xml.with_cdrom(xml, path)
+            if boot_first is not None:
+                xml = domain_xml.with_boot(xml, boot_first)
+        except ValueError as e:
+            raise InvalidState(f"{e}.") from None
+        if not active or boot_first is not None:
+            self.connection.get().defineXML(xml)  # one new definition; every driver can (a live change cannot)
+
+    @translated
+    def start(self, uuid: str) -> None:
+        dom = self._dom(uuid)
+        try:
+            dom.create()
+        except libvirt.libvirtError as e:
+            if is_error(e, libvirt.VIR_ERR_OPERATION_INVALID) and dom.isActive():
+                return  # already running: the goal is reached
+            raise VMStartFailed(e.get_error_message()) from None
+
+    @translated
+    def shutdown(self, uuid: str) -> None:
+        """Ask the guest to power off (ACPI power button, or its agent if it has one)."""
+        self._dom(uuid).shutdown()
+
+    @translated
+    def reboot(self, uuid: str) -> None:
+        self._dom(uuid).reboot(0)
+
+    @translated
+    def destroy(self, uuid: str) -> None:
+        """Power off at once; a domain that is not running is left as it is."""
+        dom = self._dom(uuid)
+        if dom.isActive():
+            try:
+                dom.destroy()
+            except libvirt.libvirtError as e:
+                if not is_error(e, libvirt.VIR_ERR_OPERATION_INVALID):
+                    raise
+
+    @translated
+    def undefine(self, uuid: str, keep_nvram: bool = False) -> bool:
+        """Remove the domain's definition; False when there was none. ``keep_nvram`` keeps its
+        firmware variables file (an adopted VM's files are not LIMEN's to delete)."""
+        dom = self._find(uuid)
+        if dom is None:
+            return False
+        # A saved state and snapshot and checkpoint records go with it, and the firmware
+        # variables unless kept (domains adopted from other tools may have them; a plain
+        # undefine refuses then).
+        nvram = libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM if keep_nvram else libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+        try:
+            dom.undefineFlags(nvram | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                              | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                              | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+        except libvirt.libvirtError as e:
+            if not is_error(e, libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
+                raise
+            dom.undefine()  # a driver without those flags (the test driver) has nothing of the kind
+        return True
+
+    @translated
+    def state(self, uuid: str) -> DomainState | None:
+        """The domain's state, or None when libvirt has no such domain."""
+        dom = self._find(uuid)
+        if dom is None:
+            return None
+        try:
+            state, reason = dom.state()
+        except libvirt.libvirtError as e:
+            if is_error(e, libvirt.VIR_ERR_NO_DOMAIN):  # gone since the lookup
+                return None
+            raise
+        return DomainState.from_libvirt(state, reason)
+
+    @translated
+    def all_states(self) -> dict[str, tuple[str, DomainState]]:
+        """Every domain's name and state, in one call."""
+        stats = self.connection.get().getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)
+        return {dom.UUIDString(): (dom.name(), DomainState.from_libvirt(s["state.state"], s["state.reason"]))
+                for dom, s in stats}
+
+    @translated
+    def specs(self, uuid: str) -> tuple[str, int, int]:
+        """A domain's name, vCPUs and maximum memory (MiB), for adopting it."""
+        dom = self._dom(uuid)
+        _state, max_kib, _kib, vcpus, _cpu_time = dom.info()
+        return dom.name(), vcpus, max_kib // 1024
+
+    @translated
+    def using(self, refs: set[str]) -> list[str]:
+        """The names of the domains with one of ``refs`` (a file's path, or "pool/volume") in
+        a drive, now or from their next start."""
+        def refers(dom: libvirt.virDomain) -> bool:
+            return bool(refs & domain_xml.disk_sources(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+                        or (dom.isActive() and refs & domain_xml.disk_sources(dom.XMLDesc(0))))
+
+        return [dom.name() for dom in self.connection.get().listAllDomains() if refers(dom)]
+
+    def wait_for_state(self, uuid: str, wanted: set[str], timeout: float,
+                       error: type[LimenError]) -> DomainState:
+        """Return once the domain is in one of ``wanted``; raise ``error`` at the deadline.
+
+        Woken by lifecycle events; it also looks again every half second, so a lost event
+        costs at most that much."""
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = self.connection.events
+            current = self.state(uuid)
+            if current is None:
+                raise VMNotFound("the domain vanished while LIMEN waited for it")
+            if current.state in wanted:
+                return current
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise error(f"still {current.state} after {timeout:g} s "
+                            f"(waited for {' or '.join(sorted(wanted))})")
+            self.connection.wait_for_event(seen, min(remaining, 0.5))

@@ -1,0 +1,160 @@
+"""The background work on VMs: one Operation handler per kind, registered with the runner.
+Each names its steps, and a create registers how to undo each one, so a failure leaves no
+domain and no volume behind."""
+from flask import current_app
+from sqlalchemy import select
+
+from .. import cloudinit, runtime
+from ..errors import LimenError, ShutdownTimeout, VMNotRunning
+from ..extensions import db
+from ..models import CREATING, ERROR, VM, Operation
+from ..operations import OpContext, handler
+from .lifecycle import seed_name, volume_name
+
+
+def _vm(ctx: OpContext) -> VM | None:
+    return db.session.scalar(select(VM).where(VM.uuid == ctx.vm_uuid))
+
+
+def _wait_running(uuid: str) -> None:
+    runtime.get().hypervisor.domains.wait_for_state(uuid, {"running"}, current_app.config["START_TIMEOUT"],
+                                                    VMNotRunning)
+
+
+def _create_failed(ctx: OpContext, err: LimenError) -> None:
+    runtime.get().sync.hand_back(ctx.vm_uuid, error=f"{err.code}: {err.message}")
+
+
+def _create_interrupted(op: Operation, err: LimenError) -> bool:
+    """After a restart: True when the create had in fact finished (it had handed its running
+    VM back); otherwise what it made is removed, and the row is an error saying so."""
+    vm = db.session.scalar(select(VM).where(VM.uuid == op.vm_uuid))
+    if vm is None:
+        return False
+    if vm.state not in (CREATING, ERROR):
+        return True
+    reason = f"{err.code}: {err.message}"
+    hv = runtime.get().hypervisor
+    try:
+        if hv.domains.state(vm.uuid) is not None:
+            hv.domains.destroy(vm.uuid)
+            hv.domains.undefine(vm.uuid)
+        hv.disks.delete_volume(volume_name(vm.uuid))
+        hv.disks.delete_volume(seed_name(vm.uuid))
+        reason += " What it had created was removed; delete this row, or create the VM again."
+    except LimenError as e:
+        reason += f" Cleaning up failed too ({e.code}); delete the VM to retry."
+    vm.state, vm.state_reason = ERROR, reason
+    return False
+
+
+@handler("create", on_failure=_create_failed, on_interrupted=_create_interrupted)
+def run_create(ctx: OpContext) -> None:
+    rt = runtime.get()
+    hv = rt.hypervisor
+    vm = _vm(ctx)
+    assert vm is not None, "a create's row exists until the create ends"
+    uuid, volume = vm.uuid, volume_name(vm.uuid)
+    spec = dict(uuid=uuid, name=vm.name, vcpus=vm.vcpus, memory_mib=vm.memory_mib, volume=volume,
+                profile=vm.profile, iso=vm.iso.volume if vm.iso else None, boot_cdrom=vm.boot_cdrom)
+    disk_gib, image = vm.disk_gib, (vm.image.volume, vm.image.name) if vm.image else None
+    seed = None
+    if image is not None:
+        ci = vm.cloud_init or {}
+        seed = cloudinit.seed_iso(cloudinit.user_data(vm.name, ci["user"], ci["ssh_key"], ci["password_hash"]),
+                                  cloudinit.meta_data(uuid, vm.name))
+        # The seed has the hash now; the database need not keep it (a create is never re-run).
+        vm.cloud_init = {k: v for k, v in ci.items() if k != "password_hash"}
+    db.session.commit()  # plain values from here on: no connection held during the slow steps
+    if image is None:
+        ctx.step("Creating the disk")
+        hv.disks.create_volume(volume, disk_gib)
+    else:
+        ctx.step(f"Creating the disk on {image[1]}")
+        hv.disks.create_volume(volume, disk_gib, backing=hv.media.path(image[0]))
+    ctx.undo("delete the disk", lambda: hv.disks.delete_volume(volume))
+    if seed is not None:
+        ctx.step("Writing the cloud-init seed")
+        hv.disks.upload(seed_name(uuid), len(seed), [seed])
+        ctx.undo("delete the cloud-init seed", lambda: hv.disks.delete_volume(seed_name(uuid)))
+        spec["seed"] = seed_name(uuid)
+    ctx.step("Defining the VM")
+    hv.domains.define(**spec)  # type: ignore[arg-type]
+    ctx.undo("remove the VM definition", lambda: hv.domains.undefine(uuid))
+    ctx.step("Starting the VM")
+    ctx.undo("power off", lambda: hv.domains.destroy(uuid))
+    hv.domains.start(uuid)
+    ctx.step("Waiting for it to run")
+    _wait_running(uuid)
+    rt.sync.hand_back(uuid)
+
+
+@handler("start")
+def run_start(ctx: OpContext) -> None:
+    ctx.step("Starting the VM")
+    runtime.get().hypervisor.domains.start(ctx.vm_uuid)
+    ctx.step("Waiting for it to run")
+    _wait_running(ctx.vm_uuid)
+    runtime.get().sync.refresh(ctx.vm_uuid)
+
+
+@handler("shutdown")
+def run_shutdown(ctx: OpContext) -> None:
+    rt = runtime.get()
+    ctx.step("Asking the guest to shut down (ACPI)")
+    rt.hypervisor.domains.shutdown(ctx.vm_uuid)
+    ctx.step("Waiting for the guest to power off")
+    try:
+        rt.hypervisor.domains.wait_for_state(ctx.vm_uuid, {"shutoff"}, current_app.config["SHUTDOWN_TIMEOUT"],
+                                             ShutdownTimeout)
+    finally:
+        rt.sync.refresh(ctx.vm_uuid)
+
+
+@handler("force-off")
+def run_force_off(ctx: OpContext) -> None:
+    ctx.step("Powering off")
+    runtime.get().hypervisor.domains.destroy(ctx.vm_uuid)
+    runtime.get().sync.refresh(ctx.vm_uuid)
+
+
+@handler("reboot")
+def run_reboot(ctx: OpContext) -> None:
+    ctx.step("Asking the guest to reboot")
+    runtime.get().hypervisor.domains.reboot(ctx.vm_uuid)
+    runtime.get().sync.refresh(ctx.vm_uuid)
+
+
+def _delete_failed(ctx: OpContext, err: LimenError) -> None:
+    rt = runtime.get()
+    try:
+        exists = rt.hypervisor.domains.state(ctx.vm_uuid) is not None
+    except LimenError:  # libvirt gone too: say so, and let the owner delete again
+        exists = False
+    if exists:
+        rt.sync.hand_back(ctx.vm_uuid)  # what is left of it shows as it is; the failed delete beside it
+    else:
+        rt.sync.hand_back(ctx.vm_uuid, error=f"Delete failed. {err.code}: {err.message} Delete it again.")
+
+
+@handler("delete", on_failure=_delete_failed, resume=True)
+def run_delete(ctx: OpContext) -> None:
+    """Every step checks what is there first, so a delete interrupted anywhere is carried on
+    after a restart."""
+    hv = runtime.get().hypervisor
+    vm = _vm(ctx)
+    adopted = vm is not None and vm.adopted
+    db.session.commit()
+    if hv.domains.state(ctx.vm_uuid) is not None:
+        ctx.step("Powering off")
+        hv.domains.destroy(ctx.vm_uuid)
+        ctx.step("Removing the VM definition")
+        hv.domains.undefine(ctx.vm_uuid, keep_nvram=adopted)
+    if not adopted:  # an adopted VM's disks are not LIMEN's: they stay
+        ctx.step("Deleting the disk")
+        hv.disks.delete_volume(volume_name(ctx.vm_uuid))
+        hv.disks.delete_volume(seed_name(ctx.vm_uuid))
+    vm = _vm(ctx)
+    if vm is not None:
+        db.session.delete(vm)
+    db.session.commit()

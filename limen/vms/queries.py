@@ -1,0 +1,130 @@
+"""Reading VMs: the table's rows, one page of them for the API, one VM, its Operations."""
+from dataclasses import dataclass
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import selectinload
+
+from .. import media, runtime
+from ..access import may, visible_vms, vm_for
+from ..errors import OperationNotFound, VMNotFound
+from ..extensions import db
+from ..models import CREATING, DELETING, ERROR, ISO, MISSING, VM, Operation, UnmanagedDomain, User
+from .lifecycle import ACTIONS, MAY_OVERTAKE
+
+
+@dataclass
+class Row:
+    vm: VM
+    op: Operation | None  # the VM's latest Operation when it is active or has failed
+    may_forget: bool = False  # the viewer is an admin
+
+    @property
+    def failure(self) -> Operation | None:
+        """The latest Operation, if it failed and nothing has changed the VM's state since."""
+        op, vm = self.op, self.vm
+        if op is None or op.state != "failed" or vm.state == ERROR:
+            return None
+        if vm.state_seen_at and op.finished_at and vm.state_seen_at > op.finished_at:
+            return None
+        return op
+
+    @property
+    def actions(self) -> list[str]:
+        if self.vm.state in (CREATING, DELETING):
+            return []
+        if self.op and self.op.active:
+            return [a for a in ACTIONS if (a, self.op.kind) in MAY_OVERTAKE]
+        allowed = [a for a, states in ACTIONS.items() if self.vm.state in states]
+        forget = ["forget"] if self.may_forget and self.vm.state == MISSING else []
+        return [*allowed, "delete", *forget]
+
+
+def get_vm(user: User, vm_uuid: str, action: str = "vm.view") -> VM:
+    """The VM, if ``user`` may take ``action`` on it; another user's VM is as absent as a
+    deleted one."""
+    return vm_for(user, vm_uuid, action)
+
+
+def owners(user: User) -> list[str]:
+    """The usernames an admin can filter the table by (everyone else sees only their own)."""
+    if not user.is_admin:
+        return []
+    return list(db.session.scalars(select(User.username).order_by(User.username)))
+
+
+def hypervisor_problem() -> str | None:
+    """Why libvirt cannot be reached right now (the table then shows the last known state
+    under a banner), or None."""
+    return runtime.get().sync.problem
+
+
+def _visible_query(user: User, owner: str = "", state: str = "") -> Select[tuple[VM]]:
+    """The VMs ``user`` may see, by name; an admin may narrow them to one owner's."""
+    query = visible_vms(user)
+    if owner and user.is_admin:
+        query = query.join(VM.owner).where(User.username == owner)
+    if state:
+        query = query.where(VM.state == state)
+    return query.order_by(VM.name)
+
+
+def _rows(user: User, vms: list[VM]) -> list[Row]:
+    """Each VM with its latest Operation, unless that one is done (as the table shows it)."""
+    latest = (select(func.max(Operation.id)).group_by(Operation.vm_uuid)).scalar_subquery()
+    ops = db.session.scalars(select(Operation).where(
+        Operation.id.in_(latest), Operation.state != "done")).all()
+    by_vm = {op.vm_uuid: op for op in ops}
+    admin = may(user, "vm.forget")
+    return [Row(vm, by_vm.get(vm.uuid), admin) for vm in vms]
+
+
+def table(user: User, owner: str = "") -> list[Row]:
+    """The rows ``user`` may see; an admin may narrow them to one owner's."""
+    query = _visible_query(user, owner).options(selectinload(VM.owner))
+    return _rows(user, list(db.session.scalars(query)))
+
+
+def table_page(user: User, *, owner: str = "", state: str = "", number: int = 1,
+               per_page: int = 100) -> tuple[list[Row], int]:
+    """One page of the rows ``user`` may see, by name, and how many there are in all."""
+    query = _visible_query(user, owner, state)
+    total = db.session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    vms = db.session.scalars(query.options(selectinload(VM.owner))
+                             .limit(per_page).offset((number - 1) * per_page))
+    return _rows(user, list(vms)), total
+
+
+def row(user: User, vm_uuid: str) -> Row:
+    """One VM's row, as the table shows it."""
+    vm = get_vm(user, vm_uuid)
+    op = db.session.scalar(select(Operation).where(Operation.vm_uuid == vm.uuid)
+                           .order_by(Operation.id.desc()).limit(1))
+    return Row(vm, op if op is not None and op.state != "done" else None)
+
+
+def detail(user: User, vm_uuid: str) -> dict[str, object]:
+    """One VM as its Details page shows it: the VM, its OS profile, and the ISOs its drive
+    can take."""
+    vm = get_vm(user, vm_uuid)
+    return dict(vm=vm, profile=vm.profile, isos=media.library(user, ISO))
+
+
+def operation(user: User, op_id: int) -> Operation:
+    """An Operation, if ``user`` requested it or may see its VM (admins: all). Another user's
+    answers as a missing one does, so ids cannot be probed."""
+    op = db.session.get(Operation, op_id)
+    if op is None:
+        raise OperationNotFound()
+    if op.user_id != user.id and not may(user, "vm.list-all"):
+        try:
+            vm_for(user, op.vm_uuid)
+        except VMNotFound:
+            raise OperationNotFound() from None
+    return op
+
+
+def unmanaged(user: User) -> list[UnmanagedDomain]:
+    """Domains LIMEN did not create, for those who may adopt them (admins); [] for others."""
+    if not may(user, "vm.adopt"):
+        return []
+    return list(db.session.scalars(select(UnmanagedDomain).order_by(UnmanagedDomain.name)))
