@@ -3,6 +3,7 @@
 One worker process: background operations and the libvirt event thread live in it, and only one
 process may serve a database. Threads serve requests concurrently.
 """
+
 from limen.config import for_server
 
 _config = for_server()

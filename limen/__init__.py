@@ -1,4 +1,5 @@
 """LIMEN: a lightweight web UI for libvirt/KVM."""
+
 import logging
 import os
 import secrets
@@ -19,16 +20,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def create_app(test_config: dict | None = None) -> Flask:
     instance_path = (test_config or {}).get("INSTANCE_PATH") or os.environ.get("LIMEN_INSTANCE_PATH")
-    app = Flask(__name__, instance_path=instance_path,
-                instance_relative_config=True, template_folder=str(ROOT / "templates"),
-                static_folder=str(ROOT / "static"))
+    app = Flask(
+        __name__,
+        instance_path=instance_path,
+        instance_relative_config=True,
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(ROOT / "static"),
+    )
     # The console bridge reads its WebSocket itself (limen.console.frames): no reader thread.
     app.config["SOCK_SERVER_OPTIONS"] = {"thread_class": NoReaderThread}
     config.load(app, test_config)
     logs.configure()
     if proxies := int(app.config["TRUSTED_PROXIES"]):
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies,
-                                x_port=proxies)
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=database.DIRECTORY)
@@ -63,5 +67,7 @@ def _initial_admin(app: Flask) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(password + "\n")
-    print(f"LIMEN: created user 'admin' with password {password} "
-          f"(also in {path}); change it after signing in.", flush=True)
+    print(
+        f"LIMEN: created user 'admin' with password {password} (also in {path}); change it after signing in.",
+        flush=True,
+    )

@@ -5,6 +5,7 @@ decide. A VM the user may not see answers VM_NOT_FOUND, exactly as one that does
 (its existence is nobody else's business); an action the user may not take answers
 NOT_ALLOWED (403). A disabled user may do nothing.
 """
+
 from sqlalchemy import Select, select
 
 from .errors import NotAllowed, VMNotFound

@@ -6,6 +6,7 @@ with the change it describes. ``refusals`` wraps a use case so that a refusal is
 too, after the refused work is rolled back. Only names and codes go in: never a password,
 a token or a ticket.
 """
+
 import functools
 import inspect
 from datetime import datetime
@@ -27,16 +28,32 @@ def source_ip() -> str | None:
     return request.remote_addr if has_request_context() else None
 
 
-def record(action: str, result: str = "ok", *, actor=CURRENT, vm: VM | None = None,
-           vm_uuid: str | None = None, target: str | None = None, detail: str | None = None,
-           operation_id: int | None = None, ip: str | None = None) -> AuditEvent:
+def record(
+    action: str,
+    result: str = "ok",
+    *,
+    actor=CURRENT,
+    vm: VM | None = None,
+    vm_uuid: str | None = None,
+    target: str | None = None,
+    detail: str | None = None,
+    operation_id: int | None = None,
+    ip: str | None = None,
+) -> AuditEvent:
     if actor is CURRENT:
         actor = current_user if has_request_context() and current_user.is_authenticated else None
     event = AuditEvent(
-        actor_id=getattr(actor, "id", None), actor=getattr(actor, "username", None),
-        action=action, result=result, target=target, operation_id=operation_id,
-        vm_uuid=vm.uuid if vm is not None else vm_uuid, vm_name=vm.name if vm is not None else None,
-        detail=detail[:512] if detail else None, ip=ip or source_ip())
+        actor_id=getattr(actor, "id", None),
+        actor=getattr(actor, "username", None),
+        action=action,
+        result=result,
+        target=target,
+        operation_id=operation_id,
+        vm_uuid=vm.uuid if vm is not None else vm_uuid,
+        vm_name=vm.name if vm is not None else None,
+        detail=detail[:512] if detail else None,
+        ip=ip or source_ip(),
+    )
     db.session.add(event)
     return event
 
@@ -62,8 +79,14 @@ def refusals(action: str, subject: str | None = None):
                 on_vm = action.startswith("vm.")
                 fields = getattr(err, "fields", None)
                 detail = "; ".join(fields.values()) if isinstance(fields, dict) else err.message
-                record(action.format(**arguments), err.code, actor=actor, vm_uuid=about if on_vm else None,
-                       target=None if on_vm else about, detail=detail)
+                record(
+                    action.format(**arguments),
+                    err.code,
+                    actor=actor,
+                    vm_uuid=about if on_vm else None,
+                    target=None if on_vm else about,
+                    detail=detail,
+                )
                 db.session.commit()
                 raise
 
@@ -72,8 +95,16 @@ def refusals(action: str, subject: str | None = None):
     return decorate
 
 
-def search(viewer, *, actor: str = "", vm: str = "", action: str = "", result: str = "",
-           since: datetime | None = None, until: datetime | None = None) -> Select:
+def search(
+    viewer,
+    *,
+    actor: str = "",
+    vm: str = "",
+    action: str = "",
+    result: str = "",
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Select:
     """The events matching every filter given, newest first. ``vm`` matches a name or a UUID;
     ``result`` is "ok", "refused" (any error code) or a code."""
     authorize(viewer, "audit.view")

@@ -5,6 +5,7 @@ The token is bumped after every commit that touched a VM or an Operation row (fo
 SQLAlchemy session events, so no code path can forget it) and by the state sync. It carries a
 random boot id, so a tab that was open across a restart never mistakes old data for current.
 """
+
 import secrets
 import threading
 

@@ -1,12 +1,13 @@
 """``flask --app app users create|list|set-password|disable|enable`` and ``tokens create``:
 the same use cases as the admin pages, run as the host's operator ("cli" in the audit log)."""
+
 import click
 from flask import Flask
 from flask.cli import AppGroup
 
 from . import accounts
-from .accounts import tokens
 from .access import CLI
+from .accounts import tokens
 from .errors import ValidationFailed
 
 
@@ -34,8 +35,16 @@ def register(app: Flask) -> None:
         for a in _run(accounts.list_users):
             q, u = a.quota, a.usage
             pairs = [(u.vms, q.vms), (u.vcpus, q.vcpus), (u.memory_mib, q.memory_mib), (u.disk_gib, q.disk_gib)]
-            click.echo("\t".join([a.user.username, a.user.role, "disabled" if a.user.disabled else "active",
-                                  *(f"{used}/{'-' if limit is None else limit}" for used, limit in pairs)]))
+            click.echo(
+                "\t".join(
+                    [
+                        a.user.username,
+                        a.user.role,
+                        "disabled" if a.user.disabled else "active",
+                        *(f"{used}/{'-' if limit is None else limit}" for used, limit in pairs),
+                    ]
+                )
+            )
 
     @users.command("set-password")
     @click.argument("username")

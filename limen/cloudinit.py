@@ -5,6 +5,7 @@ The cloud-config is written as JSON, which is YAML too: no value can break out o
 Non-ASCII text is written as it is (YAML loaders mishandle JSON's surrogate-pair escapes), and
 the use case lets no control character through.
 """
+
 import io
 import json
 import re
@@ -14,7 +15,10 @@ import pycdlib
 
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 # A key's comment: printable text only (no control characters, no lone surrogates).
-SSH_KEY_RE = re.compile(r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com) [A-Za-z0-9+/=]+( [^\x00-\x1f\x7f\ud800-\udfff]*)?$")
+SSH_KEY_RE = re.compile(
+    r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)"
+    r" [A-Za-z0-9+/=]+( [^\x00-\x1f\x7f\ud800-\udfff]*)?$"
+)
 HASH_RE = re.compile(r"^\$6\$[^:\s]+$")
 
 
@@ -29,8 +33,13 @@ def hash_password(password: str) -> str:
     through a pipe, never on a command line)."""
     if not printable(password):
         raise ValueError("a password of printable characters only")  # -stdin reads one line
-    done = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=password.encode() + b"\n",
-                          capture_output=True, check=True, timeout=10)
+    done = subprocess.run(
+        ["openssl", "passwd", "-6", "-stdin"],
+        input=password.encode() + b"\n",
+        capture_output=True,
+        check=True,
+        timeout=10,
+    )
     hashed = done.stdout.decode().strip()
     if not HASH_RE.fullmatch(hashed):
         raise ValueError("openssl passwd did not answer one SHA-512 crypt hash")
@@ -38,8 +47,7 @@ def hash_password(password: str) -> str:
 
 
 def user_data(hostname: str, user: str, ssh_key: str | None, password_hash: str | None) -> str:
-    account = {"name": user, "shell": "/bin/bash", "sudo": "ALL=(ALL) NOPASSWD:ALL",
-               "lock_passwd": not password_hash}
+    account = {"name": user, "shell": "/bin/bash", "sudo": "ALL=(ALL) NOPASSWD:ALL", "lock_passwd": not password_hash}
     if password_hash:
         account["passwd"] = password_hash
     if ssh_key:
@@ -58,10 +66,10 @@ def seed_iso(user_data_text: str, meta_data_text: str) -> bytes:
     iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident="cidata")
     for name, text in (("user-data", user_data_text), ("meta-data", meta_data_text)):
         data = text.encode()
-        iso.add_fp(io.BytesIO(data), len(data), f"/{name.replace('-', '').upper()}.;1",
-                   rr_name=name, joliet_path=f"/{name}")
+        iso.add_fp(
+            io.BytesIO(data), len(data), f"/{name.replace('-', '').upper()}.;1", rr_name=name, joliet_path=f"/{name}"
+        )
     out = io.BytesIO()
     iso.write_fp(out)
     iso.close()
     return out.getvalue()
-

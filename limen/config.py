@@ -4,13 +4,13 @@ variables, then the ``test_config`` handed to ``create_app``; each later source 
 Environment values are parsed as JSON where they parse (``LIMEN_WORKERS=8`` is an int) and
 kept as strings otherwise, which is what ``Flask.config.from_prefixed_env`` does.
 """
+
 import ipaddress
 import os
 import secrets
 from pathlib import Path
 
 import flask
-
 
 
 class Config:
@@ -59,8 +59,9 @@ class Config:
     QUOTA_MEMORY_MIB = 16384
     QUOTA_DISK_GIB = 200
     # Sign-in attempts allowed per client address and per username (Flask-Limiter's syntax),
-    # counted before the password is checked; one more gets 429 with Retry-After. RATELIMIT_STORAGE_URI (e.g. redis://…) shares the
-    # counts between processes; in memory by default.
+    # counted before the password is checked; one more gets 429 with Retry-After.
+    # RATELIMIT_STORAGE_URI (e.g. redis://…) shares the counts between processes; in memory
+    # by default.
     LOGIN_LIMIT_PER_IP = "5 per minute"
     LOGIN_LIMIT_PER_USERNAME = "10 per 10 minutes"
     RATELIMIT_STORAGE_URI = "memory://"

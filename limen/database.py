@@ -7,8 +7,8 @@ what the tests exercise. A database made before LIMEN had migrations (by ``creat
 the schema of ``BEFORE_MIGRATIONS`` and no version table: it is stamped, then upgraded.
 A migration that cannot run raises, and LIMEN does not start.
 """
-from pathlib import Path
 
+from pathlib import Path
 from typing import Any
 
 from alembic import command

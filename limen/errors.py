@@ -27,9 +27,17 @@ class LimenError(Exception):
 class RequestRefused(LimenError):
     """An HTTP-level refusal (unknown URL, wrong method, a body too large) with its status."""
 
+    code = "HTTP_ERROR"
+    sentence = "LIMEN refused the request."
+
     # The code for each status Werkzeug may refuse a request with; others are HTTP_ERROR.
-    CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
-             413: "REQUEST_ENTITY_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
+    CODES = {
+        400: "BAD_REQUEST",
+        404: "NOT_FOUND",
+        405: "METHOD_NOT_ALLOWED",
+        413: "REQUEST_ENTITY_TOO_LARGE",
+        415: "UNSUPPORTED_MEDIA_TYPE",
+    }
 
     def __init__(self, status: int, message: str):
         super().__init__(message)
@@ -55,8 +63,10 @@ class SignInEnded(LimenError):
     code = "SIGN_IN_ENDED"
     status = 401
     ws_close = 4401
-    sentence = ("The sign-in this console was opened with has ended (signed out, or the "
-                "password changed). Sign in again, then reconnect.")
+    sentence = (
+        "The sign-in this console was opened with has ended (signed out, or the "
+        "password changed). Sign in again, then reconnect."
+    )
 
 
 class ValidationFailed(LimenError):
@@ -106,8 +116,7 @@ class VMBusy(LimenError):
     code = "VM_BUSY"
     status = 409
     ws_close = 4409
-    sentence = ("Another action on this VM is still in progress; "
-                "wait for it to finish, then try again.")
+    sentence = "Another action on this VM is still in progress; wait for it to finish, then try again."
 
 
 class InvalidState(LimenError):
@@ -121,23 +130,26 @@ class VMStartFailed(LimenError):
     code = "VM_START_FAILED"
     status = 409
     ws_close = 4409
-    sentence = ("The hypervisor could not start the VM. Its reason is below; fix that "
-                "(a missing disk, too little memory) and try again.")
+    sentence = (
+        "The hypervisor could not start the VM. Its reason is below; fix that "
+        "(a missing disk, too little memory) and try again."
+    )
 
 
 class VMNotRunning(LimenError):
     code = "VM_NOT_RUNNING"
     status = 409
     ws_close = 4410
-    sentence = ("The VM did not reach the running state in time. "
-                "Look at its state in the VM list, then reconnect.")
+    sentence = "The VM did not reach the running state in time. Look at its state in the VM list, then reconnect."
 
 
 class ShutdownTimeout(LimenError):
     code = "SHUTDOWN_TIMEOUT"
     status = 409
-    sentence = ("The guest did not power off after the ACPI request. It may have no operating "
-                "system or ignore ACPI; use Force off.")
+    sentence = (
+        "The guest did not power off after the ACPI request. It may have no operating "
+        "system or ignore ACPI; use Force off."
+    )
 
 
 class StorageFailed(LimenError):
@@ -159,40 +171,43 @@ class HypervisorUnavailable(LimenError):
     code = "HYPERVISOR_UNAVAILABLE"
     status = 503
     ws_close = 4503
-    sentence = ("LIMEN cannot reach the hypervisor (libvirtd). It retries on its own; "
-                "reconnect in a moment, or ask an administrator to check libvirtd.")
+    sentence = (
+        "LIMEN cannot reach the hypervisor (libvirtd). It retries on its own; "
+        "reconnect in a moment, or ask an administrator to check libvirtd."
+    )
 
 
 class TicketInvalid(LimenError):
     code = "TICKET_INVALID"
     status = 401
     ws_close = 4401
-    sentence = ("This console link has expired or was already used. "
-                "Press Reconnect to get a new one.")
+    sentence = "This console link has expired or was already used. Press Reconnect to get a new one."
 
 
 class TokenInvalid(LimenError):
     code = "TOKEN_INVALID"
     status = 401
     ws_close = 4401
-    sentence = ("The API token is missing, unknown, expired or revoked. Send "
-                "'Authorization: Bearer <token>' with a valid token.")
+    sentence = (
+        "The API token is missing, unknown, expired or revoked. Send "
+        "'Authorization: Bearer <token>' with a valid token."
+    )
 
 
 class ForbiddenOrigin(LimenError):
     code = "FORBIDDEN_ORIGIN"
     status = 403
     ws_close = 4403
-    sentence = ("The console was opened from a page of another site, which LIMEN refuses. "
-                "Open it from LIMEN's own VM list.")
+    sentence = (
+        "The console was opened from a page of another site, which LIMEN refuses. Open it from LIMEN's own VM list."
+    )
 
 
 class VNCUnreachable(LimenError):
     code = "VNC_UNREACHABLE"
     status = 502
     ws_close = 4502
-    sentence = ("The VM is running but its display cannot be reached. "
-                "Reconnect; if it keeps failing, restart the VM.")
+    sentence = "The VM is running but its display cannot be reached. Reconnect; if it keeps failing, restart the VM."
 
 
 class OperationInterrupted(LimenError):
@@ -266,8 +281,7 @@ class ClientClosed(LimenError):
 class VNCClosed(LimenError):
     code = "VNC_CLOSED"
     ws_close = 1000
-    sentence = ("The VM's display closed: the VM was shut down or stopped. "
-                "Press Reconnect to start it again.")
+    sentence = "The VM's display closed: the VM was shut down or stopped. Press Reconnect to start it again."
 
 
 class ProtocolError(LimenError):
@@ -294,8 +308,10 @@ class ConnectionLost(LimenError):
 
 class VNCPasswordRequired(LimenError):
     code = "VNC_PASSWORD_REQUIRED"
-    sentence = ("The VM's display asks for a password, which LIMEN does not manage. "
-                "Remove the VNC password from the VM's definition.")
+    sentence = (
+        "The VM's display asks for a password, which LIMEN does not manage. "
+        "Remove the VNC password from the VM's definition."
+    )
 
 
 class VNCSecurityFailed(LimenError):
@@ -310,7 +326,11 @@ class ConsolePageError(LimenError):
 
 # Why a sign-in ended (LoginSession.end).
 SIGNED_OUT, PASSWORD_CHANGED, PASSWORD_RESET, USER_DISABLED = (
-    "SIGNED_OUT", "PASSWORD_CHANGED", "PASSWORD_RESET", "USER_DISABLED")
+    "SIGNED_OUT",
+    "PASSWORD_CHANGED",
+    "PASSWORD_RESET",
+    "USER_DISABLED",
+)
 
 
 def all_errors() -> dict[str, type[LimenError]]:

@@ -1,4 +1,5 @@
 """Flask extensions, created unbound and initialised in ``create_app``."""
+
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
@@ -22,4 +23,3 @@ limiter = Limiter(key_func=get_remote_address)
 login_manager = LoginManager()
 login_manager.login_view = "auth.login"
 login_manager.login_message = None
-

@@ -1,5 +1,6 @@
 """Secrets LIMEN hands out (sign-in, API and console tokens) are stored as a SHA-256 only;
 passwords as a slow hash (scrypt, or PASSWORD_HASH_METHOD)."""
+
 import hashlib
 import secrets
 

@@ -1,5 +1,6 @@
 """Logging set-up: secrets (console tickets) never reach a log line, not even the request lines
 that the HTTP servers write."""
+
 import logging
 import re
 

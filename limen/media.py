@@ -7,6 +7,7 @@ ISO 9660 signature at 32 KiB, an image is a qcow2 file with no backing file of i
 that does not fit, is not what it claims, or stops arriving half-way leaves no volume and no
 row behind.
 """
+
 import re
 import uuid as uuidlib
 
@@ -17,8 +18,15 @@ from werkzeug.exceptions import ClientDisconnected
 
 from . import audit, runtime
 from .access import authorize
-from .errors import (LengthRequired, LimenError, MediumInUse, MediumNotFound, MediumTooLarge,
-                     UploadIncomplete, ValidationFailed)
+from .errors import (
+    LengthRequired,
+    LimenError,
+    MediumInUse,
+    MediumNotFound,
+    MediumTooLarge,
+    UploadIncomplete,
+    ValidationFailed,
+)
 from .extensions import db
 from .forms import whole_number
 from .models import DELETING_MEDIUM, IMAGE, ISO, READY, UPLOADING, VM, Medium, User
@@ -40,15 +48,17 @@ def sniff(head: bytes) -> tuple[str, int | None]:
         if version not in (2, 3):
             raise ValidationFailed({"file": f"This qcow2 file has version {version}; LIMEN knows 2 and 3."})
         if int.from_bytes(head[8:16], "big"):
-            raise ValidationFailed({"file": "This qcow2 file has a backing file of its own; "
-                                            "flatten it first (qemu-img convert -O qcow2)."})
+            raise ValidationFailed(
+                {"file": "This qcow2 file has a backing file of its own; flatten it first (qemu-img convert -O qcow2)."}
+            )
         if version == 3 and len(head) >= 80 and int.from_bytes(head[72:80], "big") & _QCOW2_EXTERNAL_DATA:
             raise ValidationFailed({"file": "This qcow2 file keeps its data in an external file."})
         return IMAGE, int.from_bytes(head[24:32], "big")
     if head[0x8001:0x8006] == b"CD001":
         return ISO, None
-    raise ValidationFailed({"file": "This is neither an ISO image (no ISO 9660 signature at 32 KiB) "
-                                    "nor a qcow2 image."})
+    raise ValidationFailed(
+        {"file": "This is neither an ISO image (no ISO 9660 signature at 32 KiB) nor a qcow2 image."}
+    )
 
 
 def library(user: User, kind: str | None = None) -> list[Medium]:
@@ -82,15 +92,13 @@ def pick(user: User, raw_id, kind: str) -> Medium | None:
 def users_of(medium: Medium) -> list[str]:
     """Who uses a medium: LIMEN's VMs with it in their drive or built on it; failing those,
     any domain or disk libvirt has that refers to its file (another tool's)."""
-    names = db.session.scalars(select(VM.name).where(
-        or_(VM.iso_id == medium.id, VM.image_id == medium.id))).all()
+    names = db.session.scalars(select(VM.name).where(or_(VM.iso_id == medium.id, VM.image_id == medium.id))).all()
     return sorted(names) or runtime.get().hypervisor.medium_users(medium.volume)
 
 
 def library_page(user: User) -> dict[str, object]:
     """The library page: the media, who uses each, and (for admins) the files to register."""
-    return dict(library=library(user), users=in_use(user),
-                unregistered=unregistered(user) if user.is_admin else [])
+    return dict(library=library(user), users=in_use(user), unregistered=unregistered(user) if user.is_admin else [])
 
 
 def in_use(user: User) -> dict[int, list[str]]:
@@ -98,8 +106,9 @@ def in_use(user: User) -> dict[int, list[str]]:
     names; others, whose VMs are not the only ones, see "in use")."""
     authorize(user, "media.list")
     used: dict[int, list[str]] = {}
-    for name, iso_id, image_id in db.session.execute(select(VM.name, VM.iso_id, VM.image_id).where(
-            or_(VM.iso_id.is_not(None), VM.image_id.is_not(None)))):
+    for name, iso_id, image_id in db.session.execute(
+        select(VM.name, VM.iso_id, VM.image_id).where(or_(VM.iso_id.is_not(None), VM.image_id.is_not(None)))
+    ):
         for medium_id in {iso_id, image_id} - {None}:
             used.setdefault(medium_id, []).append(name)
     return used if user.is_admin else {medium_id: ["in use"] for medium_id in used}
@@ -110,8 +119,7 @@ def unregistered(user: User) -> list[tuple[str, int]]:
     hand): (file name, size), for an admin to register."""
     authorize(user, "media.manage")
     known = set(db.session.scalars(select(Medium.volume)))
-    return sorted((name, size) for name, size in runtime.get().hypervisor.media.files().items()
-                  if name not in known)
+    return sorted((name, size) for name, size in runtime.get().hypervisor.media.files().items() if name not in known)
 
 
 def _name_taken(name: str) -> str:
@@ -121,8 +129,7 @@ def _name_taken(name: str) -> str:
 def _check(name: str, os_kind: str, errors: dict) -> str:
     name = str(name or "").strip()
     if not NAME_RE.fullmatch(name):
-        errors["name"] = ("Use 1 to 100 letters, digits, spaces and . _ + ( ) -, "
-                          "starting with a letter or digit.")
+        errors["name"] = "Use 1 to 100 letters, digits, spaces and . _ + ( ) -, starting with a letter or digit."
     elif db.session.scalar(select(Medium.id).where(Medium.name == name)):
         errors["name"] = _name_taken(name)
     if os_kind not in KINDS:
@@ -146,7 +153,8 @@ def _read_exactly(stream, size: int, received: int, total: int) -> bytes:
     if len(data) < size:
         raise UploadIncomplete(
             f"The upload stopped after {received + len(data)} of {total} bytes (the client hung up, or "
-            f"sent nothing for {current_app.config['UPLOAD_IDLE_TIMEOUT']} s); nothing was kept.")
+            f"sent nothing for {current_app.config['UPLOAD_IDLE_TIMEOUT']} s); nothing was kept."
+        )
     return bytes(data)
 
 
@@ -174,16 +182,24 @@ def upload(user: User, *, kind: str, name: str, os_kind: str, length: int | None
     pool = runtime.get().hypervisor.media
     free = pool.free_bytes()
     if length > free:
-        raise MediumTooLarge(f"The file has {length / 2**30:.2f} GiB; the storage pool "
-                             f"{pool.name} has {free / 2**30:.2f} GiB free.")
+        raise MediumTooLarge(
+            f"The file has {length / 2**30:.2f} GiB; the storage pool {pool.name} has {free / 2**30:.2f} GiB free."
+        )
     head = _read_exactly(stream, min(HEAD_BYTES, length), 0, length)
     found, virtual = sniff(head)
     if found != kind:
         raise ValidationFailed({"file": f"This is a {KIND_NAMES[found]}, not a {KIND_NAMES[kind]}."})
 
-    medium = Medium(kind=kind, name=name, os_kind=os_kind, size_bytes=length, virtual_bytes=virtual,
-                    volume=f"{uuidlib.uuid4()}.{'iso' if kind == ISO else 'qcow2'}",
-                    created_by_id=user.id, state=UPLOADING)
+    medium = Medium(
+        kind=kind,
+        name=name,
+        os_kind=os_kind,
+        size_bytes=length,
+        virtual_bytes=virtual,
+        volume=f"{uuidlib.uuid4()}.{'iso' if kind == ISO else 'qcow2'}",
+        created_by_id=user.id,
+        state=UPLOADING,
+    )
     db.session.add(medium)
     try:
         db.session.commit()  # a crash from here on leaves a row start-up recovery removes
@@ -231,8 +247,16 @@ def register(user: User, file: str, name: str, os_kind: str) -> Medium:
     if errors:
         raise ValidationFailed(errors)
     kind, virtual = sniff(pool.head(file, HEAD_BYTES))
-    medium = Medium(kind=kind, name=name, os_kind=os_kind, size_bytes=size, virtual_bytes=virtual,
-                    volume=file, created_by_id=user.id, state=READY)
+    medium = Medium(
+        kind=kind,
+        name=name,
+        os_kind=os_kind,
+        size_bytes=size,
+        virtual_bytes=virtual,
+        volume=file,
+        created_by_id=user.id,
+        state=READY,
+    )
     db.session.add(medium)
     audit.record("media.register", actor=user, target=name, detail=f"{kind}, {file}")
     try:
@@ -249,8 +273,9 @@ def delete(user: User, medium_id: int) -> None:
     authorize(user, "media.manage")
     # Marked first, in a transaction of its own: from then on no new VM or drive can take it
     # (they claim a medium only while it is ready), and any that did before is found below.
-    claimed = db.session.execute(update(Medium).where(Medium.id == medium_id, Medium.state == READY)
-                                 .values(state=DELETING_MEDIUM)).rowcount
+    claimed = db.session.execute(
+        update(Medium).where(Medium.id == medium_id, Medium.state == READY).values(state=DELETING_MEDIUM)
+    ).rowcount
     db.session.commit()
     if not claimed:
         raise MediumNotFound()
@@ -274,8 +299,11 @@ def claim(medium_id: int) -> bool:
     """In the caller's transaction: take the database's write lock and check the medium is
     still ready (not being deleted). A VM that refers to it, committed in that transaction,
     is then seen by any later delete."""
-    return bool(db.session.execute(update(Medium).where(Medium.id == medium_id, Medium.state == READY)
-                                   .values(state=READY)).rowcount)
+    return bool(
+        db.session.execute(
+            update(Medium).where(Medium.id == medium_id, Medium.state == READY).values(state=READY)
+        ).rowcount
+    )
 
 
 @runtime.at_start

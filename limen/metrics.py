@@ -6,6 +6,7 @@ Counts come from the database when scraped (so they survive restarts and need no
 bookkeeping); the event lag is measured by the state sync as it applies each event. Each app
 has a registry of its own.
 """
+
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -31,12 +32,17 @@ class _FromDatabase:
             vms = GaugeMetricFamily("limen_vms", "VMs by the state LIMEN last saw", labels=["state"])
             for state, n in db.session.execute(select(VM.state, func.count()).group_by(VM.state)):
                 vms.add_metric([state], n)
-            finished = CounterMetricFamily("limen_operations", "Finished operations by kind and result "
-                                           "(done, or the error code)", labels=["kind", "result"])
+            finished = CounterMetricFamily(
+                "limen_operations",
+                "Finished operations by kind and result (done, or the error code)",
+                labels=["kind", "result"],
+            )
             active = GaugeMetricFamily("limen_operations_active", "Operations under way", labels=["kind"])
-            rows = db.session.execute(select(Operation.kind, Operation.state, Operation.error_code,
-                                             func.count()).group_by(Operation.kind, Operation.state,
-                                                                    Operation.error_code))
+            rows = db.session.execute(
+                select(Operation.kind, Operation.state, Operation.error_code, func.count()).group_by(
+                    Operation.kind, Operation.state, Operation.error_code
+                )
+            )
             for kind, state, code, n in rows:
                 if state in Operation.ACTIVE:
                     active.add_metric([kind], n)
@@ -48,10 +54,14 @@ class _FromDatabase:
         yield finished
         yield active
         yield GaugeMetricFamily("limen_console_sessions_open", "Console sessions open", value=consoles)
-        yield CounterMetricFamily("limen_libvirt_reconnects", "Times LIMEN connected to libvirt again",
-                                  value=max(0, self.hypervisor.connection.generation - 1))
-        yield GaugeMetricFamily("limen_libvirt_reachable", "1 when LIMEN reaches libvirt",
-                                value=1 if self.sync.reachable else 0)
+        yield CounterMetricFamily(
+            "limen_libvirt_reconnects",
+            "Times LIMEN connected to libvirt again",
+            value=max(0, self.hypervisor.connection.generation - 1),
+        )
+        yield GaugeMetricFamily(
+            "limen_libvirt_reachable", "1 when LIMEN reaches libvirt", value=1 if self.sync.reachable else 0
+        )
 
 
 class Metrics:
@@ -59,8 +69,11 @@ class Metrics:
         self.app = app
         self.registry = CollectorRegistry()
         self.event_lag = Histogram(
-            "limen_event_lag_seconds", "From a libvirt event's arrival to its VM row being written",
-            buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2, 5), registry=self.registry)
+            "limen_event_lag_seconds",
+            "From a libvirt event's arrival to its VM row being written",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+            registry=self.registry,
+        )
 
     def watch(self, hypervisor: "Hypervisor", sync: "StateSync") -> None:
         """Count from the database, and report the connection and the sync, when scraped."""

@@ -4,7 +4,8 @@ libvirt is the source of truth for a VM's runtime state; a VM row keeps ownershi
 was created with, and the last state LIMEN saw (``state``, ``state_reason``, ``state_seen_at``).
 While an Operation owns the VM (``creating``, ``deleting``) that operation sets the state.
 """
-from datetime import datetime, timezone
+
+from datetime import UTC, datetime
 
 from flask_login import UserMixin
 from sqlalchemy import JSON, ForeignKey, String
@@ -16,7 +17,7 @@ from .profiles import Profile
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class User(UserMixin, db.Model):

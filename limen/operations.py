@@ -5,13 +5,14 @@ runs the steps, names each one (``ctx.step``) so every page can show where it is
 how to undo what it has done (``ctx.undo``): on failure the undo steps run newest first, so a
 failed create leaves no domain and no volume behind.
 """
+
 import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
 
 from flask import current_app
 from sqlalchemy import select
@@ -36,10 +37,12 @@ class Handler:
 HANDLERS: dict[str, Handler] = {}
 
 
-def handler(kind: str, on_failure: Callable[["OpContext", LimenError], None] | None = None,
-            resume: bool = False,
-            on_interrupted: Callable[[Operation, LimenError], bool] | None = None,
-            ) -> Callable[[Callable[["OpContext"], None]], Callable[["OpContext"], None]]:
+def handler(
+    kind: str,
+    on_failure: Callable[["OpContext", LimenError], None] | None = None,
+    resume: bool = False,
+    on_interrupted: Callable[[Operation, LimenError], bool] | None = None,
+) -> Callable[[Callable[["OpContext"], None]], Callable[["OpContext"], None]]:
     """Register the function that carries out Operations of ``kind`` (the use cases do; the
     runner never imports them). With ``resume``, an Operation a previous process left
     unfinished is carried on at start-up; without, it is marked failed, after
@@ -182,6 +185,13 @@ def _audit_end(op: Operation) -> None:
     """The outcome of a requested action, beside the request in the audit log."""
     actor = db.session.get(User, op.user_id) if op.user_id else None
     vm = db.session.scalar(select(VM).where(VM.uuid == op.vm_uuid))  # gone after a delete
-    audit.record(f"vm.{op.kind}", "ok" if op.state == "done" else op.error_code, actor=actor,
-                 vm=vm, vm_uuid=op.vm_uuid, operation_id=op.id, ip=op.source_ip,
-                 detail=op.error_message if op.state == "failed" else "finished")
+    audit.record(
+        f"vm.{op.kind}",
+        "ok" if op.state == "done" else op.error_code,
+        actor=actor,
+        vm=vm,
+        vm_uuid=op.vm_uuid,
+        operation_id=op.id,
+        ip=op.source_ip,
+        detail=op.error_message if op.state == "failed" else "finished",
+    )

@@ -4,9 +4,10 @@ made and kept with it.
 Linux has virtio drivers built in. Windows has none until they are installed, so it gets a
 SATA disk and an e1000e NIC, which its installer knows, unless the user chooses virtio (and
 brings the driver ISO). Hyper-V enlightenments are left out: they speed Windows up, but some
-hosts' KVM (nested ones) cannot set their MSRs and QEMU would not start. "Other" is for anything older or unusual: the PC machine with IDE and
-e1000, which nearly every OS knows.
+hosts' KVM (nested ones) cannot set their MSRs and QEMU would not start. "Other" is for
+anything older or unusual: the PC machine with IDE and e1000, which nearly every OS knows.
 """
+
 from dataclasses import dataclass
 
 KINDS = {"linux": "Linux", "windows": "Windows", "other": "Other"}
@@ -26,8 +27,10 @@ class Profile:
         return "localtime" if self.os_kind == "windows" else "utc"  # Windows keeps local time
 
     def describe(self) -> str:
-        return (f"{KINDS.get(self.os_kind, self.os_kind)}: {self.machine} machine, "
-                f"{self.disk_bus} disk, {self.nic_model} network, {FIRMWARE.get(self.firmware, self.firmware)}")
+        return (
+            f"{KINDS.get(self.os_kind, self.os_kind)}: {self.machine} machine, "
+            f"{self.disk_bus} disk, {self.nic_model} network, {FIRMWARE.get(self.firmware, self.firmware)}"
+        )
 
 
 def profile(os_kind: str, firmware: str = "bios", virtio: bool = False) -> Profile:

@@ -7,6 +7,7 @@ post_worker_init hook, or a test fixture): it recovers what a previous process l
 unfinished (the runner's interrupted Operations, and whatever the use cases registered with
 ``at_start``) and starts the sync thread. Only one process may serve a database.
 """
+
 import atexit
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,10 +53,17 @@ def at_start(fn: Callable[[], object]) -> Callable[[], object]:
 def init_app(app: Flask) -> Runtime:
     cfg = app.config
     changes = Changes(app)
-    hypervisor = Hypervisor(cfg["LIBVIRT_URI"], disk_pool=cfg["STORAGE_POOL"], disk_dir=cfg["STORAGE_DIR"],
-                            media_pool=cfg["MEDIA_POOL"], media_dir=cfg["MEDIA_DIR"], network=cfg["NETWORK"],
-                            cpu_mode=cfg["CPU_MODE"], domain_type=cfg["DOMAIN_TYPE"],
-                            on_domain_event=lambda uuid: sync.notify(uuid))
+    hypervisor = Hypervisor(
+        cfg["LIBVIRT_URI"],
+        disk_pool=cfg["STORAGE_POOL"],
+        disk_dir=cfg["STORAGE_DIR"],
+        media_pool=cfg["MEDIA_POOL"],
+        media_dir=cfg["MEDIA_DIR"],
+        network=cfg["NETWORK"],
+        cpu_mode=cfg["CPU_MODE"],
+        domain_type=cfg["DOMAIN_TYPE"],
+        on_domain_event=lambda uuid: sync.notify(uuid),
+    )
     metrics = Metrics(app)
     sync = StateSync(app, hypervisor, changes, cfg["RESYNC_INTERVAL"], metrics.event_lag)
     metrics.watch(hypervisor, sync)

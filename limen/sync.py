@@ -9,15 +9,15 @@ Reading libvirt and writing the row happen under one lock, and so does an Operat
 of a row it owned: otherwise a state read just before a change could be written just after it,
 and the table would show the past.
 """
+
 import logging
 import queue
 import threading
 import time
 
+from flask import Flask
 from prometheus_client import Histogram
 from sqlalchemy import select, update
-
-from flask import Flask
 
 from .changes import Changes
 from .errors import HypervisorUnavailable, LimenError
@@ -43,9 +43,9 @@ def _write(uuid: str, current: DomainState | None) -> bool:
     keep = (*OWNED_BY_OPERATION, ERROR) if current is None else OWNED_BY_OPERATION
     result = db.session.execute(
         update(VM)
-        .where(VM.uuid == uuid, VM.state.not_in(keep),
-               (VM.state != state) | VM.state_reason.is_distinct_from(reason))
-        .values(state=state, state_reason=reason, state_seen_at=utcnow()))
+        .where(VM.uuid == uuid, VM.state.not_in(keep), (VM.state != state) | VM.state_reason.is_distinct_from(reason))
+        .values(state=state, state_reason=reason, state_seen_at=utcnow())
+    )
     if result.rowcount:
         log.info("vm %s is now %s%s", uuid, state, f" ({reason})" if reason else "")
     return bool(result.rowcount)
@@ -61,8 +61,9 @@ class StateSync:
 
     MIN_BACKOFF, MAX_BACKOFF = 0.25, 2.0
 
-    def __init__(self, app: Flask, hypervisor: Hypervisor, changes: Changes, interval: float,
-                 event_lag: Histogram | None = None):
+    def __init__(
+        self, app: Flask, hypervisor: Hypervisor, changes: Changes, interval: float, event_lag: Histogram | None = None
+    ):
         self.app = app
         self.hypervisor = hypervisor
         self.changes = changes
@@ -110,8 +111,9 @@ class StateSync:
                 state, reason = _desired(self.hypervisor.domains.state(uuid))
             else:
                 state, reason = ERROR, error
-            db.session.execute(update(VM).where(VM.uuid == uuid).values(
-                state=state, state_reason=reason, state_seen_at=utcnow()))
+            db.session.execute(
+                update(VM).where(VM.uuid == uuid).values(state=state, state_reason=reason, state_seen_at=utcnow())
+            )
             self._commit(True)
 
     def notify(self, uuid: str | None) -> None:
@@ -181,8 +183,9 @@ class StateSync:
             domains = self.hypervisor.domains.all_states()
             self._generation = self.hypervisor.connection.generation
             known = set(db.session.scalars(select(VM.uuid)))
-            rows = db.session.execute(select(VM.uuid, VM.state, VM.state_reason)
-                                      .where(VM.state.not_in(OWNED_BY_OPERATION)))
+            rows = db.session.execute(
+                select(VM.uuid, VM.state, VM.state_reason).where(VM.state.not_in(OWNED_BY_OPERATION))
+            )
             changed = False
             for uuid, state, reason in rows.all():
                 current = domains[uuid][1] if uuid in domains else None
@@ -213,8 +216,7 @@ def _record_unmanaged(domains: dict[str, tuple[str, DomainState]]) -> bool:
     for uuid, (name, current) in domains.items():
         row = listed.get(uuid)
         if row is None:
-            db.session.add(UnmanagedDomain(uuid=uuid, name=name, state=current.state,
-                                           state_reason=current.reason))
+            db.session.add(UnmanagedDomain(uuid=uuid, name=name, state=current.state, state_reason=current.reason))
             changed = True
         elif (row.name, row.state, row.state_reason) != (name, current.state, current.reason):
             row.name, row.state, row.state_reason, row.seen_at = name, current.state, current.reason, utcnow()

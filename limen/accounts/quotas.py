@@ -1,5 +1,6 @@
 """Each user's quotas (VMs, vCPUs, memory, disk), what their VMs take, and the atomic claim a
 create makes."""
+
 from dataclasses import dataclass
 
 from flask import current_app
@@ -9,9 +10,13 @@ from ..errors import QuotaExceeded
 from ..extensions import db
 from ..models import VM, User
 
-QUOTA_FIELDS = {"quota_vms": "QUOTA_VMS", "quota_vcpus": "QUOTA_VCPUS",
-                "quota_memory_mib": "QUOTA_MEMORY_MIB", "quota_disk_gib": "QUOTA_DISK_GIB"}
-MAX_QUOTA = 10 ** 9
+QUOTA_FIELDS = {
+    "quota_vms": "QUOTA_VMS",
+    "quota_vcpus": "QUOTA_VCPUS",
+    "quota_memory_mib": "QUOTA_MEMORY_MIB",
+    "quota_disk_gib": "QUOTA_DISK_GIB",
+}
+MAX_QUOTA = 10**9
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,7 @@ class Usage:
 @dataclass(frozen=True)
 class Quota:
     """Each limit, or None for no limit."""
+
     vms: int | None
     vcpus: int | None
     memory_mib: int | None
@@ -40,15 +46,18 @@ class Account:
 
 def quota_of(user: User) -> Quota:
     cfg = current_app.config
-    values = [getattr(user, f) if getattr(user, f) is not None else cfg[key]
-              for f, key in QUOTA_FIELDS.items()]
+    values = [getattr(user, f) if getattr(user, f) is not None else cfg[key] for f, key in QUOTA_FIELDS.items()]
     return Quota(*values)
 
 
 def _usage_query() -> Select[tuple[int, int, int, int, int]]:
-    return select(VM.owner_id, func.count(VM.id), func.coalesce(func.sum(VM.vcpus), 0),
-                  func.coalesce(func.sum(VM.memory_mib), 0), func.coalesce(func.sum(VM.disk_gib), 0)
-                  ).group_by(VM.owner_id)
+    return select(
+        VM.owner_id,
+        func.count(VM.id),
+        func.coalesce(func.sum(VM.vcpus), 0),
+        func.coalesce(func.sum(VM.memory_mib), 0),
+        func.coalesce(func.sum(VM.disk_gib), 0),
+    ).group_by(VM.owner_id)
 
 
 def usage_by_owner() -> dict[int, Usage]:
@@ -72,18 +81,22 @@ def claim(user_id: int, vcpus: int, memory_mib: int, disk_gib: int) -> None:
     that takes the database's write lock (a row lock elsewhere) until the caller's transaction
     ends, so two creates cannot both slip under the limit. The caller has no transaction open.
     Raises QuotaExceeded naming each limit, with the numbers."""
-    db.session.execute(update(User).where(User.id == user_id)
-                       .values(quota_vms=User.quota_vms)
-                       .execution_options(synchronize_session=False))
+    db.session.execute(
+        update(User)
+        .where(User.id == user_id)
+        .values(quota_vms=User.quota_vms)
+        .execution_options(synchronize_session=False)
+    )
     user = db.session.get(User, user_id, populate_existing=True)  # read under the lock
     assert user is not None, "the claimant exists: their request was authorised"
     quota, used = quota_of(user), usage_of(user)
     problems = {}
     for field, limit, have, want, unit in (
-            ("name", quota.vms, used.vms, 1, "VMs"),
-            ("vcpus", quota.vcpus, used.vcpus, vcpus, "vCPUs"),
-            ("memory_mib", quota.memory_mib, used.memory_mib, memory_mib, "MiB"),
-            ("disk_gib", quota.disk_gib, used.disk_gib, disk_gib, "GiB")):
+        ("name", quota.vms, used.vms, 1, "VMs"),
+        ("vcpus", quota.vcpus, used.vcpus, vcpus, "vCPUs"),
+        ("memory_mib", quota.memory_mib, used.memory_mib, memory_mib, "MiB"),
+        ("disk_gib", quota.disk_gib, used.disk_gib, disk_gib, "GiB"),
+    ):
         if limit is not None and have + want > limit:
             what = {"name": "VM", "vcpus": "vCPU", "memory_mib": "memory", "disk_gib": "disk"}[field]
             problems[field] = f"{what} quota: {have} of {limit} {unit} used, {want} requested"

@@ -1,6 +1,7 @@
 """Signing in and out. A sign-in is a LoginSession row; the session cookie carries its token
 (stored hashed). Signing out ends that row, a new password ends the user's other sign-ins,
 and disabling a user ends all of theirs, so an old cookie stops working at once."""
+
 from datetime import timedelta
 
 from flask import current_app
@@ -44,8 +45,7 @@ def check_credentials(username: str, password: str) -> User:
         db.session.commit()
         raise SignInFailed()
     if not user.check_password(password):
-        audit.record("sign-in", SignInFailed.code, actor=None, target=user.username,
-                     detail="wrong password")
+        audit.record("sign-in", SignInFailed.code, actor=None, target=user.username, detail="wrong password")
         db.session.commit()
         raise SignInFailed()
     if user.disabled:  # told only to someone who knows the password
@@ -59,9 +59,10 @@ def user_for_token(token: str) -> User | None:
     """The user of a sign-in that has not ended nor outlived SIGN_IN_LIFETIME_HOURS, if they
     are still enabled (every request asks)."""
     found = db.session.execute(
-        select(LoginSession, User).join(User, LoginSession.user_id == User.id)
-        .where(LoginSession.token_hash == hashing.digest(token), live_sign_in(),
-               User.disabled.is_(False))).first()
+        select(LoginSession, User)
+        .join(User, LoginSession.user_id == User.id)
+        .where(LoginSession.token_hash == hashing.digest(token), live_sign_in(), User.disabled.is_(False))
+    ).first()
     if found is None:
         return None
     login, user = found

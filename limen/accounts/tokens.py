@@ -1,6 +1,7 @@
 """Personal API tokens: made on the account page, by ``flask --app app tokens create``, or by
 ``POST /api/v1/auth/tokens`` with a username and password; named, optionally expiring,
 revocable, and stored only as a SHA-256. The token itself is shown once."""
+
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -45,11 +46,20 @@ def _check(name: str, expires_days: object) -> tuple[str, datetime | None]:
 def _make(actor: Actor, user: User, name: str, expires_days: object) -> NewToken:
     name, expires_at = _check(name, expires_days)
     secret = hashing.new_token(PREFIX)
-    row = ApiToken(user_id=user.id, name=name, token_hash=hashing.digest(secret),
-                   prefix=secret[:len(PREFIX) + 6], expires_at=expires_at)
+    row = ApiToken(
+        user_id=user.id,
+        name=name,
+        token_hash=hashing.digest(secret),
+        prefix=secret[: len(PREFIX) + 6],
+        expires_at=expires_at,
+    )
     db.session.add(row)
-    audit.record("token.create", actor=actor, target=user.username,
-                 detail=f"{name} ({row.prefix}…), " + (f"expires {expires_at:%Y-%m-%d}" if expires_at else "no expiry"))
+    audit.record(
+        "token.create",
+        actor=actor,
+        target=user.username,
+        detail=f"{name} ({row.prefix}…), " + (f"expires {expires_at:%Y-%m-%d}" if expires_at else "no expiry"),
+    )
     db.session.commit()
     return NewToken(row, secret)
 
@@ -80,8 +90,7 @@ def create_with_password(username: str, password: str, name: str, expires_days: 
 
 def mine(user: User) -> list[ApiToken]:
     authorize(user, "account.tokens")
-    return list(db.session.scalars(select(ApiToken).where(ApiToken.user_id == user.id)
-                                   .order_by(ApiToken.id.desc())))
+    return list(db.session.scalars(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id.desc())))
 
 
 @audit.refusals("token.revoke")
@@ -100,8 +109,11 @@ def revoke(user: User, token_id: int) -> None:
 def authenticate(secret: str) -> User:
     """The enabled user a live token belongs to (``user.api_token`` is the token's row);
     TokenInvalid otherwise."""
-    found = db.session.execute(select(ApiToken, User).join(User, ApiToken.user_id == User.id)
-                               .where(ApiToken.token_hash == hashing.digest(secret))).first()
+    found = db.session.execute(
+        select(ApiToken, User)
+        .join(User, ApiToken.user_id == User.id)
+        .where(ApiToken.token_hash == hashing.digest(secret))
+    ).first()
     now = utcnow()
     if found is None:
         raise TokenInvalid()

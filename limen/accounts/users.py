@@ -1,5 +1,6 @@
 """Users, roles and passwords: what the admin pages, the account page and the command line
 change. Every change is audited; a refusal is too."""
+
 import re
 
 from sqlalchemy import select, update
@@ -38,8 +39,7 @@ def change_own_password(user: User, current: str, password: str, confirm: str) -
         raise ValidationFailed(errors)
     user.set_password(password)
     ended = end_sign_ins(user, PASSWORD_CHANGED, keep=user.login_session)
-    audit.record("password.change", actor=user, target=user.username,
-                 detail=f"{ended} other sign-in(s) ended")
+    audit.record("password.change", actor=user, target=user.username, detail=f"{ended} other sign-in(s) ended")
     db.session.commit()
 
 
@@ -53,13 +53,21 @@ def reset_password(actor: Actor, username: str, password: str, confirm: str | No
     if errors:
         raise ValidationFailed(errors)
     user.set_password(password)
-    ended = end_sign_ins(user, PASSWORD_RESET,  # an admin's own sign-in goes on
-                          keep=getattr(actor, "login_session", None) if user.id == actor.id else None)
+    ended = end_sign_ins(
+        user,
+        PASSWORD_RESET,  # an admin's own sign-in goes on
+        keep=getattr(actor, "login_session", None) if user.id == actor.id else None,
+    )
     # A reset is how an account is taken back: tokens minted meanwhile must not outlive it.
-    revoked = db.session.execute(update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
-                                 .values(revoked_at=utcnow())).rowcount
-    audit.record("password.reset", actor=actor, target=user.username,
-                 detail=f"{ended} sign-in(s) ended, {revoked} API token(s) revoked")
+    revoked = db.session.execute(
+        update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None)).values(revoked_at=utcnow())
+    ).rowcount
+    audit.record(
+        "password.reset",
+        actor=actor,
+        target=user.username,
+        detail=f"{ended} sign-in(s) ended, {revoked} API token(s) revoked",
+    )
     db.session.commit()
 
 
@@ -72,14 +80,14 @@ def _existing(username: str) -> User:
 
 
 @audit.refusals("user.create", subject="username")
-def create_user(actor: Actor, username: str, password: str, role: str = "user",
-                confirm: str | None = None) -> User:
+def create_user(actor: Actor, username: str, password: str, role: str = "user", confirm: str | None = None) -> User:
     authorize(actor, "users.manage")
     username = normal_username(username)
     errors: dict[str, str] = {}
     if not USERNAME_RE.fullmatch(username):
-        errors["username"] = ("Use 1 to 32 lower-case letters, digits, dots, hyphens and "
-                              "underscores, starting with a letter or digit.")
+        errors["username"] = (
+            "Use 1 to 32 lower-case letters, digits, dots, hyphens and underscores, starting with a letter or digit."
+        )
     elif user_named(username) is not None:
         errors["username"] = f"The username {username} is taken."
     if role not in ROLES:
@@ -96,8 +104,14 @@ def create_user(actor: Actor, username: str, password: str, role: str = "user",
 
 
 @audit.refusals("user.update", subject="username")
-def update_user(actor: Actor, username: str, *, role: str | None = None, disabled: bool | None = None,
-                quota: dict[str, str] | None = None) -> User:
+def update_user(
+    actor: Actor,
+    username: str,
+    *,
+    role: str | None = None,
+    disabled: bool | None = None,
+    quota: dict[str, str] | None = None,
+) -> User:
     """Change a user's role, disable or enable them, or set their quotas (a blank quota field
     means the configured default). Disabling ends their sign-ins."""
     authorize(actor, "users.manage")
@@ -124,8 +138,7 @@ def update_user(actor: Actor, username: str, *, role: str | None = None, disable
         raw = str(raw).strip()
         value = whole_number(raw, 0, MAX_QUOTA) if raw else None
         if raw and value is None:
-            errors[field] = (f"Enter a whole number up to {MAX_QUOTA}, or leave it blank for "
-                             "the default.")
+            errors[field] = f"Enter a whole number up to {MAX_QUOTA}, or leave it blank for the default."
             continue
         if getattr(user, field) != value:
             setattr(user, field, value)

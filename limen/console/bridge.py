@@ -1,4 +1,5 @@
 """The bytes of a console: browser WebSocket ↔ VNC socket, until either side ends."""
+
 import logging
 import socket
 import threading

@@ -6,6 +6,7 @@ connection that hands every message over through an Event, and several copies of
 outgoing frame. Here one thread reads and unmasks the browser's frames and writes them to VNC;
 another frames VNC's output with a header of its own. Every write to the socket takes one lock.
 """
+
 import socket
 import threading
 import time

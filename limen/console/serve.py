@@ -3,6 +3,7 @@ bridge bytes, with every way out recorded and told to the browser as a code.
 
 Every refusal is a LimenError, whose ``ws_close`` code and ``code`` close the WebSocket.
 """
+
 import logging
 import socket
 from typing import Any
@@ -42,8 +43,16 @@ def close_websocket(conn: frames.Connection, code: int, reason: str) -> None:
     conn.shutdown()
 
 
-def serve(ws: Any, vm_uuid: str, *, origin: str | None, own_origin: str, ticket: str | None,
-          session_user_id: int | None, authorization: str | None = None) -> None:
+def serve(
+    ws: Any,
+    vm_uuid: str,
+    *,
+    origin: str | None,
+    own_origin: str,
+    ticket: str | None,
+    session_user_id: int | None,
+    authorization: str | None = None,
+) -> None:
     """The console WebSocket, from the Origin check to the end of the bridge."""
     conn = frames.Connection(ws.sock)
     ws.connected = False  # the connection is ours now: flask-sock must not close it again
@@ -59,8 +68,9 @@ def serve(ws: Any, vm_uuid: str, *, origin: str | None, own_origin: str, ticket:
         (lost,) = standing.revoked([held])
         if lost is not None:
             raise lost
-        record = ConsoleSession(user_id=user_id, vm_uuid=vm_uuid, login_session_id=held.login_session_id,
-                                api_token_id=held.api_token_id)
+        record = ConsoleSession(
+            user_id=user_id, vm_uuid=vm_uuid, login_session_id=held.login_session_id, api_token_id=held.api_token_id
+        )
         db.session.add(record)
         db.session.commit()
         session_id = record.id
@@ -95,17 +105,26 @@ def serve(ws: Any, vm_uuid: str, *, origin: str | None, own_origin: str, ticket:
         standing.watch.remove(bridge)
         vnc.close()
         _record_end(session_id, bridge.end, None, bridge.to_client, bridge.from_client)
-        _audit("console.close", "ok", user_id, vm_uuid, f"session {session_id}: {bridge.end}, "
-               f"{bridge.to_client} bytes out, {bridge.from_client} in")
-        log.info("console vm %s closed: %s, %d bytes out, %d in", vm_uuid, bridge.end,
-                 bridge.to_client, bridge.from_client)
+        _audit(
+            "console.close",
+            "ok",
+            user_id,
+            vm_uuid,
+            f"session {session_id}: {bridge.end}, {bridge.to_client} bytes out, {bridge.from_client} in",
+        )
+        log.info(
+            "console vm %s closed: %s, %d bytes out, %d in", vm_uuid, bridge.end, bridge.to_client, bridge.from_client
+        )
 
 
 @runtime.at_start
 def end_stale_sessions() -> int:
     """At start-up: sessions a previous process left open ended with it."""
-    ended = db.session.execute(update(ConsoleSession).where(ConsoleSession.ended_at.is_(None))
-                               .values(ended_at=utcnow(), end=LimenRestarted.code)).rowcount
+    ended = db.session.execute(
+        update(ConsoleSession)
+        .where(ConsoleSession.ended_at.is_(None))
+        .values(ended_at=utcnow(), end=LimenRestarted.code)
+    ).rowcount
     db.session.commit()
     return ended
 

@@ -6,6 +6,7 @@ disable`` on the host), so every open console is checked against the database: a
 process's consoles in one round of queries, every CONSOLE_RECHECK_INTERVAL seconds, by one
 thread that runs only while a console is open.
 """
+
 import logging
 import threading
 from collections.abc import Callable
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Standing:
     """What a console was opened under."""
+
     user_id: int
     vm_uuid: str
     login_session_id: int | None = None
@@ -35,12 +37,21 @@ def revoked(standings: list[Standing]) -> list[LimenError | None]:
     """For each, why it no longer holds (the error to close its console with), or None."""
     user_ids = {s.user_id for s in standings}
     users = {u.id: u for u in db.session.scalars(select(User).where(User.id.in_(user_ids)))}
-    owners = {uuid: owner for uuid, owner in db.session.execute(
-        select(VM.uuid, VM.owner_id).where(VM.uuid.in_({s.vm_uuid for s in standings})))}
-    live_logins = set(db.session.scalars(select(LoginSession.id).where(
-        LoginSession.id.in_({s.login_session_id for s in standings}), live_sign_in())))
-    tokens = {t.id: t for t in db.session.scalars(select(ApiToken).where(
-        ApiToken.id.in_({s.api_token_id for s in standings})))}
+    owners = {
+        uuid: owner
+        for uuid, owner in db.session.execute(
+            select(VM.uuid, VM.owner_id).where(VM.uuid.in_({s.vm_uuid for s in standings}))
+        )
+    }
+    live_logins = set(
+        db.session.scalars(
+            select(LoginSession.id).where(LoginSession.id.in_({s.login_session_id for s in standings}), live_sign_in())
+        )
+    )
+    tokens = {
+        t.id: t
+        for t in db.session.scalars(select(ApiToken).where(ApiToken.id.in_({s.api_token_id for s in standings})))
+    }
     now = utcnow()
     answers: list[LimenError | None] = []
     for s in standings:
@@ -49,8 +60,9 @@ def revoked(standings: list[Standing]) -> list[LimenError | None]:
             answers.append(AccountDisabled())
         elif s.login_session_id is not None and s.login_session_id not in live_logins:
             answers.append(SignInEnded())
-        elif s.api_token_id is not None and (token is None or token.revoked_at is not None
-                                             or (token.expires_at is not None and token.expires_at <= now)):
+        elif s.api_token_id is not None and (
+            token is None or token.revoked_at is not None or (token.expires_at is not None and token.expires_at <= now)
+        ):
             answers.append(TokenInvalid("The API token this console was opened with was revoked or has expired."))
         elif s.vm_uuid in owners and owners[s.vm_uuid] != user.id and not user.is_admin:
             answers.append(NotAllowed("You may no longer use this VM's console."))
@@ -100,7 +112,7 @@ class Watch:
         except Exception:  # the database is busy or gone: check again next round
             log.exception("console standing check failed")
             return
-        for (key, standing, end), err in zip(entries, answers):
+        for (key, standing, end), err in zip(entries, answers, strict=True):
             if err is not None:
                 log.info("console of user %s on vm %s ends: %s", standing.user_id, standing.vm_uuid, err)
                 self.remove(key)

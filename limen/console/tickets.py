@@ -2,6 +2,7 @@
 user and one VM, valid for a minute, usable once), or, from a client that is not a browser,
 an API token. Either way the console remembers the sign-in or the token it came under, and
 lasts no longer than that does (``standing``)."""
+
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -26,6 +27,7 @@ class Ticket:
 @dataclass(frozen=True)
 class Admission:
     """A user let in, and the sign-in or API token they came under."""
+
     user: User
     login_session_id: int | None
     api_token_id: int | None
@@ -35,10 +37,14 @@ def issue(user: User, vm_uuid: str) -> Ticket:
     """A ticket for ``user``'s console on the VM, under the sign-in or token of the request."""
     vm = vms.get_vm(user, vm_uuid, "vm.console")
     ticket = hashing.new_token()
-    row = ConsoleTicket(token_hash=hashing.digest(ticket), user_id=user.id, vm_uuid=vm.uuid,
-                        expires_at=utcnow() + TICKET_LIFETIME,
-                        login_session_id=user.login_session.id if user.login_session else None,
-                        api_token_id=user.api_token.id if user.api_token else None)
+    row = ConsoleTicket(
+        token_hash=hashing.digest(ticket),
+        user_id=user.id,
+        vm_uuid=vm.uuid,
+        expires_at=utcnow() + TICKET_LIFETIME,
+        login_session_id=user.login_session.id if user.login_session else None,
+        api_token_id=user.api_token.id if user.api_token else None,
+    )
     db.session.add(row)
     db.session.commit()
     return Ticket(ticket, row.expires_at)
@@ -80,13 +86,16 @@ def redeem(ticket: str | None, vm_uuid: str, session_user_id: int | None) -> Adm
     claimed = db.session.execute(
         update(ConsoleTicket)
         .where(ConsoleTicket.id == row.id, ConsoleTicket.used_at.is_(None), ConsoleTicket.expires_at > now)
-        .values(used_at=now)).rowcount
+        .values(used_at=now)
+    ).rowcount
     db.session.commit()
     if not claimed:
         db.session.refresh(row)
         used = row.used_at is not None and row.used_at <= now
-        raise TicketInvalid(("This console ticket was already used." if used else
-                             "This console ticket has expired.") + " Press Reconnect for a new one.")
+        raise TicketInvalid(
+            ("This console ticket was already used." if used else "This console ticket has expired.")
+            + " Press Reconnect for a new one."
+        )
     user = db.session.get(User, row.user_id)
     if user is None or not user.is_active:
         raise AccountDisabled()

@@ -4,6 +4,7 @@ and the project's own exceptions (limen.errors); libvirtError never leaves this 
 A ``Hypervisor`` is one libvirt URI: its connection (with events), the host, the two storage
 pools (VM disks and install media), the domains and their displays.
 """
+
 from collections.abc import Callable
 
 from ..errors import StorageFailed
@@ -18,9 +19,19 @@ __all__ = ["ACTIVE_STATES", "DomainState", "HostLimits", "Hypervisor", "Pool", "
 
 
 class Hypervisor:
-    def __init__(self, uri: str, *, disk_pool: str, disk_dir: str, media_pool: str, media_dir: str,
-                 network: str, cpu_mode: str = "", domain_type: str = "",
-                 on_domain_event: Callable[[str | None], None] | None = None):
+    def __init__(
+        self,
+        uri: str,
+        *,
+        disk_pool: str,
+        disk_dir: str,
+        media_pool: str,
+        media_dir: str,
+        network: str,
+        cpu_mode: str = "",
+        domain_type: str = "",
+        on_domain_event: Callable[[str | None], None] | None = None,
+    ):
         self.uri = uri
         self.connection = Connection(uri, on_domain_event or (lambda uuid: None))
         self.host = Host(self.connection, domain_type)

@@ -5,6 +5,7 @@ opened, and something has to run that loop: one daemon thread per process does i
 events only wake waiters and hand the domain's UUID to a callback; no libvirt call is made from
 the event thread.
 """
+
 import functools
 import logging
 import threading
@@ -113,8 +114,7 @@ class Connection:
             try:
                 conn = libvirt.open(self.uri)
             except libvirt.libvirtError as e:
-                raise HypervisorUnavailable(
-                    f"cannot connect to {self.uri}: {e.get_error_message()}") from None
+                raise HypervisorUnavailable(f"cannot connect to {self.uri}: {e.get_error_message()}") from None
             try:
                 conn.setKeepAlive(5, 3)
             except libvirt.libvirtError:
@@ -124,7 +124,8 @@ class Connection:
             except libvirt.libvirtError:
                 pass
             self._callback_id = conn.domainEventRegisterAny(
-                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None)
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
+            )
             self._conn, self._closed_by_peer = conn, False
             self.generation += 1
             log.info("connected to %s", self.uri)

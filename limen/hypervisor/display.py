@@ -1,4 +1,5 @@
 """A running domain's screen: a connected socket to its VNC server."""
+
 import socket
 import time
 
@@ -25,8 +26,12 @@ class Display:
             fd = dom.openGraphicsFD(0, libvirt.VIR_DOMAIN_OPEN_GRAPHICS_SKIPAUTH)
             return socket.socket(fileno=fd)
         except libvirt.libvirtError as e:
-            if not is_error(e, libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED,
-                            libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):  # remote: no fd passing
+            if not is_error(
+                e,
+                libvirt.VIR_ERR_NO_SUPPORT,
+                libvirt.VIR_ERR_OPERATION_UNSUPPORTED,
+                libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+            ):  # remote: no fd passing
                 raise VNCUnreachable(e.get_error_message()) from None
         target = domain_xml.vnc_address(dom.XMLDesc(0))
         if target is None:

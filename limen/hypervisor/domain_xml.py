@@ -1,4 +1,5 @@
 """Domain XML, built and read with xml.etree: a value never becomes markup by accident."""
+
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 

@@ -1,4 +1,5 @@
 """Domains: define, start, stop, change and read them, by UUID."""
+
 import time
 import xml.etree.ElementTree as ET
 
@@ -14,8 +15,7 @@ from .states import DomainState
 
 
 class Domains:
-    def __init__(self, connection: Connection, host: Host, disks: Pool, media: Pool,
-                 network: str, cpu_mode: str = ""):
+    def __init__(self, connection: Connection, host: Host, disks: Pool, media: Pool, network: str, cpu_mode: str = ""):
         self.connection, self.host, self.disks, self.media = connection, host, disks, media
         self.network, self.cpu_mode = network, cpu_mode
 
@@ -42,9 +42,19 @@ class Domains:
         return True
 
     @translated
-    def define(self, *, uuid: str, name: str, vcpus: int, memory_mib: int, volume: str,
-               profile: Profile | None = None, iso: str | None = None, seed: str | None = None,
-               boot_cdrom: bool = False) -> None:
+    def define(
+        self,
+        *,
+        uuid: str,
+        name: str,
+        vcpus: int,
+        memory_mib: int,
+        volume: str,
+        profile: Profile | None = None,
+        iso: str | None = None,
+        seed: str | None = None,
+        boot_cdrom: bool = False,
+    ) -> None:
         """Define the domain: its disk is the disk pool's ``volume``; its CD-ROM holds the
         media pool's ``iso`` or the disk pool's ``seed``, or nothing. ``profile``
         (limen.profiles) sets machine, buses, models and firmware."""
@@ -52,12 +62,27 @@ class Domains:
         cdrom = self.media.path(iso) if iso else self.disks.path(seed) if seed else None
         devices = {}
         if profile is not None:
-            devices = dict(machine=profile.machine, disk_bus=profile.disk_bus, nic_model=profile.nic_model,
-                           firmware=profile.firmware, clock=profile.clock)
-        spec = domain_xml.DomainSpec(name=name, uuid=uuid, vcpus=vcpus, memory_mib=memory_mib,
-                                     domain_type=domain_type, arch=arch, disk_path=self.disks.path(volume),
-                                     network=self.network, cpu_mode=self.cpu_mode,
-                                     cdrom_path=cdrom, boot_cdrom=boot_cdrom, **devices)
+            devices = dict(
+                machine=profile.machine,
+                disk_bus=profile.disk_bus,
+                nic_model=profile.nic_model,
+                firmware=profile.firmware,
+                clock=profile.clock,
+            )
+        spec = domain_xml.DomainSpec(
+            name=name,
+            uuid=uuid,
+            vcpus=vcpus,
+            memory_mib=memory_mib,
+            domain_type=domain_type,
+            arch=arch,
+            disk_path=self.disks.path(volume),
+            network=self.network,
+            cpu_mode=self.cpu_mode,
+            cdrom_path=cdrom,
+            boot_cdrom=boot_cdrom,
+            **devices,
+        )
         self.connection.get().defineXML(domain_xml.build(spec))
 
     @translated
@@ -74,9 +99,12 @@ class Domains:
             if found is None:
                 raise InvalidState("This VM has no CD-ROM drive yet: LIMEN adds one while it is shut off.")
             # The running VM's drive and its definition both; FORCE opens a tray the guest locked.
-            dom.updateDeviceFlags(ET.tostring(domain_xml.cdrom(path, *found), encoding="unicode"),
-                                  libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_AFFECT_LIVE
-                                  | libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE)
+            dom.updateDeviceFlags(
+                ET.tostring(domain_xml.cdrom(path, *found), encoding="unicode"),
+                libvirt.VIR_DOMAIN_AFFECT_CONFIG
+                | libvirt.VIR_DOMAIN_AFFECT_LIVE
+                | libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE,
+            )
         xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)  # with the new drive, after a live change
         try:
             if not active:
@@ -130,9 +158,12 @@ class Domains:
         # undefine refuses then).
         nvram = libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM if keep_nvram else libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
         try:
-            dom.undefineFlags(nvram | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-                              | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-                              | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+            dom.undefineFlags(
+                nvram
+                | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+            )
         except libvirt.libvirtError as e:
             if not is_error(e, libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
                 raise
@@ -157,8 +188,10 @@ class Domains:
     def all_states(self) -> dict[str, tuple[str, DomainState]]:
         """Every domain's name and state, in one call."""
         stats = self.connection.get().getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)
-        return {dom.UUIDString(): (dom.name(), DomainState.from_libvirt(s["state.state"], s["state.reason"]))
-                for dom, s in stats}
+        return {
+            dom.UUIDString(): (dom.name(), DomainState.from_libvirt(s["state.state"], s["state.reason"]))
+            for dom, s in stats
+        }
 
     @translated
     def specs(self, uuid: str) -> tuple[str, int, int]:
@@ -171,14 +204,16 @@ class Domains:
     def using(self, refs: set[str]) -> list[str]:
         """The names of the domains with one of ``refs`` (a file's path, or "pool/volume") in
         a drive, now or from their next start."""
+
         def refers(dom: libvirt.virDomain) -> bool:
-            return bool(refs & domain_xml.disk_sources(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-                        or (dom.isActive() and refs & domain_xml.disk_sources(dom.XMLDesc(0))))
+            return bool(
+                refs & domain_xml.disk_sources(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+                or (dom.isActive() and refs & domain_xml.disk_sources(dom.XMLDesc(0)))
+            )
 
         return [dom.name() for dom in self.connection.get().listAllDomains() if refers(dom)]
 
-    def wait_for_state(self, uuid: str, wanted: set[str], timeout: float,
-                       error: type[LimenError]) -> DomainState:
+    def wait_for_state(self, uuid: str, wanted: set[str], timeout: float, error: type[LimenError]) -> DomainState:
         """Return once the domain is in one of ``wanted``; raise ``error`` at the deadline.
 
         Woken by lifecycle events; it also looks again every half second, so a lost event
@@ -193,6 +228,5 @@ class Domains:
                 return current
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise error(f"still {current.state} after {timeout:g} s "
-                            f"(waited for {' or '.join(sorted(wanted))})")
+                raise error(f"still {current.state} after {timeout:g} s (waited for {' or '.join(sorted(wanted))})")
             self.connection.wait_for_event(seen, min(remaining, 0.5))

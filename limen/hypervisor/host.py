@@ -1,4 +1,5 @@
 """The host itself: its size, and what new guests can be (domain type, arch, firmware)."""
+
 from dataclasses import dataclass
 
 import libvirt
@@ -42,8 +43,9 @@ class Host:
                 caps = self.connection.get().getDomainCapabilities(None, arch, "q35", domain_type, 0)
                 self._firmware = domain_xml.firmware_offered(caps)
             except libvirt.libvirtError as e:
-                if not is_error(e, libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG,
-                                libvirt.VIR_ERR_CONFIG_UNSUPPORTED):
+                if not is_error(
+                    e, libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_CONFIG_UNSUPPORTED
+                ):
                     raise
                 self._firmware = set()  # a driver that cannot say offers none (the test driver)
         return "efi" in self._firmware

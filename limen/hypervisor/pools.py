@@ -1,5 +1,6 @@
 """Storage pools: LIMEN's VM disks and its install media each live in one, so that a file is
 wherever libvirt is. One ``Pool`` type serves both."""
+
 import logging
 import threading
 import xml.etree.ElementTree as ET
@@ -138,8 +139,11 @@ class Pool:
         """The volumes whose backing store is ``path``."""
         pool = self._pool()
         pool.refresh(0)
-        return [vol.name() for vol in pool.listAllVolumes()
-                if ET.fromstring(vol.XMLDesc(0)).findtext("./backingStore/path") == path]
+        return [
+            vol.name()
+            for vol in pool.listAllVolumes()
+            if ET.fromstring(vol.XMLDesc(0)).findtext("./backingStore/path") == path
+        ]
 
     @translated
     def upload(self, name: str, size: int, chunks: Iterable[bytes]) -> str:
@@ -159,7 +163,7 @@ class Pool:
             for chunk in chunks:
                 view = memoryview(chunk)
                 while view:
-                    view = view[stream.send(view.tobytes()):]
+                    view = view[stream.send(view.tobytes()) :]
             stream.finish()
         except BaseException:
             _abort(stream)

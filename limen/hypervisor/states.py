@@ -1,4 +1,5 @@
 """A domain's state and its reason, in LIMEN's words."""
+
 from dataclasses import dataclass
 
 import libvirt

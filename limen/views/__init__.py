@@ -1,5 +1,6 @@
 """Blueprints, the sign-in gate, the security headers, and the error pages: every LimenError
 reaches the person as its code and sentence."""
+
 import logging
 import time
 
@@ -18,13 +19,14 @@ log = logging.getLogger(__name__)
 
 # The only endpoints anyone may reach without signing in. The console WebSocket authenticates
 # with its ticket instead. Every other endpoint, present or future, needs a signed-in user.
-PUBLIC = frozenset({"auth.login", "health.healthz", "health.metrics", "static", "console.websocket",
-                    "api_docs.docs"})
+PUBLIC = frozenset({"auth.login", "health.healthz", "health.metrics", "static", "console.websocket", "api_docs.docs"})
 
 # No inline script or style, nothing from elsewhere, never in a frame.
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-       "frame-ancestors 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
@@ -51,8 +53,7 @@ def register(app: Flask) -> None:
     def require_sign_in():
         if request.blueprint == "api":
             return  # bearer tokens, checked by the API itself; no cookies there
-        if request.endpoint is not None and request.endpoint not in PUBLIC \
-                and not current_user.is_authenticated:
+        if request.endpoint is not None and request.endpoint not in PUBLIC and not current_user.is_authenticated:
             return login_manager.unauthorized()
 
     @app.after_request
@@ -67,8 +68,9 @@ def register(app: Flask) -> None:
         database (the attempts that were let through are in the audit log)."""
         limit = limiter.current_limit
         wait = max(1, int(limit.reset_at - time.time())) if limit else 60
-        log.warning("%s %s from %s refused: more than %s", request.method, request.path,
-                    request.remote_addr, err.description)
+        log.warning(
+            "%s %s from %s refused: more than %s", request.method, request.path, request.remote_addr, err.description
+        )
         message = f"Too many attempts. Try again in {wait} s."
         if request.endpoint == "auth.login" and not wants_json():
             return render_template("login.html", error=message), 429, {"Retry-After": str(wait)}
@@ -81,8 +83,11 @@ def register(app: Flask) -> None:
         log.info("%s %s -> %s", request.method, request.path, err)
         if is_htmx():
             # Errors go to the page's message area, whatever element asked.
-            return render_template("_flash.html", error=err), err.status, {
-                "HX-Retarget": "#flash", "HX-Reswap": "innerHTML"}
+            return (
+                render_template("_flash.html", error=err),
+                err.status,
+                {"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"},
+            )
         if wants_json():
             headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else {}
             return jsonify(error=err.to_dict()), err.status, headers

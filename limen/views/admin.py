@@ -1,5 +1,6 @@
 """Administration: users (create, disable, reset password, role, quotas) and the audit log.
 Who may see these pages is decided in the use cases (limen.access), like everywhere else."""
+
 from datetime import datetime
 
 from flask import Blueprint, redirect, render_template, request, url_for
@@ -14,38 +15,49 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 @bp.get("/users")
 def users():
-    return render_template("admin/users.html", accounts=accounts.list_users(current_user),
-                           form={}, errors={})
+    return render_template("admin/users.html", accounts=accounts.list_users(current_user), form={}, errors={})
 
 
 @bp.post("/users")
 def create_user():
     f = request.form
     try:
-        user = accounts.create_user(current_user, f.get("username", ""), f.get("password", ""),
-                                    f.get("role", "user"), confirm=f.get("confirm", ""))
+        user = accounts.create_user(
+            current_user,
+            f.get("username", ""),
+            f.get("password", ""),
+            f.get("role", "user"),
+            confirm=f.get("confirm", ""),
+        )
     except ValidationFailed as e:
-        return render_template("admin/users.html", accounts=accounts.list_users(current_user),
-                               form=f, errors=e.fields), 422
+        return render_template(
+            "admin/users.html", accounts=accounts.list_users(current_user), form=f, errors=e.fields
+        ), 422
     return redirect(url_for("admin.user", username=user.username))
 
 
 @bp.get("/users/<username>")
 def user(username):
-    return render_template("admin/user.html", account=accounts.account(current_user, username),
-                           errors={}, done=request.args.get("done"))
+    return render_template(
+        "admin/user.html", account=accounts.account(current_user, username), errors={}, done=request.args.get("done")
+    )
 
 
 @bp.post("/users/<username>")
 def update_user(username):
     f = request.form
     try:
-        accounts.update_user(current_user, username, role=f.get("role"),
-                             disabled=f.get("disabled") == "on",
-                             quota={k: f.get(k, "") for k in accounts.QUOTA_FIELDS})
+        accounts.update_user(
+            current_user,
+            username,
+            role=f.get("role"),
+            disabled=f.get("disabled") == "on",
+            quota={k: f.get(k, "") for k in accounts.QUOTA_FIELDS},
+        )
     except ValidationFailed as e:
-        return render_template("admin/user.html", account=accounts.account(current_user, username),
-                               errors=e.fields, done=None), 422
+        return render_template(
+            "admin/user.html", account=accounts.account(current_user, username), errors=e.fields, done=None
+        ), 422
     return redirect(url_for("admin.user", username=username, done="saved"))
 
 
@@ -55,8 +67,9 @@ def reset_password(username):
     try:
         accounts.reset_password(current_user, username, f.get("password", ""), f.get("confirm", ""))
     except ValidationFailed as e:
-        return render_template("admin/user.html", account=accounts.account(current_user, username),
-                               errors=e.fields, done=None), 422
+        return render_template(
+            "admin/user.html", account=accounts.account(current_user, username), errors=e.fields, done=None
+        ), 422
     return redirect(url_for("admin.user", username=username, done="password"))
 
 
@@ -71,8 +84,14 @@ def _date(raw: str | None) -> datetime | None:
 def audit_log():
     a = request.args
     filters = {k: a.get(k, "").strip() for k in ("actor", "vm", "action", "result", "since", "until")}
-    query = audit.search(current_user, actor=filters["actor"], vm=filters["vm"], action=filters["action"],
-                         result=filters["result"], since=_date(filters["since"]),
-                         until=_date(filters["until"]))
+    query = audit.search(
+        current_user,
+        actor=filters["actor"],
+        vm=filters["vm"],
+        action=filters["action"],
+        result=filters["result"],
+        since=_date(filters["since"]),
+        until=_date(filters["until"]),
+    )
     page = db.paginate(query, per_page=audit.PAGE_SIZE, error_out=False)
     return render_template("admin/audit.html", page=page, filters=filters)

@@ -4,7 +4,8 @@ Every call but POST /auth/tokens and GET /openapi.json needs ``Authorization: Be
 <token>``; session cookies are not accepted here (so there is no CSRF to check). Errors are
 ``{"error": {"code", "message", "details"}}`` with the codes the pages use.
 """
-from datetime import datetime, timezone
+
+from datetime import UTC, datetime
 
 from flask import Blueprint, g, jsonify, render_template, request
 
@@ -29,38 +30,67 @@ def bearer_token():
         return
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise TokenInvalid("Send 'Authorization: Bearer <token>'. Make a token on your account page, "
-                           "or with POST /api/v1/auth/tokens.")
+        raise TokenInvalid(
+            "Send 'Authorization: Bearer <token>'. Make a token on your account page, or with POST /api/v1/auth/tokens."
+        )
     g.api_user = tokens.authenticate(token.strip())
 
 
 def _stamp(value: datetime | None) -> str | None:
-    return value.replace(tzinfo=timezone.utc).isoformat() if value else None
+    return value.replace(tzinfo=UTC).isoformat() if value else None
 
 
 def _operation(op: Operation | None) -> dict | None:
     if op is None:
         return None
     error = {"code": op.error_code, "message": op.error_message} if op.state == "failed" else None
-    return {"id": op.id, "kind": op.kind, "vm_uuid": op.vm_uuid, "state": op.state, "step": op.step,
-            "steps": op.steps, "error": error, "created_at": _stamp(op.created_at),
-            "finished_at": _stamp(op.finished_at)}
+    return {
+        "id": op.id,
+        "kind": op.kind,
+        "vm_uuid": op.vm_uuid,
+        "state": op.state,
+        "step": op.step,
+        "steps": op.steps,
+        "error": error,
+        "created_at": _stamp(op.created_at),
+        "finished_at": _stamp(op.finished_at),
+    }
 
 
 def _vm(vm: VM, op: Operation | None = None) -> dict:
-    return {"uuid": vm.uuid, "name": vm.name, "owner": vm.owner.username, "state": vm.state,
-            "state_reason": vm.state_reason, "vcpus": vm.vcpus, "memory_mib": vm.memory_mib,
-            "disk_gib": vm.disk_gib, "adopted": vm.adopted, "created_at": _stamp(vm.created_at),
-            "state_seen_at": _stamp(vm.state_seen_at), "os_kind": vm.os_kind, "machine": vm.machine,
-            "disk_bus": vm.disk_bus, "nic_model": vm.nic_model, "firmware": vm.firmware,
-            "iso": vm.iso.name if vm.iso else None, "image": vm.image.name if vm.image else None,
-            "boot_cdrom": vm.boot_cdrom, "operation": _operation(op)}
-
+    return {
+        "uuid": vm.uuid,
+        "name": vm.name,
+        "owner": vm.owner.username,
+        "state": vm.state,
+        "state_reason": vm.state_reason,
+        "vcpus": vm.vcpus,
+        "memory_mib": vm.memory_mib,
+        "disk_gib": vm.disk_gib,
+        "adopted": vm.adopted,
+        "created_at": _stamp(vm.created_at),
+        "state_seen_at": _stamp(vm.state_seen_at),
+        "os_kind": vm.os_kind,
+        "machine": vm.machine,
+        "disk_bus": vm.disk_bus,
+        "nic_model": vm.nic_model,
+        "firmware": vm.firmware,
+        "iso": vm.iso.name if vm.iso else None,
+        "image": vm.image.name if vm.image else None,
+        "boot_cdrom": vm.boot_cdrom,
+        "operation": _operation(op),
+    }
 
 
 def _user(a: accounts.Account) -> dict:
-    return {"id": a.user.id, "username": a.user.username, "role": a.user.role,
-            "disabled": a.user.disabled, "quota": vars(a.quota), "usage": vars(a.usage)}
+    return {
+        "id": a.user.id,
+        "username": a.user.username,
+        "role": a.user.role,
+        "disabled": a.user.disabled,
+        "quota": vars(a.quota),
+        "usage": vars(a.usage),
+    }
 
 
 def _whole(name: str, default: int, low: int, high: int) -> int:
@@ -76,18 +106,21 @@ def _whole(name: str, default: int, low: int, high: int) -> int:
 @limits.per_username
 def create_token():
     body = api_schema.check(api_schema.TOKEN_CREATE, request.get_json(silent=True))
-    new = tokens.create_with_password(body["username"], body["password"], body["name"],
-                                      body.get("expires_days"))
-    return jsonify(id=new.row.id, name=new.row.name, token=new.token,
-                   expires_at=_stamp(new.row.expires_at)), 201
+    new = tokens.create_with_password(body["username"], body["password"], body["name"], body.get("expires_days"))
+    return jsonify(id=new.row.id, name=new.row.name, token=new.token, expires_at=_stamp(new.row.expires_at)), 201
 
 
 # -- VMs ----------------------------------------------------------------------------------
 @bp.get("/vms")
 def list_vms():
-    number, per_page = _whole("page", 1, 1, 10 ** 6), _whole("per_page", 100, 1, 500)
-    rows, total = vms.table_page(g.api_user, owner=request.args.get("owner", ""),
-                           state=request.args.get("state", ""), number=number, per_page=per_page)
+    number, per_page = _whole("page", 1, 1, 10**6), _whole("per_page", 100, 1, 500)
+    rows, total = vms.table_page(
+        g.api_user,
+        owner=request.args.get("owner", ""),
+        state=request.args.get("state", ""),
+        number=number,
+        per_page=per_page,
+    )
     return jsonify(items=[_vm(r.vm, r.op) for r in rows], page=number, per_page=per_page, total=total)
 
 
@@ -177,8 +210,7 @@ def update_user(user_id):
     body = api_schema.check(api_schema.USER_PATCH, request.get_json(silent=True))
     username = accounts.username_of(g.api_user, user_id)
     quota = {k: "" if v is None else str(v) for k, v in body.items() if k.startswith("quota_")}
-    accounts.update_user(g.api_user, username, role=body.get("role"), disabled=body.get("disabled"),
-                         quota=quota)
+    accounts.update_user(g.api_user, username, role=body.get("role"), disabled=body.get("disabled"), quota=quota)
     return jsonify(_user(accounts.account(g.api_user, username)))
 
 

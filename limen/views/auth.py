@@ -1,8 +1,8 @@
 """Signing in and out, and the account page where everyone changes their own password."""
+
 from urllib.parse import urlsplit
 
-from flask import (Blueprint, current_app, make_response, redirect, render_template, request,
-                   session, url_for)
+from flask import Blueprint, current_app, make_response, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
 from .. import accounts
@@ -56,8 +56,9 @@ def account():
     if request.method == "POST":
         f = request.form
         try:
-            accounts.change_own_password(current_user, f.get("current", ""), f.get("password", ""),
-                                         f.get("confirm", ""))
+            accounts.change_own_password(
+                current_user, f.get("current", ""), f.get("password", ""), f.get("confirm", "")
+            )
             done = True
         except ValidationFailed as e:
             errors = e.fields
@@ -65,8 +66,12 @@ def account():
 
 
 def _account_page(**extra):
-    return render_template("account.html", account=accounts.account_of(current_user), tokens=tokens.mine(current_user),
-                           **{"errors": {}, "done": False, "token_errors": {}, "new_token": None, **extra})
+    return render_template(
+        "account.html",
+        account=accounts.account_of(current_user),
+        tokens=tokens.mine(current_user),
+        **{"errors": {}, "done": False, "token_errors": {}, "new_token": None, **extra},
+    )
 
 
 @bp.post("/account/tokens")

@@ -1,5 +1,6 @@
 """The console page, its tickets, and the WebSocket that bridges to the VM's VNC server."""
-from datetime import timezone
+
+from datetime import UTC
 
 from flask import Blueprint, Response, jsonify, render_template, request, url_for
 from flask_login import current_user
@@ -21,8 +22,7 @@ def new_ticket(user, vm_uuid) -> tuple[Response, int]:
     t = console.issue(user, str(vm_uuid))
     # A WebSocket rule builds a ws:// (or wss://) URL.
     ws_url = url_for("console.websocket", vm_uuid=vm_uuid, ticket=t.ticket, _external=True)
-    return jsonify(ticket=t.ticket, ws_url=ws_url,
-                   expires_at=t.expires_at.replace(tzinfo=timezone.utc).isoformat()), 201
+    return jsonify(ticket=t.ticket, ws_url=ws_url, expires_at=t.expires_at.replace(tzinfo=UTC).isoformat()), 201
 
 
 @bp.post("/vms/<uuid:vm_uuid>/console/ticket")
@@ -41,6 +41,12 @@ def plain_websocket_frames():
 @sock.route("/vms/<uuid:vm_uuid>/console/ws", bp=bp, endpoint="websocket")
 def websocket(ws, vm_uuid):
     signed_in = current_user.id if current_user.is_authenticated else None
-    console.serve(ws, str(vm_uuid), origin=request.headers.get("Origin"),
-                  own_origin=request.host_url.rstrip("/"), ticket=request.args.get("ticket"),
-                  session_user_id=signed_in, authorization=request.headers.get("Authorization"))
+    console.serve(
+        ws,
+        str(vm_uuid),
+        origin=request.headers.get("Origin"),
+        own_origin=request.host_url.rstrip("/"),
+        ticket=request.args.get("ticket"),
+        session_user_id=signed_in,
+        authorization=request.headers.get("Authorization"),
+    )

@@ -1,6 +1,7 @@
 """GET /healthz: can LIMEN reach its database and libvirt, and is libvirt's event loop
 running? 200, or 503 naming what failed. GET /metrics: Prometheus's text format. For load
 balancers and monitors: neither needs a sign-in, and neither names a VM or a user."""
+
 from flask import Blueprint, Response, jsonify
 
 from .. import runtime

@@ -1,5 +1,6 @@
 """The sign-in rate limits, shared by every route that checks a password for a stranger
 (/login and POST /api/v1/auth/tokens): guesses on one route count against the other."""
+
 from flask import current_app, request
 
 from .. import accounts
@@ -15,7 +16,12 @@ def _username_key() -> str:
 
 # Every attempt counts, and is counted before the password is checked: an attempt that waited
 # for its answer before being counted would let a burst of parallel guesses through.
-per_address = limiter.shared_limit(lambda: current_app.config["LOGIN_LIMIT_PER_IP"],
-                                   scope="sign-in-address", methods=["POST"])
-per_username = limiter.shared_limit(lambda: current_app.config["LOGIN_LIMIT_PER_USERNAME"],
-                                    scope="sign-in-username", key_func=_username_key, methods=["POST"])
+per_address = limiter.shared_limit(
+    lambda: current_app.config["LOGIN_LIMIT_PER_IP"], scope="sign-in-address", methods=["POST"]
+)
+per_username = limiter.shared_limit(
+    lambda: current_app.config["LOGIN_LIMIT_PER_USERNAME"],
+    scope="sign-in-username",
+    key_func=_username_key,
+    methods=["POST"],
+)

@@ -1,6 +1,7 @@
 """The media library page: the ISOs and cloud images, uploads with a progress bar (the
 browser sends the file as the raw request body; static/js/media.js), registering files
 already on the host, and deleting what no VM uses."""
+
 from contextlib import contextmanager
 
 from flask import Blueprint, current_app, jsonify, redirect, render_template, request, url_for
@@ -14,9 +15,15 @@ bp = Blueprint("media", __name__, url_prefix="/media")
 
 
 def _page(status: int = 200, form=None, errors=None, problem=None):
-    return render_template("media/index.html", **media.library_page(current_user), os_kinds=KINDS,
-                           kinds=media.KIND_NAMES, form=form or {}, errors=errors or {},
-                           problem=problem), status
+    return render_template(
+        "media/index.html",
+        **media.library_page(current_user),
+        os_kinds=KINDS,
+        kinds=media.KIND_NAMES,
+        form=form or {},
+        errors=errors or {},
+        problem=problem,
+    ), status
 
 
 @bp.get("/")
@@ -27,14 +34,21 @@ def index():
 @bp.get("/library")
 def library():
     """The library table alone (the upload script swaps it in when an upload is done)."""
-    return render_template("media/_library.html", **media.library_page(current_user), os_kinds=KINDS,
-                           kinds=media.KIND_NAMES)
+    return render_template(
+        "media/_library.html", **media.library_page(current_user), os_kinds=KINDS, kinds=media.KIND_NAMES
+    )
 
 
 def medium_json(m) -> dict:
     """A medium as the upload script and the API answer it."""
-    return {"id": m.id, "name": m.name, "kind": m.kind, "os_kind": m.os_kind, "size_bytes": m.size_bytes,
-            "virtual_bytes": m.virtual_bytes}
+    return {
+        "id": m.id,
+        "name": m.name,
+        "kind": m.kind,
+        "os_kind": m.os_kind,
+        "size_bytes": m.size_bytes,
+        "virtual_bytes": m.virtual_bytes,
+    }
 
 
 @contextmanager
@@ -59,8 +73,14 @@ def upload_from_request(user):
     in the query string."""
     a = request.args
     with idle_timeout():
-        return media.upload(user, kind=a.get("kind", ""), name=a.get("name", ""), os_kind=a.get("os_kind", ""),
-                            length=request.content_length, stream=request.stream)
+        return media.upload(
+            user,
+            kind=a.get("kind", ""),
+            name=a.get("name", ""),
+            os_kind=a.get("os_kind", ""),
+            length=request.content_length,
+            stream=request.stream,
+        )
 
 
 @bp.post("/upload")

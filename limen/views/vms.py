@@ -1,10 +1,10 @@
 """The VM table, its polled rows partial, create, and the actions."""
+
 from flask import Blueprint, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from .. import vms
+from .. import runtime, vms
 from ..errors import QuotaExceeded, ValidationFailed
-from .. import runtime
 
 bp = Blueprint("vms", __name__)
 
@@ -23,9 +23,14 @@ def _table() -> dict:
     shows at the next poll."""
     version = runtime.get().changes.token
     owner = _owner()
-    return dict(version=version, owner=owner, rows=vms.table(current_user, owner),
-                unmanaged=vms.unmanaged(current_user), owners=vms.owners(current_user),
-                hypervisor_problem=vms.hypervisor_problem())
+    return dict(
+        version=version,
+        owner=owner,
+        rows=vms.table(current_user, owner),
+        unmanaged=vms.unmanaged(current_user),
+        owners=vms.owners(current_user),
+        hypervisor_problem=vms.hypervisor_problem(),
+    )
 
 
 def _rows_response(status: int = 200):
@@ -56,15 +61,27 @@ def create():
         vms.request_create(current_user, request.form)
     except (ValidationFailed, QuotaExceeded) as e:
         if is_htmx():
-            return render_template("vms/_create_form.html", form=request.form, errors=e.fields,
-                                   problem=e, **vms.create_choices(current_user)), e.status
-        return render_template("vms/index.html", form=request.form, errors=e.fields, problem=e,
-                               **vms.create_choices(current_user), **_table()), e.status
+            return render_template(
+                "vms/_create_form.html",
+                form=request.form,
+                errors=e.fields,
+                problem=e,
+                **vms.create_choices(current_user),
+            ), e.status
+        return render_template(
+            "vms/index.html",
+            form=request.form,
+            errors=e.fields,
+            problem=e,
+            **vms.create_choices(current_user),
+            **_table(),
+        ), e.status
     if not is_htmx():
         return redirect(url_for("vms.index", owner=_owner() or None))
     # A fresh form, and the table with the new row swapped in out of band.
-    return render_template("vms/_create_form.html", form={}, errors={}, oob_rows=True,
-                           **vms.create_choices(current_user), **_table()), 201
+    return render_template(
+        "vms/_create_form.html", form={}, errors={}, oob_rows=True, **vms.create_choices(current_user), **_table()
+    ), 201
 
 
 @bp.post("/vms/<uuid:vm_uuid>/<any(start, shutdown, 'force-off', reboot):action>")
@@ -76,14 +93,12 @@ def action(vm_uuid, action):
 @bp.get("/vms/<uuid:vm_uuid>")
 def detail(vm_uuid):
     """One VM: its hardware and OS profile, its install media, and the CD-ROM drive."""
-    return render_template("vms/detail.html", **vms.detail(current_user, str(vm_uuid)),
-                           done=request.args.get("done"))
+    return render_template("vms/detail.html", **vms.detail(current_user, str(vm_uuid)), done=request.args.get("done"))
 
 
 @bp.post("/vms/<uuid:vm_uuid>/cdrom")
 def insert_iso(vm_uuid):
-    vms.insert_iso(current_user, str(vm_uuid), request.form.get("medium", ""),
-                   boot=request.form.get("boot") == "on")
+    vms.insert_iso(current_user, str(vm_uuid), request.form.get("medium", ""), boot=request.form.get("boot") == "on")
     return redirect(url_for("vms.detail", vm_uuid=vm_uuid, done="inserted"))
 
 
@@ -100,9 +115,11 @@ def status(vm_uuid):
     row = vms.row(current_user, str(vm_uuid))
     failure = row.failure or (row.op if row.vm.state == "error" and row.op and not row.op.active else None)
     return jsonify(
-        state=row.vm.state, reason=row.vm.state_reason,
+        state=row.vm.state,
+        reason=row.vm.state_reason,
         step=row.op.step if row.op and row.op.active else None,
-        error={"code": failure.error_code, "message": failure.error_message} if failure else None)
+        error={"code": failure.error_code, "message": failure.error_message} if failure else None,
+    )
 
 
 @bp.post("/vms/<uuid:vm_uuid>/delete")

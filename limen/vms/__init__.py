@@ -5,12 +5,31 @@ which state allows which action, and the one way an action is queued.
 
 Views call these functions and render; importing the package registers the job handlers.
 """
+
 from . import jobs  # noqa: F401  (registers the Operation handlers)
 from .actions import adopt, eject, forget, insert_iso, request_action, request_delete, start_or_join
 from .create import create_choices, request_create, validate
-from .queries import (Row, detail, get_vm, hypervisor_problem, operation, owners, row, table, table_page,
-                      unmanaged)
+from .queries import Row, detail, get_vm, hypervisor_problem, operation, owners, row, table, table_page, unmanaged
 
-__all__ = ["Row", "adopt", "create_choices", "detail", "eject", "forget", "get_vm", "hypervisor_problem",
-           "insert_iso", "operation", "owners", "request_action", "request_create", "request_delete", "row",
-           "start_or_join", "table", "table_page", "unmanaged", "validate"]
+__all__ = [
+    "Row",
+    "adopt",
+    "create_choices",
+    "detail",
+    "eject",
+    "forget",
+    "get_vm",
+    "hypervisor_problem",
+    "insert_iso",
+    "operation",
+    "owners",
+    "request_action",
+    "request_create",
+    "request_delete",
+    "row",
+    "start_or_join",
+    "table",
+    "table_page",
+    "unmanaged",
+    "validate",
+]

@@ -1,5 +1,6 @@
 """Acting on a VM: start, shutdown, force-off, reboot and delete (each an Operation), the
 CD-ROM drive, and the rows LIMEN did not make (adopt) or libvirt no longer has (forget)."""
+
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
@@ -131,20 +132,32 @@ def adopt(user: User, vm_uuid: str, owner_name: str) -> VM:
     name, vcpus, memory_mib = rt.hypervisor.domains.specs(vm_uuid)
     taken = {"name": f"A LIMEN VM is named {name} already; rename one of them first."}
     if len(name) > 63:
-        raise ValidationFailed({"name": f"LIMEN keeps names of up to 63 characters; rename {name[:63]}… in libvirt first."})
+        raise ValidationFailed(
+            {"name": f"LIMEN keeps names of up to 63 characters; rename {name[:63]}… in libvirt first."}
+        )
     if db.session.scalar(select(VM.id).where(VM.name == name)):
         raise ValidationFailed(taken)
     # A domain LIMEN made once (a row forgotten, then the domain defined again) has its disk
     # in LIMEN's pool: that disk is LIMEN's again, and deleting the VM removes it.
     ours = rt.hypervisor.disks.size(volume_name(vm_uuid)) is not None
     with rt.sync.state_lock:  # the sync must not list it again meanwhile
-        listed = db.session.scalar(select(UnmanagedDomain).where(UnmanagedDomain.uuid == vm_uuid)
-                                   .execution_options(populate_existing=True))
+        listed = db.session.scalar(
+            select(UnmanagedDomain).where(UnmanagedDomain.uuid == vm_uuid).execution_options(populate_existing=True)
+        )
         if listed is None:
             raise VMNotFound("That domain is gone, or was adopted meanwhile.")
-        vm = VM(uuid=vm_uuid, name=name, owner_id=owner.id, vcpus=vcpus, memory_mib=memory_mib,
-                disk_gib=0, state=listed.state, state_reason=listed.state_reason,
-                state_seen_at=utcnow(), adopted=not ours)
+        vm = VM(
+            uuid=vm_uuid,
+            name=name,
+            owner_id=owner.id,
+            vcpus=vcpus,
+            memory_mib=memory_mib,
+            disk_gib=0,
+            state=listed.state,
+            state_reason=listed.state_reason,
+            state_seen_at=utcnow(),
+            adopted=not ours,
+        )
         db.session.delete(listed)
         db.session.add(vm)
         audit.record("vm.adopt", actor=user, vm=vm, target=owner.username)

@@ -1,5 +1,6 @@
 """Creating a VM: the form's choices, validation against the rules and the host, and the
 request that claims the quota, writes the row and queues the create Operation."""
+
 import re
 import uuid as uuidlib
 from collections.abc import Mapping
@@ -20,8 +21,9 @@ from .lifecycle import submit
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 MIN_MEMORY_MIB = 64
-GIB = 1024 ** 3
+GIB = 1024**3
 Form = Mapping[str, Any]  # a form, or a JSON body
+LINUX = profile("linux")
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class VMSpec:
     vcpus: int
     memory_mib: int
     disk_gib: int
-    profile: Profile = profile("linux")
+    profile: Profile = LINUX
     iso_id: int | None = None  # install from this ISO: in the CD-ROM drive, booted first
     image_id: int | None = None  # built on this cloud image, with a cloud-init seed
     cloud_init: dict[str, Any] | None = None
@@ -45,8 +47,13 @@ def create_choices(user: User) -> dict[str, object]:
     except LimenError:
         uefi = False
     library = media.library(user)
-    return dict(isos=[m for m in library if m.kind == ISO], images=[m for m in library if m.kind == IMAGE],
-                os_kinds=KINDS, firmwares=FIRMWARE, uefi=uefi)
+    return dict(
+        isos=[m for m in library if m.kind == ISO],
+        images=[m for m in library if m.kind == IMAGE],
+        os_kinds=KINDS,
+        firmwares=FIRMWARE,
+        uefi=uefi,
+    )
 
 
 def _source(user: User, form: Form, errors: dict[str, str]) -> tuple[Medium | None, Medium | None]:
@@ -91,8 +98,12 @@ def _cloud_init(form: Form, errors: dict[str, str]) -> dict[str, Any]:
         errors["ci_ssh_key"] = "Give an SSH public key or a password: without either nobody can sign in to the VM."
     if errors:
         return {}
-    return {"user": user, "ssh_key": key or None, "password": bool(password),
-            "password_hash": cloudinit.hash_password(password) if password else None}
+    return {
+        "user": user,
+        "ssh_key": key or None,
+        "password": bool(password),
+        "password_hash": cloudinit.hash_password(password) if password else None,
+    }
 
 
 def _whole(form: Form, field: str, errors: dict[str, str]) -> int | None:
@@ -118,8 +129,7 @@ def validate(user: User, form: Form) -> VMSpec:
     cloud = _cloud_init(form, errors) if image is not None else None
 
     if not NAME_RE.fullmatch(name):
-        errors["name"] = ("Use 1 to 63 lower-case letters, digits and hyphens, "
-                          "starting with a letter or digit.")
+        errors["name"] = "Use 1 to 63 lower-case letters, digits and hyphens, starting with a letter or digit."
     elif db.session.scalar(select(VM.id).where(VM.name == name)) or hv.domains.name_in_use(name):
         errors["name"] = f"The name {name} is already taken."
 
@@ -127,22 +137,22 @@ def validate(user: User, form: Form) -> VMSpec:
     if vcpus is not None and not 1 <= vcpus <= host.cpus:
         errors["vcpus"] = f"Choose from 1 to {host.cpus} (the host's CPU count)."
     if memory_mib is not None and not MIN_MEMORY_MIB <= memory_mib <= host.memory_mib:
-        errors["memory_mib"] = (f"Choose from {MIN_MEMORY_MIB} to {host.memory_mib} MiB "
-                                "(the host's memory).")
+        errors["memory_mib"] = f"Choose from {MIN_MEMORY_MIB} to {host.memory_mib} MiB (the host's memory)."
     if disk_gib is not None:
         free_gib = hv.disks.free_bytes() // GIB
         if disk_gib < 1:
             errors["disk_gib"] = "A disk needs at least 1 GiB."
         elif disk_gib > free_gib:
-            errors["disk_gib"] = (f"The storage pool {hv.disks.name} has {free_gib} GiB free; "
-                                  f"{disk_gib} GiB do not fit.")
+            errors["disk_gib"] = f"The storage pool {hv.disks.name} has {free_gib} GiB free; {disk_gib} GiB do not fit."
         elif image is not None and disk_gib * GIB < (image.virtual_bytes or 0):
-            errors["disk_gib"] = (f"The image {image.name} is a {-(-(image.virtual_bytes or 0) // GIB)} GiB disk; "
-                                  "choose at least that.")
+            errors["disk_gib"] = (
+                f"The image {image.name} is a {-(-(image.virtual_bytes or 0) // GIB)} GiB disk; choose at least that."
+            )
     if errors or vcpus is None or memory_mib is None or disk_gib is None:
         raise ValidationFailed(errors)
-    return VMSpec(name, vcpus, memory_mib, disk_gib, chosen, iso.id if iso else None,
-                  image.id if image else None, cloud)
+    return VMSpec(
+        name, vcpus, memory_mib, disk_gib, chosen, iso.id if iso else None, image.id if image else None, cloud
+    )
 
 
 @audit.refusals("vm.create")
@@ -161,11 +171,24 @@ def request_create(user: User, form: Form) -> Operation:
             db.session.rollback()
             raise ValidationFailed({"source": "That medium is being deleted; choose another."})
     p = spec.profile
-    vm = VM(uuid=str(uuidlib.uuid4()), name=spec.name, owner_id=owner_id, vcpus=spec.vcpus,
-            memory_mib=spec.memory_mib, disk_gib=spec.disk_gib, state=CREATING,
-            os_kind=p.os_kind, machine=p.machine, disk_bus=p.disk_bus, nic_model=p.nic_model,
-            firmware=p.firmware, iso_id=spec.iso_id, boot_cdrom=spec.iso_id is not None,
-            image_id=spec.image_id, cloud_init=spec.cloud_init)
+    vm = VM(
+        uuid=str(uuidlib.uuid4()),
+        name=spec.name,
+        owner_id=owner_id,
+        vcpus=spec.vcpus,
+        memory_mib=spec.memory_mib,
+        disk_gib=spec.disk_gib,
+        state=CREATING,
+        os_kind=p.os_kind,
+        machine=p.machine,
+        disk_bus=p.disk_bus,
+        nic_model=p.nic_model,
+        firmware=p.firmware,
+        iso_id=spec.iso_id,
+        boot_cdrom=spec.iso_id is not None,
+        image_id=spec.image_id,
+        cloud_init=spec.cloud_init,
+    )
     db.session.add(vm)
     try:
         db.session.flush()

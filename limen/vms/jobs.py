@@ -1,6 +1,7 @@
 """The background work on VMs: one Operation handler per kind, registered with the runner.
 Each names its steps, and a create registers how to undo each one, so a failure leaves no
 domain and no volume behind."""
+
 from flask import current_app
 from sqlalchemy import select
 
@@ -17,8 +18,9 @@ def _vm(ctx: OpContext) -> VM | None:
 
 
 def _wait_running(uuid: str) -> None:
-    runtime.get().hypervisor.domains.wait_for_state(uuid, {"running"}, current_app.config["START_TIMEOUT"],
-                                                    VMNotRunning)
+    runtime.get().hypervisor.domains.wait_for_state(
+        uuid, {"running"}, current_app.config["START_TIMEOUT"], VMNotRunning
+    )
 
 
 def _create_failed(ctx: OpContext, err: LimenError) -> None:
@@ -55,14 +57,24 @@ def run_create(ctx: OpContext) -> None:
     vm = _vm(ctx)
     assert vm is not None, "a create's row exists until the create ends"
     uuid, volume = vm.uuid, volume_name(vm.uuid)
-    spec = dict(uuid=uuid, name=vm.name, vcpus=vm.vcpus, memory_mib=vm.memory_mib, volume=volume,
-                profile=vm.profile, iso=vm.iso.volume if vm.iso else None, boot_cdrom=vm.boot_cdrom)
+    spec = dict(
+        uuid=uuid,
+        name=vm.name,
+        vcpus=vm.vcpus,
+        memory_mib=vm.memory_mib,
+        volume=volume,
+        profile=vm.profile,
+        iso=vm.iso.volume if vm.iso else None,
+        boot_cdrom=vm.boot_cdrom,
+    )
     disk_gib, image = vm.disk_gib, (vm.image.volume, vm.image.name) if vm.image else None
     seed = None
     if image is not None:
         ci = vm.cloud_init or {}
-        seed = cloudinit.seed_iso(cloudinit.user_data(vm.name, ci["user"], ci["ssh_key"], ci["password_hash"]),
-                                  cloudinit.meta_data(uuid, vm.name))
+        seed = cloudinit.seed_iso(
+            cloudinit.user_data(vm.name, ci["user"], ci["ssh_key"], ci["password_hash"]),
+            cloudinit.meta_data(uuid, vm.name),
+        )
         # The seed has the hash now; the database need not keep it (a create is never re-run).
         vm.cloud_init = {k: v for k, v in ci.items() if k != "password_hash"}
     db.session.commit()  # plain values from here on: no connection held during the slow steps
@@ -105,8 +117,9 @@ def run_shutdown(ctx: OpContext) -> None:
     rt.hypervisor.domains.shutdown(ctx.vm_uuid)
     ctx.step("Waiting for the guest to power off")
     try:
-        rt.hypervisor.domains.wait_for_state(ctx.vm_uuid, {"shutoff"}, current_app.config["SHUTDOWN_TIMEOUT"],
-                                             ShutdownTimeout)
+        rt.hypervisor.domains.wait_for_state(
+            ctx.vm_uuid, {"shutoff"}, current_app.config["SHUTDOWN_TIMEOUT"], ShutdownTimeout
+        )
     finally:
         rt.sync.refresh(ctx.vm_uuid)
 

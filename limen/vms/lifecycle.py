@@ -1,5 +1,6 @@
 """What a VM may do in which state, and the one way an action on it is queued: under the VM's
 own lock, only while no other Operation is under way on it (VM_BUSY otherwise)."""
+
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,8 +46,9 @@ def _vm_lock(vm_uuid: str) -> threading.Lock:
 
 
 def active_operation(vm_uuid: str) -> Operation | None:
-    return db.session.scalar(select(Operation).where(
-        Operation.vm_uuid == vm_uuid, Operation.state.in_(Operation.ACTIVE)).limit(1))
+    return db.session.scalar(
+        select(Operation).where(Operation.vm_uuid == vm_uuid, Operation.state.in_(Operation.ACTIVE)).limit(1)
+    )
 
 
 def not_owned(vm: VM) -> None:
@@ -73,12 +75,17 @@ def idle(vm_uuid: str, action: str | None = None, join: tuple[str, ...] = ()) ->
 def submit(user: User, vm: VM, kind: str) -> Operation:
     """Write the Operation, audit the request, and hand it to the runner; the caller holds
     ``idle(vm)`` (or, for a create, the VM is new)."""
-    op = Operation(kind=kind, vm_uuid=vm.uuid, user_id=user.id, step="Queued", steps=[],
-                   source_ip=audit.source_ip())
+    op = Operation(kind=kind, vm_uuid=vm.uuid, user_id=user.id, step="Queued", steps=[], source_ip=audit.source_ip())
     db.session.add(op)
     db.session.flush()
-    audit.record(f"vm.{kind}", "accepted", actor=user, vm=vm, operation_id=op.id,
-                 detail=f"{vm.vcpus} vCPUs, {vm.memory_mib} MiB, {vm.disk_gib} GiB" if kind == "create" else None)
+    audit.record(
+        f"vm.{kind}",
+        "accepted",
+        actor=user,
+        vm=vm,
+        operation_id=op.id,
+        detail=f"{vm.vcpus} vCPUs, {vm.memory_mib} MiB, {vm.disk_gib} GiB" if kind == "create" else None,
+    )
     db.session.commit()
     runtime.get().runner.submit(op.id)
     return op

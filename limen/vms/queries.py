@@ -1,4 +1,5 @@
 """Reading VMs: the table's rows, one page of them for the API, one VM, its Operations."""
+
 from dataclasses import dataclass
 
 from sqlalchemy import Select, func, select
@@ -71,8 +72,7 @@ def _visible_query(user: User, owner: str = "", state: str = "") -> Select[tuple
 def _rows(user: User, vms: list[VM]) -> list[Row]:
     """Each VM with its latest Operation, unless that one is done (as the table shows it)."""
     latest = (select(func.max(Operation.id)).group_by(Operation.vm_uuid)).scalar_subquery()
-    ops = db.session.scalars(select(Operation).where(
-        Operation.id.in_(latest), Operation.state != "done")).all()
+    ops = db.session.scalars(select(Operation).where(Operation.id.in_(latest), Operation.state != "done")).all()
     by_vm = {op.vm_uuid: op for op in ops}
     admin = may(user, "vm.forget")
     return [Row(vm, by_vm.get(vm.uuid), admin) for vm in vms]
@@ -84,21 +84,20 @@ def table(user: User, owner: str = "") -> list[Row]:
     return _rows(user, list(db.session.scalars(query)))
 
 
-def table_page(user: User, *, owner: str = "", state: str = "", number: int = 1,
-               per_page: int = 100) -> tuple[list[Row], int]:
+def table_page(
+    user: User, *, owner: str = "", state: str = "", number: int = 1, per_page: int = 100
+) -> tuple[list[Row], int]:
     """One page of the rows ``user`` may see, by name, and how many there are in all."""
     query = _visible_query(user, owner, state)
     total = db.session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    vms = db.session.scalars(query.options(selectinload(VM.owner))
-                             .limit(per_page).offset((number - 1) * per_page))
+    vms = db.session.scalars(query.options(selectinload(VM.owner)).limit(per_page).offset((number - 1) * per_page))
     return _rows(user, list(vms)), total
 
 
 def row(user: User, vm_uuid: str) -> Row:
     """One VM's row, as the table shows it."""
     vm = get_vm(user, vm_uuid)
-    op = db.session.scalar(select(Operation).where(Operation.vm_uuid == vm.uuid)
-                           .order_by(Operation.id.desc()).limit(1))
+    op = db.session.scalar(select(Operation).where(Operation.vm_uuid == vm.uuid).order_by(Operation.id.desc()).limit(1))
     return Row(vm, op if op is not None and op.state != "done" else None)
 
 
