@@ -53,9 +53,11 @@ function stop() {
   }
 }
 
-function fail(code, text, detail) {
+// Every code's sentence comes from the server's catalogue (limen/errors.py); the page only
+// adds what it found out itself as the detail.
+function fail(code, detail) {
   stop();
-  show(text, "error", code, detail);
+  show(sentences[code] || sentences.INTERNAL_ERROR, "error", code, detail);
 }
 
 async function vmStatus() {
@@ -93,12 +95,13 @@ async function connect() {
       });
       body = await response.json();
     } catch (e) {
-      return fail("LIMEN_UNREACHABLE", "LIMEN did not answer. Check your connection, then press Reconnect.");
+      return fail("LIMEN_UNREACHABLE");
     }
     if (current !== attempt) return;
     if (!response.ok) {
       const err = body.error || {};
-      return fail(err.code || `HTTP_${response.status}`, sentences[err.code] || err.message || "LIMEN refused the console.");
+      const code = err.code in sentences ? err.code : "HTTP_ERROR";
+      return fail(code, err.message && err.message !== sentences[code] ? err.message : `HTTP status ${response.status}`);
     }
     show(phaseOf(await vmStatus()), "progress");
     if (current !== attempt) return;
@@ -122,10 +125,10 @@ async function connect() {
       rfb.focus();
     });
     rfb.addEventListener("credentialsrequired", () => {
-      fail("VNC_PASSWORD_REQUIRED", "The VM's display asks for a password, which LIMEN does not manage. Remove the VNC password from the VM's definition.");
+      fail("VNC_PASSWORD_REQUIRED");
     });
     rfb.addEventListener("securityfailure", (e) => {
-      fail("VNC_SECURITY_FAILED", `The VM's display refused the connection: ${e.detail.reason || "status " + e.detail.status}.`);
+      fail("VNC_SECURITY_FAILED", e.detail.reason || `status ${e.detail.status}`);
     });
   } finally {
     reconnect.disabled = false;
@@ -145,13 +148,11 @@ async function onDisconnect(attempt, e) {
       if (s && s.error && s.error.message) detail = s.error.message;
       else if (s) detail = `LIMEN sees the VM as ${s.state}${s.reason ? ` (${s.reason})` : ""}.`;
     }
-    return show(sentences[reason] || `The console was refused (code ${code}).`, "error", reason, detail);
+    return fail(reason in sentences ? reason : "INTERNAL_ERROR", detail || (reason in sentences ? null : `close code ${code}`));
   }
-  if (reason === "VNC_CLOSED") {
-    return show("The VM's display closed: the VM was shut down or stopped. Press Reconnect to start it again.", "error", "VNC_CLOSED");
-  }
+  if (reason === "VNC_CLOSED") return fail("VNC_CLOSED");
   if (wasConnected && e.detail.clean) return show("Disconnected. Press Reconnect to open the console again.", "info");
-  show(`The connection to the console was lost (WebSocket close code ${code || "none"}). Check the network, then press Reconnect.`, "error", "CONNECTION_LOST");
+  fail("CONNECTION_LOST", `WebSocket close code ${code || "none"}`);
 }
 
 // Typing pasted text: QEMU maps each key to the unshifted key of a US keyboard, so
@@ -191,7 +192,7 @@ document.getElementById("paste").addEventListener("submit", (e) => {
 
 // Whatever goes wrong in the page itself is said too, never a silent blank screen.
 function start() {
-  connect().catch((e) => fail("CONSOLE_PAGE_ERROR", `The console page failed: ${e.message}. Reload the page.`));
+  connect().catch((e) => fail("CONSOLE_PAGE_ERROR", e.message));
 }
 reconnect.addEventListener("click", start);
 start();
