@@ -1,16 +1,23 @@
 # make run   install what LIMEN needs and serve it on $LIMEN_BIND (127.0.0.1:8080)
-# make test  install that plus the test tools, and run every test tier
+# make test  install that plus the test tools, check the code (make check), and run every test tier
+# make check the layers (import-linter), lint and format (ruff) and types (mypy)
 # make bench install that plus websockify, and run the benchmarks
 VENV   := .venv
 PYTHON ?= python3
+LINTED := limen app.py gunicorn.conf.py
 
-.PHONY: run test host host-test bench
+.PHONY: run test check host host-test bench
 
 run: host $(VENV)/.run-deps
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py app:app
 
-test: host-test $(VENV)/.test-deps
+test: host-test check
 	LIMEN_REQUIRE_ALL_TIERS=1 $(VENV)/bin/python -m pytest
+
+check: $(VENV)/.test-deps
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 
 bench: host-test $(VENV)/.bench-deps
 	$(VENV)/bin/python bench/table_poll.py
