@@ -10,6 +10,7 @@ test, fails the run.
 import os
 import re
 import secrets
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,6 +20,12 @@ import pytest
 from limen import create_app, runtime
 
 TIERS = ("fast", "qemu", "browser")
+# Passwords are hashed with a cheap method in every LIMEN the tests start, in this process and
+# in the servers and commands it starts (they inherit the environment); scrypt costs ~0.1 s.
+# tests/test_hashing.py proves that LIMEN itself uses scrypt.
+CHEAP_HASH = "pbkdf2:sha256:1"
+os.environ.setdefault("LIMEN_PASSWORD_HASH_METHOD", CHEAP_HASH)
+_STARTED = time.monotonic()
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -127,12 +134,33 @@ def signed_in(app, username: str, password: str, **environ) -> "Browserless":
 
 
 # -- app fixtures -------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def database_template(tmp_path_factory) -> Path:
+    """A database the migrations have built once (and with no user yet): each test's LIMEN
+    starts from a copy. tests/test_schema.py builds and upgrades databases of its own."""
+    from limen.extensions import db
+
+    instance = tmp_path_factory.mktemp("template")
+    app = create_app({"TESTING": True, "INSTANCE_PATH": str(instance), "INITIAL_ADMIN": False,
+                      "LIBVIRT_URI": "test:///default"})
+    with app.app_context():
+        db.engine.dispose()  # the last connection closes: SQLite folds its WAL into the file
+    path = instance / "limen.sqlite"
+    assert not (instance / "limen.sqlite-wal").exists(), "the template is one file"
+    return path
+
+
 @pytest.fixture
-def make_app(tmp_path):
-    """Build and start a LIMEN app with config overrides; stopped at teardown."""
+def make_app(tmp_path, database_template):
+    """Build and start a LIMEN app with config overrides; stopped at teardown. A new instance
+    folder starts with a copy of the migrated template database."""
     apps = []
 
     def make(**config):
+        instance = Path(config.get("INSTANCE_PATH", tmp_path / "instance"))
+        if "DATABASE_URL" not in config and not (instance / "limen.sqlite").exists():
+            instance.mkdir(parents=True, exist_ok=True)
+            shutil.copy(database_template, instance / "limen.sqlite")
         # Tests sign in often from one address; the rate-limit tests ask for the real limits.
         cfg = {"TESTING": True, "INSTANCE_PATH": str(tmp_path / "instance"),
                "STORAGE_DIR": str(tmp_path / "pool"), "MEDIA_DIR": str(tmp_path / "media"), "NETWORK": "none",
@@ -220,7 +248,8 @@ def pytest_sessionfinish(session, exitstatus):
 
 def pytest_terminal_summary(terminalreporter, config):
     counts = ", ".join(f"{t}: {_outcomes[(t, 'passed')]} passed" for t in TIERS)
-    terminalreporter.write_line(f"LIMEN tiers — {counts}")
+    wall = time.monotonic() - _STARTED
+    terminalreporter.write_line(f"LIMEN tiers — {counts}; the suite took {wall:.0f} s of wall time")
     for problem in getattr(config, "_limen_tier_problems", []):
         terminalreporter.write_line(f"TIER GUARD FAILED: {problem}", red=True)
 

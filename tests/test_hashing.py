@@ -10,7 +10,8 @@ from limen.extensions import db
 from limen.models import User
 
 
-def test_production_hashes_passwords_with_scrypt(tmp_path, node_xml):
+def test_production_hashes_passwords_with_scrypt(tmp_path, node_xml, monkeypatch):
+    monkeypatch.delenv("LIMEN_PASSWORD_HASH_METHOD")  # the tests' cheap method (conftest)
     assert Config.PASSWORD_HASH_METHOD == "scrypt"
     app = create_app({"INSTANCE_PATH": str(tmp_path / "instance"), "LIBVIRT_URI": f"test://{node_xml}"})
     with app.app_context():
