@@ -32,7 +32,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     config.load(app, test_config)
     logs.configure()
     if proxies := int(app.config["TRUSTED_PROXIES"]):
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies)
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies
+        )
 
     db.init_app(app)
     migrate.init_app(app, db, directory=database.DIRECTORY)

@@ -335,7 +335,8 @@ SIGNED_OUT, PASSWORD_CHANGED, PASSWORD_RESET, USER_DISABLED = (
 
 def all_errors() -> dict[str, type[LimenError]]:
     """Every error class by its code (the console page maps close reasons with it)."""
-    found, todo = {}, [LimenError]
+    found: dict[str, type[LimenError]] = {}
+    todo: list[type[LimenError]] = [LimenError]
     while todo:
         cls = todo.pop()
         found.setdefault(cls.code, cls)

@@ -27,7 +27,7 @@ from .errors import (
     UploadIncomplete,
     ValidationFailed,
 )
-from .extensions import db
+from .extensions import db, rows_changed
 from .forms import whole_number
 from .models import DELETING_MEDIUM, IMAGE, ISO, READY, UPLOADING, VM, Medium, User
 from .profiles import KINDS
@@ -109,8 +109,9 @@ def in_use(user: User) -> dict[int, list[str]]:
     for name, iso_id, image_id in db.session.execute(
         select(VM.name, VM.iso_id, VM.image_id).where(or_(VM.iso_id.is_not(None), VM.image_id.is_not(None)))
     ):
-        for medium_id in {iso_id, image_id} - {None}:
-            used.setdefault(medium_id, []).append(name)
+        for medium_id in {iso_id, image_id}:
+            if medium_id is not None:
+                used.setdefault(medium_id, []).append(name)
     return used if user.is_admin else {medium_id: ["in use"] for medium_id in used}
 
 
@@ -224,11 +225,12 @@ def upload(user: User, *, kind: str, name: str, os_kind: str, length: int | None
             db.session.delete(db.session.get(Medium, medium_id))
             db.session.commit()
         raise
-    medium = db.session.get(Medium, medium_id)
-    medium.state = READY
+    uploaded = db.session.get(Medium, medium_id)
+    assert uploaded is not None, "only this upload removes its row"
+    uploaded.state = READY
     audit.record("media.upload", actor=user, target=name, detail=f"{kind}, {length} bytes")
     db.session.commit()
-    return medium
+    return uploaded
 
 
 @audit.refusals("media.register", subject="name")
@@ -273,13 +275,14 @@ def delete(user: User, medium_id: int) -> None:
     authorize(user, "media.manage")
     # Marked first, in a transaction of its own: from then on no new VM or drive can take it
     # (they claim a medium only while it is ready), and any that did before is found below.
-    claimed = db.session.execute(
+    claimed = rows_changed(
         update(Medium).where(Medium.id == medium_id, Medium.state == READY).values(state=DELETING_MEDIUM)
-    ).rowcount
+    )
     db.session.commit()
     if not claimed:
         raise MediumNotFound()
     medium = db.session.get(Medium, medium_id)
+    assert medium is not None, "marked deleting above: no other delete removes it"
     try:
         users = users_of(medium)
         if users:
@@ -299,11 +302,7 @@ def claim(medium_id: int) -> bool:
     """In the caller's transaction: take the database's write lock and check the medium is
     still ready (not being deleted). A VM that refers to it, committed in that transaction,
     is then seen by any later delete."""
-    return bool(
-        db.session.execute(
-            update(Medium).where(Medium.id == medium_id, Medium.state == READY).values(state=READY)
-        ).rowcount
-    )
+    return bool(rows_changed(update(Medium).where(Medium.id == medium_id, Medium.state == READY).values(state=READY)))
 
 
 @runtime.at_start

@@ -12,7 +12,7 @@ from sqlalchemy import JSON, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from . import hashing
-from .extensions import db
+from .extensions import Model
 from .profiles import Profile
 
 
@@ -20,7 +20,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-class User(UserMixin, db.Model):
+class User(UserMixin, Model):
     __allow_unmapped__ = True  # login_session and api_token below are not columns
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
@@ -41,6 +41,7 @@ class User(UserMixin, db.Model):
     def get_id(self) -> str:
         """What Flask-Login keeps in the session cookie: the sign-in's token, not the user's
         id, so that ending the sign-in in the database ends the cookie too."""
+        assert self.login_session is not None and self.login_session.token, "only a signed-in user has a cookie"
         return self.login_session.token
 
     def set_password(self, password: str) -> None:
@@ -62,7 +63,7 @@ class User(UserMixin, db.Model):
 CREATING, DELETING, ERROR, MISSING = "creating", "deleting", "error", "missing"
 
 
-class VM(db.Model):
+class VM(Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     uuid: Mapped[str] = mapped_column(String(36), unique=True)
     name: Mapped[str] = mapped_column(String(63), unique=True)
@@ -105,7 +106,7 @@ ISO, IMAGE = "iso", "image"
 UPLOADING, READY, DELETING_MEDIUM = "uploading", "ready", "deleting"
 
 
-class Medium(db.Model):
+class Medium(Model):
     """Installation media in LIMEN's media pool: an ISO image, or a cloud image (a qcow2 file
     new VMs use as the read-only base of their disks)."""
 
@@ -123,7 +124,7 @@ class Medium(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class UnmanagedDomain(db.Model):
+class UnmanagedDomain(Model):
     """A domain libvirt has and LIMEN did not create, as the last resync saw it: listed for
     admins, who may adopt it (give it an owner)."""
 
@@ -134,7 +135,7 @@ class UnmanagedDomain(db.Model):
     seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Operation(db.Model):
+class Operation(Model):
     """A piece of background work on one VM, persisted so that its progress and its end are
     visible to every page and survive the request that started it."""
 
@@ -159,7 +160,7 @@ class Operation(db.Model):
         return self.state in self.ACTIVE
 
 
-class ConsoleTicket(db.Model):
+class ConsoleTicket(Model):
     """A single-use permission to open one VM's console, for one user, for a minute.
     Only the SHA-256 of the ticket is stored; the ticket itself is shown once."""
 
@@ -176,7 +177,7 @@ class ConsoleTicket(db.Model):
     api_token_id: Mapped[int | None] = mapped_column(ForeignKey("api_token.id"))
 
 
-class ConsoleSession(db.Model):
+class ConsoleSession(Model):
     """One console connection: who, which VM, when, how much went each way, how it ended."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -193,7 +194,7 @@ class ConsoleSession(db.Model):
     api_token_id: Mapped[int | None] = mapped_column(ForeignKey("api_token.id"))
 
 
-class LoginSession(db.Model):
+class LoginSession(Model):
     """One sign-in. The cookie carries its token (random, stored only as a SHA-256); signing
     out, a new password or disabling the user ends it, and an ended sign-in's cookie no longer
     signs anyone in."""
@@ -211,7 +212,7 @@ class LoginSession(db.Model):
     token: str | None = None
 
 
-class AuditEvent(db.Model):
+class AuditEvent(Model):
     """Who did what, to which VM or user, with which result, from where and when. Never a
     password, token or ticket."""
 
@@ -229,7 +230,7 @@ class AuditEvent(db.Model):
     operation_id: Mapped[int | None]
 
 
-class ApiToken(db.Model):
+class ApiToken(Model):
     """A personal API token: ``Authorization: Bearer <token>``. Only its SHA-256 is stored;
     the token itself is shown once, when it is made."""
 

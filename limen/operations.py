@@ -150,6 +150,7 @@ class Runner:
     def _run_in_context(self, op_id: int) -> None:
         with self.app.app_context():
             op = db.session.get(Operation, op_id)
+            assert op is not None, "a submitted operation's row exists"
             handler_ = HANDLERS[op.kind]
             ctx = OpContext(op)
             op.state = "running"
@@ -185,9 +186,11 @@ def _audit_end(op: Operation) -> None:
     """The outcome of a requested action, beside the request in the audit log."""
     actor = db.session.get(User, op.user_id) if op.user_id else None
     vm = db.session.scalar(select(VM).where(VM.uuid == op.vm_uuid))  # gone after a delete
+    result = "ok" if op.state == "done" else op.error_code
+    assert result is not None, "a failed operation has its error's code"
     audit.record(
         f"vm.{op.kind}",
-        "ok" if op.state == "done" else op.error_code,
+        result,
         actor=actor,
         vm=vm,
         vm_uuid=op.vm_uuid,

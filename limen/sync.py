@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 
 from .changes import Changes
 from .errors import HypervisorUnavailable, LimenError
-from .extensions import db
+from .extensions import db, rows_changed
 from .hypervisor import DomainState, Hypervisor
 from .models import CREATING, DELETING, ERROR, MISSING, VM, UnmanagedDomain, utcnow
 
@@ -41,14 +41,14 @@ def _write(uuid: str, current: DomainState | None) -> bool:
     already says why it has no domain. Does not commit."""
     state, reason = _desired(current)
     keep = (*OWNED_BY_OPERATION, ERROR) if current is None else OWNED_BY_OPERATION
-    result = db.session.execute(
+    changed = rows_changed(
         update(VM)
         .where(VM.uuid == uuid, VM.state.not_in(keep), (VM.state != state) | VM.state_reason.is_distinct_from(reason))
         .values(state=state, state_reason=reason, state_seen_at=utcnow())
     )
-    if result.rowcount:
+    if changed:
         log.info("vm %s is now %s%s", uuid, state, f" ({reason})" if reason else "")
-    return bool(result.rowcount)
+    return bool(changed)
 
 
 class StateSync:
@@ -77,7 +77,7 @@ class StateSync:
         self.unreachable_reason: str | None = None
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
-        self._generation = None
+        self._generation: int | None = None
         self._backoff = self.MIN_BACKOFF
 
     def _set_reachable(self, reachable: bool, reason: str | None = None) -> None:
@@ -209,9 +209,9 @@ def _record_unmanaged(domains: dict[str, tuple[str, DomainState]]) -> bool:
     """Make the unmanaged list what ``domains`` says; True when it changed. Does not commit."""
     changed = False
     listed = {row.uuid: row for row in db.session.scalars(select(UnmanagedDomain))}
-    for uuid, row in listed.items():
+    for uuid, gone in listed.items():
         if uuid not in domains:
-            db.session.delete(row)
+            db.session.delete(gone)
             changed = True
     for uuid, (name, current) in domains.items():
         row = listed.get(uuid)

@@ -50,7 +50,7 @@ def quota_of(user: User) -> Quota:
     return Quota(*values)
 
 
-def _usage_query() -> Select[tuple[int, int, int, int, int]]:
+def _usage_query() -> Select[int, int, int, int, int]:
     return select(
         VM.owner_id,
         func.count(VM.id),

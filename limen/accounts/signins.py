@@ -5,11 +5,11 @@ and disabling a user ends all of theirs, so an old cookie stops working at once.
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 
 from .. import audit, hashing
 from ..errors import SIGNED_OUT, AccountDisabled, SignInFailed
-from ..extensions import db
+from ..extensions import db, rows_changed
 from ..models import LoginSession, User, utcnow
 
 
@@ -71,7 +71,7 @@ def user_for_token(token: str) -> User | None:
     return user
 
 
-def live_sign_in():  # type: ignore[no-untyped-def]  (an SQL expression)
+def live_sign_in() -> ColumnElement[bool]:
     """The condition a LoginSession meets while it still signs someone in."""
     oldest = utcnow() - timedelta(hours=float(current_app.config["SIGN_IN_LIFETIME_HOURS"]))
     return LoginSession.ended_at.is_(None) & (LoginSession.created_at > oldest)
@@ -90,4 +90,4 @@ def end_sign_ins(user: User, end: str, keep: LoginSession | None = None) -> int:
     query = update(LoginSession).where(LoginSession.user_id == user.id, LoginSession.ended_at.is_(None))
     if keep is not None:
         query = query.where(LoginSession.id != keep.id)
-    return db.session.execute(query.values(ended_at=utcnow(), end=end)).rowcount
+    return rows_changed(query.values(ended_at=utcnow(), end=end))

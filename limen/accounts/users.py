@@ -8,7 +8,7 @@ from sqlalchemy import select, update
 from .. import audit
 from ..access import Actor, authorize
 from ..errors import PASSWORD_CHANGED, PASSWORD_RESET, USER_DISABLED, UserNotFound, ValidationFailed
-from ..extensions import db
+from ..extensions import db, rows_changed
 from ..forms import whole_number
 from ..models import ApiToken, User, utcnow
 from .quotas import MAX_QUOTA, QUOTA_FIELDS, Account, Usage, account_of, quota_of, usage_by_owner
@@ -59,9 +59,9 @@ def reset_password(actor: Actor, username: str, password: str, confirm: str | No
         keep=getattr(actor, "login_session", None) if user.id == actor.id else None,
     )
     # A reset is how an account is taken back: tokens minted meanwhile must not outlive it.
-    revoked = db.session.execute(
+    revoked = rows_changed(
         update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None)).values(revoked_at=utcnow())
-    ).rowcount
+    )
     audit.record(
         "password.reset",
         actor=actor,

@@ -13,7 +13,7 @@ from sqlalchemy import update
 
 from .. import audit, runtime, vms
 from ..errors import LimenError, LimenRestarted, VMNotRunning, error_from
-from ..extensions import db
+from ..extensions import db, rows_changed
 from ..models import ConsoleSession, Operation, User, utcnow
 from . import frames, standing, tickets
 from .bridge import CLOSE_GRACE, Bridge
@@ -120,11 +120,11 @@ def serve(
 @runtime.at_start
 def end_stale_sessions() -> int:
     """At start-up: sessions a previous process left open ended with it."""
-    ended = db.session.execute(
+    ended = rows_changed(
         update(ConsoleSession)
         .where(ConsoleSession.ended_at.is_(None))
         .values(ended_at=utcnow(), end=LimenRestarted.code)
-    ).rowcount
+    )
     db.session.commit()
     return ended
 

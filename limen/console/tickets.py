@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from .. import hashing, vms
 from ..accounts import tokens
 from ..errors import AccountDisabled, ForbiddenOrigin, NotAllowed, TicketInvalid, TokenInvalid
-from ..extensions import db
+from ..extensions import db, rows_changed
 from ..models import ConsoleTicket, User, utcnow
 
 TICKET_LIFETIME = timedelta(seconds=60)
@@ -83,11 +83,11 @@ def redeem(ticket: str | None, vm_uuid: str, session_user_id: int | None) -> Adm
     if session_user_id is not None and session_user_id != row.user_id:
         raise NotAllowed("This console ticket was issued to another user.")
     now = utcnow()
-    claimed = db.session.execute(
+    claimed = rows_changed(
         update(ConsoleTicket)
         .where(ConsoleTicket.id == row.id, ConsoleTicket.used_at.is_(None), ConsoleTicket.expires_at > now)
         .values(used_at=now)
-    ).rowcount
+    )
     db.session.commit()
     if not claimed:
         db.session.refresh(row)

@@ -27,11 +27,27 @@ class DomainSpec:
     boot_cdrom: bool = False
 
 
-def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs) -> ET.Element:
+def _sub(parent: ET.Element, tag: str, text: str | int | None = None, **attrs: object) -> ET.Element:
     el = ET.SubElement(parent, tag, {k.rstrip("_"): str(v) for k, v in attrs.items()})
     if text is not None:
         el.text = str(text)
     return el
+
+
+def _find(el: ET.Element, path: str) -> ET.Element:
+    """The element at ``path``, which the XML must have: ValueError without it."""
+    found = el.find(path)
+    if found is None:
+        raise ValueError(f"The XML has no {path} in its <{el.tag}> element")
+    return found
+
+
+def _attr(el: ET.Element, name: str) -> str:
+    """The attribute ``name``, which the element must have: ValueError without it."""
+    value = el.get(name)
+    if value is None:
+        raise ValueError(f"The XML's <{el.tag}> element has no {name} attribute")
+    return value
 
 
 def build(spec: DomainSpec) -> str:
@@ -126,8 +142,8 @@ def find_cdrom(xml: str) -> tuple[str, str] | None:
     drive = ET.fromstring(xml).find("./devices/disk[@device='cdrom']")
     if drive is None:
         return None
-    target = drive.find("target")
-    return target.get("dev"), target.get("bus")
+    target = _find(drive, "target")
+    return _attr(target, "dev"), _attr(target, "bus")
 
 
 def with_cdrom(xml: str, path: str | None) -> str:
@@ -137,14 +153,14 @@ def with_cdrom(xml: str, path: str | None) -> str:
     dom = ET.fromstring(xml)
     drive = dom.find("./devices/disk[@device='cdrom']")
     if drive is None:
-        bus = _cdrom_bus(dom.find("./os/type").get("machine", ""))
+        bus = _cdrom_bus(_find(dom, "./os/type").get("machine", ""))
         used = {t.get("dev") for t in dom.findall("./devices/disk/target")}
         names = [f"sd{c}" for c in "abcdef"] if bus == "sata" else ["hdc", "hdd", "hdb", "hda"]
         free = [n for n in names if n not in used]
         if not free:
             raise ValueError(f"No room for a CD-ROM drive: every {bus} drive name is taken")
         drive = cdrom(None, free[0], bus)
-        devices = dom.find("devices")
+        devices = _find(dom, "devices")
         disks = devices.findall("disk")
         devices.insert(list(devices).index(disks[-1]) + 1 if disks else 0, drive)
     source = drive.find("source")
@@ -163,17 +179,17 @@ def with_boot(xml: str, cdrom_first: bool) -> str:
     dom = ET.fromstring(xml)
     if dom.find("./devices/*/boot[@order]") is not None:
         raise ValueError("This VM sets its boot order per device; change it with virsh edit")
-    _set_boot(dom.find("os"), cdrom_first)
+    _set_boot(_find(dom, "os"), cdrom_first)
     return ET.tostring(dom, encoding="unicode")
 
 
 def disk_sources(xml: str) -> set[str]:
     """What a domain's disks and CD-ROMs use: each file's path, and "pool/volume" for disks
     given as a pool's volume."""
-    found = set()
+    found: set[str] = set()
     for src in ET.fromstring(xml).findall("./devices/disk/source"):
-        if src.get("file"):
-            found.add(src.get("file"))
+        if file := src.get("file"):
+            found.add(file)
         if src.get("pool") and src.get("volume"):
             found.add(f"{src.get('pool')}/{src.get('volume')}")
     return found
@@ -182,20 +198,23 @@ def disk_sources(xml: str) -> set[str]:
 def firmware_offered(domain_capabilities_xml: str) -> set[str]:
     """The firmware kinds libvirt can pick for a new domain ("efi" when OVMF is installed)."""
     caps = ET.fromstring(domain_capabilities_xml)
-    return {v.text for v in caps.findall("./os/enum[@name='firmware']/value")}
+    return {v.text for v in caps.findall("./os/enum[@name='firmware']/value") if v.text is not None}
 
 
 def vnc_address(xml: str) -> tuple[str, int] | None:
     """(address, port) of a running domain's VNC server, from its live XML; None without one.
     A server listening on every address is reached on the loopback address."""
     graphics = ET.fromstring(xml).find("./devices/graphics[@type='vnc']")
-    if graphics is None or int(graphics.get("port", "-1")) <= 0:
+    if graphics is None:
+        return None
+    port = int(graphics.get("port", "-1"))
+    if port <= 0:
         return None
     listen = graphics.find("listen[@type='address']")
     address = (listen.get("address") if listen is not None else None) or graphics.get("listen")
     if address in (None, "", "0.0.0.0", "::"):
         address = "127.0.0.1"
-    return address, int(graphics.get("port"))
+    return address, port
 
 
 def guest_choice(capabilities_xml: str) -> tuple[str, str]:
@@ -207,8 +226,8 @@ def guest_choice(capabilities_xml: str) -> tuple[str, str]:
     for guest in caps.findall("guest"):
         if guest.findtext("os_type") != "hvm":
             continue
-        arch = guest.find("arch")
-        offers.setdefault(arch.get("name"), []).extend(d.get("type") for d in arch.findall("domain"))
+        arch_el = _find(guest, "arch")
+        offers.setdefault(_attr(arch_el, "name"), []).extend(_attr(d, "type") for d in arch_el.findall("domain"))
     if not offers:
         raise ValueError("the hypervisor offers no hvm guests")
     arch = next((a for a in (host_arch, "x86_64") if a in offers), next(iter(offers)))

@@ -19,7 +19,8 @@ from . import api_schema, limits
 from .console import new_ticket
 from .media import medium_json, upload_from_request
 
-bp = Blueprint("api", __name__, url_prefix="/api/v1")
+PREFIX = "/api/v1"
+bp = Blueprint("api", __name__, url_prefix=PREFIX)
 csrf.exempt(bp)
 PUBLIC = {"api.create_token", "api.openapi"}
 
@@ -217,7 +218,7 @@ def update_user(user_id):
 # -- the contract -------------------------------------------------------------------------
 @bp.get("/openapi.json")
 def openapi():
-    return jsonify(api_schema.openapi(request.url_root.rstrip("/") + bp.url_prefix))
+    return jsonify(api_schema.openapi(request.url_root.rstrip("/") + PREFIX))
 
 
 docs_bp = Blueprint("api_docs", __name__)
@@ -227,4 +228,4 @@ docs_bp = Blueprint("api_docs", __name__)
 def docs():
     """The OpenAPI document as a page: rendered here, from the same dict, with no script."""
     root = request.url_root.rstrip("/")
-    return render_template("api_docs.html", spec=api_schema.openapi(root + bp.url_prefix), root=root)
+    return render_template("api_docs.html", spec=api_schema.openapi(root + PREFIX), root=root)

@@ -323,7 +323,7 @@ def _errors(*codes: int) -> dict:
 
 
 UUID = {"name": "uuid", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
-BEARER = [{"bearer": []}]
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 def openapi(server: str) -> dict:

@@ -10,7 +10,7 @@ from ..extensions import limiter
 def _username_key() -> str:
     """The username tried, from a form or a JSON body."""
     source = request.get_json(silent=True) if request.is_json else request.form
-    name = source.get("username") if hasattr(source, "get") else ""  # a JSON body may be a list
+    name = source.get("username") if isinstance(source, dict) else ""  # a JSON body may be a list
     return "username:" + accounts.normal_username(name if isinstance(name, str) else "")
 
 

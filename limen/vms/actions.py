@@ -7,7 +7,7 @@ from sqlalchemy.exc import IntegrityError
 from .. import accounts, audit, media, runtime
 from ..access import authorize
 from ..errors import InvalidState, LimenError, ValidationFailed, VMNotFound, VMNotRunning
-from ..extensions import db
+from ..extensions import db, rows_changed
 from ..models import DELETING, ISO, MISSING, VM, Operation, UnmanagedDomain, User, utcnow
 from .lifecycle import ACTIONS, idle, not_owned, submit, volume_name
 from .queries import get_vm
@@ -110,7 +110,7 @@ def forget(user: User, vm_uuid: str) -> None:
     disk are not touched; deleting is the owner's way to remove the disk too."""
     vm = get_vm(user, vm_uuid, "vm.forget")
     with idle(vm.uuid), runtime.get().sync.state_lock:  # the sync must not find the domain meanwhile
-        gone = db.session.execute(delete(VM).where(VM.uuid == vm.uuid, VM.state == MISSING)).rowcount
+        gone = rows_changed(delete(VM).where(VM.uuid == vm.uuid, VM.state == MISSING))
         if not gone:
             db.session.rollback()
             raise InvalidState(f"Only a VM whose domain is missing can be forgotten; this one is {vm.state}.")

@@ -59,7 +59,7 @@ def hypervisor_problem() -> str | None:
     return runtime.get().sync.problem
 
 
-def _visible_query(user: User, owner: str = "", state: str = "") -> Select[tuple[VM]]:
+def _visible_query(user: User, owner: str = "", state: str = "") -> Select[VM]:
     """The VMs ``user`` may see, by name; an admin may narrow them to one owner's."""
     query = visible_vms(user)
     if owner and user.is_admin:
