@@ -18,6 +18,7 @@ check: $(VENV)/.test-deps
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/mypy
 
 bench: host-test $(VENV)/.bench-deps
 	$(VENV)/bin/python bench/table_poll.py
