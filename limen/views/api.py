@@ -16,6 +16,7 @@ from ..extensions import csrf
 from ..forms import whole_number
 from ..models import VM, Operation
 from . import api_schema, limits
+from . import openapi as contract
 from .console import new_ticket
 from .media import medium_json, upload_from_request
 
@@ -218,7 +219,7 @@ def update_user(user_id):
 # -- the contract -------------------------------------------------------------------------
 @bp.get("/openapi.json")
 def openapi():
-    return jsonify(api_schema.openapi(request.url_root.rstrip("/") + PREFIX))
+    return jsonify(contract.document(request.url_root.rstrip("/") + PREFIX))
 
 
 docs_bp = Blueprint("api_docs", __name__)
@@ -228,4 +229,4 @@ docs_bp = Blueprint("api_docs", __name__)
 def docs():
     """The OpenAPI document as a page: rendered here, from the same dict, with no script."""
     root = request.url_root.rstrip("/")
-    return render_template("api_docs.html", spec=api_schema.openapi(root + PREFIX), root=root)
+    return render_template("api_docs.html", spec=contract.document(root + PREFIX), root=root)
