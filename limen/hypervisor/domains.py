@@ -22,10 +22,11 @@ class Domains:
     def _dom(self, uuid: str) -> libvirt.virDomain:
         return self.connection.get().lookupByUUIDString(uuid)
 
-    def _find(self, uuid: str) -> libvirt.virDomain | None:
-        """The domain, or None when libvirt has none with this UUID."""
+    def _find(self, uuid: str | None = None, *, name: str | None = None) -> libvirt.virDomain | None:
+        """The domain with this UUID (or name), or None when libvirt has none."""
+        conn = self.connection.get()
         try:
-            return self._dom(uuid)
+            return conn.lookupByName(name) if name is not None else conn.lookupByUUIDString(uuid)
         except libvirt.libvirtError as e:
             if is_error(e, libvirt.VIR_ERR_NO_DOMAIN):
                 return None
@@ -33,13 +34,7 @@ class Domains:
 
     @translated
     def name_in_use(self, name: str) -> bool:
-        try:
-            self.connection.get().lookupByName(name)
-        except libvirt.libvirtError as e:
-            if is_error(e, libvirt.VIR_ERR_NO_DOMAIN):
-                return False
-            raise
-        return True
+        return self._find(name=name) is not None
 
     @translated
     def define(
