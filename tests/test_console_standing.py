@@ -6,29 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
 from conftest import add_user, close_code, get_ticket, open_console, receive_exactly, signed_in
 from limen.extensions import db
 from limen.models import ApiToken
-from stub_vnc import StubVNC
 from test_api import Api, token_for
-from test_console import BANNER, adopt, ws_url
+from test_console import BANNER, adopt, base, stub, ws_url  # noqa: F401  (base, stub: fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def stub():
-    server = StubVNC()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def base(app, live_server):
-    return live_server(app)
 
 
 def opened(base: str, vm_uuid: str, ticket: str):
