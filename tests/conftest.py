@@ -12,6 +12,7 @@ import re
 import secrets
 import shutil
 import time
+from html.parser import HTMLParser
 from collections import Counter
 from pathlib import Path
 
@@ -73,8 +74,8 @@ class Browserless:
 
     def row_state(self, name: str) -> str | None:
         """The state the table shows for VM ``name`` (None when it has no row)."""
-        m = re.search(rf'data-state="([^"]+)">\s*<td class="name">{re.escape(name)}</td>', self.rows())
-        return m.group(1) if m else None
+        row = find_row(self.rows(), name)
+        return row.attrs["data-state"] if row else None
 
     def wait_state(self, name: str, state: str | None, timeout: float = 10.0) -> None:
         """Wait until the row of ``name`` shows ``state`` (None: no row) and no step of an
@@ -98,9 +99,82 @@ class Browserless:
         return vm_uuid
 
     def row_html(self, name: str) -> str:
-        m = re.search(rf'<tr id="vm-[^"]+" data-state="[^"]+">\s*<td class="name">{re.escape(name)}</td>.*?</tr>',
-                      self.rows(), re.S)
-        return m.group(0) if m else ""
+        row = find_row(self.rows(), name)
+        return row.html if row else ""
+
+
+class Row:
+    """One table row as found in markup: its attributes and its own HTML."""
+
+    def __init__(self, attrs: dict, html: str):
+        self.attrs, self.html = attrs, html
+
+    @property
+    def cells(self) -> list[str]:
+        """The text of each of its cells."""
+        parser = _Cells()
+        parser.feed(self.html)
+        return [" ".join("".join(cell).split()) for cell in parser.cells]
+
+
+class _Cells(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.cells: list[list[str]] = []
+        self._open = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "td":
+            self.cells.append([])
+            self._open = True
+
+    def handle_endtag(self, tag):
+        if tag == "td":
+            self._open = False
+
+    def handle_data(self, data):
+        if self._open:
+            self.cells[-1].append(data)
+
+
+class _RowFinder(HTMLParser):
+    """Finds the <tr> whose ``attr`` is ``name`` with Python's HTML parser, and where it ends."""
+
+    def __init__(self, name: str, attr: str):
+        super().__init__(convert_charrefs=True)
+        self.name, self.attr, self.attrs, self.start, self.end, self._depth = name, attr, None, None, None, 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag != "tr":
+            return
+        if self.start is not None and self.end is None:
+            self._depth += 1
+        elif self.start is None and dict(attrs).get(self.attr) == self.name:
+            self.attrs, self.start = dict(attrs), self.getpos()
+
+    def handle_endtag(self, tag):
+        if tag != "tr" or self.start is None or self.end is not None:
+            return
+        if self._depth:
+            self._depth -= 1
+        else:
+            line, col = self.getpos()
+            self.end = (line, col + len("</tr>"))
+
+
+def find_row(markup: str, name: str, attr: str = "data-name") -> Row | None:
+    """The row of VM ``name`` (or whose ``attr`` is ``name``) in a table's markup, or None."""
+    finder = _RowFinder(name, attr)
+    finder.feed(markup)
+    finder.close()
+    if finder.start is None or finder.end is None:
+        return None
+    lines = markup.splitlines(keepends=True)
+
+    def offset(pos: tuple[int, int]) -> int:
+        return sum(len(line) for line in lines[: pos[0] - 1]) + pos[1]
+
+    return Row(finder.attrs, markup[offset(finder.start):offset(finder.end)])
 
 
 def uuid_of(app, name: str) -> str:

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from conftest import CSRF_RE, remove_test_leftovers, unique_name, wait_until
+from conftest import CSRF_RE, find_row, remove_test_leftovers, unique_name, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,8 +111,8 @@ class Limen:
     def row_state(self, name: str) -> str | None:
         """The state the table shows for ``name`` (None: no row)."""
         _, rows = self.get("/vms/rows")
-        m = re.search(rf'data-state="([^"]+)">\s*<td class="name">{re.escape(name)}</td>', rows)
-        return m.group(1) if m else None
+        row = find_row(rows, name)
+        return row.attrs["data-state"] if row else None
 
     def settled(self) -> bool:
         """No Operation is under way."""

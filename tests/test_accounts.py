@@ -6,7 +6,7 @@ import threading
 import pytest
 from sqlalchemy import select
 
-from conftest import CSRF_RE, Browserless, add_user, admin_password, signed_in, uuid_of, wait_until
+from conftest import CSRF_RE, Browserless, add_user, admin_password, find_row, signed_in, uuid_of, wait_until
 from limen.extensions import db
 from limen.models import VM, AuditEvent, User
 
@@ -272,9 +272,8 @@ def test_an_admin_sets_quotas_and_sees_usage(app, admin):
         "csrf_token": admin.csrf, "role": "user", "quota_vms": "3", "quota_vcpus": "",
         "quota_memory_mib": "1024", "quota_disk_gib": "5"})
     assert response.status_code == 302
-    row = re.search(r'<tr data-user="bob">.*?</tr>', admin.client.get("/admin/users").text, re.S).group(0)
-    cells = re.findall(r"<td>([^<]*)</td>", row)
-    assert cells[-4:] == ["1 / 3", "1 / 16", "128 / 1024", "1 / 5"]
+    row = find_row(admin.client.get("/admin/users").text, "bob", attr="data-user")
+    assert row.cells[-4:] == ["1 / 3", "1 / 16", "128 / 1024", "1 / 5"]
     bad = admin.client.post("/admin/users/bob", data={"csrf_token": admin.csrf, "role": "user",
                                                      "quota_vms": "many"})
     assert bad.status_code == 422 and "Enter a whole number" in bad.text

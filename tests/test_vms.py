@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import Browserless, add_user, uuid_of, wait_until
+from conftest import Browserless, add_user, find_row, uuid_of, wait_until
 
 
 def _pool_volumes(conn) -> list[str]:
@@ -86,7 +86,8 @@ def test_create_answers_at_once_and_the_vm_comes_up_running(app, admin, libvirt_
     assert response.status_code == 201
     # The answer carries a fresh form and the table with the new row, out of band.
     assert 'id="create-form"' in response.text and 'hx-swap-oob="true"' in response.text
-    assert re.search(r'data-state="(creating|running)">\s*<td class="name">web-1</td>', response.text)
+    row = find_row(response.text, "web-1")
+    assert row is not None and row.attrs["data-state"] in ("creating", "running")
 
     admin.wait_state("web-1", "running")
     uuid = uuid_of(app, "web-1")
@@ -127,7 +128,8 @@ def test_an_unchanged_poll_is_204_with_no_body_and_a_change_shows_at_the_next(ad
     libvirt_conn.lookupByName("polled").destroy()  # behind LIMEN's back
     changed = wait_until(lambda: (r := admin.client.get(f"/vms/rows?v={version}")).status_code == 200 and r,
                          what="the poll to report the change")
-    assert re.search(r'data-state="shutoff">\s*<td class="name">polled</td>', changed.text)
+    row = find_row(changed.text, "polled")
+    assert row is not None and row.attrs["data-state"] == "shutoff"
     assert "(forced off)" in changed.text
 
 
