@@ -17,6 +17,7 @@ def test_sign_in_create_and_watch_the_row_turn_running_without_a_reload(qemu_app
     page.fill("input[name=password]", admin_password(app))
     page.get_by_role("button", name="Sign in").click()
     expect(page.locator("h2")).to_have_text("New VM")
+    page.wait_for_load_state("load")  # the signed-in page has loaded: a later load is a reload
 
     loads = []
     page.on("load", lambda _page: loads.append(1))
