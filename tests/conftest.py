@@ -224,24 +224,30 @@ def database_template(tmp_path_factory) -> Path:
     return path
 
 
+def start_app(root: Path, database_template: Path, **config):
+    """Build and start a LIMEN app in ``root`` with config overrides (the caller stops it). A
+    new instance folder starts with a copy of the migrated template database."""
+    instance = Path(config.get("INSTANCE_PATH", root / "instance"))
+    if "DATABASE_URL" not in config and not (instance / "limen.sqlite").exists():
+        instance.mkdir(parents=True, exist_ok=True)
+        shutil.copy(database_template, instance / "limen.sqlite")
+    # Tests sign in often from one address; the rate-limit tests ask for the real limits.
+    cfg = {"TESTING": True, "INSTANCE_PATH": str(root / "instance"),
+           "STORAGE_DIR": str(root / "pool"), "MEDIA_DIR": str(root / "media"), "NETWORK": "none",
+           "LOGIN_LIMIT_PER_IP": "1000 per minute", "LOGIN_LIMIT_PER_USERNAME": "1000 per minute",
+           **config}
+    app = create_app(cfg)
+    runtime.start(app)
+    return app
+
+
 @pytest.fixture
 def make_app(tmp_path, database_template):
-    """Build and start a LIMEN app with config overrides; stopped at teardown. A new instance
-    folder starts with a copy of the migrated template database."""
+    """Build and start a LIMEN app with config overrides (see start_app); stopped at teardown."""
     apps = []
 
     def make(**config):
-        instance = Path(config.get("INSTANCE_PATH", tmp_path / "instance"))
-        if "DATABASE_URL" not in config and not (instance / "limen.sqlite").exists():
-            instance.mkdir(parents=True, exist_ok=True)
-            shutil.copy(database_template, instance / "limen.sqlite")
-        # Tests sign in often from one address; the rate-limit tests ask for the real limits.
-        cfg = {"TESTING": True, "INSTANCE_PATH": str(tmp_path / "instance"),
-               "STORAGE_DIR": str(tmp_path / "pool"), "MEDIA_DIR": str(tmp_path / "media"), "NETWORK": "none",
-               "LOGIN_LIMIT_PER_IP": "1000 per minute", "LOGIN_LIMIT_PER_USERNAME": "1000 per minute",
-               **config}
-        app = create_app(cfg)
-        runtime.start(app)
+        app = start_app(tmp_path, database_template, **config)
         apps.append(app)
         return app
 

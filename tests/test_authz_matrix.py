@@ -5,11 +5,14 @@ fails the first test: whoever adds a route decides who may use it.
 
 The security headers are checked on every HTML response the matrix produces.
 """
+import shutil
+
 import pytest
 from sqlalchemy import select
 
 from conftest import Browserless, add_user, admin_password, close_code, get_ticket, open_console, \
-    receive_exactly, signed_in, uuid_of
+    receive_exactly, signed_in, start_app, uuid_of
+from limen import runtime
 from limen.extensions import db
 from limen.models import VM
 from stub_vnc import StubVNC
@@ -148,6 +151,50 @@ def clients(app) -> dict[str, Browserless]:
     return by_role
 
 
+@pytest.fixture(scope="module")
+def signed_in_instance(tmp_path_factory, database_template):
+    """The users, sign-ins and API tokens every case starts with, made once for the module:
+    an instance folder (database, secret key) and what each role's client holds (its session
+    cookie, CSRF token and bearer token)."""
+    root = tmp_path_factory.mktemp("matrix")
+    node = root / "node.xml"
+    node.write_text("<node/>")
+    app = start_app(root, database_template, LIBVIRT_URI=f"test://{node}")
+    try:
+        held = {role: (b.client.get_cookie("session").value, b.csrf, b.api) for role, b in clients(app).items()}
+    finally:
+        runtime.stop(app)
+        with app.app_context():
+            db.engine.dispose()  # the last connection closes: SQLite folds its WAL into the file
+    instance = root / "instance"
+    assert not (instance / "limen.sqlite-wal").exists(), "the database is one file"
+    return instance, held
+
+
+@pytest.fixture
+def matrix_app(make_app, node_xml, tmp_path, signed_in_instance):
+    """(app, client per role): a LIMEN of the case's own, on a node of its own, started from a
+    copy of the module's signed-in instance; the same users, sign-ins and tokens as clients()
+    makes, so that what one case changes no other case sees."""
+    instance, held = signed_in_instance
+    shutil.copytree(instance, tmp_path / "instance")
+    app = make_app(LIBVIRT_URI=f"test://{node_xml}")
+    by_role = {}
+    for role, (cookie, csrf, api) in held.items():
+        b = Browserless(app.test_client())
+        b.client.set_cookie("session", cookie)
+        b.csrf, b.api = csrf, api
+        if api:  # used in this minute, as clients() leaves it (last_used_at is written once a minute)
+            assert app.test_client().get("/api/v1/vms", headers=api).status_code == 200
+        by_role[role] = b
+    return app, by_role
+
+
+def libvirt_of(app):
+    """LIMEN's own connection to its test-driver node."""
+    return runtime.get(app).hypervisor.connection.get()
+
+
 def _ids(app, vm_uuid: str) -> dict:
     from limen.models import Operation, User
 
@@ -167,9 +214,10 @@ def running_vm(owner: Browserless, app, name: str) -> str:
 
 
 @pytest.mark.parametrize("endpoint, method", HTTP_ROUTES, ids=[f"{m} {e}" for e, m in HTTP_ROUTES])
-def test_the_matrix(app, libvirt_conn, endpoint, method):
+def test_the_matrix(matrix_app, endpoint, method):
     path, form, expected = MATRIX[(endpoint, method)]
-    by_role = clients(app)
+    app, by_role = matrix_app
+    libvirt_conn = libvirt_of(app)
     owner = by_role["owner"]
     vms = {"owner": running_vm(owner, app, "alices-own"), "admin": running_vm(owner, app, "alices-other")}
     for role in ROLES:
@@ -208,8 +256,9 @@ def stub():
     server.close()
 
 
-def test_the_console_websocket_matrix(app, libvirt_conn, live_server, stub):
-    by_role = clients(app)
+def test_the_console_websocket_matrix(matrix_app, live_server, stub):
+    app, by_role = matrix_app
+    libvirt_conn = libvirt_of(app)
     base = live_server(app)
     vm = adopt(app, libvirt_conn, "alices-screen", stub.port, owner="alice")
     expected = MATRIX[("console.websocket", "GET")][2]
