@@ -6,7 +6,7 @@ import threading
 import pytest
 from sqlalchemy import select
 
-from conftest import CSRF_RE, Browserless, add_user, admin_password, find_row, signed_in, uuid_of, wait_until
+from helpers import CSRF_RE, Browserless, add_user, admin_password, find_row, signed_in, uuid_of, wait_until
 from limen.extensions import db
 from limen.models import VM, AuditEvent, User
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from conftest import (Browserless, add_user, admin_password, close_code, open_console, receive_exactly,
+from helpers import (Browserless, add_user, admin_password, close_code, open_console, receive_exactly,
                       wait_until)
 from limen.extensions import db
 from limen.models import ApiToken, AuditEvent, utcnow

@@ -10,7 +10,7 @@ from schemathesis.checks import (content_type_conformance, not_a_server_error,
 
 from sqlalchemy import select
 
-from conftest import admin_password, wait_until
+from helpers import admin_password, wait_until
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]

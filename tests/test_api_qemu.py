@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import receive_exactly, wait_until, open_console
-from served import limen  # noqa: F401 (the fixture)
+from helpers import receive_exactly, wait_until, open_console
 
 pytestmark = pytest.mark.qemu
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CSRF_RE, Browserless, add_user, admin_password
+from helpers import CSRF_RE, Browserless, add_user, admin_password
 
 
 def test_first_start_creates_admin_with_private_password_file(app, anon):

@@ -10,12 +10,11 @@ import shutil
 import pytest
 from sqlalchemy import select
 
-from conftest import Browserless, add_user, admin_password, close_code, get_ticket, open_console, \
+from helpers import Browserless, add_user, admin_password, close_code, get_ticket, open_console, \
     receive_exactly, signed_in, start_app, uuid_of
 from limen import runtime
 from limen.extensions import db
 from limen.models import VM
-from stub_vnc import StubVNC
 from test_console import BANNER, adopt, ws_url
 
 ROLES = ("anonymous", "other", "owner", "admin")
@@ -247,13 +246,6 @@ def test_the_matrix(matrix_app, endpoint, method):
             assert response.headers["Referrer-Policy"] == "same-origin", where
         if want == SIGN_IN or (isinstance(want, int) and want >= 400):
             assert snapshot(app, libvirt_conn) == before, f"{where} was refused but changed something"
-
-
-@pytest.fixture
-def stub():
-    server = StubVNC()
-    yield server
-    server.close()
 
 
 def test_the_console_websocket_matrix(matrix_app, live_server, stub):

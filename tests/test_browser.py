@@ -3,7 +3,7 @@ real libvirtd)."""
 import pytest
 from playwright.sync_api import expect
 
-from conftest import admin_password, unique_name
+from helpers import admin_password, unique_name
 
 pytestmark = [pytest.mark.browser, pytest.mark.qemu]
 

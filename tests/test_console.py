@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select, update
 
-from conftest import (Browserless, add_user, close_code, get_ticket, open_console,
+from helpers import (Browserless, add_user, close_code, get_ticket, open_console,
                       receive_exactly, wait_until)
 from limen import runtime
 from limen.extensions import db
@@ -16,18 +16,6 @@ from limen.models import VM, ConsoleSession, ConsoleTicket, Operation, User
 from stub_vnc import StubVNC
 
 BANNER = b"RFB 003.008\n"
-
-
-@pytest.fixture
-def stub():
-    server = StubVNC()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def base(app, live_server):
-    return live_server(app)
 
 
 def adopt(app, conn, name: str, port: int, owner: str = "admin") -> str:
@@ -181,7 +169,7 @@ def test_an_origin_allowed_by_configuration(make_app, node_xml, live_server, stu
     app = make_app(LIBVIRT_URI=f"test://{node_xml}", ALLOWED_ORIGINS=["https://limen.example"])
     base = live_server(app)
     admin = Browserless(app.test_client())
-    from conftest import admin_password
+    from helpers import admin_password
     admin.login("admin", admin_password(app))
     vm = adopt(app, runtime.get(app).hypervisor.connection.get(), "proxied", stub.port)
     ws = open_console(ws_url(base, vm, get_ticket(admin, vm).json["ticket"]), origin="https://limen.example")
@@ -302,7 +290,7 @@ def test_a_hundred_sessions_leave_no_thread_or_fd_behind(app, admin, vm, base, l
 
 
 def test_a_display_nobody_listens_on_closes_4502(make_app, node_xml, live_server):
-    from conftest import admin_password
+    from helpers import admin_password
 
     app = make_app(LIBVIRT_URI=f"test://{node_xml}", VNC_CONNECT_TIMEOUT=0.5)
     base = live_server(app)
@@ -317,7 +305,7 @@ def test_a_display_nobody_listens_on_closes_4502(make_app, node_xml, live_server
 
 
 def test_an_unreachable_hypervisor_closes_4503(make_app, tmp_path, live_server):
-    from conftest import admin_password
+    from helpers import admin_password
 
     app = make_app(LIBVIRT_URI=f"test://{tmp_path}/gone.xml")
     base = live_server(app)

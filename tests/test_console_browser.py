@@ -8,7 +8,7 @@ import libvirt
 import pytest
 from playwright.sync_api import expect
 
-from conftest import admin_password, unique_name, uuid_of, wait_until
+from helpers import admin_password, unique_name, uuid_of, wait_until
 from limen import runtime
 from test_media_qemu import screen_text
 

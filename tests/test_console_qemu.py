@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from conftest import (Reader, close_code, get_ticket, open_console, receive_exactly,
+from helpers import (Reader, close_code, get_ticket, open_console, receive_exactly,
                       unique_name)
 from limen.extensions import db
 from limen.models import Operation

@@ -2,7 +2,7 @@
 so that making users costs no time; this proves what everyone else gets)."""
 from sqlalchemy import select
 
-from conftest import admin_password
+from helpers import admin_password
 
 from limen import create_app, hashing
 from limen.config import Config

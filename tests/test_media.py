@@ -12,7 +12,7 @@ import pycdlib
 import pytest
 from sqlalchemy import func, select
 
-from conftest import add_user, signed_in, uuid_of
+from helpers import add_user, signed_in, uuid_of
 from limen import cloudinit
 from limen import runtime
 from limen.extensions import db
@@ -224,7 +224,7 @@ def test_another_users_vm_drive_is_not_theirs_to_change(app, admin, libvirt_conn
 ])
 def test_os_profiles_choose_the_devices(make_app, node_xml, os_kind, virtio, machine, disk_bus, nic, clock):
     app = make_app(LIBVIRT_URI=f"test://{node_xml}", NETWORK="user")
-    from conftest import Browserless, admin_password
+    from helpers import Browserless, admin_password
 
     admin = Browserless(app.test_client())
     admin.login("admin", admin_password(app))
@@ -351,7 +351,7 @@ def test_deleting_a_medium_while_vms_are_made_from_it_never_leaves_one_without_i
             barrier.wait()
             answers["delete"] = b.client.post(f"/media/{iso}/delete", data={"csrf_token": b.csrf}).status_code
 
-        from conftest import Browserless, admin_password
+        from helpers import Browserless, admin_password
 
         def client():
             b = Browserless(app.test_client())

@@ -3,7 +3,7 @@ on the real libvirtd: the file goes through libvirt's volume upload)."""
 import pytest
 from playwright.sync_api import expect
 
-from conftest import admin_password
+from helpers import admin_password
 from test_media import iso_bytes
 
 pytestmark = [pytest.mark.browser, pytest.mark.qemu]

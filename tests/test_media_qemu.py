@@ -11,7 +11,7 @@ import libvirt
 import pytest
 from sqlalchemy import func, select
 
-from conftest import uuid_of, wait_until
+from helpers import uuid_of, wait_until
 from limen import runtime
 from limen.extensions import db
 from limen.models import AuditEvent, Medium
@@ -117,7 +117,7 @@ def test_an_iso_goes_into_a_running_vm_at_once(qemu_admin, qemu_host):
 
 def test_a_cut_off_upload_leaves_nothing(qemu_app, qemu_host, live_server):
     """The client promises a megabyte, sends a valid ISO header and some more, and hangs up."""
-    from conftest import Browserless, admin_password
+    from helpers import Browserless, admin_password
 
     app = qemu_app()
     base = live_server(app)
@@ -146,7 +146,7 @@ def test_a_cut_off_upload_leaves_nothing(qemu_app, qemu_host, live_server):
 
 def test_a_stalled_upload_is_given_up_and_leaves_nothing(qemu_app, qemu_host, live_server):
     """The client sends a valid ISO header, then nothing, and keeps the connection open."""
-    from conftest import Browserless, admin_password
+    from helpers import Browserless, admin_password
 
     app = qemu_app(UPLOAD_IDLE_TIMEOUT=1)
     base = live_server(app)
@@ -269,7 +269,7 @@ def test_uefi_firmware_when_ovmf_is_installed(qemu_admin, qemu_host):
 
 
 def test_scripts_upload_and_use_media_through_the_api(qemu_app, qemu_host):
-    from conftest import admin_password
+    from helpers import admin_password
 
     app = qemu_app()
     client = app.test_client()

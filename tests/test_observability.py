@@ -2,7 +2,7 @@
 state sync, with no sign-in and no names."""
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import uuid_of, wait_until
+from helpers import uuid_of, wait_until
 
 
 def scrape(client) -> dict[tuple, float]:

@@ -6,7 +6,7 @@ import subprocess
 import libvirt
 import pytest
 
-from conftest import unique_name, uuid_of, wait_until
+from helpers import unique_name, uuid_of, wait_until
 
 pytestmark = pytest.mark.qemu
 START = 60  # seconds; TCG is slower than KVM

@@ -4,7 +4,7 @@ import flask_migrate
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text
 
-from conftest import admin_password, signed_in
+from helpers import admin_password, signed_in
 from limen import database as schema
 from limen.extensions import db
 from limen.models import VM, User

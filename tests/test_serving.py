@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CSRF_RE, Reader, close_code, open_console, wait_until
+from helpers import CSRF_RE, Reader, close_code, open_console, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,7 +4,7 @@ from xml.sax.saxutils import escape
 
 from sqlalchemy import select
 
-from conftest import add_user, signed_in, uuid_of, wait_until
+from helpers import add_user, signed_in, uuid_of, wait_until
 from limen.extensions import db
 from limen.models import VM, AuditEvent
 

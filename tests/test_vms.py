@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import Browserless, add_user, find_row, uuid_of, wait_until
+from helpers import Browserless, add_user, find_row, uuid_of, wait_until
 
 
 def _pool_volumes(conn) -> list[str]:
@@ -219,7 +219,7 @@ def test_health_reports_libvirt(app, make_app, tmp_path):
 def test_hypervisor_down_at_create_is_a_clear_503(make_app, tmp_path):
     broken = make_app(LIBVIRT_URI=f"test://{tmp_path}/no-such-node.xml")
     b = Browserless(broken.test_client())
-    from conftest import admin_password
+    from helpers import admin_password
     assert b.login("admin", admin_password(broken)).status_code == 302
     response = b.create(name="nohv")
     assert response.status_code == 503 and "HYPERVISOR_UNAVAILABLE" in response.text

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import unique_name, uuid_of, wait_until
+from helpers import unique_name, uuid_of, wait_until
 
 pytestmark = pytest.mark.qemu
 

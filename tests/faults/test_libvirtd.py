@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-from conftest import unique_name, wait_until
-from served import limen  # noqa: F401 (the fixture)
+from helpers import unique_name, wait_until
 
 pytestmark = pytest.mark.qemu
 SYSTEMD = os.path.isdir("/run/systemd/system")

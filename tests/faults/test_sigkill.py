@@ -3,8 +3,7 @@ delete, then started again: every unfinished Operation is carried on or rolled b
 orphan domain, no orphan volume, and no row claiming what libvirt does not have (qemu tier)."""
 import pytest
 
-from conftest import unique_name, wait_until
-from served import limen  # noqa: F401 (the fixture)
+from helpers import unique_name, wait_until
 
 pytestmark = pytest.mark.qemu
 
