@@ -23,6 +23,15 @@ class Profile:
     firmware: str = "bios"  # bios or uefi
 
     @property
+    def cdrom_bus(self) -> str:
+        """Where the CD-ROM drive (and a cloud image's seed in it) goes. Linux: virtio-scsi,
+        which every kernel with virtio carries; Debian's cloud kernel has no AHCI driver, and
+        on SATA its cloud-init would never see the seed. Others: SATA on q35, IDE on pc."""
+        if self.os_kind == "linux":
+            return "scsi"
+        return "sata" if "q35" in self.machine else "ide"
+
+    @property
     def clock(self) -> str:
         return "localtime" if self.os_kind == "windows" else "utc"  # Windows keeps local time
 

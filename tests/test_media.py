@@ -217,12 +217,14 @@ def test_another_users_vm_drive_is_not_theirs_to_change(app, admin, libvirt_conn
     assert ET.tostring(domain_xml(libvirt_conn, app, "admins-own")) == before
 
 
-@pytest.mark.parametrize("os_kind, virtio, machine, disk_bus, nic, clock", [
-    ("windows", "", "q35", "sata", "e1000e", "localtime"),
-    ("windows", "on", "q35", "virtio", "virtio", "localtime"),
-    ("other", "", "pc", "ide", "e1000", "utc"),
+@pytest.mark.parametrize("os_kind, virtio, machine, disk_bus, nic, clock, cdrom_bus", [
+    # Linux: the CD-ROM (a cloud image's seed) on virtio-scsi; cloud kernels carry no AHCI.
+    ("linux", "", "q35", "virtio", "virtio", "utc", "scsi"),
+    ("windows", "", "q35", "sata", "e1000e", "localtime", "sata"),
+    ("windows", "on", "q35", "virtio", "virtio", "localtime", "sata"),
+    ("other", "", "pc", "ide", "e1000", "utc", "ide"),
 ])
-def test_os_profiles_choose_the_devices(make_app, node_xml, os_kind, virtio, machine, disk_bus, nic, clock):
+def test_os_profiles_choose_the_devices(make_app, node_xml, os_kind, virtio, machine, disk_bus, nic, clock, cdrom_bus):
     app = make_app(LIBVIRT_URI=f"test://{node_xml}", NETWORK="user")
     from helpers import Browserless, admin_password
 
@@ -236,7 +238,11 @@ def test_os_profiles_choose_the_devices(make_app, node_xml, os_kind, virtio, mac
     assert xml.find("./devices/disk[@device='disk']/target").get("bus") == disk_bus
     assert xml.find("./devices/interface/model").get("type") == nic
     assert xml.find("clock").get("offset") == clock
-    assert xml.find("./devices/disk[@device='cdrom']/target").get("bus") == ("sata" if machine == "q35" else "ide")
+    assert xml.find("./devices/disk[@device='cdrom']/target").get("bus") == cdrom_bus
+    scsi = xml.findall("./devices/controller[@type='scsi']")
+    assert [c.get("model") for c in scsi] == (["virtio-scsi"] if cdrom_bus == "scsi" else [])
+    # Every VM has the guest agent's channel, for addresses and a clean shutdown.
+    assert xml.find("./devices/channel/target[@name='org.qemu.guest_agent.0']").get("type") == "virtio"
     with app.app_context():
         vm = db.session.scalar(select(VM).where(VM.name == "guest"))
         assert (vm.os_kind, vm.machine, vm.disk_bus, vm.nic_model) == (os_kind, machine, disk_bus, nic)

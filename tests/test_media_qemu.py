@@ -58,7 +58,7 @@ def test_an_uploaded_iso_boots_and_eject_finishes_the_install(qemu_admin, qemu_h
     # Emulated (TCG): ISOLINUX needs real-mode emulation that some nested KVM hosts lack.
     app, admin = qemu_admin(DOMAIN_TYPE="qemu")
     data = bootable_iso(tmp_path)
-    response = upload(admin, data, name="test-installer", os_kind="linux")  # q35, a SATA CD-ROM
+    response = upload(admin, data, name="test-installer", os_kind="linux")  # q35, a virtio-scsi CD-ROM
     assert response.status_code == 201, response.text
     assert response.json["size_bytes"] == len(data)
     [volume] = media_volumes(qemu_host, app)

@@ -25,6 +25,7 @@ class DomainSpec:
     # whether the VM boots from it before its disk.
     cdrom_path: str | None = None
     boot_cdrom: bool = False
+    cdrom_bus: str = "sata"  # scsi (virtio-scsi), sata or ide
 
 
 def _sub(parent: ET.Element, tag: str, text: str | int | None = None, **attrs: object) -> ET.Element:
@@ -83,7 +84,9 @@ def build(spec: DomainSpec) -> str:
     _sub(disk, "driver", name="qemu", type="qcow2")
     _sub(disk, "source", file=spec.disk_path)
     _sub(disk, "target", dev=_DISK_DEV[spec.disk_bus], bus=spec.disk_bus)
-    devices.append(cdrom(spec.cdrom_path, *cdrom_target(spec.machine, spec.disk_bus)))
+    if spec.cdrom_bus == "scsi":
+        _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
+    devices.append(cdrom(spec.cdrom_path, cdrom_dev(spec.cdrom_bus, spec.disk_bus), spec.cdrom_bus))
     if spec.network == "user":
         nic = _sub(devices, "interface", type="user")
         _sub(nic, "model", type=spec.nic_model)
@@ -99,7 +102,14 @@ def build(spec: DomainSpec) -> str:
     _sub(devices, "input", type="tablet", bus="usb")
     serial = _sub(devices, "serial", type="pty")
     _sub(serial, "target", port="0")
+    # The QEMU guest agent's channel: libvirt asks the agent for addresses and a clean
+    # shutdown where the guest runs one (and the channel says whether it is connected).
+    channel = _sub(devices, "channel", type="unix")
+    _sub(channel, "target", type="virtio", name=GUEST_AGENT)
     return ET.tostring(dom, encoding="unicode")
+
+
+GUEST_AGENT = "org.qemu.guest_agent.0"
 
 
 _DISK_DEV = {"virtio": "vda", "sata": "sda", "ide": "hda"}
@@ -111,11 +121,11 @@ def _cdrom_bus(machine: str) -> str:
     return "sata" if "q35" in machine else "ide"
 
 
-def cdrom_target(machine: str, disk_bus: str) -> tuple[str, str]:
-    """(target dev, bus) of a new VM's CD-ROM drive."""
-    if _cdrom_bus(machine) == "sata":
-        return ("sdb" if disk_bus == "sata" else "sda"), "sata"
-    return "hdc", "ide"
+def cdrom_dev(bus: str, disk_bus: str) -> str:
+    """The target dev of a new VM's CD-ROM drive on ``bus``, beside its disk on ``disk_bus``."""
+    if bus in ("sata", "scsi"):
+        return "sdb" if disk_bus == bus else "sda"
+    return "hdc"
 
 
 def cdrom(path: str | None, dev: str, bus: str) -> ET.Element:

@@ -63,6 +63,7 @@ class Domains:
                 nic_model=profile.nic_model,
                 firmware=profile.firmware,
                 clock=profile.clock,
+                cdrom_bus=profile.cdrom_bus,
             )
         spec = domain_xml.DomainSpec(
             name=name,
@@ -123,8 +124,15 @@ class Domains:
 
     @translated
     def shutdown(self, uuid: str) -> None:
-        """Ask the guest to power off (ACPI power button, or its agent if it has one)."""
-        self._dom(uuid).shutdown()
+        """Ask the guest to power off: through its agent where one answers, else the ACPI
+        power button."""
+        dom = self._dom(uuid)
+        try:
+            dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT | libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+        except libvirt.libvirtError as e:
+            if not is_error(e, libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
+                raise
+            dom.shutdown()  # a driver that chooses the way itself (the test driver)
 
     @translated
     def reboot(self, uuid: str) -> None:
