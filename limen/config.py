@@ -29,8 +29,14 @@ class Config:
     MEDIA_DIR = "/var/lib/limen/media"
     # An upload whose client sends nothing for this many seconds is given up on (and removed).
     UPLOAD_IDLE_TIMEOUT = 60
-    # Network of new VMs: a libvirt network name, "user" (user-mode, no bridge needed) or "none".
+    # What new VMs' NIC is attached to, unless the create form says otherwise: "user"
+    # (user-mode, no bridge needed), "network:NAME" (a libvirt network; a bare name works too),
+    # "bridge:NAME" (a host bridge) or "none".
     NETWORK = "user"
+    # User-mode VMs are reached through host ports forwarded to the guest (SSH's 22 first):
+    # taken from this range, on this address, one VM's each.
+    FORWARD_PORTS = "22000-22999"
+    FORWARD_ADDRESS = "127.0.0.1"
     # CPU model of new VMs: "" (QEMU's default, works everywhere), "host-model" or
     # "host-passthrough" (fastest; on some nested-virtualisation hosts QEMU cannot start with it).
     CPU_MODE = ""

@@ -152,6 +152,12 @@ class ShutdownTimeout(LimenError):
     )
 
 
+class PortInUse(LimenError):
+    code = "PORT_IN_USE"
+    status = 409
+    sentence = "A host port this VM forwards to its guest is taken by another program; choose another port."
+
+
 class StorageFailed(LimenError):
     code = "STORAGE_FAILED"
     status = 502

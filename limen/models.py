@@ -8,7 +8,7 @@ While an Operation owns the VM (``creating``, ``deleting``) that operation sets 
 from datetime import UTC, datetime
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, ForeignKey, String
+from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from . import hashing
@@ -95,11 +95,31 @@ class VM(Model):
     image_id: Mapped[int | None] = mapped_column(ForeignKey("medium.id"), index=True)
     image: Mapped["Medium | None"] = relationship(foreign_keys=[image_id])
     cloud_init: Mapped[dict | None] = mapped_column(JSON, deferred=True)  # not for the table
+    # What its NIC is attached to: "user", "network:NAME", "bridge:NAME" or "none" (None: made
+    # before LIMEN kept it; its domain says). User mode has forwards: host ports to the guest.
+    network: Mapped[str | None] = mapped_column(String(80))
+    forwards: Mapped[list["Forward"]] = relationship(
+        back_populates="vm", cascade="all, delete-orphan", order_by="Forward.guest_port"
+    )
 
     @property
     def profile(self) -> Profile:
         """The OS profile its domain was defined with."""
         return Profile(self.os_kind, self.machine, self.disk_bus, self.nic_model, self.firmware)
+
+
+class Forward(Model):
+    """A host port that QEMU's user-mode network forwards to a port of the VM's guest. Kept
+    with the VM and applied whenever it starts; a host port belongs to one VM at a time."""
+
+    __table_args__ = (UniqueConstraint("vm_id", "protocol", "guest_port"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    vm_id: Mapped[int] = mapped_column(ForeignKey("vm.id", ondelete="CASCADE"), index=True)
+    vm: Mapped[VM] = relationship(back_populates="forwards")
+    protocol: Mapped[str] = mapped_column(String(3), default="tcp")
+    host_address: Mapped[str] = mapped_column(String(64))
+    host_port: Mapped[int] = mapped_column(unique=True)
+    guest_port: Mapped[int]
 
 
 ISO, IMAGE = "iso", "image"

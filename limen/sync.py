@@ -22,8 +22,9 @@ from sqlalchemy import select, update
 from .changes import Changes
 from .errors import HypervisorUnavailable, LimenError
 from .extensions import db, rows_changed
-from .hypervisor import DomainState, Hypervisor
+from .hypervisor import DomainState, Forward, Hypervisor
 from .models import CREATING, DELETING, ERROR, MISSING, VM, UnmanagedDomain, utcnow
+from .models import Forward as ForwardRow
 
 log = logging.getLogger(__name__)
 OWNED_BY_OPERATION = (CREATING, DELETING)
@@ -100,8 +101,27 @@ class StateSync:
         """Read one VM's state from libvirt and record it; returns what libvirt said."""
         with self.state_lock:
             current = self.hypervisor.domains.state(uuid)
-            self._commit(_write(uuid, current))
-            return current
+            changed = _write(uuid, current)
+            self._commit(changed)
+        if changed and current is not None and current.state == "running":
+            self._started(uuid)
+        return current
+
+    def apply_forwards(self, uuid: str) -> None:
+        """Give the VM's running QEMU the host-port forwards its row keeps (PortInUse when a
+        port is taken). Whoever started it, LIMEN or another tool, they are applied."""
+        rows = db.session.scalars(select(ForwardRow).join(VM).where(VM.uuid == uuid)).all()
+        wanted = [Forward(f.protocol, f.host_address, f.host_port, f.guest_port) for f in rows]
+        db.session.commit()  # no database connection held while QEMU answers
+        self.hypervisor.networks.apply_forwards(uuid, wanted)
+
+    def _started(self, uuid: str) -> None:
+        """A VM was seen running after another state: its QEMU may be new, so its forwards
+        go in again (applying them twice changes nothing)."""
+        try:
+            self.apply_forwards(uuid)
+        except LimenError as e:
+            log.warning("vm %s: its port forwards could not be applied: %s", uuid, e)
 
     def hand_back(self, uuid: str, *, error: str | None = None) -> None:
         """An Operation gives up the row it owned: with ``error``, the row is an ``error``
@@ -186,13 +206,17 @@ class StateSync:
             rows = db.session.execute(
                 select(VM.uuid, VM.state, VM.state_reason).where(VM.state.not_in(OWNED_BY_OPERATION))
             )
-            changed = False
+            changed, started = False, []
             for uuid, state, reason in rows.all():
                 current = domains[uuid][1] if uuid in domains else None
-                if (state, reason) != _desired(current):
-                    changed |= _write(uuid, current)
+                if (state, reason) != _desired(current) and _write(uuid, current):
+                    changed = True
+                    if current is not None and current.state == "running":
+                        started.append(uuid)
             changed |= _record_unmanaged({u: d for u, d in domains.items() if u not in known})
             self._commit(changed)
+        for uuid in started:
+            self._started(uuid)
 
     def _apply_events(self, uuids: set[str]) -> None:
         """Refresh the rows the events name; an event about a domain LIMEN has no row for (one

@@ -2,7 +2,8 @@
 and the project's own exceptions (limen.errors); libvirtError never leaves this package.
 
 A ``Hypervisor`` is one libvirt URI: its connection (with events), the host, the two storage
-pools (VM disks and install media), the domains and their displays.
+pools (VM disks and install media), the domains, their displays, and what their NICs are
+attached to.
 """
 
 from collections.abc import Callable
@@ -12,10 +13,20 @@ from .connection import Connection, event_loop_alive
 from .display import Display
 from .domains import Domains
 from .host import Host, HostLimits
+from .networks import Attachment, Forward, Networks
 from .pools import Pool
 from .states import ACTIVE_STATES, DomainState
 
-__all__ = ["ACTIVE_STATES", "DomainState", "HostLimits", "Hypervisor", "Pool", "event_loop_alive"]
+__all__ = [
+    "ACTIVE_STATES",
+    "Attachment",
+    "DomainState",
+    "Forward",
+    "HostLimits",
+    "Hypervisor",
+    "Pool",
+    "event_loop_alive",
+]
 
 
 class Hypervisor:
@@ -39,6 +50,7 @@ class Hypervisor:
         self.media = Pool(self.connection, media_pool, media_dir)
         self.domains = Domains(self.connection, self.host, self.disks, self.media, network, cpu_mode)
         self.display = Display(self.connection)
+        self.networks = Networks(self.connection)
 
     def close(self) -> None:
         self.connection.close()

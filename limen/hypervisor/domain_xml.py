@@ -1,7 +1,10 @@
 """Domain XML, built and read with xml.etree: a value never becomes markup by accident."""
 
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+
+USER, NONE = "user", "none"
 
 
 @dataclass(frozen=True)
@@ -13,7 +16,7 @@ class DomainSpec:
     domain_type: str  # kvm, qemu, or what the driver offers (test)
     arch: str
     disk_path: str  # the pool volume's path on the hypervisor's host
-    network: str  # a libvirt network name, "user" or "none"
+    network: str  # "user", "none", "network:NAME" or "bridge:NAME" (see parse)
     cpu_mode: str = ""  # "", host-model or host-passthrough
     # The OS profile (limen.profiles): machine type, buses and models, firmware.
     machine: str = ""  # "q35", "pc" or "" (the hypervisor's default)
@@ -87,12 +90,11 @@ def build(spec: DomainSpec) -> str:
     if spec.cdrom_bus == "scsi":
         _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
     devices.append(cdrom(spec.cdrom_path, cdrom_dev(spec.cdrom_bus, spec.disk_bus), spec.cdrom_bus))
-    if spec.network == "user":
-        nic = _sub(devices, "interface", type="user")
-        _sub(nic, "model", type=spec.nic_model)
-    elif spec.network != "none":
-        nic = _sub(devices, "interface", type="network")  # libvirt picks the MAC
-        _sub(nic, "source", network=spec.network)
+    kind, name = parse_network(spec.network)
+    if kind != NONE:
+        nic = _sub(devices, "interface", type=kind)  # libvirt picks the MAC
+        if kind != USER:
+            _sub(nic, "source", **{kind: name})
         _sub(nic, "model", type=spec.nic_model)
     # VNC only on the loopback address; a free port is chosen by libvirt when the VM starts.
     graphics = _sub(devices, "graphics", type="vnc", port="-1", autoport="yes")
@@ -110,6 +112,19 @@ def build(spec: DomainSpec) -> str:
 
 
 GUEST_AGENT = "org.qemu.guest_agent.0"
+
+
+def parse_network(choice: str) -> tuple[str, str]:
+    """(kind, name) of a choice: "user", "none", "network:NAME", "bridge:NAME"; a bare name is
+    a libvirt network (as LIMEN_NETWORK has always taken). ValueError for anything else."""
+    if choice in (USER, NONE):
+        return choice, ""
+    kind, sep, name = choice.partition(":")
+    if not sep:
+        kind, name = "network", choice
+    if kind not in ("network", "bridge") or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}", name or "-"):
+        raise ValueError(f"not a network choice: {choice!r}")
+    return kind, name
 
 
 _DISK_DEV = {"virtio": "vda", "sata": "sda", "ide": "hda"}

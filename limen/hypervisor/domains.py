@@ -49,10 +49,12 @@ class Domains:
         iso: str | None = None,
         seed: str | None = None,
         boot_cdrom: bool = False,
+        network: str | None = None,
     ) -> None:
         """Define the domain: its disk is the disk pool's ``volume``; its CD-ROM holds the
         media pool's ``iso`` or the disk pool's ``seed``, or nothing. ``profile``
-        (limen.profiles) sets machine, buses, models and firmware."""
+        (limen.profiles) sets machine, buses, models and firmware; ``network`` what its NIC is
+        attached to (networks.parse_network; default: the configured one)."""
         domain_type, arch = self.host.guest_choice()
         cdrom = self.media.path(iso) if iso else self.disks.path(seed) if seed else None
         devices = {}
@@ -73,7 +75,7 @@ class Domains:
             domain_type=domain_type,
             arch=arch,
             disk_path=self.disks.path(volume),
-            network=self.network,
+            network=network or self.network,
             cpu_mode=self.cpu_mode,
             cdrom_path=cdrom,
             boot_cdrom=boot_cdrom,

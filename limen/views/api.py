@@ -80,6 +80,16 @@ def _vm(vm: VM, op: Operation | None = None) -> dict:
         "iso": vm.iso.name if vm.iso else None,
         "image": vm.image.name if vm.image else None,
         "boot_cdrom": vm.boot_cdrom,
+        "network": vm.network,
+        "forwards": [
+            {
+                "protocol": f.protocol,
+                "host_address": f.host_address,
+                "host_port": f.host_port,
+                "guest_port": f.guest_port,
+            }
+            for f in vm.forwards
+        ],
         "operation": _operation(op),
     }
 

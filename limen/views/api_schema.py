@@ -45,6 +45,12 @@ VM_CREATE = {
         },
         "firmware": {"type": "string", "description": "bios (default) or uefi (when OVMF is installed)"},
         "virtio": {"type": "boolean", "description": "windows: virtio disk and network instead of SATA and e1000e"},
+        "network": {
+            "type": "string",
+            "description": 'what its NIC is attached to: "user" (user mode, reached through forwarded host '
+            'ports; the default unless the host is set up otherwise), "network:<name>" (a libvirt network), '
+            '"bridge:<name>" (a host bridge) or "none"',
+        },
         "ci_user": {"type": "string", "description": "image only: the account cloud-init makes (default limen)"},
         "ci_ssh_key": {"type": "string", "description": "image only: its OpenSSH public key"},
         "ci_password": {
@@ -183,6 +189,21 @@ VM = {
         "iso": {"type": ["string", "null"], "description": "the ISO in its CD-ROM drive"},
         "image": {"type": ["string", "null"], "description": "the cloud image its disk is built on"},
         "boot_cdrom": {"type": "boolean"},
+        "network": {"type": ["string", "null"], "description": "user, network:<name>, bridge:<name> or none"},
+        "forwards": {
+            "type": "array",
+            "description": "host ports forwarded to a user-mode guest (SSH: guest_port 22)",
+            "items": {
+                "type": "object",
+                "required": ["protocol", "host_address", "host_port", "guest_port"],
+                "properties": {
+                    "protocol": {"type": "string"},
+                    "host_address": {"type": "string"},
+                    "host_port": {"type": "integer"},
+                    "guest_port": {"type": "integer"},
+                },
+            },
+        },
         "operation": {"oneOf": [{"$ref": "#/components/schemas/Operation"}, {"type": "null"}]},
     },
 }

@@ -7,16 +7,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from .. import accounts, audit, cloudinit, media, runtime
 from ..access import authorize
-from ..errors import LimenError, ValidationFailed
+from ..errors import LimenError, PortInUse, ValidationFailed
 from ..extensions import db
 from ..forms import whole_number
 from ..models import CREATING, IMAGE, ISO, VM, Medium, Operation, User
 from ..profiles import FIRMWARE, KINDS, Profile, profile
+from . import network
 from .lifecycle import submit
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -36,6 +38,7 @@ class VMSpec:
     iso_id: int | None = None  # install from this ISO: in the CD-ROM drive, booted first
     image_id: int | None = None  # built on this cloud image, with a cloud-init seed
     cloud_init: dict[str, Any] | None = None
+    network: str = "user"  # what its NIC is attached to (vms.network)
 
 
 def create_choices(user: User) -> dict[str, object]:
@@ -53,6 +56,8 @@ def create_choices(user: User) -> dict[str, object]:
         os_kinds=KINDS,
         firmwares=FIRMWARE,
         uefi=uefi,
+        networks=network.choices(),
+        default_network=current_app.config["NETWORK"],
     )
 
 
@@ -127,6 +132,7 @@ def validate(user: User, form: Form) -> VMSpec:
     source = iso or image
     chosen = _profile(form, source.os_kind if source else "linux", errors)
     cloud = _cloud_init(form, errors) if image is not None else None
+    attached = network.validate(form, errors)
 
     if not NAME_RE.fullmatch(name):
         errors["name"] = "Use 1 to 63 lower-case letters, digits and hyphens, starting with a letter or digit."
@@ -151,7 +157,7 @@ def validate(user: User, form: Form) -> VMSpec:
     if errors or vcpus is None or memory_mib is None or disk_gib is None:
         raise ValidationFailed(errors)
     return VMSpec(
-        name, vcpus, memory_mib, disk_gib, chosen, iso.id if iso else None, image.id if image else None, cloud
+        name, vcpus, memory_mib, disk_gib, chosen, iso.id if iso else None, image.id if image else None, cloud, attached
     )
 
 
@@ -188,6 +194,7 @@ def request_create(user: User, form: Form) -> Operation:
         boot_cdrom=spec.iso_id is not None,
         image_id=spec.image_id,
         cloud_init=spec.cloud_init,
+        network=spec.network,
     )
     db.session.add(vm)
     try:
@@ -195,4 +202,13 @@ def request_create(user: User, form: Form) -> Operation:
     except IntegrityError:
         db.session.rollback()
         raise ValidationFailed({"name": f"The name {spec.name} is already taken."}) from None
+    if spec.network == "user":  # reached from the host through a forward: SSH first
+        try:
+            db.session.add(network.allocate(vm))
+            db.session.flush()
+        except (PortInUse, IntegrityError) as e:
+            db.session.rollback()
+            if isinstance(e, PortInUse):
+                raise
+            raise PortInUse("Another VM took the same host port at the same moment; try again.") from None
     return submit(user, vm, "create")

@@ -66,7 +66,9 @@ def run_create(ctx: OpContext) -> None:
         profile=vm.profile,
         iso=vm.iso.volume if vm.iso else None,
         boot_cdrom=vm.boot_cdrom,
+        network=vm.network,
     )
+    forwards = bool(vm.forwards)
     disk_gib, image = vm.disk_gib, (vm.image.volume, vm.image.name) if vm.image else None
     seed = None
     if image is not None:
@@ -98,16 +100,22 @@ def run_create(ctx: OpContext) -> None:
     hv.domains.start(uuid)
     ctx.step("Waiting for it to run")
     _wait_running(uuid)
+    if forwards:
+        ctx.step("Forwarding host ports to the guest")
+        rt.sync.apply_forwards(uuid)
     rt.sync.hand_back(uuid)
 
 
 @handler("start")
 def run_start(ctx: OpContext) -> None:
+    rt = runtime.get()
     ctx.step("Starting the VM")
-    runtime.get().hypervisor.domains.start(ctx.vm_uuid)
+    rt.hypervisor.domains.start(ctx.vm_uuid)
     ctx.step("Waiting for it to run")
     _wait_running(ctx.vm_uuid)
-    runtime.get().sync.refresh(ctx.vm_uuid)
+    ctx.step("Forwarding host ports to the guest")
+    rt.sync.apply_forwards(ctx.vm_uuid)  # the sync does too when it sees the start; twice is once
+    rt.sync.refresh(ctx.vm_uuid)
 
 
 @handler("shutdown")

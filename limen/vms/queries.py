@@ -11,6 +11,7 @@ from ..errors import OperationNotFound, VMNotFound
 from ..extensions import db
 from ..models import CREATING, DELETING, ERROR, ISO, MISSING, VM, Operation, UnmanagedDomain, User
 from .lifecycle import ACTIONS, MAY_OVERTAKE
+from .network import ssh_command
 
 
 @dataclass
@@ -105,7 +106,7 @@ def detail(user: User, vm_uuid: str) -> dict[str, object]:
     """One VM as its Details page shows it: the VM, its OS profile, and the ISOs its drive
     can take."""
     vm = get_vm(user, vm_uuid)
-    return dict(vm=vm, profile=vm.profile, isos=media.library(user, ISO))
+    return dict(vm=vm, profile=vm.profile, isos=media.library(user, ISO), ssh_command=ssh_command(vm))
 
 
 def operation(user: User, op_id: int) -> Operation:

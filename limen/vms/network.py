@@ -1,0 +1,83 @@
+"""A VM's network: what its NIC is attached to (chosen at create), and the host ports that
+reach a user-mode guest (SSH's port 22 from the start). Ports come from FORWARD_PORTS on
+FORWARD_ADDRESS, one VM's each; the sync applies them whenever the VM starts."""
+
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select
+
+from .. import runtime
+from ..errors import LimenError, PortInUse
+from ..extensions import db
+from ..hypervisor import Attachment
+from ..models import VM, Forward
+
+SSH = 22
+
+
+def choices() -> list[Attachment]:
+    """What the create form offers: user mode, libvirt's networks, the host's bridges. While
+    libvirt is unreachable, user mode only (the page must still show)."""
+    try:
+        return runtime.get().hypervisor.networks.attachments()
+    except LimenError:
+        return [Attachment("user")]
+
+
+def validate(form: Mapping[str, Any], errors: dict[str, str]) -> str:
+    """The form's ``network`` (default: the configured one), checked against what libvirt
+    has; a problem goes into ``errors["network"]``."""
+    chosen = str(form.get("network", "") or current_app.config["NETWORK"]).strip()
+    if chosen == "none":
+        return chosen
+    offered = {a.choice: a for a in runtime.get().hypervisor.networks.attachments()}
+    if not chosen.startswith(("user", "network:", "bridge:")):
+        chosen = f"network:{chosen}"  # a bare name is a libvirt network, as NETWORK takes it
+    found = offered.get(chosen)
+    if found is None:
+        kind, _, name = chosen.partition(":")
+        what = {"network": "libvirt network", "bridge": "host bridge"}.get(kind, "network")
+        errors["network"] = f"There is no {what} {name or chosen}; choose one of: {', '.join(offered)}."
+    elif not found.active:
+        errors["network"] = f"The libvirt network {found.name} is not active; start it (virsh net-start) first."
+    return chosen
+
+
+def port_range() -> range:
+    low, _, high = str(current_app.config["FORWARD_PORTS"]).partition("-")
+    return range(int(low), int(high or low) + 1)
+
+
+def _free_on_host(address: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as s:
+        try:
+            s.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+def allocate(vm: VM, guest_port: int = SSH) -> Forward:
+    """Give ``vm`` a host port for ``guest_port``: the lowest in the range that no VM holds
+    and nothing on the host listens on. The caller flushes and commits (a port taken by
+    another request meanwhile fails the unique constraint there). PortInUse when the range
+    is full."""
+    address = current_app.config["FORWARD_ADDRESS"]
+    held = set(db.session.scalars(select(Forward.host_port)))
+    for port in port_range():
+        if port not in held and _free_on_host(address, port):
+            return Forward(vm=vm, protocol="tcp", host_address=address, host_port=port, guest_port=guest_port)
+    r = port_range()
+    raise PortInUse(f"Every host port from {r.start} to {r.stop - 1} is taken (FORWARD_PORTS); none is left.")
+
+
+def ssh_command(vm: VM) -> str | None:
+    """How to sign in to a user-mode VM from the host, or None without an SSH forward."""
+    forward = next((f for f in vm.forwards if f.guest_port == SSH), None)
+    if forward is None:
+        return None
+    user = (vm.cloud_init or {}).get("user", "<user>")
+    return f"ssh -p {forward.host_port} {user}@{forward.host_address}"
