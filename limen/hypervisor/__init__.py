@@ -13,7 +13,7 @@ from .connection import Connection, event_loop_alive
 from .display import Display
 from .domains import Domains
 from .host import Host, HostLimits
-from .networks import Attachment, Forward, Networks
+from .networks import Attachment, Forward, Networks, parse_network
 from .pools import Pool
 from .states import ACTIVE_STATES, DomainState
 
@@ -26,6 +26,7 @@ __all__ = [
     "Hypervisor",
     "Pool",
     "event_loop_alive",
+    "parse_network",
 ]
 
 

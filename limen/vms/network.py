@@ -12,7 +12,7 @@ from sqlalchemy import select
 from .. import runtime
 from ..errors import LimenError, PortInUse
 from ..extensions import db
-from ..hypervisor import Attachment
+from ..hypervisor import Attachment, parse_network
 from ..models import VM, Forward
 
 SSH = 22
@@ -31,16 +31,19 @@ def validate(form: Mapping[str, Any], errors: dict[str, str]) -> str:
     """The form's ``network`` (default: the configured one), checked against what libvirt
     has; a problem goes into ``errors["network"]``."""
     chosen = str(form.get("network", "") or current_app.config["NETWORK"]).strip()
-    if chosen == "none":
+    try:
+        kind, name = parse_network(chosen)
+    except ValueError:
+        errors["network"] = 'Choose "user", "network:<name>", "bridge:<name>" or "none".'
         return chosen
+    if kind == "none":
+        return kind
+    chosen = f"{kind}:{name}" if name else kind  # a bare name is a libvirt network, as NETWORK takes it
     offered = {a.choice: a for a in runtime.get().hypervisor.networks.attachments()}
-    if not chosen.startswith(("user", "network:", "bridge:")):
-        chosen = f"network:{chosen}"  # a bare name is a libvirt network, as NETWORK takes it
     found = offered.get(chosen)
     if found is None:
-        kind, _, name = chosen.partition(":")
-        what = {"network": "libvirt network", "bridge": "host bridge"}.get(kind, "network")
-        errors["network"] = f"There is no {what} {name or chosen}; choose one of: {', '.join(offered)}."
+        what = "libvirt network" if kind == "network" else "host bridge"
+        errors["network"] = f"There is no {what} {name}; choose one of: {', '.join(offered)}."
     elif not found.active:
         errors["network"] = f"The libvirt network {found.name} is not active; start it (virsh net-start) first."
     return chosen

@@ -1,0 +1,144 @@
+"""A VM's network on the test driver (fast tier): what the create form offers, refusals that
+leave nothing behind, and the host ports user-mode VMs are given. That QEMU listens on them
+is the qemu tier's (test_network_qemu.py); that SSH reaches a guest through them, the guest
+tier's (test_guest.py)."""
+import socket
+import xml.etree.ElementTree as ET
+
+import pytest
+from sqlalchemy import func, select
+
+from helpers import Browserless, admin_password, uuid_of
+from limen.extensions import db
+from limen.models import VM, Forward
+
+NODE = """<node>
+<network><name>lab</name><forward mode='nat'/><bridge name='virbr9'/>
+  <ip address='192.0.2.1' netmask='255.255.255.0'/></network>
+<network><name>dormant</name><bridge name='virbr8'/></network>
+<interface type='bridge' name='br0'><start mode='onboot'/><bridge stp='off'>
+  <interface type='ethernet' name='eth0'><mac address='52:54:00:00:00:01'/></interface></bridge></interface>
+</node>"""
+
+
+@pytest.fixture
+def ports():
+    """A range of 3 host ports that nothing on this machine listens on right now."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            low = s.getsockname()[1]
+        if low + 2 < 65536 and all(_free(p) for p in range(low, low + 3)):
+            return range(low, low + 3)
+    pytest.fail("no 3 free consecutive ports on 127.0.0.1")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+@pytest.fixture
+def net_app(make_app, tmp_path, ports):
+    node = tmp_path / "node.xml"
+    node.write_text(NODE)
+    app = make_app(LIBVIRT_URI=f"test://{node}", NETWORK="user", FORWARD_PORTS=f"{ports.start}-{ports.stop - 1}")
+    b = Browserless(app.test_client())
+    assert b.login("admin", admin_password(app)).status_code == 302
+    return app, b
+
+
+def _forwards(app, name: str) -> list[tuple[str, int, int]]:
+    with app.app_context():
+        vm = db.session.scalar(select(VM).where(VM.name == name))
+        return [(f.host_address, f.host_port, f.guest_port) for f in vm.forwards]
+
+
+def _nic(app, name: str) -> ET.Element:
+    from limen import runtime
+
+    conn = runtime.get(app).hypervisor.connection.get()
+    return ET.fromstring(conn.lookupByName(name).XMLDesc(0)).find("./devices/interface")
+
+
+def test_the_form_offers_user_mode_libvirts_networks_and_the_hosts_bridges(net_app):
+    _app, b = net_app
+    page = b.client.get("/").text
+    options = [o.split(">")[0] for o in page.split('<select name="network"')[1].split("</select>")[0].split("<option ")[1:]]
+    assert [o.split('"')[1] for o in options] == ["user", "network:dormant", "network:lab", "bridge:br0"]
+    assert "selected" in options[0]  # the configured default
+    assert "Network lab (nat)" in page and "Bridge br0" in page
+
+
+@pytest.mark.parametrize("choice, kind, source", [
+    ("network:lab", "network", {"network": "lab"}),
+    ("lab", "network", {"network": "lab"}),  # a bare name is a libvirt network
+    ("bridge:br0", "bridge", {"bridge": "br0"}),
+    ("user", "user", None),
+])
+def test_the_nic_is_attached_where_the_form_says(net_app, choice, kind, source):
+    app, b = net_app
+    assert b.create(name="attached", network=choice).status_code == 201
+    b.wait_state("attached", "running")
+    nic = _nic(app, "attached")
+    assert nic.get("type") == kind
+    assert (nic.find("source").attrib if source else nic.find("source")) == source
+    # Only user mode has no inbound path, and so a forward.
+    assert [f[2] for f in _forwards(app, "attached")] == ([22] if kind == "user" else [])
+
+
+def test_an_unknown_or_inactive_network_is_refused_and_nothing_is_made(net_app):
+    app, b = net_app
+    from limen import runtime
+
+    runtime.get(app).hypervisor.connection.get().networkLookupByName("dormant").destroy()
+    for choice, message in [("network:nowhere", "There is no libvirt network nowhere"),
+                            ("bridge:br9", "There is no host bridge br9"),
+                            ("network:dormant", "The libvirt network dormant is not active"),
+                            ("wifi:home", "Choose &#34;user&#34;, &#34;network:&lt;name&gt;&#34;"),
+                            ("<script>", "Choose &#34;user&#34;")]:
+        response = b.create(name="nowhere", network=choice)
+        assert response.status_code == 422, choice
+        assert message in response.text, (choice, response.text)
+        assert 'id="err-network"' in response.text
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(VM)) == 0
+        assert db.session.scalar(select(func.count()).select_from(Forward)) == 0
+    assert runtime.get(app).hypervisor.connection.get().listAllDomains() == []
+
+
+def test_ports_are_unique_skip_what_the_host_uses_and_come_back_when_a_vm_goes(net_app, ports):
+    app, b = net_app
+    for name in ("one", "two"):
+        assert b.create(name=name, network="user").status_code == 201
+        b.wait_state(name, "running")
+    assert _forwards(app, "one") == [("127.0.0.1", ports[0], 22)]
+    assert _forwards(app, "two") == [("127.0.0.1", ports[1], 22)]
+
+    # The API and the Details page say how to reach the guest.
+    vm = b.client.get(f"/vms/{uuid_of(app, 'two')}").text
+    assert f"ssh -p {ports[1]} &lt;user&gt;@127.0.0.1" in vm
+
+    # Deleting a VM frees its port; a port another program listens on is passed over.
+    assert b.htmx_post(f"/vms/{uuid_of(app, 'one')}/delete").status_code == 202
+    b.wait_state("one", None)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", ports[0]))
+        squatter.listen()
+        assert b.create(name="three", network="user").status_code == 201
+        b.wait_state("three", "running")
+        assert _forwards(app, "three") == [("127.0.0.1", ports[2], 22)]
+
+        # The range is used up: the create is refused, with the range named, and leaves nothing.
+        response = b.create(name="four", network="user")
+        assert response.status_code == 409
+        assert f"Every host port from {ports.start} to {ports.stop - 1} is taken" in response.text
+        with app.app_context():
+            assert db.session.scalar(select(VM.id).where(VM.name == "four")) is None
+    assert b.create(name="four", network="user").status_code == 201  # the port is free again
+    b.wait_state("four", "running")
+    assert _forwards(app, "four") == [("127.0.0.1", ports[0], 22)]
