@@ -3,6 +3,7 @@ Helpers that tests import are in helpers.py.
 
 fast    libvirt's test driver, one node file per test (``test:///<tmp>/node.xml``)
 qemu    the real libvirtd on qemu:///system, in a storage pool of the test's own
+guest   a real Debian 12 cloud image, booted under TCG by LIMEN on the real libvirtd
 browser headless Chromium (Debian's /usr/bin/chromium) through Playwright, against a live server
 
 ``make test`` sets LIMEN_REQUIRE_ALL_TIERS=1: then a tier that ran no test, or any skipped
@@ -12,7 +13,7 @@ import os
 import time
 from collections import Counter
 
-TIERS = ("fast", "qemu", "browser")
+TIERS = ("fast", "qemu", "guest", "browser")
 # Passwords are hashed with a cheap method in every LIMEN the tests start, in this process and
 # in the servers and commands it starts (they inherit the environment); scrypt costs ~0.1 s.
 # tests/test_hashing.py proves that LIMEN itself uses scrypt.
@@ -20,7 +21,8 @@ CHEAP_HASH = "pbkdf2:sha256:1"
 os.environ.setdefault("LIMEN_PASSWORD_HASH_METHOD", CHEAP_HASH)
 _STARTED = time.monotonic()
 
-pytest_plugins = ["fixtures.apps", "fixtures.qemu", "fixtures.served", "fixtures.browser", "fixtures.consoles"]
+pytest_plugins = ["fixtures.apps", "fixtures.qemu", "fixtures.served", "fixtures.browser", "fixtures.consoles",
+                  "fixtures.guest"]
 
 
 # -- the tier guard -----------------------------------------------------------------------
@@ -28,7 +30,7 @@ _outcomes: Counter = Counter()
 
 
 def _tier(item) -> str:
-    for tier in ("browser", "qemu"):
+    for tier in ("browser", "guest", "qemu"):
         if item.get_closest_marker(tier):
             return tier
     return "fast"

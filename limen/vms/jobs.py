@@ -6,7 +6,7 @@ from flask import current_app
 from sqlalchemy import select
 
 from .. import cloudinit, runtime
-from ..errors import LimenError, ShutdownTimeout, VMNotRunning
+from ..errors import LimenError, PortInUse, ShutdownTimeout, VMNotRunning
 from ..extensions import db
 from ..models import CREATING, ERROR, VM, Operation
 from ..operations import OpContext, handler
@@ -114,8 +114,14 @@ def run_start(ctx: OpContext) -> None:
     ctx.step("Waiting for it to run")
     _wait_running(ctx.vm_uuid)
     ctx.step("Forwarding host ports to the guest")
-    rt.sync.apply_forwards(ctx.vm_uuid)  # the sync does too when it sees the start; twice is once
-    rt.sync.refresh(ctx.vm_uuid)
+    try:
+        rt.sync.apply_forwards(ctx.vm_uuid)  # the sync does too when it sees the start; twice is once
+    except PortInUse:
+        # Nothing half-done: a VM that cannot be reached as its page says is not left running.
+        rt.hypervisor.domains.destroy(ctx.vm_uuid)
+        raise
+    finally:
+        rt.sync.refresh(ctx.vm_uuid)
 
 
 @handler("shutdown")
