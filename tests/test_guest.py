@@ -22,7 +22,7 @@ def test_cloud_init_applies_the_seed_and_ssh_reaches_the_guest_through_its_forwa
     # The hostname and the account (with the test's key) come from LIMEN's seed.
     hostname = guest_limen.ssh(vm_uuid, "hostname")
     assert (hostname.returncode, hostname.stdout.strip()) == (0, name), hostname.stderr
-    status = guest_limen.ssh(vm_uuid, "cloud-init status --wait", timeout=180)
+    status = guest_limen.ssh(vm_uuid, "cloud-init status --wait --long", timeout=180)
     assert "status: done" in status.stdout, status.stdout + status.stderr
     # The Details page gives the command that got the test in.
     port = guest_limen.ssh_port(vm_uuid)
