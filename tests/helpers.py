@@ -3,6 +3,7 @@ and the table rows it reads, users, apps, clean-up on the real libvirtd, and con
 import re
 import secrets
 import shutil
+import socket
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -25,6 +26,24 @@ def wait_until(predicate, timeout: float = 10.0, what: str = "the condition"):
 
 def unique_name(prefix: str = "t") -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def free_port_range(size: int) -> range:
+    """``size`` consecutive ports that nothing on 127.0.0.1 listens on right now."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            low = s.getsockname()[1]
+        if low + size > 65535:
+            continue
+        try:
+            for port in range(low, low + size):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return range(low, low + size)
+    raise AssertionError(f"no {size} free consecutive ports on 127.0.0.1")
 
 
 # -- a browserless client, and the rows it reads -------------------------------------------

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from sqlalchemy import func, select
 
-from helpers import Browserless, admin_password, uuid_of
+from helpers import Browserless, admin_password, free_port_range, uuid_of
 from limen.extensions import db
 from limen.models import VM, Forward
 
@@ -24,22 +24,7 @@ NODE = """<node>
 @pytest.fixture
 def ports():
     """A range of 3 host ports that nothing on this machine listens on right now."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            low = s.getsockname()[1]
-        if low + 2 < 65536 and all(_free(p) for p in range(low, low + 3)):
-            return range(low, low + 3)
-    pytest.fail("no 3 free consecutive ports on 127.0.0.1")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
+    return free_port_range(3)
 
 
 @pytest.fixture

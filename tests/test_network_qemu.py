@@ -5,8 +5,7 @@ import socket
 
 import pytest
 
-from fixtures.guest import free_port_range
-from helpers import admin_password, uuid_of, wait_until
+from helpers import admin_password, free_port_range, uuid_of, wait_until
 
 pytestmark = pytest.mark.qemu
 
