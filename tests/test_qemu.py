@@ -58,12 +58,14 @@ def test_create_shutdown_force_off_start_delete(qemu_admin, qemu_host):
 
 
 def test_a_create_that_fails_part_way_leaves_nothing_behind(qemu_admin, qemu_host):
-    app, admin = qemu_admin(NETWORK="no-such-network")
+    # A domain type this QEMU cannot run: the disk is made, then libvirt refuses the domain.
+    # (A missing network no longer gets this far: the create refuses it up front.)
+    app, admin = qemu_admin(DOMAIN_TYPE="xen")
     name = unique_name()
     assert admin.create(name=name).status_code == 201
     admin.wait_state(name, "error", START)
     row = admin.row_html(name)
-    assert "VM_START_FAILED" in row and "no-such-network" in row  # libvirt's own reason
+    assert "xen" in row  # libvirt's own reason
     with pytest.raises(libvirt.libvirtError):
         qemu_host.lookupByName(name)
     assert _volumes(qemu_host, app) == []
