@@ -11,9 +11,10 @@ from collections.abc import Callable
 from ..errors import StorageFailed
 from .connection import Connection, event_loop_alive
 from .display import Display
+from .domain_xml import parse_network
 from .domains import Domains
 from .host import Host, HostLimits
-from .networks import Attachment, Forward, Networks, parse_network
+from .networks import Attachment, Forward, Networks
 from .pools import Pool
 from .states import ACTIVE_STATES, DomainState
 

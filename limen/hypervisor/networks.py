@@ -20,9 +20,7 @@ import libvirt_qemu
 
 from ..errors import InvalidState, PortInUse
 from .connection import Connection, is_error, translated
-from .domain_xml import NONE, USER, parse_network
-
-__all__ = ["NONE", "USER", "Attachment", "Forward", "Networks", "parse_network"]
+from .domain_xml import USER
 
 
 @dataclass(frozen=True)
@@ -112,17 +110,6 @@ class Networks:
                         port=fwd.host_port,
                     )
                 added.append(fwd)
-
-    @translated
-    def forwards(self, uuid: str) -> set[Forward]:
-        """The forwards a running domain's QEMU has now (empty for a driver without one)."""
-        conn = self.connection.get()
-        if conn.getType() != "QEMU":
-            return set()
-        dom = conn.lookupByUUIDString(uuid)
-        if not dom.isActive() or _user_netdev(dom.XMLDesc(0)) is None:
-            return set()
-        return _parse_usernet(_hmp(dom, "info usernet"))
 
 
 def _hmp(dom: libvirt.virDomain, command: str) -> str:

@@ -206,9 +206,10 @@ def request_create(user: User, form: Form) -> Operation:
         try:
             db.session.add(network.allocate(vm))
             db.session.flush()
-        except (PortInUse, IntegrityError) as e:
+        except PortInUse:
             db.session.rollback()
-            if isinstance(e, PortInUse):
-                raise
+            raise
+        except IntegrityError:
+            db.session.rollback()
             raise PortInUse("Another VM took the same host port at the same moment; try again.") from None
     return submit(user, vm, "create")

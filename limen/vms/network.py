@@ -73,8 +73,8 @@ def allocate(vm: VM, guest_port: int = SSH) -> Forward:
     for port in port_range():
         if port not in held and _free_on_host(address, port):
             return Forward(vm=vm, protocol="tcp", host_address=address, host_port=port, guest_port=guest_port)
-    r = port_range()
-    raise PortInUse(f"Every host port from {r.start} to {r.stop - 1} is taken (FORWARD_PORTS); none is left.")
+    ports = port_range()
+    raise PortInUse(f"Every host port from {ports.start} to {ports.stop - 1} is taken (FORWARD_PORTS); none is left.")
 
 
 def ssh_command(vm: VM) -> str | None:
