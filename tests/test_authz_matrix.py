@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import select
 
 from helpers import Browserless, add_user, admin_password, close_code, get_ticket, open_console, \
-    receive_exactly, signed_in, start_app, uuid_of
+    receive_exactly, signed_in, start_app, uuid_of, wait_until
 from limen import runtime
 from limen.extensions import db
-from limen.models import VM
+from limen.models import VM, ApiToken, Operation, User
 from test_console import BANNER, adopt, ws_url
 
 ROLES = ("anonymous", "other", "owner", "admin")
@@ -130,6 +130,11 @@ def snapshot(app, conn) -> tuple:
     return rows, domains, volumes
 
 
+def no_work_in_flight(app) -> bool:
+    with app.app_context():
+        return db.session.scalar(select(Operation.id).where(Operation.state.in_(Operation.ACTIVE))) is None
+
+
 def clients(app) -> dict[str, Browserless]:
     add_user(app, "alice", "alice-password-1")
     add_user(app, "mallory", "mallory-password-1")
@@ -195,10 +200,6 @@ def libvirt_of(app):
 
 
 def _ids(app, vm_uuid: str) -> dict:
-    from limen.models import Operation, User
-
-    from limen.models import ApiToken
-
     with app.app_context():
         alice = db.session.scalar(select(User.id).where(User.username == "alice"))
         return {"op": db.session.scalar(select(Operation.id).where(Operation.vm_uuid == vm_uuid)),
@@ -246,6 +247,8 @@ def test_the_matrix(matrix_app, endpoint, method):
             assert response.headers["Referrer-Policy"] == "same-origin", where
         if want == SIGN_IN or (isinstance(want, int) and want >= 400):
             assert snapshot(app, libvirt_conn) == before, f"{where} was refused but changed something"
+        else:  # what it started in the background ends before the next role's snapshot
+            wait_until(lambda: no_work_in_flight(app), what=f"the work {where} started to end")
 
 
 def test_the_console_websocket_matrix(matrix_app, live_server, stub):
