@@ -23,6 +23,8 @@ RULES: dict[str, str] = {
     "vm.shutdown": OWNER,
     "vm.force-off": OWNER,
     "vm.reboot": OWNER,
+    "vm.pause": OWNER,
+    "vm.resume": OWNER,
     "vm.delete": OWNER,
     "vm.console": OWNER,
     "vm.media": OWNER,  # put an ISO in its CD-ROM drive, eject it, choose the boot device

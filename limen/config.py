@@ -57,6 +57,8 @@ class Config:
     ALLOWED_ORIGINS: list[str] = []
     # Full resync of runtime state against libvirt, in seconds (events do the rest).
     RESYNC_INTERVAL = 30
+    # How often running guests are asked for their addresses, hostname and OS, in seconds.
+    GUEST_POLL_INTERVAL = 3.0
     # How often an open VM table asks whether anything changed, in seconds.
     POLL_INTERVAL = 2
     # Each user's quotas, unless an admin sets that user's own; None means no limit.

@@ -143,13 +143,35 @@ class VMNotRunning(LimenError):
     sentence = "The VM did not reach the running state in time. Look at its state in the VM list, then reconnect."
 
 
+class RebootTimeout(LimenError):
+    code = "REBOOT_TIMEOUT"
+    status = 409
+    sentence = (
+        "The guest did not restart after the reboot request (through its agent, else ACPI). It may "
+        "have no operating system or ignore it; use Force off, then Start."
+    )
+
+
+class VMPaused(LimenError):
+    code = "VM_PAUSED"
+    status = 409
+    ws_close = 4411
+    sentence = "The VM is paused. Resume it to use its console."
+
+
 class ShutdownTimeout(LimenError):
     code = "SHUTDOWN_TIMEOUT"
     status = 409
     sentence = (
-        "The guest did not power off after the ACPI request. It may have no operating "
-        "system or ignore ACPI; use Force off."
+        "The guest did not power off after the shutdown request (through its agent, else ACPI). "
+        "It may have no operating system or ignore it; use Force off."
     )
+
+
+class ShutdownCutShort(LimenError):
+    code = "SHUTDOWN_CUT_SHORT"
+    status = 409
+    sentence = "Force off ended the VM before its guest had shut down."
 
 
 class PortInUse(LimenError):

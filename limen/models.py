@@ -101,6 +101,10 @@ class VM(Model):
     forwards: Mapped[list["Forward"]] = relationship(
         back_populates="vm", cascade="all, delete-orphan", order_by="Forward.guest_port"
     )
+    # What its guest last told (limen.guests): the address the table shows, and {"agent",
+    # "hostname", "os", "source", "interfaces": [{"mac", "model", "network", "addresses"}]}.
+    address: Mapped[str | None] = mapped_column(String(64))
+    guest: Mapped[dict | None] = mapped_column(JSON)
 
     @property
     def profile(self) -> Profile:
@@ -160,7 +164,7 @@ class Operation(Model):
     visible to every page and survive the request that started it."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))  # create, start, shutdown, force-off, reboot, delete
+    kind: Mapped[str] = mapped_column(String(16))  # create, start, shutdown, force-off, reboot, pause, resume, delete
     vm_uuid: Mapped[str] = mapped_column(String(36), index=True)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
     state: Mapped[str] = mapped_column(String(16), default="pending")  # pending running done failed

@@ -1,11 +1,12 @@
 """The long-lived parts of a LIMEN process, one ``Runtime`` per app: the hypervisor
-connection, the operation runner, the state sync, the change counter and the metrics.
+connection, the operation runner, the state sync, the guest watch, the change counter and the
+metrics.
 
 ``init_app`` builds them without starting anything, so that CLI commands and tests that only
 need the database stay cheap. ``start`` is called once by the serving process (gunicorn's
 post_worker_init hook, or a test fixture): it recovers what a previous process left
 unfinished (the runner's interrupted Operations, and whatever the use cases registered with
-``at_start``) and starts the sync thread. Only one process may serve a database.
+``at_start``) and starts the sync and guest-watch threads. Only one process may serve a database.
 """
 
 import atexit
@@ -18,6 +19,7 @@ from sqlalchemy import text
 from .changes import Changes
 from .errors import LimenError
 from .extensions import db
+from .guests import GuestWatch
 from .hypervisor import Hypervisor, event_loop_alive
 from .metrics import Metrics
 from .operations import Runner
@@ -32,6 +34,7 @@ class Runtime:
     hypervisor: Hypervisor
     runner: Runner
     sync: StateSync
+    guests: GuestWatch
     changes: Changes
     metrics: Metrics
     started: bool = False
@@ -67,7 +70,8 @@ def init_app(app: Flask) -> Runtime:
     metrics = Metrics(app)
     sync = StateSync(app, hypervisor, changes, cfg["RESYNC_INTERVAL"], metrics.event_lag)
     metrics.watch(hypervisor, sync)
-    runtime = Runtime(hypervisor, Runner(app, cfg["WORKERS"]), sync, changes, metrics)
+    guests = GuestWatch(app, hypervisor, changes, cfg["GUEST_POLL_INTERVAL"])
+    runtime = Runtime(hypervisor, Runner(app, cfg["WORKERS"]), sync, guests, changes, metrics)
     app.extensions[_KEY] = runtime
     return runtime
 
@@ -81,6 +85,7 @@ def start(app: Flask) -> None:
         for fn in _AT_START:
             fn()
     runtime.sync.start()
+    runtime.guests.start()
     runtime.started = True
     atexit.register(stop, app)
 
@@ -90,6 +95,7 @@ def stop(app: Flask) -> None:
     if not runtime.started:
         return
     runtime.started = False
+    runtime.guests.stop()
     runtime.sync.stop()
     runtime.runner.shutdown()
     runtime.hypervisor.close()

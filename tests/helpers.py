@@ -8,7 +8,11 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 
+from sqlalchemy import select
+
 from limen import create_app, runtime
+from limen.extensions import db
+from limen.models import AuditEvent
 
 
 # -- waiting and naming -------------------------------------------------------------------
@@ -234,6 +238,36 @@ def start_app(root: Path, database_template: Path, **config):
     runtime.start(app)
     return app
 
+
+def token_for(app, username: str, password: str, **extra) -> str:
+    response = app.test_client().post("/api/v1/auth/tokens", json={
+        "username": username, "password": password, "name": "test", **extra})
+    assert response.status_code == 201, response.json
+    return response.json["token"]
+
+
+class Api:
+    """A script's HTTP client: a bearer token, JSON, no cookies."""
+
+    def __init__(self, app, token: str):
+        self.app, self.headers = app, {"Authorization": f"Bearer {token}"}
+
+    def __call__(self, method: str, path: str, body=None):
+        return self.app.test_client().open(f"/api/v1{path}", method=method, headers=self.headers, json=body)
+
+    def wait_op(self, op_id: int, state: str = "done") -> dict:
+        return wait_until(lambda: (r := self("GET", f"/operations/{op_id}").json)["state"] == state and r,
+                          10, f"operation {op_id} to be {state}")
+
+
+def audit_rows(app, **where) -> list[AuditEvent]:
+    with app.app_context():
+        query = select(AuditEvent).order_by(AuditEvent.id)
+        for key, value in where.items():
+            query = query.where(getattr(AuditEvent, key) == value)
+        rows = db.session.scalars(query).all()
+        db.session.expunge_all()
+        return rows
 
 
 # -- the real libvirtd --------------------------------------------------------------------

@@ -6,7 +6,8 @@ import threading
 import pytest
 from sqlalchemy import select
 
-from helpers import CSRF_RE, Browserless, add_user, admin_password, find_row, signed_in, uuid_of, wait_until
+from helpers import (CSRF_RE, Browserless, add_user, admin_password, audit_rows, find_row, signed_in, uuid_of,
+                     wait_until)
 from limen.extensions import db
 from limen.models import VM, AuditEvent, User
 
@@ -20,16 +21,6 @@ def with_cookie(app, cookie: str) -> Browserless:
     b = Browserless(app.test_client())
     b.client.set_cookie("session", cookie)
     return b
-
-
-def audit_rows(app, **where) -> list[AuditEvent]:
-    with app.app_context():
-        query = select(AuditEvent).order_by(AuditEvent.id)
-        for key, value in where.items():
-            query = query.where(getattr(AuditEvent, key) == value)
-        rows = db.session.scalars(query).all()
-        db.session.expunge_all()
-        return rows
 
 
 # -- sign-ins -----------------------------------------------------------------------------

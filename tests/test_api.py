@@ -6,33 +6,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from helpers import (Browserless, add_user, admin_password, close_code, open_console, receive_exactly,
-                      wait_until)
+from helpers import (Api, Browserless, add_user, admin_password, close_code, open_console, receive_exactly,
+                     token_for, wait_until)
 from limen.extensions import db
 from limen.models import ApiToken, AuditEvent, utcnow
 from stub_vnc import StubVNC
 from test_console import BANNER
-
-
-def token_for(app, username: str, password: str, **extra) -> str:
-    response = app.test_client().post("/api/v1/auth/tokens", json={
-        "username": username, "password": password, "name": "test", **extra})
-    assert response.status_code == 201, response.json
-    return response.json["token"]
-
-
-class Api:
-    """A script's HTTP client: a bearer token, JSON, no cookies."""
-
-    def __init__(self, app, token: str):
-        self.app, self.headers = app, {"Authorization": f"Bearer {token}"}
-
-    def __call__(self, method: str, path: str, body=None):
-        return self.app.test_client().open(f"/api/v1{path}", method=method, headers=self.headers, json=body)
-
-    def wait_op(self, op_id: int, state: str = "done") -> dict:
-        return wait_until(lambda: (r := self("GET", f"/operations/{op_id}").json)["state"] == state and r,
-                          10, f"operation {op_id} to be {state}")
 
 
 @pytest.fixture

@@ -56,6 +56,7 @@ MATRIX = {
     ("vms.forget", "POST"): ("/vms/{vm}/forget", {}, expect(SIGN_IN, 404, 403, 409)),
     ("vms.adopt", "POST"): ("/unmanaged/{vm}/adopt", {"owner": "alice"}, expect(SIGN_IN, 403, 403, 404)),
     ("vms.detail", "GET"): ("/vms/{vm}", None, VM_ROUTE),
+    ("vms.guest", "GET"): ("/vms/{vm}/guest", None, VM_ROUTE),
     # No ISO 999 in the library: the owner's request is valid but for that.
     ("vms.insert_iso", "POST"): ("/vms/{vm}/cdrom", {"medium": "999"}, expect(SIGN_IN, 404, 422, 422)),
     # The test driver cannot change a running VM's drive (502 HYPERVISOR_ERROR; the qemu tier

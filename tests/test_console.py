@@ -5,6 +5,7 @@ import os
 import threading
 from datetime import datetime, timedelta
 
+import libvirt
 import pytest
 from sqlalchemy import select, update
 
@@ -319,3 +320,15 @@ def test_an_unreachable_hypervisor_closes_4503(make_app, tmp_path, live_server):
     ws = open_console(ws_url(base, vm, get_ticket(admin, vm).json["ticket"]), base)
     assert close_code(ws) == (4503, "HYPERVISOR_UNAVAILABLE")
     assert wait_until(lambda: _all_ended(app, 1), 10, "the session to be recorded") == ["HYPERVISOR_UNAVAILABLE"]
+
+
+def test_a_paused_vms_console_says_why_and_starts_nothing(app, admin, vm, base, libvirt_conn):
+    dom = libvirt_conn.lookupByUUIDString(vm)
+    dom.create()
+    dom.suspend()  # paused by another tool: the sync sees it
+    admin.wait_state("screen", "paused")
+    ws = open_console(ws_url(base, vm, get_ticket(admin, vm).json["ticket"]), base)
+    assert close_code(ws) == (4411, "VM_PAUSED")
+    assert dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED and starts(app, vm) == 0
+    status = admin.client.get(f"/vms/{vm}/status").json
+    assert (status["state"], status["reason"]) == ("paused", "paused by a user")

@@ -8,10 +8,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from helpers import add_user, close_code, get_ticket, open_console, receive_exactly, signed_in
+from helpers import Api, add_user, close_code, get_ticket, open_console, receive_exactly, signed_in, token_for
 from limen.extensions import db
 from limen.models import ApiToken
-from test_api import Api, token_for
 from test_console import BANNER, adopt, ws_url
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,9 +1,13 @@
 """The guest tier: a real Debian 12 cloud image obeys LIMEN. One VM is made through LIMEN's
 HTTP interface and booted once (under TCG, tens of seconds); the tests run in order on it,
 and the last one shuts it down."""
+import select
+import subprocess
+import xml.etree.ElementTree as ET
+
 import pytest
 
-from helpers import unique_name, wait_until
+from helpers import find_row, unique_name, wait_until
 
 pytestmark = pytest.mark.guest
 
@@ -30,6 +34,52 @@ def test_cloud_init_applies_the_seed_and_ssh_reaches_the_guest_through_its_forwa
     assert f"ssh -p {port} tester@127.0.0.1" in page
 
 
+def test_the_agent_reports_the_address_hostname_and_os(guest_limen, vm, qemu_host):
+    name, vm_uuid = vm
+    vm_json = wait_until(lambda: (v := guest_limen.api_vm(vm_uuid))["address"] and v, 60,
+                         "LIMEN to show the address the guest agent reports")
+    mac = ET.fromstring(qemu_host.lookupByUUIDString(vm_uuid).XMLDesc(0)).find("./devices/interface/mac").get("address")
+    # QEMU's user-mode network gives its one guest 10.0.2.15.
+    assert (vm_json["address"], vm_json["address_source"], vm_json["guest_agent"]) == ("10.0.2.15", "agent", "connected")
+    assert vm_json["hostname"] == name
+    assert vm_json["os"].startswith("Debian GNU/Linux 12")
+    [nic] = vm_json["interfaces"]
+    assert (nic["mac"], nic["model"], nic["network"]) == (mac, "virtio", "user")
+    assert "10.0.2.15/24" in nic["addresses"]
+    # What the guest itself says it has.
+    assert "10.0.2.15/24" in guest_limen.ssh(vm_uuid, "ip -4 -o addr show").stdout
+
+    row = find_row(guest_limen.admin.rows(), name)
+    assert row is not None and "10.0.2.15" in row.cells
+    card = guest_limen.admin.client.get(f"/vms/{vm_uuid}/guest").text
+    assert "connected" in card and "Debian GNU/Linux 12" in card and "addresses from the guest agent" in card
+
+
+def test_pause_and_resume_keep_an_open_ssh_session(guest_limen, vm):
+    name, vm_uuid = vm
+    session = subprocess.Popen(guest_limen.ssh_args(vm_uuid, 'while read line; do echo "got $line"; done'),
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def answer(text: str, timeout: float = 30) -> str:
+        session.stdin.write(text + "\n")
+        session.stdin.flush()
+        ready, _, _ = select.select([session.stdout], [], [], timeout)
+        assert ready, f"the SSH session did not answer {text!r} within {timeout:g} s"
+        return session.stdout.readline().strip()
+
+    try:
+        assert answer("before", 60) == "got before"
+        assert guest_limen.admin.htmx_post(f"/vms/{vm_uuid}/pause").status_code == 202
+        guest_limen.admin.wait_state(name, "paused", 30)
+        assert guest_limen.api_vm(vm_uuid)["state_reason"] == "paused by a user"
+        assert guest_limen.admin.htmx_post(f"/vms/{vm_uuid}/resume").status_code == 202
+        guest_limen.admin.wait_state(name, "running", 30)
+        assert answer("after") == "got after"  # the same TCP session, through the pause
+    finally:
+        session.kill()
+        session.wait()
+
+
 def test_reboot_boots_the_guest_again(guest_limen, vm):
     _name, vm_uuid = vm
     boot_id = guest_limen.ssh(vm_uuid, "cat /proc/sys/kernel/random/boot_id").stdout.strip()
@@ -41,7 +91,10 @@ def test_reboot_boots_the_guest_again(guest_limen, vm):
         return run.returncode == 0 and run.stdout.strip() not in ("", boot_id)
 
     wait_until(booted_again, 300, "the guest to come back with a new boot_id")
-    assert guest_limen.api_vm(vm_uuid)["state"] == "running"
+    # The reboot ends once QEMU reports the guest's reset: done, not failed (REBOOT_TIMEOUT).
+    vm_json = wait_until(lambda: (v := guest_limen.api_vm(vm_uuid))["operation"] is None and v, 30,
+                         "the reboot to end without an error")
+    assert vm_json["state"] == "running"
 
 
 def test_shutdown_powers_the_guest_off(guest_limen, vm):

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from sqlalchemy import func, select
 
-from helpers import Browserless, admin_password, free_port_range, uuid_of
+from helpers import Api, Browserless, admin_password, free_port_range, token_for, uuid_of, wait_until
 from limen.extensions import db
 from limen.models import VM, Forward
 
@@ -31,7 +31,8 @@ def ports():
 def net_app(make_app, tmp_path, ports):
     node = tmp_path / "node.xml"
     node.write_text(NODE)
-    app = make_app(LIBVIRT_URI=f"test://{node}", NETWORK="user", FORWARD_PORTS=f"{ports.start}-{ports.stop - 1}")
+    app = make_app(LIBVIRT_URI=f"test://{node}", NETWORK="user", FORWARD_PORTS=f"{ports.start}-{ports.stop - 1}",
+                   GUEST_POLL_INTERVAL=0.1)
     b = Browserless(app.test_client())
     assert b.login("admin", admin_password(app)).status_code == 302
     return app, b
@@ -127,3 +128,54 @@ def test_ports_are_unique_skip_what_the_host_uses_and_come_back_when_a_vm_goes(n
     assert b.create(name="four", network="user").status_code == 201  # the port is free again
     b.wait_state("four", "running")
     assert _forwards(app, "four") == [("127.0.0.1", ports[0], 22)]
+
+
+def test_a_running_vms_nics_and_address_show_in_the_table_the_details_and_the_api(net_app):
+    """The test driver answers every address source with the next address of the NIC's network (lab: 192.0.2.2); its domains
+    have no connected agent, so LIMEN falls to libvirt's DHCP leases and says so."""
+    app, b = net_app
+    assert b.create(name="addressed", network="network:lab").status_code == 201
+    b.wait_state("addressed", "running")
+    wait_until(lambda: "192.0.2.2" in b.row_html("addressed"), what="the address in the row")
+    uuid = uuid_of(app, "addressed")
+    mac = _nic(app, "addressed").find("mac").get("address")
+    api = Api(app, token_for(app, "admin", admin_password(app)))
+
+    vm = api("GET", f"/vms/{uuid}").json
+    assert vm["address"] == "192.0.2.2"
+    assert vm["address_source"] == "lease"
+    assert vm["guest_agent"] == "disconnected"
+    assert vm["interfaces"] == [{"mac": mac, "model": "virtio", "network": "network:lab",
+                                 "addresses": ["192.0.2.2/24"]}]
+    page = b.client.get(f"/vms/{uuid}").text
+    card = page.split('id="guest"')[1].split("</section>")[0]
+    assert "addresses from libvirt&#39;s DHCP leases" in card
+    assert mac in card and "192.0.2.2/24" in card and "network:lab" in card
+    assert "not connected" in card
+    assert 'id="guest" hx-get=' in page  # the card polls itself while the VM runs
+
+    b.htmx_post(f"/vms/{uuid}/force-off")
+    b.wait_state("addressed", "shutoff")
+    wait_until(lambda: not _guest_row(app, uuid)["interfaces"][0]["addresses"],
+               what="the addresses to go once it stopped")
+    assert "192.0.2.2" not in b.row_html("addressed")
+    vm = api("GET", f"/vms/{uuid}").json
+    assert (vm["address"], vm["address_source"], vm["guest_agent"]) == (None, None, None)
+    assert vm["interfaces"][0]["mac"] == mac  # the NIC is still there
+    card = b.client.get(f"/vms/{uuid}/guest").text
+    assert "shown while it runs" in card and "hx-get" not in card  # a stopped VM's card stops polling
+
+
+def test_a_vm_without_a_nic_lists_none(net_app):
+    app, b = net_app
+    assert b.create(name="offline", network="none").status_code == 201
+    b.wait_state("offline", "running")
+    uuid = uuid_of(app, "offline")
+    wait_until(lambda: _guest_row(app, uuid) is not None, what="the guest watch to read it")
+    vm = Api(app, token_for(app, "admin", admin_password(app)))("GET", f"/vms/{uuid}").json
+    assert (vm["interfaces"], vm["address"]) == ([], None)
+
+
+def _guest_row(app, uuid: str):
+    with app.app_context():
+        return db.session.scalar(select(VM.guest).where(VM.uuid == uuid))

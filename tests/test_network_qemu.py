@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from helpers import admin_password, free_port_range, uuid_of, wait_until
+from helpers import admin_password, free_port_range, token_for, uuid_of, wait_until
 
 pytestmark = pytest.mark.qemu
 
@@ -20,8 +20,6 @@ def listening(port: int) -> bool:
 
 def forward_port(app, vm_uuid: str) -> int:
     """The VM's SSH forward, as the API tells a script."""
-    from test_api import token_for
-
     token = token_for(app, "admin", admin_password(app))
     forwards = app.test_client().get(f"/api/v1/vms/{vm_uuid}", headers={"Authorization": f"Bearer {token}"}).json[
         "forwards"]

@@ -1,12 +1,13 @@
 """The VM lifecycle through LIMEN's HTTP interface on the real libvirtd and QEMU (qemu tier).
 The VMs have an empty disk: the BIOS runs, no operating system does."""
 import os
+import re
 import subprocess
 
 import libvirt
 import pytest
 
-from helpers import unique_name, uuid_of, wait_until
+from helpers import audit_rows, unique_name, uuid_of, wait_until
 
 pytestmark = pytest.mark.qemu
 START = 60  # seconds; TCG is slower than KVM
@@ -50,11 +51,36 @@ def test_create_shutdown_force_off_start_delete(qemu_admin, qemu_host):
     admin.wait_state(name, "running", START)
     assert dom.isActive()
 
+    # A reboot it ignores as well: said, not reported as done.
+    assert _act(admin, app, name, "reboot").status_code == 202
+    wait_until(lambda: "REBOOT_TIMEOUT" in admin.row_html(name), 30, "the reboot to time out")
+    assert admin.row_state(name) == "running"
+
     assert _act(admin, app, name, "delete").status_code == 202
     admin.wait_state(name, None, 30)
     with pytest.raises(libvirt.libvirtError):
         qemu_host.lookupByUUIDString(uuid)
     assert _volumes(qemu_host, app) == [] and not os.path.exists(path)
+
+
+def test_a_shutdown_counts_down_and_a_force_off_cuts_it_short(qemu_admin):
+    app, admin = qemu_admin(SHUTDOWN_TIMEOUT=90)
+    name = unique_name()
+    assert admin.create(name=name, memory_mib="128", disk_gib="1").status_code == 201
+    admin.wait_state(name, "running", START)
+    assert _act(admin, app, name, "shutdown").status_code == 202
+    row = wait_until(lambda: "countdown" in (r := admin.row_html(name)) and r, 10, "the shutdown's countdown")
+    left = int(re.search(r'class="countdown" datetime="[^"]+Z">(\d+) s</time> left', row)[1])
+    assert 0 < left <= 90 and "Force off ends it at once" in row
+
+    assert _act(admin, app, name, "force-off").status_code == 202
+    admin.wait_state(name, "shutoff", 30)
+    ends = wait_until(lambda: [e for e in audit_rows(app, action="vm.shutdown") if e.result != "accepted"], 10,
+                      "the shutdown's end in the audit log")
+    assert [e.result for e in ends] == ["SHUTDOWN_CUT_SHORT"]
+    assert [e.result for e in audit_rows(app, action="vm.force-off")] == ["accepted", "ok"]
+    assert _act(admin, app, name, "delete").status_code == 202
+    admin.wait_state(name, None, 30)
 
 
 def test_a_create_that_fails_part_way_leaves_nothing_behind(qemu_admin, qemu_host):

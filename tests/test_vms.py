@@ -3,9 +3,10 @@ driver (fast tier)."""
 import re
 import xml.etree.ElementTree as ET
 
+import libvirt
 import pytest
 
-from helpers import Browserless, add_user, find_row, uuid_of, wait_until
+from helpers import Browserless, add_user, audit_rows, find_row, uuid_of, wait_until
 
 
 def _pool_volumes(conn) -> list[str]:
@@ -166,6 +167,27 @@ def test_shutdown_force_off_start_reboot(app, admin, libvirt_conn):
     assert _act(admin, app, "acts", "force-off").status_code == 202
     admin.wait_state("acts", "shutoff")
     assert "(forced off)" in admin.row_html("acts")
+
+
+def test_pause_and_resume(app, admin, libvirt_conn):
+    _create_running(admin, "held")
+    dom = libvirt_conn.lookupByName("held")
+    assert "a-pause" in admin.row_html("held") and "a-resume" not in admin.row_html("held")
+
+    assert _act(admin, app, "held", "pause").status_code == 202
+    admin.wait_state("held", "paused")
+    assert dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED
+    row = admin.row_html("held")
+    assert "(paused by a user)" in row
+    assert "a-resume" in row and "a-force-off" in row and "a-pause" not in row and "a-shutdown" not in row
+    assert _act(admin, app, "held", "pause").status_code == 409  # already paused: refused, nothing queued
+
+    assert _act(admin, app, "held", "resume").status_code == 202
+    admin.wait_state("held", "running")
+    assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    events = [(e.action, e.result) for e in audit_rows(app) if e.action in ("vm.pause", "vm.resume")]
+    assert events == [("vm.pause", "accepted"), ("vm.pause", "ok"), ("vm.pause", "VM_STATE_CONFLICT"),
+                      ("vm.resume", "accepted"), ("vm.resume", "ok")]
 
 
 def test_an_action_the_state_does_not_allow_is_refused_with_its_code(app, admin):

@@ -2,8 +2,8 @@
 and the project's own exceptions (limen.errors); libvirtError never leaves this package.
 
 A ``Hypervisor`` is one libvirt URI: its connection (with events), the host, the two storage
-pools (VM disks and install media), the domains, their displays, and what their NICs are
-attached to.
+pools (VM disks and install media), the domains, their displays, what their NICs are
+attached to, and what their guests tell.
 """
 
 from collections.abc import Callable
@@ -13,6 +13,7 @@ from .connection import Connection, event_loop_alive
 from .display import Display
 from .domain_xml import parse_network
 from .domains import Domains
+from .guest import GuestInfo, Guests, Nic
 from .host import Host, HostLimits
 from .networks import Attachment, Forward, Networks
 from .pools import Pool
@@ -23,8 +24,10 @@ __all__ = [
     "Attachment",
     "DomainState",
     "Forward",
+    "GuestInfo",
     "HostLimits",
     "Hypervisor",
+    "Nic",
     "Pool",
     "event_loop_alive",
     "parse_network",
@@ -53,6 +56,7 @@ class Hypervisor:
         self.domains = Domains(self.connection, self.host, self.disks, self.media, network, cpu_mode)
         self.display = Display(self.connection)
         self.networks = Networks(self.connection)
+        self.guests = Guests(self.connection)
 
     def close(self) -> None:
         self.connection.close()

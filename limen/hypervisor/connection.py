@@ -94,13 +94,14 @@ class Connection:
     def __init__(self, uri: str, on_domain_event):
         self.uri = uri
         self.generation = 0
-        self.changed = threading.Condition()  # notified on every lifecycle event
+        self.changed = threading.Condition()  # notified on every lifecycle and reboot event
         self.events = 0  # counts them, under ``changed``
+        self.reboots: dict[str, int] = {}  # the guest resets seen per domain UUID, under ``changed``
         self._on_domain_event = on_domain_event
         self._lock = threading.Lock()
         self._conn: libvirt.virConnect | None = None
         self._closed_by_peer = False
-        self._callback_id: int | None = None
+        self._callback_ids: list[int] = []
 
     def get(self) -> libvirt.virConnect:
         conn = self._conn
@@ -123,9 +124,10 @@ class Connection:
                 conn.registerCloseCallback(self._on_close, None)
             except libvirt.libvirtError:
                 pass
-            self._callback_id = conn.domainEventRegisterAny(
-                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
-            )
+            self._callback_ids = [
+                conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None),
+                conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._on_reboot, None),
+            ]
             self._conn, self._closed_by_peer = conn, False
             self.generation += 1
             log.info("connected to %s", self.uri)
@@ -140,12 +142,12 @@ class Connection:
         if conn is None:
             return
         try:
-            if self._callback_id is not None:
-                conn.domainEventDeregisterAny(self._callback_id)
+            for callback_id in self._callback_ids:
+                conn.domainEventDeregisterAny(callback_id)
             conn.unregisterCloseCallback()
         except libvirt.libvirtError:
             pass
-        self._callback_id = None
+        self._callback_ids = []
         try:
             conn.close()
         except libvirt.libvirtError:
@@ -165,6 +167,14 @@ class Connection:
 
     def _on_lifecycle(self, _conn, dom, _event, _detail, _opaque) -> None:
         self._notify(dom.UUIDString())
+
+    def _on_reboot(self, _conn, dom, _opaque) -> None:
+        """The guest was reset (it rebooted): counted, for a reboot request to wait on."""
+        uuid = dom.UUIDString()
+        with self.changed:
+            self.reboots[uuid] = self.reboots.get(uuid, 0) + 1
+            self.events += 1
+            self.changed.notify_all()
 
     def _notify(self, uuid: str | None) -> None:
         with self.changed:

@@ -1,9 +1,11 @@
 """Domains: define, start, stop, change and read them, by UUID."""
 
+import json
 import time
 import xml.etree.ElementTree as ET
 
 import libvirt
+import libvirt_qemu
 
 from ..errors import InvalidState, LimenError, VMNotFound, VMStartFailed
 from ..profiles import Profile
@@ -12,6 +14,16 @@ from .connection import Connection, is_error, translated
 from .host import Host
 from .pools import Pool
 from .states import DomainState
+
+# Why QEMU stopped a guest's CPUs itself (its run state), where libvirt knows no reason.
+_QEMU_PAUSES = {
+    "internal-error": "KVM internal error: this host's KVM could not run the guest's code; "
+    "LIMEN_DOMAIN_TYPE=qemu emulates it instead",
+    "io-error": "I/O error (a disk's storage may be full)",
+    "guest-panicked": "guest panicked",
+    "watchdog": "watchdog",
+    "paused": "paused through QEMU's monitor",
+}
 
 
 class Domains:
@@ -137,8 +149,38 @@ class Domains:
             dom.shutdown()  # a driver that chooses the way itself (the test driver)
 
     @translated
-    def reboot(self, uuid: str) -> None:
-        self._dom(uuid).reboot(0)
+    def reboot(self, uuid: str, timeout: float, error: type[LimenError]) -> None:
+        """Ask the guest to restart (through its agent where one answers, else the ACPI power
+        button), and return once QEMU reports its reset; ``error`` at the deadline, for a guest
+        that ignored the request. A driver that reports no resets (the test driver) returns
+        at once."""
+        dom = self._dom(uuid)
+        with self.connection.changed:
+            before = self.connection.reboots.get(uuid, 0)
+        try:
+            dom.reboot(libvirt.VIR_DOMAIN_REBOOT_GUEST_AGENT | libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
+        except libvirt.libvirtError as e:
+            if not is_error(e, libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
+                raise
+            dom.reboot(0)
+        if self.connection.get().getType() != "QEMU":
+            return
+        deadline = time.monotonic() + timeout
+        with self.connection.changed:
+            while self.connection.reboots.get(uuid, 0) == before:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise error(f"no reset within {timeout:g} s of the request")
+                self.connection.changed.wait(remaining)
+
+    @translated
+    def pause(self, uuid: str) -> None:
+        """Stop the guest's CPUs; its memory, devices and connections stay as they are."""
+        self._dom(uuid).suspend()
+
+    @translated
+    def resume(self, uuid: str) -> None:
+        self._dom(uuid).resume()
 
     @translated
     def destroy(self, uuid: str) -> None:
@@ -187,16 +229,29 @@ class Domains:
             if is_error(e, libvirt.VIR_ERR_NO_DOMAIN):  # gone since the lookup
                 return None
             raise
-        return DomainState.from_libvirt(state, reason)
+        return self._explained(dom, state, reason)
 
     @translated
     def all_states(self) -> dict[str, tuple[str, DomainState]]:
         """Every domain's name and state, in one call."""
         stats = self.connection.get().getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)
         return {
-            dom.UUIDString(): (dom.name(), DomainState.from_libvirt(s["state.state"], s["state.reason"]))
+            dom.UUIDString(): (dom.name(), self._explained(dom, s["state.state"], s["state.reason"]))
             for dom, s in stats
         }
+
+    def _explained(self, dom: libvirt.virDomain, state: int, reason: int) -> DomainState:
+        """libvirt's state in words. A guest QEMU paused on its own (a KVM internal error)
+        reaches libvirt as "paused, reason unknown": QEMU's run state says what happened."""
+        found = DomainState.from_libvirt(state, reason)
+        if found.state != "paused" or found.reason is not None or self.connection.get().getType() != "QEMU":
+            return found
+        try:
+            answer = libvirt_qemu.qemuMonitorCommand(dom, '{"execute": "query-status"}', 0)
+            status = json.loads(answer)["return"]["status"]
+        except (libvirt.libvirtError, ValueError, KeyError, TypeError):
+            return found  # gone meanwhile, or a QEMU that does not say
+        return DomainState("paused", _QEMU_PAUSES.get(status, f"QEMU's run state: {status}"))
 
     @translated
     def specs(self, uuid: str) -> tuple[str, int, int]:

@@ -26,7 +26,7 @@ _REASONS = {
     },
     libvirt.VIR_DOMAIN_PAUSED: {
         libvirt.VIR_DOMAIN_PAUSED_USER: "paused by a user",
-        libvirt.VIR_DOMAIN_PAUSED_IOERROR: "I/O error",
+        libvirt.VIR_DOMAIN_PAUSED_IOERROR: "I/O error (a disk's storage may be full)",
         libvirt.VIR_DOMAIN_PAUSED_WATCHDOG: "watchdog",
         libvirt.VIR_DOMAIN_PAUSED_CRASHED: "guest crashed",
         libvirt.VIR_DOMAIN_PAUSED_STARTING_UP: "starting up",

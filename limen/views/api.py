@@ -60,6 +60,8 @@ def _operation(op: Operation | None) -> dict | None:
 
 
 def _vm(vm: VM, op: Operation | None = None) -> dict:
+    guest = vm.guest or {}
+    running = vm.state == "running"  # what a stopped guest said last is not shown as true
     return {
         "uuid": vm.uuid,
         "name": vm.name,
@@ -89,6 +91,14 @@ def _vm(vm: VM, op: Operation | None = None) -> dict:
                 "guest_port": f.guest_port,
             }
             for f in vm.forwards
+        ],
+        "address": vm.address if running else None,
+        "guest_agent": guest.get("agent") if running else None,
+        "hostname": guest.get("hostname") if running else None,
+        "os": guest.get("os") if running else None,
+        "address_source": guest.get("source") if running else None,
+        "interfaces": [
+            {**nic, "addresses": nic["addresses"] if running else []} for nic in guest.get("interfaces", [])
         ],
         "operation": _operation(op),
     }
@@ -156,7 +166,7 @@ def delete_vm(vm_uuid):
     return jsonify(operation=_operation(op)), 202
 
 
-@bp.post("/vms/<uuid:vm_uuid>/actions/<any(start, shutdown, 'force-off', reboot):action>")
+@bp.post("/vms/<uuid:vm_uuid>/actions/<any(start, shutdown, 'force-off', reboot, pause, resume):action>")
 def act(vm_uuid, action):
     op = vms.request_action(g.api_user, str(vm_uuid), action)
     return jsonify(operation=_operation(op)), 202

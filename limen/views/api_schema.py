@@ -204,6 +204,24 @@ VM = {
                 },
             },
         },
+        "address": {"type": ["string", "null"], "description": "the first address its guest has, while it runs"},
+        "guest_agent": {"enum": ["connected", "disconnected", "none", None], "description": "none: no agent channel"},
+        "hostname": {"type": ["string", "null"], "description": "as the guest agent reports it"},
+        "os": {"type": ["string", "null"], "description": "as the guest agent reports it"},
+        "address_source": {"enum": ["agent", "lease", "arp", None], "description": "where the addresses came from"},
+        "interfaces": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["mac", "model", "network", "addresses"],
+                "properties": {
+                    "mac": {"type": "string"},
+                    "model": {"type": "string"},
+                    "network": {"type": "string", "description": "user, network:<name> or bridge:<name>"},
+                    "addresses": {"type": "array", "items": {"type": "string"}, "description": "address/prefix"},
+                },
+            },
+        },
         "operation": {"oneOf": [{"$ref": "#/components/schemas/Operation"}, {"type": "null"}]},
     },
 }

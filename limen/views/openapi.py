@@ -96,11 +96,11 @@ def document(server: str) -> dict:
                         "name": "action",
                         "in": "path",
                         "required": True,
-                        "schema": {"enum": ["start", "shutdown", "force-off", "reboot"]},
+                        "schema": {"enum": ["start", "shutdown", "force-off", "reboot", "pause", "resume"]},
                     },
                 ],
                 "post": {
-                    "summary": "Start, shut down (ACPI), force off or reboot",
+                    "summary": "Start, shut down (guest agent, else ACPI), force off, reboot, pause or resume",
                     "responses": {"202": _json(_ref("Accepted"), "The operation"), **vm_ops},
                 },
             },

@@ -84,7 +84,7 @@ def create():
     ), 201
 
 
-@bp.post("/vms/<uuid:vm_uuid>/<any(start, shutdown, 'force-off', reboot):action>")
+@bp.post("/vms/<uuid:vm_uuid>/<any(start, shutdown, 'force-off', reboot, pause, resume):action>")
 def action(vm_uuid, action):
     vms.request_action(current_user, str(vm_uuid), action)
     return _done(202)
@@ -94,6 +94,12 @@ def action(vm_uuid, action):
 def detail(vm_uuid):
     """One VM: its hardware and OS profile, its install media, and the CD-ROM drive."""
     return render_template("vms/detail.html", **vms.detail(current_user, str(vm_uuid)), done=request.args.get("done"))
+
+
+@bp.get("/vms/<uuid:vm_uuid>/guest")
+def guest(vm_uuid):
+    """The Details page's Guest card, which polls itself while the VM runs."""
+    return render_template("vms/_guest.html", vm=vms.get_vm(current_user, str(vm_uuid)))
 
 
 @bp.post("/vms/<uuid:vm_uuid>/cdrom")

@@ -1,4 +1,4 @@
-"""Acting on a VM: start, shutdown, force-off, reboot and delete (each an Operation), the
+"""Acting on a VM: start, shutdown, force-off, reboot, pause, resume and delete (each an Operation), the
 CD-ROM drive, and the rows LIMEN did not make (adopt) or libvirt no longer has (forget)."""
 
 from sqlalchemy import delete, select
@@ -6,7 +6,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .. import accounts, audit, media, runtime
 from ..access import authorize
-from ..errors import InvalidState, LimenError, ValidationFailed, VMNotFound, VMNotRunning
+from ..errors import InvalidState, LimenError, ValidationFailed, VMNotFound, VMNotRunning, VMPaused
 from ..extensions import db, rows_changed
 from ..models import DELETING, ISO, MISSING, VM, Operation, UnmanagedDomain, User, utcnow
 from .lifecycle import ACTIONS, idle, not_owned, submit, volume_name
@@ -28,6 +28,8 @@ def start_or_join(user: User, vm_uuid: str) -> Operation | None:
             raise VMNotFound("libvirt has no domain for this VM any more.")
         if current.state == "running":
             return None
+        if current.state == "paused":  # a start cannot help: say why, and the console offers Resume
+            raise VMPaused(f"paused: {current.reason or 'reason unknown'}")
         if current.state not in ACTIONS["start"]:
             raise VMNotRunning(f"The VM is {current.state}; it cannot be started from there.")
         return submit(user, vm, "start")
@@ -35,7 +37,7 @@ def start_or_join(user: User, vm_uuid: str) -> Operation | None:
 
 @audit.refusals("vm.{action}", subject="vm_uuid")
 def request_action(user: User, vm_uuid: str, action: str) -> Operation:
-    """Queue start, shutdown, force-off or reboot, after checking the live state allows it."""
+    """Queue start, shutdown, force-off, reboot, pause or resume, after checking the live state allows it."""
     if action not in ACTIONS:
         raise InvalidState(f"Unknown action {action}.")
     vm = get_vm(user, vm_uuid, f"vm.{action}")

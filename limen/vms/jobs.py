@@ -6,11 +6,11 @@ from flask import current_app
 from sqlalchemy import select
 
 from .. import cloudinit, runtime
-from ..errors import LimenError, PortInUse, ShutdownTimeout, VMNotRunning
+from ..errors import LimenError, PortInUse, RebootTimeout, ShutdownCutShort, ShutdownTimeout, VMNotRunning
 from ..extensions import db
 from ..models import CREATING, ERROR, VM, Operation
 from ..operations import OpContext, handler
-from .lifecycle import seed_name, volume_name
+from .lifecycle import WAITING_FOR_POWER_OFF, seed_name, volume_name
 
 
 def _vm(ctx: OpContext) -> VM | None:
@@ -127,15 +127,17 @@ def run_start(ctx: OpContext) -> None:
 @handler("shutdown")
 def run_shutdown(ctx: OpContext) -> None:
     rt = runtime.get()
-    ctx.step("Asking the guest to shut down (ACPI)")
+    ctx.step("Asking the guest to shut down (guest agent, else ACPI)")
     rt.hypervisor.domains.shutdown(ctx.vm_uuid)
-    ctx.step("Waiting for the guest to power off")
+    ctx.step(WAITING_FOR_POWER_OFF)
     try:
-        rt.hypervisor.domains.wait_for_state(
+        ended = rt.hypervisor.domains.wait_for_state(
             ctx.vm_uuid, {"shutoff"}, current_app.config["SHUTDOWN_TIMEOUT"], ShutdownTimeout
         )
     finally:
         rt.sync.refresh(ctx.vm_uuid)
+    if ended.reason == "forced off":  # a Force off overtook it: the guest did not shut down
+        raise ShutdownCutShort()
 
 
 @handler("force-off")
@@ -147,8 +149,25 @@ def run_force_off(ctx: OpContext) -> None:
 
 @handler("reboot")
 def run_reboot(ctx: OpContext) -> None:
-    ctx.step("Asking the guest to reboot")
-    runtime.get().hypervisor.domains.reboot(ctx.vm_uuid)
+    timeout = current_app.config["SHUTDOWN_TIMEOUT"]
+    ctx.step(f"Asking the guest to reboot; waiting up to {timeout:g} s for it to restart")
+    try:
+        runtime.get().hypervisor.domains.reboot(ctx.vm_uuid, timeout, RebootTimeout)
+    finally:
+        runtime.get().sync.refresh(ctx.vm_uuid)
+
+
+@handler("pause")
+def run_pause(ctx: OpContext) -> None:
+    ctx.step("Pausing")
+    runtime.get().hypervisor.domains.pause(ctx.vm_uuid)
+    runtime.get().sync.refresh(ctx.vm_uuid)
+
+
+@handler("resume")
+def run_resume(ctx: OpContext) -> None:
+    ctx.step("Resuming")
+    runtime.get().hypervisor.domains.resume(ctx.vm_uuid)
     runtime.get().sync.refresh(ctx.vm_uuid)
 
 

@@ -19,7 +19,11 @@ ACTIONS: dict[str, frozenset[str]] = {
     "shutdown": frozenset({"running"}),
     "force-off": ACTIVE_STATES,  # not "crashed": its QEMU is gone already
     "reboot": frozenset({"running"}),
+    "pause": frozenset({"running"}),
+    "resume": frozenset({"paused"}),
 }
+# The shutdown's step while it waits for the guest (the table counts down to its deadline).
+WAITING_FOR_POWER_OFF = "Waiting for the guest to power off"
 # An action that may be requested while an Operation of the given kind is still active.
 MAY_OVERTAKE = {("force-off", "shutdown")}
 _locks: dict[str, threading.Lock] = {}

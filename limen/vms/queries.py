@@ -1,7 +1,9 @@
 """Reading VMs: the table's rows, one page of them for the API, one VM, its Operations."""
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from flask import current_app
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import selectinload
 
@@ -9,8 +11,8 @@ from .. import media, runtime
 from ..access import may, visible_vms, vm_for
 from ..errors import OperationNotFound, VMNotFound
 from ..extensions import db
-from ..models import CREATING, DELETING, ERROR, ISO, MISSING, VM, Operation, UnmanagedDomain, User
-from .lifecycle import ACTIONS, MAY_OVERTAKE
+from ..models import CREATING, DELETING, ERROR, ISO, MISSING, VM, Operation, UnmanagedDomain, User, utcnow
+from .lifecycle import ACTIONS, MAY_OVERTAKE, WAITING_FOR_POWER_OFF
 from .network import ssh_command
 
 
@@ -29,6 +31,19 @@ class Row:
         if vm.state_seen_at and op.finished_at and vm.state_seen_at > op.finished_at:
             return None
         return op
+
+    @property
+    def deadline(self) -> datetime | None:
+        """When a shutdown that waits for its guest gives up (UTC): the table counts down to it."""
+        op = self.op
+        if op is None or not op.active or op.kind != "shutdown" or op.step != WAITING_FOR_POWER_OFF:
+            return None
+        return datetime.fromisoformat(op.steps[-1]["at"]) + timedelta(seconds=current_app.config["SHUTDOWN_TIMEOUT"])
+
+    @property
+    def seconds_left(self) -> int:
+        deadline = self.deadline
+        return 0 if deadline is None else max(0, round((deadline - utcnow()).total_seconds()))
 
     @property
     def actions(self) -> list[str]:

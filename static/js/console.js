@@ -13,6 +13,7 @@ const screen = document.getElementById("screen");
 const ctrlAltDel = document.getElementById("ctrl-alt-del");
 const pasteSend = document.getElementById("paste-send");
 const reconnect = document.getElementById("reconnect");
+const resume = document.getElementById("resume");
 const scale = document.getElementById("scale");
 
 // Each connect() is one attempt; events of an attempt that is no longer current are ignored.
@@ -58,6 +59,7 @@ function stop() {
 function fail(code, detail) {
   stop();
   show(sentences[code] || sentences.INTERNAL_ERROR, "error", code, detail);
+  resume.hidden = code !== "VM_PAUSED";
 }
 
 async function vmStatus() {
@@ -143,7 +145,10 @@ async function onDisconnect(attempt, e) {
   stop();
   if (code >= 4000 && reason) {
     let detail = null;
-    if (reason === "VM_START_FAILED" || reason === "VM_NOT_RUNNING") {
+    if (reason === "VM_PAUSED") {
+      const s = await vmStatus();
+      detail = s && s.state === "paused" ? `paused: ${s.reason || "reason unknown"}` : null;
+    } else if (reason === "VM_START_FAILED" || reason === "VM_NOT_RUNNING") {
       const s = await vmStatus();  // the Operation's error carries libvirt's own words
       if (s && s.error && s.error.message) detail = s.error.message;
       else if (s) detail = `LIMEN sees the VM as ${s.state}${s.reason ? ` (${s.reason})` : ""}.`;
@@ -189,6 +194,33 @@ document.getElementById("paste").addEventListener("submit", (e) => {
   typeText(input.value);
   input.value = "";
 });
+
+// A paused VM's console offers Resume: ask for it, wait (with a deadline) until the VM runs,
+// then connect.
+async function resumeVm() {
+  resume.disabled = true;
+  try {
+    show("Resuming…", "progress");
+    const r = await fetch(`${vmUrl}/resume`, {
+      method: "POST", headers: { "X-CSRFToken": csrf, Accept: "application/json" },
+    });
+    if (!r.ok) {
+      const err = ((await r.json().catch(() => ({}))).error) || {};
+      return fail(err.code in sentences ? err.code : "INTERNAL_ERROR", err.message || `HTTP status ${r.status}`);
+    }
+    const deadline = Date.now() + 30000;
+    for (let s = await vmStatus(); !(s && s.state === "running"); s = await vmStatus()) {
+      if (s && s.error) return fail(s.error.code in sentences ? s.error.code : "INTERNAL_ERROR", s.error.message);
+      if (Date.now() > deadline) return fail("VM_NOT_RUNNING", "still not running 30 s after Resume");
+      await new Promise((done) => setTimeout(done, 300));
+    }
+    resume.hidden = true;
+    start();
+  } finally {
+    resume.disabled = false;
+  }
+}
+resume.addEventListener("click", () => resumeVm().catch((e) => fail("CONSOLE_PAGE_ERROR", e.message)));
 
 // Whatever goes wrong in the page itself is said too, never a silent blank screen.
 function start() {

@@ -31,6 +31,14 @@
   document.addEventListener("htmx:sendError", function () {
     say("LIMEN did not answer. Check that the server is running; the page retries on its own.");
   });
+  // A shutdown's countdown: the seconds until it gives up, from the deadline the row carries.
+  setInterval(function () {
+    document.querySelectorAll("time.countdown").forEach(function (t) {
+      var left = Math.max(0, Math.round((Date.parse(t.getAttribute("datetime")) - Date.now()) / 1000));
+      t.textContent = left + " s";
+    });
+  }, 1000);
+
   // A successful request clears an old message.
   document.addEventListener("htmx:afterRequest", function (e) {
     var flash = document.getElementById("flash");

@@ -1,0 +1,96 @@
+"""What guests tell about themselves, kept on their VM rows.
+
+A thread asks each running VM's guest (limen.hypervisor.guest) every GUEST_POLL_INTERVAL
+seconds and writes what changed: the address the table shows, and the agent, hostname, OS and
+NICs the Details page and the API show. Pages read the row, so none of them waits on a guest
+agent. A VM that is no longer running keeps its NICs and loses its addresses at the next round.
+"""
+
+import logging
+import threading
+
+from flask import Flask
+from sqlalchemy import select, update
+
+from .changes import Changes
+from .errors import HypervisorUnavailable, LimenError
+from .extensions import db
+from .hypervisor import GuestInfo, Hypervisor
+from .models import CREATING, DELETING, VM
+
+log = logging.getLogger(__name__)
+
+
+def record(info: GuestInfo) -> dict:
+    """The row's ``guest`` value for ``info``."""
+    return {
+        "agent": info.agent,
+        "hostname": info.hostname,
+        "os": info.os,
+        "source": info.source,
+        "interfaces": [
+            {"mac": n.mac, "model": n.model, "network": n.network, "addresses": list(n.addresses)} for n in info.nics
+        ],
+    }
+
+
+def _stale(guest: dict | None) -> bool:
+    """A stored answer that a VM which is not running should not keep showing."""
+    return guest is None or guest.get("agent") == "connected" or any(n["addresses"] for n in guest["interfaces"])
+
+
+class GuestWatch:
+    def __init__(self, app: Flask, hypervisor: Hypervisor, changes: Changes, interval: float):
+        self.app, self.hypervisor, self.changes, self.interval = app, hypervisor, changes, interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="limen-guests", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread:
+            self._stop.set()
+            self._thread.join(timeout=15)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                with self.app.app_context():
+                    self.poll()
+            except HypervisorUnavailable:
+                pass  # the sync says so; the next round tries again
+            except Exception:
+                log.exception("guest poll failed")
+
+    def poll(self) -> None:
+        """One round: ask every running guest, and every stopped VM whose row still shows a
+        guest's answer (or none yet); write the rows that changed."""
+        rows = db.session.execute(
+            select(VM.uuid, VM.state, VM.address, VM.guest).where(VM.state.not_in((CREATING, DELETING)))
+        ).all()
+        db.session.commit()  # no database connection held while guests answer
+        changed = False
+        for uuid, state, address, guest in rows:
+            if state != "running" and not _stale(guest):
+                continue
+            try:
+                info = self.hypervisor.guests.info(uuid)
+            except HypervisorUnavailable:
+                raise
+            except LimenError as e:  # gone, or it answered with an error: the next round asks again
+                log.debug("vm %s: no guest information: %s", uuid, e)
+                continue
+            if info.address == address and record(info) == guest:
+                continue
+            # The state it was read in: a VM that changed meanwhile is read again next round.
+            db.session.execute(
+                update(VM).where(VM.uuid == uuid, VM.state == state).values(address=info.address, guest=record(info))
+            )
+            changed = True
+        db.session.commit()
+        if changed:
+            self.changes.bump()
