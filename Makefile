@@ -1,14 +1,13 @@
 # make run   install what LIMEN needs and serve it on $LIMEN_BIND (127.0.0.1:8080)
 # make test  install that plus the test tools, check the code (make check), and run every test tier
 # make check the layers (import-linter), lint and format (ruff) and types (mypy)
-# make demo-image  build the Debian 12 guest image and put it in LIMEN's media directory
-#                  (Media → register it, then create a VM from it)
+# make demo-image  build the Debian 12 guest image, put it in LIMEN's media directory and
+#                  register it in the library: create a VM from it at once
 # make bench install that plus websockify, and run the benchmarks
 VENV   := .venv
 PYTHON ?= python3
 LINTED := limen app.py gunicorn.conf.py
 
-MEDIA_DIR ?= $(or $(LIMEN_MEDIA_DIR),/var/lib/limen/media)
 
 .PHONY: run test check host host-test bench guest-image demo-image
 
@@ -35,9 +34,11 @@ host:
 guest-image: host-test
 	scripts/build-guest-image >/dev/null
 
-demo-image: host-test
-	install -d -m 0755 $(MEDIA_DIR)
-	cp --reflink=auto "$$(scripts/build-guest-image)" $(MEDIA_DIR)/debian-12-limen.qcow2
+# The file is named by the image's hash: a new build never overwrites a base VMs are built on.
+demo-image: host $(VENV)/.run-deps
+	image="$$(scripts/build-guest-image)" && \
+	$(VENV)/bin/flask --app app media register "$$(basename "$$image")" --copy-from "$$image" \
+		--name "Debian 12 (LIMEN demo, $$(basename "$$image" .qcow2 | sed 's/.*-//'))" --os-kind linux --exist-ok
 	@echo "In LIMEN: Media → Files in the media directory → register debian-12-limen.qcow2 (Linux)."
 
 host-test:

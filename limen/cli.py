@@ -1,14 +1,18 @@
-"""``flask --app app users create|list|set-password|disable|enable`` and ``tokens create``:
-the same use cases as the admin pages, run as the host's operator ("cli" in the audit log)."""
+"""``flask --app app users create|list|set-password|disable|enable``, ``tokens create`` and
+``media register``: the same use cases as the admin pages, run as the host's operator ("cli"
+in the audit log)."""
+
+import subprocess
+from pathlib import Path
 
 import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from . import accounts
+from . import accounts, media
 from .access import CLI
 from .accounts import tokens
-from .errors import ValidationFailed
+from .errors import LimenError, ValidationFailed
 
 
 def _run(fn, *args, **kwargs):
@@ -16,6 +20,8 @@ def _run(fn, *args, **kwargs):
         return fn(CLI, *args, **kwargs)
     except ValidationFailed as e:
         raise click.ClickException(" ".join(e.fields.values())) from None
+    except LimenError as e:
+        raise click.ClickException(f"{e.code}: {e.message}") from None
 
 
 def register(app: Flask) -> None:
@@ -78,3 +84,32 @@ def register(app: Flask) -> None:
         click.echo(new.token)
 
     app.cli.add_command(tokens_)
+
+    media_ = AppGroup("media", help="Manage the media library.")
+
+    @media_.command("register")
+    @click.argument("file")
+    @click.option("--name", required=True, help="The name the library shows.")
+    @click.option("--os-kind", type=click.Choice(["linux", "windows", "other"]), default="linux", show_default=True)
+    @click.option("--exist-ok", is_flag=True, help="A file already in the library is not an error.")
+    @click.option(
+        "--copy-from",
+        type=click.Path(exists=True, dir_okay=False),
+        help="Copy this file into the media directory as FILE first (unless FILE is there already).",
+    )
+    def register_medium(file: str, name: str, os_kind: str, exist_ok: bool, copy_from: str | None):
+        """Add FILE, a file in the media directory, to the library."""
+        if exist_ok and (known := media.by_volume(file)) is not None:
+            click.echo(f"{file} is in the library already, as {known.name}")
+            return
+        if copy_from:
+            target = Path(app.config["MEDIA_DIR"]) / file
+            if Path(file).name != file:
+                raise click.ClickException("FILE is a file name in the media directory, not a path.")
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                subprocess.run(["cp", "--reflink=auto", copy_from, str(target)], check=True)
+        medium = _run(media.register, file, name, os_kind)
+        click.echo(f"registered {medium.kind} {medium.name} (id {medium.id})")
+
+    app.cli.add_command(media_)

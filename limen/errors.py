@@ -106,6 +106,12 @@ class OperationNotFound(LimenError):
     sentence = "There is no such operation (or it is about a VM that is not yours)."
 
 
+class ForwardNotFound(LimenError):
+    code = "FORWARD_NOT_FOUND"
+    status = 404
+    sentence = "This VM has no such forwarded port."
+
+
 class UserNotFound(LimenError):
     code = "USER_NOT_FOUND"
     status = 404

@@ -57,6 +57,10 @@ MATRIX = {
     ("vms.adopt", "POST"): ("/unmanaged/{vm}/adopt", {"owner": "alice"}, expect(SIGN_IN, 403, 403, 404)),
     ("vms.detail", "GET"): ("/vms/{vm}", None, VM_ROUTE),
     ("vms.guest", "GET"): ("/vms/{vm}/guest", None, VM_ROUTE),
+    # The matrix's VMs have no NIC (NETWORK "none"), so a forward is refused even for its
+    # owner (422), and there is no forward 999 to remove (404).
+    ("vms.add_forward", "POST"): ("/vms/{vm}/forwards", {"guest_port": "80"}, expect(SIGN_IN, 404, 422, 422)),
+    ("vms.remove_forward", "POST"): ("/vms/{vm}/forwards/999/delete", {}, expect(SIGN_IN, 404, 404, 404)),
     # No ISO 999 in the library: the owner's request is valid but for that.
     ("vms.insert_iso", "POST"): ("/vms/{vm}/cdrom", {"medium": "999"}, expect(SIGN_IN, 404, 422, 422)),
     # The test driver cannot change a running VM's drive (502 HYPERVISOR_ERROR; the qemu tier
@@ -94,6 +98,8 @@ MATRIX = {
                                                 "disk_gib": 1}, expect(401, 202, 202, 202)),
     ("api.get_vm", "GET"): ("/api/v1/vms/{vm}", None, expect(401, 404, 200, 200)),
     ("api.delete_vm", "DELETE"): ("/api/v1/vms/{vm}", None, expect(401, 404, 202, 202)),
+    ("api.add_forward", "POST"): ("/api/v1/vms/{vm}/forwards", {"guest_port": 80}, expect(401, 404, 422, 422)),
+    ("api.remove_forward", "DELETE"): ("/api/v1/vms/{vm}/forwards/999", None, expect(401, 404, 404, 404)),
     ("api.act", "POST"): ("/api/v1/vms/{vm}/actions/force-off", {}, expect(401, 404, 202, 202)),
     ("api.console_ticket", "POST"): ("/api/v1/vms/{vm}/console", {}, expect(401, 404, 201, 201)),
     ("api.insert_iso", "POST"): ("/api/v1/vms/{vm}/cdrom", {"medium": 999}, expect(401, 404, 422, 422)),

@@ -179,3 +179,57 @@ def test_a_vm_without_a_nic_lists_none(net_app):
 def _guest_row(app, uuid: str):
     with app.app_context():
         return db.session.scalar(select(VM.guest).where(VM.uuid == uuid))
+
+
+def test_an_owner_forwards_more_guest_ports_and_removes_them(net_app, ports):
+    app, b = net_app
+    assert b.create(name="web", network="user").status_code == 201
+    b.wait_state("web", "running")
+    uuid = uuid_of(app, "web")
+    api = Api(app, token_for(app, "admin", admin_password(app)))
+    [ssh] = _forwards(app, "web")
+
+    # The page's form: a host port from the range, shown with its Remove button.
+    response = b.client.post(f"/vms/{uuid}/forwards", data={"csrf_token": b.csrf, "guest_port": "80"})
+    assert response.status_code == 302
+    page = b.client.get(response.headers["Location"]).text
+    [web] = [f for f in _forwards(app, "web") if f[2] == 80]
+    assert web[1] in ports and web[1] != ssh[1]
+    assert f"127.0.0.1:{web[1]} → guest port 80/tcp" in page and "Stop forwarding host port" in page
+
+    # Refused, and nothing changes: a port forwarded already, a port that is no port, a protocol.
+    for body, field in (({"guest_port": 80}, "guest_port"), ({"guest_port": 0}, "guest_port"),
+                        ({"guest_port": 65536}, "guest_port"), ({"guest_port": 53, "protocol": "sctp"}, "protocol")):
+        refused = api("POST", f"/vms/{uuid}/forwards", body)
+        assert refused.status_code == 422, body
+        assert field in refused.json["error"]["details"]["fields"], body
+    form = b.client.post(f"/vms/{uuid}/forwards", data={"csrf_token": b.csrf, "guest_port": "eighty"})
+    assert form.status_code == 422 and "A guest port is a whole number" in form.text
+    assert sorted(_forwards(app, "web")) == sorted([ssh, web])
+
+    # The API: the last port of the range, then none is left.
+    dns = api("POST", f"/vms/{uuid}/forwards", {"guest_port": 53, "protocol": "udp"})
+    assert dns.status_code == 201
+    assert (dns.json["protocol"], dns.json["guest_port"], dns.json["host_address"]) == ("udp", 53, "127.0.0.1")
+    full = api("POST", f"/vms/{uuid}/forwards", {"guest_port": 443})
+    assert (full.status_code, full.json["error"]["code"]) == (409, "PORT_IN_USE")
+    assert len(_forwards(app, "web")) == 3
+
+    # Removing one frees its host port for the next.
+    assert api("DELETE", f"/vms/{uuid}/forwards/{dns.json['id']}").status_code == 204
+    assert api("DELETE", f"/vms/{uuid}/forwards/{dns.json['id']}").status_code == 404
+    again = api("POST", f"/vms/{uuid}/forwards", {"guest_port": 443})
+    assert (again.status_code, again.json["host_port"]) == (201, dns.json["host_port"])
+    listed = {f["guest_port"]: f["host_port"] for f in api("GET", f"/vms/{uuid}").json["forwards"]}
+    assert listed == {22: ssh[1], 80: web[1], 443: dns.json["host_port"]}
+
+
+def test_only_a_user_mode_vm_takes_forwards(net_app):
+    app, b = net_app
+    assert b.create(name="bridged", network="network:lab").status_code == 201
+    b.wait_state("bridged", "running")
+    api = Api(app, token_for(app, "admin", admin_password(app)))
+    refused = api("POST", f"/vms/{uuid_of(app, 'bridged')}/forwards", {"guest_port": 80})
+    assert refused.status_code == 422
+    assert "Only a user-mode VM" in refused.json["error"]["details"]["fields"]["guest_port"]
+    assert _forwards(app, "bridged") == []

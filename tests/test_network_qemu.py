@@ -54,6 +54,17 @@ def test_forwards_listen_while_the_vm_runs_and_come_back_on_any_start(qemu_admin
     admin.wait_state("fw-c", "running", 60)
     assert forward_port(app, uuid_of(app, "fw-c")) == port_b
 
+    # A port the owner adds to a running VM listens at once, and stops when removed.
+    token = token_for(app, "admin", admin_password(app))
+    c = uuid_of(app, "fw-c")
+    added = app.test_client().post(f"/api/v1/vms/{c}/forwards", json={"guest_port": 80},
+                                   headers={"Authorization": f"Bearer {token}"})
+    assert added.status_code == 201, added.json
+    assert listening(added.json["host_port"])
+    assert app.test_client().delete(f"/api/v1/vms/{c}/forwards/{added.json['id']}",
+                                    headers={"Authorization": f"Bearer {token}"}).status_code == 204
+    assert not listening(added.json["host_port"]) and listening(port_b)
+
 
 def test_a_start_whose_port_another_program_holds_fails_with_port_in_use_and_stays_off(qemu_admin):
     ports = free_port_range(2)

@@ -14,7 +14,7 @@ from ..accounts import tokens
 from ..errors import TokenInvalid, ValidationFailed
 from ..extensions import csrf
 from ..forms import whole_number
-from ..models import VM, Operation
+from ..models import VM, Forward, Operation
 from . import api_schema, limits
 from . import openapi as contract
 from .console import new_ticket
@@ -59,6 +59,16 @@ def _operation(op: Operation | None) -> dict | None:
     }
 
 
+def _forward(f: Forward) -> dict:
+    return {
+        "id": f.id,
+        "protocol": f.protocol,
+        "host_address": f.host_address,
+        "host_port": f.host_port,
+        "guest_port": f.guest_port,
+    }
+
+
 def _vm(vm: VM, op: Operation | None = None) -> dict:
     guest = vm.guest or {}
     running = vm.state == "running"  # what a stopped guest said last is not shown as true
@@ -83,15 +93,7 @@ def _vm(vm: VM, op: Operation | None = None) -> dict:
         "image": vm.image.name if vm.image else None,
         "boot_cdrom": vm.boot_cdrom,
         "network": vm.network,
-        "forwards": [
-            {
-                "protocol": f.protocol,
-                "host_address": f.host_address,
-                "host_port": f.host_port,
-                "guest_port": f.guest_port,
-            }
-            for f in vm.forwards
-        ],
+        "forwards": [_forward(f) for f in vm.forwards],
         "address": vm.address if running else None,
         "guest_agent": guest.get("agent") if running else None,
         "hostname": guest.get("hostname") if running else None,
@@ -189,6 +191,18 @@ def eject(vm_uuid):
     body = api_schema.check(api_schema.EJECT, request.get_json(silent=True))
     vm = vms.eject(g.api_user, str(vm_uuid), boot_from_disk=bool(body.get("boot_from_disk")))
     return jsonify(_vm(vm))
+
+
+@bp.post("/vms/<uuid:vm_uuid>/forwards")
+def add_forward(vm_uuid):
+    body = api_schema.check(api_schema.FORWARD_ADD, request.get_json(silent=True))
+    return jsonify(_forward(vms.add_forward(g.api_user, str(vm_uuid), body))), 201
+
+
+@bp.delete("/vms/<uuid:vm_uuid>/forwards/<int:forward_id>")
+def remove_forward(vm_uuid, forward_id):
+    vms.remove_forward(g.api_user, str(vm_uuid), forward_id)
+    return "", 204
 
 
 # -- the media library --------------------------------------------------------------------

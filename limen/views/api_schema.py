@@ -166,6 +166,27 @@ OPERATION = {
         "finished_at": STAMP,
     },
 }
+FORWARD = {
+    "type": "object",
+    "required": ["id", "protocol", "host_address", "host_port", "guest_port"],
+    "properties": {
+        "id": {"type": "integer"},
+        "protocol": {"enum": ["tcp", "udp"]},
+        "host_address": {"type": "string"},
+        "host_port": {"type": "integer"},
+        "guest_port": {"type": "integer"},
+    },
+}
+FORWARD_ADD = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["guest_port"],
+    "properties": {
+        "guest_port": {"type": "integer", "minimum": 1, "maximum": 65535},
+        "protocol": {"enum": ["tcp", "udp"], "description": "tcp unless said"},
+    },
+    "examples": [{"guest_port": 80}],
+}
 VM = {
     "type": "object",
     "required": ["uuid", "name", "owner", "state", "vcpus", "memory_mib", "disk_gib"],
@@ -193,16 +214,7 @@ VM = {
         "forwards": {
             "type": "array",
             "description": "host ports forwarded to a user-mode guest (SSH: guest_port 22)",
-            "items": {
-                "type": "object",
-                "required": ["protocol", "host_address", "host_port", "guest_port"],
-                "properties": {
-                    "protocol": {"type": "string"},
-                    "host_address": {"type": "string"},
-                    "host_port": {"type": "integer"},
-                    "guest_port": {"type": "integer"},
-                },
-            },
+            "items": {"$ref": "#/components/schemas/Forward"},
         },
         "address": {"type": ["string", "null"], "description": "the first address its guest has, while it runs"},
         "guest_agent": {"enum": ["connected", "disconnected", "none", None], "description": "none: no agent channel"},
@@ -300,6 +312,8 @@ SCHEMAS = {
     "Medium": MEDIUM,
     "CdromInsert": CDROM,
     "Eject": EJECT,
+    "Forward": FORWARD,
+    "ForwardAdd": FORWARD_ADD,
 }
 
 

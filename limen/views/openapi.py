@@ -127,6 +127,27 @@ def document(server: str) -> dict:
                     "responses": {"200": _json(_ref("VM"), "The VM"), **_errors(401, 404, 409, 422, 502, 503)},
                 },
             },
+            "/vms/{uuid}/forwards": {
+                "parameters": [UUID],
+                "post": {
+                    "summary": "Forward a new host port to a port of a user-mode guest (listening at once if it runs)",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ForwardAdd")}}},
+                    "responses": {
+                        "201": _json(_ref("Forward"), "The forward"),
+                        **_errors(401, 404, 409, 422, 502, 503),
+                    },
+                },
+            },
+            "/vms/{uuid}/forwards/{forward_id}": {
+                "parameters": [
+                    UUID,
+                    {"name": "forward_id", "in": "path", "required": True, "schema": {"type": "integer"}},
+                ],
+                "delete": {
+                    "summary": "Stop forwarding that host port; it is free again",
+                    "responses": {"204": {"description": "Removed"}, **_errors(401, 404, 409, 502, 503)},
+                },
+            },
             "/media": {
                 "get": {
                     "summary": "The library: ISOs and cloud images to create VMs from",

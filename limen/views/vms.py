@@ -115,6 +115,23 @@ def eject(vm_uuid):
     return redirect(url_for("vms.detail", vm_uuid=vm_uuid, done="booting-from-disk" if boot_from_disk else "ejected"))
 
 
+@bp.post("/vms/<uuid:vm_uuid>/forwards")
+def add_forward(vm_uuid):
+    """A new host port to one of the guest's ports (user-mode VMs)."""
+    try:
+        vms.add_forward(current_user, str(vm_uuid), request.form)
+    except ValidationFailed as e:
+        page = vms.detail(current_user, str(vm_uuid))
+        return render_template("vms/detail.html", **page, forward_form=request.form, errors=e.fields, problem=e), 422
+    return redirect(url_for("vms.detail", vm_uuid=vm_uuid, done="forwarded"))
+
+
+@bp.post("/vms/<uuid:vm_uuid>/forwards/<int:forward_id>/delete")
+def remove_forward(vm_uuid, forward_id):
+    vms.remove_forward(current_user, str(vm_uuid), forward_id)
+    return redirect(url_for("vms.detail", vm_uuid=vm_uuid, done="unforwarded"))
+
+
 @bp.get("/vms/<uuid:vm_uuid>/status")
 def status(vm_uuid):
     """One VM's state, the step of an action under way, and the last failure (JSON)."""

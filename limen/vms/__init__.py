@@ -1,6 +1,7 @@
 """VM use cases, one module per seam: ``queries`` (the table, a page, one VM), ``create``
-(validation and the request), ``actions`` (start … delete, the CD-ROM, adopt and forget) and
-``jobs`` (the background work those requests queue). ``lifecycle`` holds what they share:
+(validation and the request), ``actions`` (start … delete, the CD-ROM, adopt and forget),
+``network`` (NICs and forwarded ports) and ``jobs`` (the background work those requests
+queue). ``lifecycle`` holds what they share:
 which state allows which action, and the one way an action is queued.
 
 Views call these functions and render; importing the package registers the job handlers.
@@ -9,10 +10,12 @@ Views call these functions and render; importing the package registers the job h
 from . import jobs  # noqa: F401  (registers the Operation handlers)
 from .actions import adopt, eject, forget, insert_iso, request_action, request_delete, start_or_join
 from .create import create_choices, request_create, validate
+from .network import add_forward, remove_forward
 from .queries import Row, detail, get_vm, hypervisor_problem, operation, owners, row, table, table_page, unmanaged
 
 __all__ = [
     "Row",
+    "add_forward",
     "adopt",
     "create_choices",
     "detail",
@@ -23,6 +26,7 @@ __all__ = [
     "insert_iso",
     "operation",
     "owners",
+    "remove_forward",
     "request_action",
     "request_create",
     "request_delete",

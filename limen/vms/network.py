@@ -1,6 +1,7 @@
 """A VM's network: what its NIC is attached to (chosen at create), and the host ports that
-reach a user-mode guest (SSH's port 22 from the start). Ports come from FORWARD_PORTS on
-FORWARD_ADDRESS, one VM's each; the sync applies them whenever the VM starts."""
+reach a user-mode guest (SSH's port 22 from the start, and any guest port its owner adds).
+Ports come from FORWARD_PORTS on FORWARD_ADDRESS, one VM's each; the sync applies them whenever
+the VM starts, and a change to a running VM's applies at once."""
 
 import socket
 from collections.abc import Mapping
@@ -9,11 +10,13 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select
 
-from .. import runtime
-from ..errors import LimenError, PortInUse
+from .. import audit, runtime
+from ..access import vm_for
+from ..errors import ForwardNotFound, LimenError, PortInUse, ValidationFailed
 from ..extensions import db
 from ..hypervisor import Attachment, parse_network
-from ..models import VM, Forward
+from ..models import VM, Forward, User
+from .lifecycle import idle, not_owned
 
 SSH = 22
 
@@ -84,3 +87,71 @@ def ssh_command(vm: VM) -> str | None:
         return None
     user = (vm.cloud_init or {}).get("user", "<user>")
     return f"ssh -p {forward.host_port} {user}@{forward.host_address}"
+
+
+def _guest_port(form: Mapping[str, Any]) -> tuple[str, int]:
+    """The form's protocol and guest port, or ValidationFailed."""
+    errors = {}
+    protocol = str(form.get("protocol", "") or "tcp").strip().lower()
+    if protocol not in ("tcp", "udp"):
+        errors["protocol"] = "Choose tcp or udp."
+    raw = str(form.get("guest_port", "")).strip()
+    port = int(raw) if raw.isdigit() else 0
+    if not 1 <= port <= 65535:
+        errors["guest_port"] = "A guest port is a whole number from 1 to 65535."
+    if errors:
+        raise ValidationFailed(errors)
+    return protocol, port
+
+
+def _apply_if_running(vm_uuid: str) -> None:
+    """A VM whose QEMU runs gets its forwards now; one that is off gets them at its start."""
+    current = runtime.get().hypervisor.domains.state(vm_uuid)
+    if current is not None and current.state in ("running", "paused"):
+        runtime.get().sync.apply_forwards(vm_uuid)
+
+
+@audit.refusals("vm.forward-add", subject="vm_uuid")
+def add_forward(user: User, vm_uuid: str, form: Mapping[str, Any]) -> Forward:
+    """Forward a new host port to ``form``'s guest port of a user-mode VM: kept with the VM,
+    and listening at once if it runs. Nothing is kept when the port cannot be opened."""
+    vm = vm_for(user, vm_uuid, "vm.forwards")
+    not_owned(vm)
+    protocol, guest_port = _guest_port(form)
+    if vm.network != "user":
+        raise ValidationFailed({"guest_port": "Only a user-mode VM needs forwards; reach it on its own address."})
+    with idle(vm.uuid):
+        if any((f.protocol, f.guest_port) == (protocol, guest_port) for f in vm.forwards):
+            raise ValidationFailed({"guest_port": f"Guest port {guest_port}/{protocol} is forwarded already."})
+        forward = allocate(vm, guest_port)
+        forward.protocol = protocol
+        db.session.add(forward)
+        db.session.commit()  # a port taken by another request meanwhile fails the constraint here
+        try:
+            _apply_if_running(vm.uuid)
+        except LimenError:
+            db.session.delete(forward)
+            db.session.commit()
+            _apply_if_running(vm.uuid)
+            raise
+        detail = f"{forward.host_address}:{forward.host_port} to guest port {guest_port}/{protocol}"
+        audit.record("vm.forward-add", actor=user, vm=vm, detail=detail)
+        db.session.commit()
+        return forward
+
+
+@audit.refusals("vm.forward-remove", subject="vm_uuid")
+def remove_forward(user: User, vm_uuid: str, forward_id: int) -> None:
+    """Stop forwarding one of the VM's host ports (at once if it runs); the port is free again."""
+    vm = vm_for(user, vm_uuid, "vm.forwards")
+    not_owned(vm)
+    with idle(vm.uuid):
+        forward = next((f for f in vm.forwards if f.id == forward_id), None)
+        if forward is None:
+            raise ForwardNotFound()
+        detail = f"{forward.host_address}:{forward.host_port} to guest port {forward.guest_port}/{forward.protocol}"
+        db.session.delete(forward)
+        db.session.commit()
+        _apply_if_running(vm.uuid)
+        audit.record("vm.forward-remove", actor=user, vm=vm, detail=detail)
+        db.session.commit()
