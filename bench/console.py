@@ -414,7 +414,7 @@ class Limen:
         self.instance.mkdir(parents=True)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        config = {**config, "BIND": f"127.0.0.1:{self.port}", "NETWORK": "none"}
+        config = {"NETWORK": "none", **config, "BIND": f"127.0.0.1:{self.port}"}
         (self.instance / "config.py").write_text("".join(f"{k} = {v!r}\n" for k, v in config.items()))
         self.log = workdir / "gunicorn.log"
         env = {**os.environ, "LIMEN_INSTANCE_PATH": str(self.instance), "LIMEN_THREADS": "256"}
