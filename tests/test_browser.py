@@ -3,7 +3,7 @@ real libvirtd)."""
 import pytest
 from playwright.sync_api import expect
 
-from helpers import admin_password, unique_name
+from helpers import admin_password, free_port_range, unique_name
 
 pytestmark = [pytest.mark.browser, pytest.mark.qemu]
 
@@ -91,3 +91,39 @@ def test_a_hostile_vm_name_is_only_text_in_the_browser(app, live_server, page):
     expect(row.locator(".reason")).to_have_text(f"now {hostile}")
     expect(page.locator("#vm-rows img")).to_have_count(0)
     assert dialogs == []
+
+
+def test_the_row_shows_the_address_without_a_reload_and_the_details_the_ssh_command(make_app, node_xml, live_server,
+                                                                                  page):
+    """On the test driver, whose user-mode NICs report 192.168.0.1 (the guest tier proves a real
+    guest's address)."""
+    ports = free_port_range(2)
+    app = make_app(LIBVIRT_URI=f"test://{node_xml}", NETWORK="user", FORWARD_PORTS=f"{ports.start}-{ports.stop - 1}",
+                   GUEST_POLL_INTERVAL=0.5)
+    base = live_server(app)
+    page.goto(f"{base}/login")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", admin_password(app))
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_load_state("load")
+    loads = []
+    page.on("load", lambda _page: loads.append(1))
+    page.fill("input[name=name]", "reachable")
+    page.get_by_role("button", name="Create and start").click()
+    row = page.locator("#vm-rows tr", has_text="reachable")
+    expect(row.locator("td.address")).to_have_text("192.168.0.1", timeout=20_000)
+    assert loads == [], "the page reloaded"
+
+    row.get_by_role("link", name="Details").click()
+    expect(page.locator(".ssh-command")).to_have_text(f"ssh -p {ports.start} <user>@127.0.0.1")
+    nic = page.locator("#guest table.nics tbody tr")
+    expect(nic).to_have_count(1)
+    expect(nic.locator(".addresses")).to_have_text("192.168.0.1/24")
+    expect(page.locator("#guest caption")).to_contain_text("addresses from libvirt's DHCP leases")
+
+    # A second port, through the page's form: listed with its own host port.
+    page.fill("input[name=guest_port]", "8080")
+    page.get_by_role("button", name="Forward", exact=True).click()
+    expect(page.locator(".notice")).to_contain_text("The port is forwarded")
+    expect(page.locator(".forwards li[data-guest-port='8080']")).to_contain_text(
+        f"127.0.0.1:{ports.start + 1} → guest port 8080/tcp")

@@ -121,3 +121,23 @@ def test_a_vm_that_cannot_start_says_why_in_the_page(stopped_vm, page, qemu_host
     expect(status).to_have_attribute("data-code", "VM_START_FAILED", timeout=60_000)
     expect(status).to_contain_text("The hypervisor could not start the VM")
     expect(status.locator(".detail")).to_contain_text(f"{uuid}.qcow2")  # libvirt's reason
+
+
+def test_a_paused_vms_console_says_why_and_resume_connects_it(stopped_vm, page, qemu_host):
+    app, base, name = stopped_vm
+    dom = qemu_host.lookupByUUIDString(uuid_of(app, name))
+    dom.create()
+    dom.suspend()  # paused by another tool: LIMEN's row follows, and the console must say so
+    row = page.locator("#vm-rows tr", has_text=name)
+    expect(row).to_have_attribute("data-state", "paused", timeout=30_000)
+    expect(row.locator(".state")).to_contain_text("paused by a user")
+    row.get_by_role("link", name="Console").click()
+    status = page.locator("#console-status")
+    expect(status).to_have_attribute("data-code", "VM_PAUSED", timeout=30_000)
+    expect(status).to_contain_text("The VM is paused. Resume it to use its console.")
+    expect(status.locator(".detail")).to_have_text("paused: paused by a user")
+    assert dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED  # nothing was started or resumed behind the user's back
+    page.get_by_role("button", name="Resume").click()
+    expect(status).to_have_text("Connected", timeout=60_000)
+    expect(page.get_by_role("button", name="Resume")).to_be_hidden()
+    assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
