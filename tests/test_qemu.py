@@ -127,3 +127,24 @@ def test_changes_made_with_virsh_show_in_the_table(qemu_admin):
     virsh("destroy", name)
     virsh("undefine", name)
     admin.wait_state(name, "missing", 5)
+
+
+def test_a_pause_libvirt_has_no_reason_for_is_explained_by_qemus_run_state(qemu_admin, qemu_host):
+    """QEMU stopping a guest on its own (a KVM internal error, on hosts whose KVM cannot run
+    the guest's code) reaches libvirt as "paused, reason unknown". A stop through QEMU's
+    monitor does the same, on any host: LIMEN asks QEMU why, and says it."""
+    import libvirt_qemu
+
+    app, admin = qemu_admin()
+    name = unique_name()
+    assert admin.create(name=name, memory_mib="128", disk_gib="1").status_code == 201
+    admin.wait_state(name, "running", START)
+    dom = qemu_host.lookupByUUIDString(uuid_of(app, name))
+    libvirt_qemu.qemuMonitorCommand(dom, '{"execute": "stop"}', 0)
+    admin.wait_state(name, "paused", 30)
+    assert dom.state() == [libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_UNKNOWN]
+    assert "(paused through QEMU&#39;s monitor)" in admin.row_html(name)
+    assert _act(admin, app, name, "resume").status_code == 202
+    admin.wait_state(name, "running", 30)
+    assert _act(admin, app, name, "delete").status_code == 202
+    admin.wait_state(name, None, 30)
