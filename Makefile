@@ -1,8 +1,8 @@
 # make run   install what LIMEN needs and serve it on $LIMEN_BIND (127.0.0.1:8080)
 # make test  install that plus the test tools, check the code (make check), and run every test tier
 # make check the layers (import-linter), lint and format (ruff) and types (mypy)
-# make demo-image  build the Debian 12 guest image, put it in LIMEN's media directory and
-#                  register it in the library: create a VM from it at once
+# make demo-image  build the Debian 12 guest image and upload it into LIMEN's media library:
+#                  create a VM from it at once
 # make bench install that plus websockify, and run the benchmarks
 VENV   := .venv
 PYTHON ?= python3
@@ -35,12 +35,13 @@ host:
 guest-image: host-test
 	scripts/build-guest-image >/dev/null
 
-# The file is named by the image's hash: a new build never overwrites a base VMs are built on.
+# The image streams into the media pool through libvirt, as an upload from the browser does;
+# its name carries the build's hash, so a new build is a new medium and never replaces a base
+# that VMs are built on.
 demo-image: host $(VENV)/.run-deps
 	image="$$(scripts/build-guest-image)" && \
-	$(VENV)/bin/flask --app app media register "$$(basename "$$image")" --copy-from "$$image" \
-		--name "Debian 12 (LIMEN demo, $$(basename "$$image" .qcow2 | sed 's/.*-//'))" --os-kind linux --exist-ok
-	@echo "In LIMEN: Media → Files in the media directory → register debian-12-limen.qcow2 (Linux)."
+	$(VENV)/bin/flask --app app media upload "$$image" --kind image --os-kind linux --exist-ok \
+		--name "Debian 12 LIMEN demo ($$(basename "$$image" .qcow2 | sed 's/.*-//'))"
 
 host-test:
 	scripts/host-setup --test

@@ -120,11 +120,15 @@ def limen_round(api: Api, conn, image_id: int, key: str, name: str) -> tuple[flo
         ssh = first_time(lambda: banner(port), start, BOOT_TIMEOUT, f"{name}'s SSH banner", stop)
         for t in watchers:
             t.join(BOOT_TIMEOUT)
-    finally:
+        for value in found.values():
+            if isinstance(value, Exception):
+                raise value
+    except BaseException:
         stop.set()
-    for value in found.values():
-        if isinstance(value, Exception):
-            raise value
+        api("DELETE", f"/vms/{vm['uuid']}")  # nothing of a failed round stays behind
+        wait_until(lambda: vm["uuid"] not in {d.UUIDString() for d in conn.listAllDomains()}, 60,
+                   "the failed round's VM to be deleted")
+        raise
     return ssh, found["shown"], found["agent"], vm["uuid"]
 
 
@@ -185,8 +189,8 @@ def main() -> int:
     last_template = None
     try:
         env = {**os.environ, "LIMEN_INSTANCE_PATH": str(limen.instance)}
-        out = subprocess.run([str(BIN / "flask"), "--app", "app", "media", "register", image.name, "--copy-from",
-                              str(image), "--name", "bench image"], cwd=ROOT, env=env, check=True,
+        out = subprocess.run([str(BIN / "flask"), "--app", "app", "media", "upload", str(image), "--kind", "image",
+                              "--name", "bench image"], cwd=ROOT, env=env, check=True,
                              capture_output=True, text=True).stdout
         image_id = int(out.rsplit("(id ", 1)[1].rstrip(")\n"))
         api = Api(limen)

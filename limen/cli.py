@@ -1,9 +1,8 @@
 """``flask --app app users create|list|set-password|disable|enable``, ``tokens create`` and
-``media register``: the same use cases as the admin pages, run as the host's operator ("cli"
+``media upload|register``: the same use cases as the admin pages, run as the host's operator ("cli"
 in the audit log)."""
 
-import subprocess
-from pathlib import Path
+import os
 
 import click
 from flask import Flask
@@ -87,28 +86,30 @@ def register(app: Flask) -> None:
 
     media_ = AppGroup("media", help="Manage the media library.")
 
+    @media_.command("upload")
+    @click.argument("path", type=click.Path(exists=True, dir_okay=False))
+    @click.option("--kind", type=click.Choice(["iso", "image"]), required=True, help="An ISO or a qcow2 cloud image.")
+    @click.option("--name", required=True, help="The name the library shows.")
+    @click.option("--os-kind", type=click.Choice(["linux", "windows", "other"]), default="linux", show_default=True)
+    @click.option("--exist-ok", is_flag=True, help="A medium of this name in the library already is not an error.")
+    def upload_medium(path: str, kind: str, name: str, os_kind: str, exist_ok: bool):
+        """Stream the file at PATH into the media pool, as the web upload does (through libvirt,
+        so the pool may be on another host); a failed upload leaves nothing."""
+        if exist_ok and media.named(name) is not None:
+            click.echo(f"{name} is in the library already")
+            return
+        with open(path, "rb") as f:
+            medium = _run(
+                media.upload, kind=kind, name=name, os_kind=os_kind, length=os.fstat(f.fileno()).st_size, stream=f
+            )
+        click.echo(f"uploaded {medium.kind} {medium.name} (id {medium.id})")
+
     @media_.command("register")
     @click.argument("file")
     @click.option("--name", required=True, help="The name the library shows.")
     @click.option("--os-kind", type=click.Choice(["linux", "windows", "other"]), default="linux", show_default=True)
-    @click.option("--exist-ok", is_flag=True, help="A file already in the library is not an error.")
-    @click.option(
-        "--copy-from",
-        type=click.Path(exists=True, dir_okay=False),
-        help="Copy this file into the media directory as FILE first (unless FILE is there already).",
-    )
-    def register_medium(file: str, name: str, os_kind: str, exist_ok: bool, copy_from: str | None):
-        """Add FILE, a file in the media directory, to the library."""
-        if exist_ok and (known := media.by_volume(file)) is not None:
-            click.echo(f"{file} is in the library already, as {known.name}")
-            return
-        if copy_from:
-            target = Path(app.config["MEDIA_DIR"]) / file
-            if Path(file).name != file:
-                raise click.ClickException("FILE is a file name in the media directory, not a path.")
-            if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                subprocess.run(["cp", "--reflink=auto", copy_from, str(target)], check=True)
+    def register_medium(file: str, name: str, os_kind: str):
+        """Add FILE, a file already in the media directory, to the library."""
         medium = _run(media.register, file, name, os_kind)
         click.echo(f"registered {medium.kind} {medium.name} (id {medium.id})")
 

@@ -37,6 +37,7 @@ class Config:
     # taken from this range, on this address, one VM's each.
     FORWARD_PORTS = "22000-22999"
     FORWARD_ADDRESS = "127.0.0.1"
+    FORWARDS_PER_VM = 10  # the most host ports one VM may have forwarded (SSH's included)
     # CPU model of new VMs: "" (QEMU's default, works everywhere), "host-model" or
     # "host-passthrough" (fastest; on some nested-virtualisation hosts QEMU cannot start with it).
     CPU_MODE = ""

@@ -8,6 +8,7 @@ agent. A VM that is no longer running keeps its NICs and loses its addresses at 
 
 import logging
 import threading
+import time
 
 from flask import Flask
 from sqlalchemy import select, update
@@ -16,20 +17,35 @@ from .changes import Changes
 from .errors import HypervisorUnavailable, LimenError
 from .extensions import db
 from .hypervisor import GuestInfo, Hypervisor
-from .models import CREATING, DELETING, VM
+from .models import CREATING, DELETING, ERROR, MISSING, VM
 
 log = logging.getLogger(__name__)
+
+
+# What a guest reports is kept within bounds: a guest is not trusted to be brief.
+MAX_TEXT, MAX_NICS, MAX_ADDRESSES = 255, 16, 16
+SLOW = 1.0  # seconds: a guest that took longer (a hung agent) is asked again only after a pause
+
+
+def _cut(text: str | None, size: int = MAX_TEXT) -> str | None:
+    return None if text is None else text[:size]
 
 
 def record(info: GuestInfo) -> dict:
     """The row's ``guest`` value for ``info``."""
     return {
         "agent": info.agent,
-        "hostname": info.hostname,
-        "os": info.os,
+        "hostname": _cut(info.hostname),
+        "os": _cut(info.os),
         "source": info.source,
         "interfaces": [
-            {"mac": n.mac, "model": n.model, "network": n.network, "addresses": list(n.addresses)} for n in info.nics
+            {
+                "mac": _cut(n.mac, 32),
+                "model": _cut(n.model, 32),
+                "network": _cut(n.network, 80),
+                "addresses": [_cut(a, 64) for a in n.addresses[:MAX_ADDRESSES]],
+            }
+            for n in info.nics[:MAX_NICS]
         ],
     }
 
@@ -44,6 +60,7 @@ class GuestWatch:
         self.app, self.hypervisor, self.changes, self.interval = app, hypervisor, changes, interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._later: dict[str, float] = {}  # slow guests' UUIDs → when to ask them again
 
     def start(self) -> None:
         self._stop.clear()
@@ -70,13 +87,16 @@ class GuestWatch:
         """One round: ask every running guest, and every stopped VM whose row still shows a
         guest's answer (or none yet); write the rows that changed."""
         rows = db.session.execute(
-            select(VM.uuid, VM.state, VM.address, VM.guest).where(VM.state.not_in((CREATING, DELETING)))
+            select(VM.uuid, VM.state, VM.address, VM.guest).where(VM.state.not_in((CREATING, DELETING, MISSING, ERROR)))
         ).all()
         db.session.commit()  # no database connection held while guests answer
         changed = False
         for uuid, state, address, guest in rows:
-            if state != "running" and not _stale(guest):
+            if self._stop.is_set():
+                break
+            if (state != "running" and not _stale(guest)) or self._later.get(uuid, 0) > time.monotonic():
                 continue
+            asked = time.monotonic()
             try:
                 info = self.hypervisor.guests.info(uuid)
             except HypervisorUnavailable:
@@ -84,11 +104,17 @@ class GuestWatch:
             except LimenError as e:  # gone, or it answered with an error: the next round asks again
                 log.debug("vm %s: no guest information: %s", uuid, e)
                 continue
-            if info.address == address and record(info) == guest:
+            finally:
+                took = time.monotonic() - asked
+                if took > SLOW:  # one hung agent must not hold up every other guest's answer
+                    log.warning("vm %s: its guest took %.1f s to answer; asking it again later", uuid, took)
+                    self._later[uuid] = time.monotonic() + 10 * self.interval
+            info_address = _cut(info.address, 64)
+            if info_address == address and record(info) == guest:
                 continue
             # The state it was read in: a VM that changed meanwhile is read again next round.
             db.session.execute(
-                update(VM).where(VM.uuid == uuid, VM.state == state).values(address=info.address, guest=record(info))
+                update(VM).where(VM.uuid == uuid, VM.state == state).values(address=info_address, guest=record(info))
             )
             changed = True
         db.session.commit()

@@ -233,12 +233,12 @@ def upload(user: User, *, kind: str, name: str, os_kind: str, length: int | None
     return uploaded
 
 
+def named(name: str) -> Medium | None:
+    """The library's medium called ``name``, if any."""
+    return db.session.scalar(select(Medium).where(Medium.name == name))
+
+
 @audit.refusals("media.register", subject="name")
-def by_volume(file: str) -> Medium | None:
-    """The library's medium kept in the media directory's ``file``, if any."""
-    return db.session.scalar(select(Medium).where(Medium.volume == file))
-
-
 def register(user: User, file: str, name: str, os_kind: str) -> Medium:
     """Add a file already in the media pool's directory to the library; its kind comes from
     its first bytes."""

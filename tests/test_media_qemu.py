@@ -190,25 +190,36 @@ def test_a_file_copied_into_the_media_directory_can_be_registered(qemu_admin, qe
         assert (medium.kind, medium.os_kind, medium.volume) == ("iso", "windows", "copied.iso")
 
 
-def test_the_command_line_copies_a_file_in_and_registers_it(qemu_admin, tmp_path):
-    """What make demo-image does with the guest image, on a small ISO."""
+def test_the_command_line_uploads_a_file_and_registers_one(qemu_admin, qemu_host, tmp_path):
+    """What make demo-image does with the guest image, on a small ISO; and a file copied into
+    the media directory by hand, registered."""
     app, admin = qemu_admin()
     (tmp_path / "built.iso").write_bytes(iso_bytes())
-    register = ["media", "register", "built-1.iso", "--copy-from", str(tmp_path / "built.iso"), "--name", "built"]
-    result = app.test_cli_runner().invoke(args=register)
-    assert result.exit_code == 0 and "registered iso built" in result.output, result.output
-    assert open(f"{app.config['MEDIA_DIR']}/built-1.iso", "rb").read() == (tmp_path / "built.iso").read_bytes()
-    assert 'data-medium="built"' in admin.client.get("/media/").text
-    again = app.test_cli_runner().invoke(args=register)
-    assert again.exit_code != 0 and "built-1.iso is in the library already." in again.output
-    result = app.test_cli_runner().invoke(args=[*register, "--exist-ok"])
-    assert result.exit_code == 0 and "in the library already, as built" in result.output
+    upload_ = ["media", "upload", str(tmp_path / "built.iso"), "--kind", "iso", "--name", "Debian 12 LIMEN demo (1a2b)"]
+    result = app.test_cli_runner().invoke(args=upload_)
+    assert result.exit_code == 0 and "uploaded iso Debian 12 LIMEN demo (1a2b)" in result.output, result.output
+    assert 'data-medium="Debian 12 LIMEN demo (1a2b)"' in admin.client.get("/media/").text
+    [volume] = media_volumes(qemu_host, app)
+    assert open(f"{app.config['MEDIA_DIR']}/{volume}", "rb").read() == (tmp_path / "built.iso").read_bytes()
+    again = app.test_cli_runner().invoke(args=upload_)
+    assert again.exit_code != 0 and "The library has a medium named Debian 12 LIMEN demo (1a2b) already." in again.output
+    result = app.test_cli_runner().invoke(args=[*upload_, "--exist-ok"])
+    assert result.exit_code == 0 and "in the library already" in result.output
+    wrong = app.test_cli_runner().invoke(args=["media", "upload", str(tmp_path / "built.iso"), "--kind", "image",
+                                               "--name", "not an image"])
+    assert wrong.exit_code != 0 and "not a" in wrong.output
+    assert media_volumes(qemu_host, app) == [volume]  # the refused one left nothing
+
+    shutil.copy(tmp_path / "built.iso", f"{app.config['MEDIA_DIR']}/copied.iso")
+    result = app.test_cli_runner().invoke(args=["media", "register", "copied.iso", "--name", "copied"])
+    assert result.exit_code == 0 and "registered iso copied" in result.output, result.output
     missing = app.test_cli_runner().invoke(args=["media", "register", "nothing.iso", "--name", "none"])
     assert missing.exit_code != 0 and "The media pool has no file nothing.iso." in missing.output
     with app.app_context():
-        assert db.session.scalar(select(func.count()).select_from(Medium)) == 1
-        event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "media.register"))
-        assert (event.actor, event.target, event.result) == ("cli", "built", "ok")
+        assert db.session.scalar(select(func.count()).select_from(Medium)) == 2
+        events = db.session.scalars(select(AuditEvent).where(AuditEvent.actor == "cli")).all()
+        assert [(e.action, e.target, e.result) for e in events if e.result != "VALIDATION_FAILED"] == [
+            ("media.upload", "Debian 12 LIMEN demo (1a2b)", "ok"), ("media.register", "copied", "ok")]
 
 
 def test_a_vm_from_a_cloud_image_is_an_overlay_with_a_seed(qemu_admin, qemu_host, tmp_path):

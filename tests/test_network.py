@@ -233,3 +233,21 @@ def test_only_a_user_mode_vm_takes_forwards(net_app):
     assert refused.status_code == 422
     assert "Only a user-mode VM" in refused.json["error"]["details"]["fields"]["guest_port"]
     assert _forwards(app, "bridged") == []
+
+
+def test_a_vm_has_at_most_forwards_per_vm_ports(make_app, tmp_path, ports):
+    node = tmp_path / "node.xml"
+    node.write_text(NODE)
+    app = make_app(LIBVIRT_URI=f"test://{node}", NETWORK="user", FORWARD_PORTS=f"{ports.start}-{ports.stop - 1}",
+                   FORWARDS_PER_VM=2)
+    b = Browserless(app.test_client())
+    assert b.login("admin", admin_password(app)).status_code == 302
+    assert b.create(name="capped", network="user").status_code == 201
+    b.wait_state("capped", "running")
+    api = Api(app, token_for(app, "admin", admin_password(app)))
+    uuid = uuid_of(app, "capped")
+    assert api("POST", f"/vms/{uuid}/forwards", {"guest_port": 80}).status_code == 201
+    refused = api("POST", f"/vms/{uuid}/forwards", {"guest_port": 443})
+    assert refused.status_code == 422
+    assert "at most 2 forwarded ports" in refused.json["error"]["details"]["fields"]["guest_port"]
+    assert sorted(f[2] for f in _forwards(app, "capped")) == [22, 80]

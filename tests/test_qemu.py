@@ -79,6 +79,19 @@ def test_a_shutdown_counts_down_and_a_force_off_cuts_it_short(qemu_admin):
                       "the shutdown's end in the audit log")
     assert [e.result for e in ends] == ["SHUTDOWN_CUT_SHORT"]
     assert [e.result for e in audit_rows(app, action="vm.force-off")] == ["accepted", "ok"]
+
+    # A reboot the guest ignores can be cut short the same way, and says so.
+    assert _act(admin, app, name, "start").status_code == 202
+    admin.wait_state(name, "running", START)
+    assert _act(admin, app, name, "reboot").status_code == 202
+    row = wait_until(lambda: "Asking the guest to reboot" in (r := admin.row_html(name)) and r, 10, "the reboot")
+    assert "a-force-off" in row
+    assert _act(admin, app, name, "force-off").status_code == 202
+    admin.wait_state(name, "shutoff", 30)
+    ends = wait_until(lambda: [e for e in audit_rows(app, action="vm.reboot") if e.result != "accepted"], 10,
+                      "the reboot's end in the audit log")
+    assert [(e.result, e.detail) for e in ends] == [
+        ("VM_NOT_RUNNING", "The VM is shutoff (forced off); its guest did not restart.")]
     assert _act(admin, app, name, "delete").status_code == 202
     admin.wait_state(name, None, 30)
 

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 import libvirt
 import libvirt_qemu
 
-from ..errors import InvalidState, LimenError, VMNotFound, VMStartFailed
+from ..errors import InvalidState, LimenError, VMNotFound, VMNotRunning, VMStartFailed
 from ..profiles import Profile
 from . import domain_xml
 from .connection import Connection, is_error, translated
@@ -166,12 +166,21 @@ class Domains:
         if self.connection.get().getType() != "QEMU":
             return
         deadline = time.monotonic() + timeout
-        with self.connection.changed:
-            while self.connection.reboots.get(uuid, 0) == before:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise error(f"no reset within {timeout:g} s of the request")
-                self.connection.changed.wait(remaining)
+        while True:
+            with self.connection.changed:
+                if self.connection.reboots.get(uuid, 0) != before:
+                    return
+                seen = self.connection.events
+            current = self.state(uuid)  # a guest that powered off, or a Force off, ends the wait too
+            if current is None:
+                raise VMNotFound("the domain vanished while LIMEN waited for it to restart")
+            if current.state not in ("running", "shutting-down", "paused"):
+                why = f" ({current.reason})" if current.reason else ""
+                raise VMNotRunning(f"The VM is {current.state}{why}; its guest did not restart.")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise error(f"no reset within {timeout:g} s of the request")
+            self.connection.wait_for_event(seen, min(remaining, 0.5))
 
     @translated
     def pause(self, uuid: str) -> None:
@@ -244,7 +253,9 @@ class Domains:
         """libvirt's state in words. A guest QEMU paused on its own (a KVM internal error)
         reaches libvirt as "paused, reason unknown": QEMU's run state says what happened."""
         found = DomainState.from_libvirt(state, reason)
-        if found.state != "paused" or found.reason is not None or self.connection.get().getType() != "QEMU":
+        if (state, reason) != (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_UNKNOWN):
+            return found
+        if self.connection.get().getType() != "QEMU":
             return found
         try:
             answer = libvirt_qemu.qemuMonitorCommand(dom, '{"execute": "query-status"}', 0)

@@ -67,11 +67,6 @@ class Guests:
         self.connection = connection
 
     @translated
-    def nics(self, uuid: str) -> tuple[Nic, ...]:
-        """The domain's NICs as its definition (its live one, when it runs) has them."""
-        return _nics(self.connection.get().lookupByUUIDString(uuid).XMLDesc(0))
-
-    @translated
     def info(self, uuid: str) -> GuestInfo:
         """Ask a running domain about its guest; the agent only when its channel is connected,
         so a guest without one costs no timeout."""

@@ -31,6 +31,13 @@ _REASONS = {
         libvirt.VIR_DOMAIN_PAUSED_CRASHED: "guest crashed",
         libvirt.VIR_DOMAIN_PAUSED_STARTING_UP: "starting up",
         libvirt.VIR_DOMAIN_PAUSED_SHUTTING_DOWN: "shutting down",
+        libvirt.VIR_DOMAIN_PAUSED_MIGRATION: "migrating",
+        libvirt.VIR_DOMAIN_PAUSED_SAVE: "saving its memory",
+        libvirt.VIR_DOMAIN_PAUSED_DUMP: "dumping its memory",
+        libvirt.VIR_DOMAIN_PAUSED_FROM_SNAPSHOT: "restored from a snapshot",
+        libvirt.VIR_DOMAIN_PAUSED_SNAPSHOT: "taking a snapshot",
+        libvirt.VIR_DOMAIN_PAUSED_POSTCOPY: "post-copy migration",
+        libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED: "post-copy migration failed",
     },
     libvirt.VIR_DOMAIN_RUNNING: {
         libvirt.VIR_DOMAIN_RUNNING_CRASHED: "guest crashed",

@@ -38,8 +38,13 @@ def _rows_response(status: int = 200):
 
 
 def _done(status: int = 200):
-    """After a change: the rows for htmx, the page for a plain form."""
-    return _rows_response(status) if is_htmx() else redirect(url_for("vms.index", owner=_owner() or None))
+    """After a change: the rows for htmx, a short JSON answer for a script on the page (the
+    console's Resume), the page for a plain form."""
+    if is_htmx():
+        return _rows_response(status)
+    if request.accept_mimetypes.best == "application/json":
+        return jsonify(accepted=True), status
+    return redirect(url_for("vms.index", owner=_owner() or None))
 
 
 @bp.get("/")

@@ -160,15 +160,19 @@ def run_reboot(ctx: OpContext) -> None:
 @handler("pause")
 def run_pause(ctx: OpContext) -> None:
     ctx.step("Pausing")
-    runtime.get().hypervisor.domains.pause(ctx.vm_uuid)
-    runtime.get().sync.refresh(ctx.vm_uuid)
+    try:
+        runtime.get().hypervisor.domains.pause(ctx.vm_uuid)
+    finally:
+        runtime.get().sync.refresh(ctx.vm_uuid)
 
 
 @handler("resume")
 def run_resume(ctx: OpContext) -> None:
     ctx.step("Resuming")
-    runtime.get().hypervisor.domains.resume(ctx.vm_uuid)
-    runtime.get().sync.refresh(ctx.vm_uuid)
+    try:
+        runtime.get().hypervisor.domains.resume(ctx.vm_uuid)
+    finally:
+        runtime.get().sync.refresh(ctx.vm_uuid)
 
 
 def _delete_failed(ctx: OpContext, err: LimenError) -> None:

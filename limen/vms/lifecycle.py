@@ -25,7 +25,7 @@ ACTIONS: dict[str, frozenset[str]] = {
 # The shutdown's step while it waits for the guest (the table counts down to its deadline).
 WAITING_FOR_POWER_OFF = "Waiting for the guest to power off"
 # An action that may be requested while an Operation of the given kind is still active.
-MAY_OVERTAKE = {("force-off", "shutdown")}
+MAY_OVERTAKE = {("force-off", "shutdown"), ("force-off", "reboot")}
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
 

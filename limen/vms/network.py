@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from .. import audit, runtime
 from ..access import vm_for
@@ -57,8 +58,9 @@ def port_range() -> range:
     return range(int(low), int(high or low) + 1)
 
 
-def _free_on_host(address: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as s:
+def _free_on_host(address: str, port: int, protocol: str = "tcp") -> bool:
+    kind = socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, kind) as s:
         try:
             s.bind((address, port))
         except OSError:
@@ -66,7 +68,7 @@ def _free_on_host(address: str, port: int) -> bool:
     return True
 
 
-def allocate(vm: VM, guest_port: int = SSH) -> Forward:
+def allocate(vm: VM, guest_port: int = SSH, protocol: str = "tcp") -> Forward:
     """Give ``vm`` a host port for ``guest_port``: the lowest in the range that no VM holds
     and nothing on the host listens on. The caller flushes and commits (a port taken by
     another request meanwhile fails the unique constraint there). PortInUse when the range
@@ -74,8 +76,8 @@ def allocate(vm: VM, guest_port: int = SSH) -> Forward:
     address = current_app.config["FORWARD_ADDRESS"]
     held = set(db.session.scalars(select(Forward.host_port)))
     for port in port_range():
-        if port not in held and _free_on_host(address, port):
-            return Forward(vm=vm, protocol="tcp", host_address=address, host_port=port, guest_port=guest_port)
+        if port not in held and _free_on_host(address, port, protocol):
+            return Forward(vm=vm, protocol=protocol, host_address=address, host_port=port, guest_port=guest_port)
     ports = port_range()
     raise PortInUse(f"Every host port from {ports.start} to {ports.stop - 1} is taken (FORWARD_PORTS); none is left.")
 
@@ -104,6 +106,10 @@ def _guest_port(form: Mapping[str, Any]) -> tuple[str, int]:
     return protocol, port
 
 
+def _described(f: Forward) -> str:
+    return f"{f.host_address}:{f.host_port} to guest port {f.guest_port}/{f.protocol}"
+
+
 def _apply_if_running(vm_uuid: str) -> None:
     """A VM whose QEMU runs gets its forwards now; one that is off gets them at its start."""
     current = runtime.get().hypervisor.domains.state(vm_uuid)
@@ -120,22 +126,26 @@ def add_forward(user: User, vm_uuid: str, form: Mapping[str, Any]) -> Forward:
     protocol, guest_port = _guest_port(form)
     if vm.network != "user":
         raise ValidationFailed({"guest_port": "Only a user-mode VM needs forwards; reach it on its own address."})
+    limit = current_app.config["FORWARDS_PER_VM"]
     with idle(vm.uuid):
         if any((f.protocol, f.guest_port) == (protocol, guest_port) for f in vm.forwards):
             raise ValidationFailed({"guest_port": f"Guest port {guest_port}/{protocol} is forwarded already."})
-        forward = allocate(vm, guest_port)
-        forward.protocol = protocol
+        if len(vm.forwards) >= limit:
+            raise ValidationFailed({"guest_port": f"A VM has at most {limit} forwarded ports (FORWARDS_PER_VM)."})
+        forward = allocate(vm, guest_port, protocol)
         db.session.add(forward)
-        db.session.commit()  # a port taken by another request meanwhile fails the constraint here
         try:
-            _apply_if_running(vm.uuid)
+            db.session.commit()
+        except IntegrityError:  # another VM's request took the same port meanwhile
+            db.session.rollback()
+            raise PortInUse("Another VM took that host port at the same moment; try again.") from None
+        try:
+            _apply_if_running(vm.uuid)  # on failure it has removed what it added: the row goes too
         except LimenError:
             db.session.delete(forward)
             db.session.commit()
-            _apply_if_running(vm.uuid)
             raise
-        detail = f"{forward.host_address}:{forward.host_port} to guest port {guest_port}/{protocol}"
-        audit.record("vm.forward-add", actor=user, vm=vm, detail=detail)
+        audit.record("vm.forward-add", actor=user, vm=vm, detail=_described(forward))
         db.session.commit()
         return forward
 
@@ -149,7 +159,7 @@ def remove_forward(user: User, vm_uuid: str, forward_id: int) -> None:
         forward = next((f for f in vm.forwards if f.id == forward_id), None)
         if forward is None:
             raise ForwardNotFound()
-        detail = f"{forward.host_address}:{forward.host_port} to guest port {forward.guest_port}/{forward.protocol}"
+        detail = _described(forward)
         db.session.delete(forward)
         db.session.commit()
         _apply_if_running(vm.uuid)
