@@ -15,7 +15,7 @@ run: host $(VENV)/.run-deps
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py app:app
 
 test: host-test check guest-image
-	LIMEN_REQUIRE_ALL_TIERS=1 $(VENV)/bin/python -m pytest
+	scripts/run-tests
 
 check: $(VENV)/.test-deps
 	$(VENV)/bin/lint-imports --no-cache

@@ -6,8 +6,9 @@ qemu    the real libvirtd on qemu:///system, in a storage pool of the test's own
 guest   a real Debian 12 cloud image, booted under TCG by LIMEN on the real libvirtd
 browser headless Chromium (Debian's /usr/bin/chromium) through Playwright, against a live server
 
-``make test`` sets LIMEN_REQUIRE_ALL_TIERS=1: then a tier that ran no test, or any skipped
-test, fails the run.
+``make test`` (scripts/run-tests) names the tiers each pytest run must hold in
+LIMEN_REQUIRE_TIERS ("all", or e.g. "fast,qemu,browser"): then one of them that ran no passing
+test, or any skipped test, fails the run.
 """
 import os
 import time
@@ -49,10 +50,21 @@ def pytest_runtest_logreport(report):
         _outcomes[(tier, "passed")] += 1
 
 
+def required_tiers() -> tuple[str, ...]:
+    named = os.environ.get("LIMEN_REQUIRE_TIERS", "")
+    if named == "all":
+        return TIERS
+    tiers = tuple(t for t in named.split(",") if t)
+    unknown = set(tiers) - set(TIERS)
+    assert not unknown, f"LIMEN_REQUIRE_TIERS names no such tier: {sorted(unknown)}"
+    return tiers
+
+
 def pytest_sessionfinish(session, exitstatus):
-    if os.environ.get("LIMEN_REQUIRE_ALL_TIERS") != "1":
+    required = required_tiers()
+    if not required:
         return
-    problems = [f"the {t} tier ran no passing test" for t in TIERS if not _outcomes[(t, "passed")]]
+    problems = [f"the {t} tier ran no passing test" for t in required if not _outcomes[(t, "passed")]]
     problems += [f"{n} {t} test(s) skipped" for (t, kind), n in _outcomes.items() if kind == "skipped"]
     if problems:
         session.config._limen_tier_problems = problems
