@@ -324,6 +324,12 @@ class ProtocolError(LimenError):
     sentence = "The browser sent something that is not a WebSocket frame LIMEN accepts."
 
 
+class MessageTooBig(LimenError):
+    code = "MESSAGE_TOO_BIG"
+    ws_close = 1009
+    sentence = "The browser sent a WebSocket message larger than a console takes."
+
+
 class LimenRestarted(LimenError):
     code = "LIMEN_RESTARTED"
     sentence = "LIMEN restarted while this console was open."

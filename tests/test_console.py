@@ -332,3 +332,16 @@ def test_a_paused_vms_console_says_why_and_starts_nothing(app, admin, vm, base, 
     assert dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED and starts(app, vm) == 0
     status = admin.client.get(f"/vms/{vm}/status").json
     assert (status["state"], status["reason"]) == ("paused", "paused by a user")
+
+
+def test_a_frame_no_browser_sends_ends_the_console_with_1002(app, admin, vm, base):
+    ws = open_console(ws_url(base, vm, get_ticket(admin, vm).json["ticket"]), origin=base)
+    assert receive_exactly(ws, len(BANNER)) == BANNER
+    ws.sock.sendall(bytes([0x82, 0x02]) + b"hi")  # unmasked, as only a server may send
+    assert close_code(ws) == (1002, "PROTOCOL_ERROR")
+
+    def ended():
+        with app.app_context():
+            return db.session.scalar(select(ConsoleSession.end).where(ConsoleSession.ended_at.is_not(None)))
+
+    assert wait_until(ended, 10, "the session's end to be recorded") == "PROTOCOL_ERROR"

@@ -4,7 +4,7 @@ import logging
 import socket
 import threading
 
-from ..errors import ClientClosed, LimenError, ProtocolError, VNCClosed
+from ..errors import ClientClosed, LimenError, MessageTooBig, ProtocolError, VNCClosed
 from . import frames
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class Bridge:
                     self.conn.send(frames.PONG, payload)
         except frames.FrameError as e:
             log.warning("console: %s from the browser", e)
-            self._finish(ProtocolError())
+            self._finish(MessageTooBig() if e.close_code == 1009 else ProtocolError())
         except OSError:
             pass  # the browser's side is gone (or did not answer our close in time)
 

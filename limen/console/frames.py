@@ -11,8 +11,11 @@ import socket
 import threading
 import time
 
-TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
-MAX_FRAME = 16 * 1024 * 1024  # a browser's input events are tiny; anything this big is abuse
+CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+OPCODES = {CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG}
+# A browser's input events are tiny: a message (one frame, or a fragmented one) this big is abuse.
+MAX_MESSAGE = 16 * 1024 * 1024
+MAX_CONTROL = 125  # RFC 6455 5.5: a control frame's payload, and it is never fragmented
 CHUNK = 64 * 1024
 
 
@@ -34,7 +37,12 @@ class NoReaderThread:
 
 
 class FrameError(Exception):
-    pass
+    """What the browser sent breaks RFC 6455; ``close_code`` is the code the RFC asks for
+    (1002 protocol error, 1009 message too big)."""
+
+    def __init__(self, message: str, close_code: int = 1002):
+        super().__init__(message)
+        self.close_code = close_code
 
 
 def frame(opcode: int, payload: bytes = b"") -> bytes:
@@ -61,6 +69,8 @@ class Connection:
         self.send_lock = threading.Lock()
         self.close_sent = False
         self._buffer = bytearray()
+        self._message = 0  # bytes so far of a fragmented data message
+        self._fragmented = False  # a data message's first frame came without FIN
 
     def send(self, opcode: int, payload: bytes = b"") -> None:
         with self.send_lock:
@@ -93,7 +103,16 @@ class Connection:
         buf = self._buffer
         if len(buf) < 2:
             return None
+        fin, opcode = buf[0] & 0x80, buf[0] & 0x0F
+        if buf[0] & 0x70:
+            raise FrameError("a frame with reserved bits set (no extension was agreed)")
+        if opcode not in OPCODES:
+            raise FrameError(f"a frame of unknown opcode {opcode:#x}")
+        if not buf[1] & 0x80:
+            raise FrameError("an unmasked frame (a client masks every frame)")
         size, pos = buf[1] & 0x7F, 2
+        if opcode & 0x8 and (size > MAX_CONTROL or not fin):
+            raise FrameError("a control frame over 125 bytes, or fragmented")
         if size == 126:
             if len(buf) < 4:
                 return None
@@ -102,15 +121,20 @@ class Connection:
             if len(buf) < 10:
                 return None
             size, pos = int.from_bytes(buf[2:10], "big"), 10
-        if size > MAX_FRAME:
-            raise FrameError(f"a frame of {size} bytes")
-        masked = buf[1] & 0x80
-        start = pos + (4 if masked else 0)
+        if not opcode & 0x8:
+            if (opcode == CONTINUATION) != self._fragmented:
+                raise FrameError("a continuation frame out of place")
+            if self._message + size > MAX_MESSAGE:
+                raise FrameError(f"a message of more than {MAX_MESSAGE} bytes", 1009)
+        start = pos + 4
         end = start + size
         if len(buf) < end:
             return None
-        opcode, payload = buf[0] & 0x0F, bytes(buf[start:end])
-        if masked and size:  # one big-integer XOR unmasks the whole payload
+        payload = bytes(buf[start:end])
+        if not opcode & 0x8:
+            self._fragmented = not fin
+            self._message = 0 if fin else self._message + size
+        if size:  # one big-integer XOR unmasks the whole payload
             key = int.from_bytes((bytes(buf[pos:start]) * (size // 4 + 1))[:size], "little")
             payload = (int.from_bytes(payload, "little") ^ key).to_bytes(size, "little")
         del buf[:end]
