@@ -49,6 +49,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     cli.register(app)
 
     with app.app_context():
+        database.protect()
         database.upgrade()
         if app.config["INITIAL_ADMIN"]:
             _initial_admin(app)

@@ -119,7 +119,8 @@ def load(app, test_config: dict | None) -> None:
     layer(app.config, test_config)
 
     instance = Path(app.instance_path)
-    instance.mkdir(parents=True, exist_ok=True)
+    instance.mkdir(mode=0o700, parents=True, exist_ok=True)
+    instance.chmod(0o700)  # the database, the secret key and the first admin's password are in it
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(instance / "secret_key")
     if not app.config.get("DATABASE_URL"):

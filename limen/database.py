@@ -8,6 +8,7 @@ the schema of ``BEFORE_MIGRATIONS`` and no version table: it is stamped, then up
 A migration that cannot run raises, and LIMEN does not start.
 """
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,22 @@ from .extensions import db
 
 DIRECTORY = str(Path(__file__).resolve().parent.parent / "migrations")
 BEFORE_MIGRATIONS = "a1c3e5f7b901"  # the first migration: the schema of LIMEN 0.1
+
+
+def protect() -> None:
+    """A SQLite database is readable by LIMEN's user only (it holds password hashes): the file is
+    made 0600 before SQLite first opens it, so its WAL and shared-memory files, which SQLite
+    creates with the database's mode, are 0600 too; files an older LIMEN left wider are tightened."""
+    url = db.engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return
+    path = Path(url.database)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            file.chmod(0o600)
+        except FileNotFoundError:
+            pass
 
 
 def upgrade() -> None:

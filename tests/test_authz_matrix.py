@@ -247,6 +247,8 @@ def test_the_matrix(matrix_app, endpoint, method):
             assert response.headers["Location"].startswith("/login"), where
         else:
             assert response.status_code == want, f"{where}: {response.status_code}"
+        if endpoint != "static":  # no page, answer or token is kept by a cache or the back button
+            assert response.headers["Cache-Control"] == "no-store", where
         if response.mimetype == "text/html":
             assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"], where
             assert "script-src 'self'" in response.headers["Content-Security-Policy"], where
@@ -299,3 +301,8 @@ def test_a_hostile_name_from_another_tool_is_shown_as_text(app, admin, libvirt_c
     table = admin.client.get("/").text
     assert "&lt;img src=x onerror=alert(1)&gt;" in table
     assert "libvirt said &lt;img" in table
+
+
+def test_only_static_files_may_be_cached(app):
+    response = app.test_client().get("/static/js/limen.js")
+    assert response.status_code == 200 and "no-store" not in response.headers.get("Cache-Control", "")

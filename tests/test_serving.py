@@ -82,6 +82,21 @@ def test_gunicorn_serves_limen_and_runs_its_background_work(serve):
         return re.search(r'data-state="running">\s*<td class="name">served</td>', rows)
 
     wait_until(running, 10, "the VM to run (the worker's background threads)")
+    # Only LIMEN's user reads what the instance folder holds: password hashes, the secret key.
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in [instance, *instance.iterdir()]}
+    assert modes == {"instance": "0o700", "limen.sqlite": "0o600", "limen.sqlite-wal": "0o600",
+                     "limen.sqlite-shm": "0o600", "secret_key": "0o600", "initial-admin-password": "0o600",
+                     **{k: v for k, v in modes.items() if k.endswith(".py")}}
+
+
+def test_a_database_an_older_limen_left_readable_is_made_private(make_app, node_xml, tmp_path, database_template):
+    instance = tmp_path / "instance"
+    instance.mkdir(mode=0o755)
+    (instance / "limen.sqlite").write_bytes(database_template.read_bytes())
+    (instance / "limen.sqlite").chmod(0o644)
+    make_app(LIBVIRT_URI=f"test://{node_xml}")
+    assert oct(instance.stat().st_mode & 0o777) == "0o700"
+    assert oct((instance / "limen.sqlite").stat().st_mode & 0o777) == "0o600"
 
 
 def test_the_console_websocket_works_through_gunicorn(serve):

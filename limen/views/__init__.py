@@ -60,6 +60,10 @@ def register(app: Flask) -> None:
     def security_headers(response):
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        # What a signed-in user or a token sees is not for a shared cache, nor the browser's
+        # back button after signing out; only the static files are cached.
+        if request.endpoint != "static":
+            response.headers["Cache-Control"] = "no-store"
         return response
 
     @app.errorhandler(RateLimitExceeded)

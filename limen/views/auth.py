@@ -2,7 +2,7 @@
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, current_app, make_response, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
 from .. import accounts
@@ -81,9 +81,7 @@ def create_token():
         new = tokens.create(current_user, request.form.get("name", ""), request.form.get("expires_days") or None)
     except ValidationFailed as e:
         return _account_page(token_errors=e.fields), 422
-    response = make_response(_account_page(new_token=new), 201)
-    response.headers["Cache-Control"] = "no-store"  # the token is on this page, once
-    return response
+    return _account_page(new_token=new), 201
 
 
 @bp.post("/account/tokens/<int(max=9223372036854775807):token_id>/revoke")
