@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import select
 
 from helpers import (Api, Browserless, add_user, admin_password, close_code, open_console, receive_exactly,
-                     token_for, wait_until)
+                     signed_in, token_for, wait_until)
 from limen.extensions import db
 from limen.models import ApiToken, AuditEvent, utcnow
 from stub_vnc import StubVNC
@@ -160,6 +160,27 @@ def test_a_disabled_users_token_stops_working(app, admin):
     assert bob("GET", "/vms").status_code == 200
     admin.client.post("/admin/users/bob", data={"csrf_token": admin.csrf, "role": "user", "disabled": "on"})
     assert bob("GET", "/vms").status_code == 401
+    # Enabled again, bob signs in; the token of before stays dead (it may be what got him disabled).
+    admin.client.post("/admin/users/bob", data={"csrf_token": admin.csrf, "role": "user"})
+    assert signed_in(app, "bob", "bob-password-1")
+    assert bob("GET", "/vms").json["error"]["message"] == "This API token was revoked."
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_changing_ones_own_password_revokes_ones_tokens_unless_kept(app, keep):
+    add_user(app, "bob", "bob-password-1")
+    token = Api(app, token_for(app, "bob", "bob-password-1"))
+    bob = signed_in(app, "bob", "bob-password-1")
+    form = {"csrf_token": bob.csrf, "current": "bob-password-1", "password": "bob-password-2",
+            "confirm": "bob-password-2", **({"keep_tokens": "on"} if keep else {})}
+    page = bob.client.post("/account", data=form)
+    assert page.status_code == 200 and "Your password is changed" in page.text
+    if keep:
+        assert "revoked" not in page.text.split("Your password is changed")[1].split("</p>")[0]
+        assert token("GET", "/vms").status_code == 200
+    else:
+        assert "your 1 API token revoked" in page.text
+        assert token("GET", "/vms").json["error"]["message"] == "This API token was revoked."
 
 
 def test_tokens_from_the_command_line(app):

@@ -27,9 +27,18 @@ def _check_new_password(password: str, confirm: str | None, errors: dict[str, st
         errors["confirm"] = "The two passwords differ."
 
 
+def _revoke_tokens(user: User) -> int:
+    """Revoke every API token ``user`` holds; how many were live."""
+    return rows_changed(
+        update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None)).values(revoked_at=utcnow())
+    )
+
+
 @audit.refusals("password.change")
-def change_own_password(user: User, current: str, password: str, confirm: str) -> None:
-    """A new password for the signed-in user; their other sign-ins end."""
+def change_own_password(user: User, current: str, password: str, confirm: str, revoke_tokens: bool = True) -> int:
+    """A new password for the signed-in user; their other sign-ins end, and (unless they keep
+    them) their API tokens are revoked: a password changed because it leaked must not leave a
+    token minted with it working. Returns how many tokens were revoked."""
     authorize(user, "account.password")
     errors: dict[str, str] = {}
     if not user.check_password(current):
@@ -39,8 +48,11 @@ def change_own_password(user: User, current: str, password: str, confirm: str) -
         raise ValidationFailed(errors)
     user.set_password(password)
     ended = end_sign_ins(user, PASSWORD_CHANGED, keep=user.login_session)
-    audit.record("password.change", actor=user, target=user.username, detail=f"{ended} other sign-in(s) ended")
+    revoked = _revoke_tokens(user) if revoke_tokens else 0
+    detail = f"{ended} other sign-in(s) ended, {revoked} API token(s) revoked"
+    audit.record("password.change", actor=user, target=user.username, detail=detail)
     db.session.commit()
+    return revoked
 
 
 @audit.refusals("password.reset", subject="username")
@@ -59,9 +71,7 @@ def reset_password(actor: Actor, username: str, password: str, confirm: str | No
         keep=getattr(actor, "login_session", None) if user.id == actor.id else None,
     )
     # A reset is how an account is taken back: tokens minted meanwhile must not outlive it.
-    revoked = rows_changed(
-        update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None)).values(revoked_at=utcnow())
-    )
+    revoked = _revoke_tokens(user)
     audit.record(
         "password.reset",
         actor=actor,
@@ -147,9 +157,9 @@ def update_user(
         raise ValidationFailed(errors)
     if not changes:
         return user
-    if disabled:
+    if disabled:  # and enabling the account again brings neither back
         ended = end_sign_ins(user, USER_DISABLED)
-        changes.append(f"{ended} sign-in(s) ended")
+        changes.append(f"{ended} sign-in(s) ended, {_revoke_tokens(user)} API token(s) revoked")
     audit.record("user.update", actor=actor, target=user.username, detail=", ".join(changes))
     # Consoles end by themselves: each checks its user's standing in the database.
     db.session.commit()

@@ -51,18 +51,23 @@ def logout():
 @bp.route("/account", methods=["GET", "POST"])
 @limiter.limit(lambda: current_app.config["LOGIN_LIMIT_PER_IP"], methods=["POST"])  # no guessing
 def account():
-    """Your own password; your other sign-ins end when it changes."""
-    errors, done = {}, False
+    """Your own password; your other sign-ins end when it changes, and your API tokens unless
+    you keep them."""
+    errors, done, revoked = {}, False, 0
     if request.method == "POST":
         f = request.form
         try:
-            accounts.change_own_password(
-                current_user, f.get("current", ""), f.get("password", ""), f.get("confirm", "")
+            revoked = accounts.change_own_password(
+                current_user,
+                f.get("current", ""),
+                f.get("password", ""),
+                f.get("confirm", ""),
+                revoke_tokens=f.get("keep_tokens") != "on",
             )
             done = True
         except ValidationFailed as e:
             errors = e.fields
-    return _account_page(errors=errors, done=done), 422 if errors else 200
+    return _account_page(errors=errors, done=done, revoked=revoked), 422 if errors else 200
 
 
 def _account_page(**extra):
