@@ -51,7 +51,7 @@ def record(
         operation_id=operation_id,
         vm_uuid=vm.uuid if vm is not None else vm_uuid,
         vm_name=vm.name if vm is not None else None,
-        detail=detail[:512] if detail else None,
+        detail=detail or None,
         ip=ip or source_ip(),
     )
     db.session.add(event)

@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 
 from .changes import Changes
 from .errors import HypervisorUnavailable, LimenError
-from .extensions import db, rows_changed
+from .extensions import cut, db, rows_changed
 from .hypervisor import DomainState, Forward, Hypervisor
 from .models import CREATING, DELETING, ERROR, MISSING, VM, UnmanagedDomain, utcnow
 from .models import Forward as ForwardRow
@@ -32,8 +32,15 @@ _FULL = object()
 _STOP = object()
 
 
+REASON_LENGTH = 512  # VM.state_reason's column
+
+
 def _desired(current: DomainState | None) -> tuple[str, str | None]:
-    return (MISSING, None) if current is None else (current.state, current.reason)
+    """The row's state and reason for what libvirt reports (a bulk UPDATE is not cut by the
+    models' hook, so the reason is cut here)."""
+    if current is None:
+        return MISSING, None
+    return current.state, cut(current.reason, REASON_LENGTH) if current.reason else None
 
 
 def _write(uuid: str, current: DomainState | None) -> bool:
@@ -130,7 +137,7 @@ class StateSync:
             if error is None:
                 state, reason = _desired(self.hypervisor.domains.state(uuid))
             else:
-                state, reason = ERROR, error
+                state, reason = ERROR, cut(error, REASON_LENGTH)
             db.session.execute(
                 update(VM).where(VM.uuid == uuid).values(state=state, state_reason=reason, state_seen_at=utcnow())
             )

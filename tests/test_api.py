@@ -261,3 +261,16 @@ def test_a_password_reset_revokes_the_users_tokens(app, admin):
     assert admin.client.post("/admin/users/bob/password", data={
         "csrf_token": admin.csrf, "password": "bob-password-2", "confirm": "bob-password-2"}).status_code == 302
     assert bob("GET", "/vms").json["error"]["message"] == "This API token was revoked."
+
+
+def test_an_over_long_value_is_cut_and_marked_in_the_audit_log_not_refused(app):
+    """A user's refusal carries what they sent: a megabyte of it is kept as 64 characters."""
+    add_user(app, "bob", "bob-password-1")
+    bob = Api(app, token_for(app, "bob", "bob-password-1"))
+    huge = "n" * 2 ** 20
+    response = bob("POST", f"/media?kind=iso&name={huge}&os_kind=linux", {})
+    assert (response.status_code, response.json["error"]["code"]) == (403, "NOT_ALLOWED")
+    with app.app_context():
+        event = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "media.upload")).one()
+        assert (event.actor, event.result) == ("bob", "NOT_ALLOWED")
+        assert len(event.target) == 64 and event.target == "n" * 58 + "…[cut]"
