@@ -29,6 +29,9 @@ class Config:
     MEDIA_DIR = "/var/lib/limen/media"
     # An upload whose client sends nothing for this many seconds is given up on (and removed).
     UPLOAD_IDLE_TIMEOUT = 60
+    # The largest request body but an upload's (whose limit is the media pool's free space),
+    # refused with 413 from its Content-Length before any of it is read.
+    MAX_CONTENT_LENGTH = 1024 * 1024
     # What new VMs' NIC is attached to, unless the create form says otherwise: "user"
     # (user-mode, no bridge needed), "network:NAME" (a libvirt network; a bare name works too),
     # "bridge:NAME" (a host bridge) or "none".

@@ -274,3 +274,25 @@ def test_an_over_long_value_is_cut_and_marked_in_the_audit_log_not_refused(app):
         event = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "media.upload")).one()
         assert (event.actor, event.result) == ("bob", "NOT_ALLOWED")
         assert len(event.target) == 64 and event.target == "n" * 58 + "…[cut]"
+
+
+def _answer_to_headers_alone(base: str, request: bytes, timeout: float = 5.0) -> bytes:
+    """Send only ``request``'s head (its Content-Length promises a body that never comes) and
+    return the status line: a server that waited for the body would answer nothing in time."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(base)
+    with socket.create_connection((url.hostname, url.port), timeout=timeout) as s:
+        s.sendall(request)
+        return s.recv(4096).split(b"\r\n", 1)[0]
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(app, base):
+    head = (b"POST /api/v1/auth/tokens HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 157286400\r\n\r\n{")
+    assert _answer_to_headers_alone(base, head) == b"HTTP/1.1 413 REQUEST ENTITY TOO LARGE"
+    # Within the limit, the same route answers as before.
+    response = app.test_client().post("/api/v1/auth/tokens", json={"username": "admin", "password": "x" * 1000,
+                                                                   "name": "t"})
+    assert response.status_code == 401

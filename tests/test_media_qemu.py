@@ -332,3 +332,13 @@ def test_scripts_upload_and_use_media_through_the_api(qemu_app, qemu_host):
     assert ejected.status_code == 200 and ejected.json["iso"] is None and ejected.json["boot_cdrom"] is False
     assert client.delete(f"/api/v1/media/{medium['id']}", headers=auth).status_code == 204
     assert client.get("/api/v1/media", headers=auth).json == []
+
+
+def test_an_upload_may_be_larger_than_any_other_request(qemu_admin, qemu_host):
+    app, admin = qemu_admin()
+    data = iso_bytes(3 * 2 ** 20)
+    assert len(data) > app.config["MAX_CONTENT_LENGTH"]
+    response = upload(admin, data, name="larger")
+    assert response.status_code == 201, response.text
+    assert response.json["size_bytes"] == len(data)
+    assert media_volumes(qemu_host, app) != []

@@ -39,6 +39,16 @@ def wants_json() -> bool:
     return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
 
 
+UPLOADS = {"media.upload", "api.upload_medium"}  # their limit is the media pool's free space
+
+
+def body_limits() -> None:
+    """MAX_CONTENT_LENGTH for every request but an upload (a file streamed into the media
+    pool, which checks its length against the pool's free space itself)."""
+    if request.endpoint in UPLOADS:
+        request.max_content_length = 2**63 - 1  # None would mean MAX_CONTENT_LENGTH again
+
+
 def register(app: Flask) -> None:
     app.register_blueprint(auth.bp)
     app.register_blueprint(health.bp)
