@@ -28,14 +28,25 @@ def ports():
 
 
 @pytest.fixture
-def net_app(make_app, tmp_path, ports):
-    node = tmp_path / "node.xml"
-    node.write_text(NODE)
-    app = make_app(LIBVIRT_URI=f"test://{node}", NETWORK="user", FORWARD_PORTS=f"{ports.start}-{ports.stop - 1}",
-                   GUEST_POLL_INTERVAL=0.1)
-    b = Browserless(app.test_client())
-    assert b.login("admin", admin_password(app)).status_code == 302
-    return app, b
+def make_net_app(make_app, tmp_path, ports):
+    """(app, signed-in admin) on a node with the networks and bridge of NODE, user mode by
+    default, forwarding from ``ports``; with config overrides."""
+
+    def make(**config):
+        node = tmp_path / "node.xml"
+        node.write_text(NODE)
+        app = make_app(LIBVIRT_URI=f"test://{node}", NETWORK="user", FORWARD_PORTS=f"{ports.start}-{ports.stop - 1}",
+                       GUEST_POLL_INTERVAL=0.1, **config)
+        b = Browserless(app.test_client())
+        assert b.login("admin", admin_password(app)).status_code == 302
+        return app, b
+
+    return make
+
+
+@pytest.fixture
+def net_app(make_net_app):
+    return make_net_app()
 
 
 def _forwards(app, name: str) -> list[tuple[str, int, int]]:
@@ -235,13 +246,8 @@ def test_only_a_user_mode_vm_takes_forwards(net_app):
     assert _forwards(app, "bridged") == []
 
 
-def test_a_vm_has_at_most_forwards_per_vm_ports(make_app, tmp_path, ports):
-    node = tmp_path / "node.xml"
-    node.write_text(NODE)
-    app = make_app(LIBVIRT_URI=f"test://{node}", NETWORK="user", FORWARD_PORTS=f"{ports.start}-{ports.stop - 1}",
-                   FORWARDS_PER_VM=2)
-    b = Browserless(app.test_client())
-    assert b.login("admin", admin_password(app)).status_code == 302
+def test_a_vm_has_at_most_forwards_per_vm_ports(make_net_app):
+    app, b = make_net_app(FORWARDS_PER_VM=2)
     assert b.create(name="capped", network="user").status_code == 201
     b.wait_state("capped", "running")
     api = Api(app, token_for(app, "admin", admin_password(app)))
