@@ -86,7 +86,18 @@ def test_gunicorn_serves_limen_and_runs_its_background_work(serve):
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in [instance, *instance.iterdir()]}
     assert modes == {"instance": "0o700", "limen.sqlite": "0o600", "limen.sqlite-wal": "0o600",
                      "limen.sqlite-shm": "0o600", "secret_key": "0o600", "initial-admin-password": "0o600",
+                     "gunicorn.ctl": "0o600",  # gunicorn's control socket: this instance's own
                      **{k: v for k, v in modes.items() if k.endswith(".py")}}
+
+
+def test_forwarded_headers_are_believed_only_from_trusted_proxies(serve):
+    """With LIMEN_TRUSTED_PROXIES=0 (the default) a client on 127.0.0.1 cannot claim https or
+    another host through X-Forwarded-*: the links LIMEN builds keep what the request was."""
+    base, _instance = serve()
+    request = urllib.request.Request(f"{base}/api/v1/openapi.json", headers={
+        "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"})
+    server = json.load(urllib.request.urlopen(request, timeout=10))["servers"][0]["url"]
+    assert server == f"{base}/api/v1"
 
 
 def test_a_database_an_older_limen_left_readable_is_made_private(make_app, node_xml, tmp_path, database_template):
