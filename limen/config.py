@@ -82,6 +82,11 @@ class Config:
     # and those headers are ignored). Behind one TLS proxy: 1. The client address (for the
     # sign-in limits and the audit log) and wss:// console URLs come from them.
     TRUSTED_PROXIES = 0
+    # The host names LIMEN answers to (Flask's TRUSTED_HOSTS; ".example.org" takes its
+    # subdomains too); a request for another Host gets 400 before routing, so a DNS-rebinding
+    # page cannot pass for LIMEN. None: on a loopback BIND with no proxy, the loopback names;
+    # else no check (set it when serving other names, or behind a proxy).
+    TRUSTED_HOSTS: list[str] | None = None
     # A sign-in ends this many hours after it began, however active (then sign in again).
     SIGN_IN_LIFETIME_HOURS = 24
     # Cookies only over HTTPS. None: on, unless LIMEN listens on a loopback address only.
@@ -129,6 +134,13 @@ def load(app, test_config: dict | None) -> None:
     if not app.config.get("DATABASE_URL"):
         app.config["DATABASE_URL"] = f"sqlite:///{instance / 'limen.sqlite'}"
     app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
+    bind = str(app.config["BIND"])
+    # (Werkzeug cannot match an IPv6 Host, so an IPv6 loopback BIND gets no default list.)
+    ipv4_loopback = is_loopback(bind) and "[" not in bind
+    if app.config["TRUSTED_HOSTS"] is None and ipv4_loopback and not int(app.config["TRUSTED_PROXIES"]):
+        app.config["TRUSTED_HOSTS"] = ["localhost", "127.0.0.1"]
+    elif isinstance(app.config["TRUSTED_HOSTS"], str):  # LIMEN_TRUSTED_HOSTS=a.example,b.example
+        app.config["TRUSTED_HOSTS"] = [h.strip() for h in app.config["TRUSTED_HOSTS"].split(",") if h.strip()]
     secure = app.config["SECURE_COOKIES"]
     app.config["SESSION_COOKIE_SECURE"] = not is_loopback(app.config["BIND"]) if secure is None else bool(secure)
 

@@ -73,7 +73,7 @@ def test_session_cookie_flags(make_app, node_xml):
     ({"BIND": "0.0.0.0:8080", "SECURE_COOKIES": False}, False),
     ({"BIND": "127.0.0.1:8080", "SECURE_COOKIES": True}, True)])
 def test_secure_cookies_default_on_unless_bound_to_loopback(make_app, node_xml, config, secure):
-    app = make_app(LIBVIRT_URI=f"test://{node_xml}", **config)
+    app = make_app(LIBVIRT_URI=f"test://{node_xml}", TRUSTED_HOSTS=["limen.example"], **config)
     assert app.config["SESSION_COOKIE_SECURE"] is secure
     cookie = app.test_client().get("/login", base_url="https://limen.example").headers["Set-Cookie"]
     assert ("Secure" in cookie) is secure

@@ -81,3 +81,20 @@ def test_sign_out_ends_the_session(admin):
     response = admin.client.post("/logout", data={"csrf_token": admin.csrf})
     assert response.status_code == 302
     assert admin.client.get("/").status_code == 302
+
+
+def test_a_request_for_another_host_is_refused_before_routing(app, admin):
+    """On a loopback BIND, LIMEN answers to the loopback names only: a DNS-rebinding page
+    (evil.example resolving to 127.0.0.1) gets 400, signed-in cookie or not."""
+    assert admin.client.get("/", headers={"Host": "localhost:8080"}).status_code == 200
+    assert admin.client.get("/login", headers={"Host": "127.0.0.1:8080"}).status_code == 200
+    for path in ("/", "/login", "/api/v1/vms", "/healthz"):
+        assert admin.client.get(path, headers={"Host": "evil.example:8080"}).status_code == 400, path
+
+
+def test_the_names_to_answer_to_are_configurable(make_app, node_xml):
+    app = make_app(LIBVIRT_URI=f"test://{node_xml}", TRUSTED_HOSTS="limen.example, .lab.example")
+    client = app.test_client()
+    assert client.get("/login", headers={"Host": "limen.example"}).status_code == 200
+    assert client.get("/login", headers={"Host": "vm-host.lab.example"}).status_code == 200
+    assert client.get("/login", headers={"Host": "localhost"}).status_code == 400

@@ -8,7 +8,7 @@ from flask import Flask, jsonify, make_response, redirect, render_template, requ
 from flask_limiter.errors import RateLimitExceeded
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, SecurityError
 
 from ..errors import CSRFFailed, LimenError, NotSignedIn, RequestRefused, TooManyAttempts
 from ..extensions import limiter, login_manager
@@ -75,6 +75,13 @@ def register(app: Flask) -> None:
         if request.endpoint != "static":
             response.headers["Cache-Control"] = "no-store"
         return response
+
+    @app.errorhandler(SecurityError)
+    def untrusted_host(err: SecurityError):
+        """A Host LIMEN does not answer to (TRUSTED_HOSTS): refused before routing, in plain
+        text, since no URL of this site can be built for that host."""
+        log.warning("refused a request for host %r", request.headers.get("Host"))
+        return "Bad Request: LIMEN does not answer to this host name.\n", 400, {"Content-Type": "text/plain"}
 
     @app.errorhandler(RateLimitExceeded)
     def too_many(err: RateLimitExceeded):
