@@ -389,6 +389,26 @@ def status_of(pid: int) -> dict:
     return values
 
 
+def remove_pool(conn, pool_name: str) -> None:
+    """Remove a storage pool the benchmark made: its volumes, its directory, its definition."""
+    import libvirt
+
+    try:
+        pool = conn.storagePoolLookupByName(pool_name)
+    except libvirt.libvirtError:
+        return
+    try:
+        if pool.isActive():
+            pool.refresh(0)
+            for vol in pool.listAllVolumes():
+                vol.delete(0)
+            pool.destroy()
+        pool.delete(0)
+        pool.undefine()
+    except libvirt.libvirtError as e:
+        print(f"cleanup: could not remove pool {pool_name}: {e.get_error_message()}", file=sys.stderr)
+
+
 def stop_process(proc: subprocess.Popen, timeout: float = 35.0) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -783,21 +803,7 @@ def time_to_console(workdir: Path, args) -> dict:
                 dom.undefine()
             except libvirt.libvirtError as e:
                 print(f"cleanup: could not remove domain {name}: {e.get_error_message()}", file=sys.stderr)
-        try:
-            pool = conn.storagePoolLookupByName(pool_name)
-        except libvirt.libvirtError:
-            pool = None
-        if pool is not None:
-            try:
-                if pool.isActive():
-                    pool.refresh(0)
-                    for vol in pool.listAllVolumes():
-                        vol.delete(0)
-                    pool.destroy()
-                pool.delete(0)
-                pool.undefine()
-            except libvirt.libvirtError as e:
-                print(f"cleanup: could not remove pool {pool_name}: {e.get_error_message()}", file=sys.stderr)
+        remove_pool(conn, pool_name)
         conn.close()
 
 

@@ -40,7 +40,7 @@ import libvirt_qemu
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from console import BIN, ROOT, BenchError, Limen, free_port, wait_until
+from console import BIN, ROOT, BenchError, Limen, free_port, remove_pool, wait_until
 
 from limen import cloudinit
 
@@ -55,6 +55,10 @@ def banner(port: int) -> bool:
             return s.recv(8).startswith(b"SSH-2.0")
     except OSError:
         return False
+
+
+def gone(conn: libvirt.virConnect, vm_uuid: str) -> bool:
+    return vm_uuid not in {d.UUIDString() for d in conn.listAllDomains()}
 
 
 def agent_address(conn: libvirt.virConnect, vm_uuid: str) -> bool:
@@ -126,8 +130,7 @@ def limen_round(api: Api, conn, image_id: int, key: str, name: str) -> tuple[flo
     except BaseException:
         stop.set()
         api("DELETE", f"/vms/{vm['uuid']}")  # nothing of a failed round stays behind
-        wait_until(lambda: vm["uuid"] not in {d.UUIDString() for d in conn.listAllDomains()}, 60,
-                   "the failed round's VM to be deleted")
+        wait_until(lambda: gone(conn, vm["uuid"]), 60, "the failed round's VM to be deleted")
         raise
     return ssh, found["shown"], found["agent"], vm["uuid"]
 
@@ -206,8 +209,7 @@ def main() -> int:
                     shown_s.append(shown)
                     agent_s.append(agent)
                     api("DELETE", f"/vms/{vm_uuid}")
-                    wait_until(lambda u=vm_uuid: not [d for d in conn.listAllDomains() if d.UUIDString() == u],
-                               60, "the VM's delete")
+                    wait_until(lambda u=vm_uuid: gone(conn, u), 60, "the VM's delete")
                     print(f"round {n}: LIMEN {ssh:.1f} s to SSH; address shown at {shown:.1f} s, "
                           f"agent reported it at {agent:.1f} s", flush=True)
                 else:
@@ -221,16 +223,10 @@ def main() -> int:
         return 1
     finally:
         limen.stop()
-        for pool in conn.listAllStoragePools():
-            if pool.name() in (config["STORAGE_POOL"], config["MEDIA_POOL"]):
-                for volume in pool.listAllVolumes():
-                    volume.delete()
-                if pool.isActive():
-                    pool.destroy()
-                pool.undefine()
+        remove_pool(conn, config["STORAGE_POOL"])
+        remove_pool(conn, config["MEDIA_POOL"])
         conn.close()
-        for folder in (bare_dir, Path(config["STORAGE_DIR"]), Path(config["MEDIA_DIR"])):
-            shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(bare_dir, ignore_errors=True)
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     ratio = statistics.median(limen_s) / statistics.median(bare_s)

@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 
 from .changes import Changes
 from .errors import HypervisorUnavailable, LimenError
-from .extensions import db
+from .extensions import cut, db
 from .hypervisor import GuestInfo, Hypervisor
 from .models import CREATING, DELETING, ERROR, MISSING, VM
 
@@ -28,7 +28,8 @@ SLOW = 1.0  # seconds: a guest that took longer (a hung agent) is asked again on
 
 
 def _cut(text: str | None, size: int = MAX_TEXT) -> str | None:
-    return None if text is None else text[:size]
+    """A JSON value is not cut by the models' hook: the same cut (and mark) by hand."""
+    return None if text is None else cut(text, size)
 
 
 def record(info: GuestInfo) -> dict:

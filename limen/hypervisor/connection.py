@@ -102,6 +102,8 @@ class Connection:
         self._conn: libvirt.virConnect | None = None
         self._closed_by_peer = False
         self._callback_ids: list[int] = []
+        self._driver_of: libvirt.virConnect | None = None  # the connection is_qemu answered for
+        self._qemu = False
 
     def get(self) -> libvirt.virConnect:
         conn = self._conn
@@ -132,6 +134,15 @@ class Connection:
             self.generation += 1
             log.info("connected to %s", self.uri)
             return conn
+
+    @property
+    def is_qemu(self) -> bool:
+        """Does this connection drive QEMU (a monitor, resets, guest agents)? The test driver
+        runs no guest. Asked once per connection."""
+        conn = self.get()
+        if self._driver_of is not conn:
+            self._driver_of, self._qemu = conn, conn.getType() == "QEMU"
+        return self._qemu
 
     def close(self) -> None:
         with self._lock:

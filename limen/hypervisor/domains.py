@@ -163,7 +163,7 @@ class Domains:
             if not is_error(e, libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
                 raise
             dom.reboot(0)
-        if self.connection.get().getType() != "QEMU":
+        if not self.connection.is_qemu:
             return
         deadline = time.monotonic() + timeout
         while True:
@@ -255,7 +255,7 @@ class Domains:
         found = DomainState.from_libvirt(state, reason)
         if (state, reason) != (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_UNKNOWN):
             return found
-        if self.connection.get().getType() != "QEMU":
+        if not self.connection.is_qemu:
             return found
         try:
             answer = libvirt_qemu.qemuMonitorCommand(dom, '{"execute": "query-status"}', 0)

@@ -82,9 +82,9 @@ class Networks:
         cannot listen on raises PortInUse, and the forwards added by this call are removed
         again. Drivers without a QEMU monitor (the test driver runs no guest) have nothing to
         forward to."""
-        conn = self.connection.get()
-        if conn.getType() != "QEMU":
+        if not self.connection.is_qemu:
             return
+        conn = self.connection.get()
         dom = conn.lookupByUUIDString(uuid)
         netdev = _user_netdev(dom.XMLDesc(0))
         if netdev is None:
