@@ -26,6 +26,7 @@ check: $(VENV)/.test-deps
 bench: host-test $(VENV)/.bench-deps
 	$(VENV)/bin/python bench/table_poll.py
 	$(VENV)/bin/python bench/console.py
+	$(VENV)/bin/python bench/load.py
 	$(VENV)/bin/python bench/guest_boot.py
 
 host:

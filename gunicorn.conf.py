@@ -1,26 +1,50 @@
-"""gunicorn settings for ``make run``, from LIMEN's configuration (BIND, THREADS).
+"""gunicorn settings for ``make run``, from LIMEN's configuration (BIND, THREADS, CONSOLES_MAX).
 
 One worker process: background operations and the libvirt event thread live in it, and only one
-process may serve a database. Threads serve requests concurrently.
+process may serve a database. Threads serve requests concurrently. Clients never reach gunicorn
+itself: nginx, started and stopped with it, listens on BIND and hands it whole requests
+(limen/front.py), so a slow client holds none of its threads.
 """
 
+from pathlib import Path
+
+from limen import front
 from limen.config import for_server
 
 _config = for_server()
-bind = _config["BIND"]
+_instance = _config.root_path
+Path(_instance).mkdir(mode=0o700, parents=True, exist_ok=True)  # gunicorn's socket is in it
+bind = f"unix:{front.upstream(_instance)}"
+umask = 0o077  # the socket, and any file LIMEN writes, is its user's alone
 workers = 1
 worker_class = "gthread"
-threads = int(_config["THREADS"])
+# Pages have THREADS, whatever the consoles take: each open console holds one thread, and
+# there are at most CONSOLES_MAX of them.
+threads = int(_config["THREADS"]) + int(_config["CONSOLES_MAX"])
+worker_connections = threads + 64
 # gunicorn's control socket is this instance's own (the default, ~/.gunicorn/gunicorn.ctl, is
 # shared by every gunicorn of the user), in the instance folder (0700), itself 0600.
-control_socket = f"{_config.root_path}/gunicorn.ctl"
+control_socket = f"{_instance}/gunicorn.ctl"
 control_socket_mode = 0o600
-# X-Forwarded-* are believed only from proxies LIMEN is told of (LIMEN_TRUSTED_PROXIES, which
-# the app's ProxyFix follows too); by default, from nobody, not even 127.0.0.1.
-forwarded_allow_ips = "127.0.0.1,::1" if int(_config["TRUSTED_PROXIES"]) else ""
+# X-Forwarded-* come from nginx, which sets them (limen/front.py); the app's ProxyFix reads them.
+forwarded_allow_ips = ""
+raw_env = ["LIMEN_FRONT=nginx"]  # tells the app so: one more proxy to trust
 accesslog = "-"
-# The path without its query string: a console URL carries a ticket (limen.logs redacts it too).
-access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
+# The client's address (from nginx), and the path without its query string: a console URL
+# carries a ticket (limen.logs redacts it too).
+access_log_format = '%({x-forwarded-for}i)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
+_front = None
+
+
+def when_ready(server):
+    global _front
+    _front = front.Front(_config, _instance, server.log)
+    _front.start()
+
+
+def on_exit(server):
+    if _front is not None:
+        _front.stop()
 
 
 def post_worker_init(worker):

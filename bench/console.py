@@ -367,6 +367,12 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def is_nginx(pid: int) -> bool:
+    """Whether a child of gunicorn's master is LIMEN's nginx (the other is the worker)."""
+    with open(f"/proc/{pid}/comm") as f:
+        return f.read().strip() == "nginx"
+
+
 def cpu_seconds(pids) -> float:
     total = 0.0
     for pid in pids:
@@ -434,16 +440,19 @@ class Limen:
         self.instance.mkdir(parents=True)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        config = {"NETWORK": "none", **config, "BIND": f"127.0.0.1:{self.port}"}
+        # Every session of the concurrency part is the admin's: the console caps are raised.
+        config = {"NETWORK": "none", "CONSOLES_PER_USER": 256, "CONSOLES_MAX": 256, **config,
+                  "BIND": f"127.0.0.1:{self.port}"}
         (self.instance / "config.py").write_text("".join(f"{k} = {v!r}\n" for k, v in config.items()))
         self.log = workdir / "gunicorn.log"
-        env = {**os.environ, "LIMEN_INSTANCE_PATH": str(self.instance), "LIMEN_THREADS": "256"}
+        env = {**os.environ, "LIMEN_INSTANCE_PATH": str(self.instance)}
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
                                          cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_until(self._healthy, 60, f"gunicorn on {self.base} to answer /healthz")
-            self.worker = wait_until(lambda: children(self.proc.pid), 10, "gunicorn's worker process")[0]
+            self.worker = wait_until(lambda: [p for p in children(self.proc.pid) if not is_nginx(p)], 10,
+                                     "gunicorn's worker process")[0]
             self._sign_in()
         except BaseException:
             self.stop()
@@ -484,6 +493,11 @@ class Limen:
             return db.execute(sql, args).fetchall()
         finally:
             db.close()
+
+    def pids(self) -> list[int]:
+        """The processes that serve: gunicorn's worker, and nginx (its master and worker)."""
+        nginx = [p for p in children(self.proc.pid) if is_nginx(p)]
+        return [self.worker, *nginx, *(c for p in nginx for c in children(p))]
 
     def ticket_path(self, vm_uuid: str) -> str:
         """A fresh ticket: the WebSocket's path and query."""
@@ -563,7 +577,7 @@ def stream_direct(port: int, size: int) -> float:
 def throughput(limen: Limen, wsfy: Websockify, vm_uuid: str, source: Source, args) -> dict:
     size = args.stream_mib * MIB
     sides = {
-        "LIMEN": (lambda: limen.open(vm_uuid), lambda: [limen.worker]),
+        "LIMEN": (lambda: limen.open(vm_uuid), limen.pids),
         "websockify": (wsfy.open, wsfy.handlers),
     }
     for opener, pids in sides.values():  # warm-up, not counted
@@ -618,7 +632,7 @@ def latency(limen: Limen, wsfy: Websockify, vm_uuid: str, args) -> dict:
                 raise BenchError("the echo source's banner did not come through")
             for _ in range(100):  # warm-up
                 round_trip(ws)
-        pids = {"LIMEN": [limen.worker], "websockify": wsfy.handlers()}
+        pids = {"LIMEN": limen.pids(), "websockify": wsfy.handlers()}
         times = {name: [] for name in conns}
         cpu = {name: cpu_seconds(p) for name, p in pids.items()}
         for i in range(args.echoes):

@@ -31,7 +31,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config["SOCK_SERVER_OPTIONS"] = {"thread_class": NoReaderThread}
     config.load(app, test_config)
     logs.configure()
-    if proxies := int(app.config["TRUSTED_PROXIES"]):
+    # Behind its own nginx, LIMEN trusts it too, one hop nearer than the proxies it is told of.
+    if proxies := int(app.config["TRUSTED_PROXIES"]) + bool(app.config["FRONT"]):
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies
         )

@@ -14,9 +14,19 @@ import flask
 
 
 class Config:
-    # Where gunicorn listens, and its request threads (each open console holds one).
+    # Where LIMEN listens (nginx, in front of gunicorn: limen/front.py), and gunicorn's request
+    # threads for pages; open consoles hold threads of their own, at most CONSOLES_MAX.
     BIND = "127.0.0.1:8080"
     THREADS = 64
+    # Open consoles: at most this many on this LIMEN, and per user; one more is refused (4429
+    # CONSOLE_LIMIT), so that pages always have their threads.
+    CONSOLES_MAX = 128
+    CONSOLES_PER_USER = 16
+    # Refused console WebSockets from one address that go to the audit log (the rest only to
+    # the server log), in Flask-Limiter's syntax.
+    CONSOLE_REFUSALS_AUDITED = "10 per minute"
+    # Set by gunicorn.conf.py when LIMEN is served behind its nginx (which sets X-Forwarded-*).
+    FRONT = ""
     # qemu:///system for a real host; test:///default gives a demo with no hypervisor.
     LIBVIRT_URI = "qemu:///system"
     # None: SQLite in the instance folder (filled in by load()).

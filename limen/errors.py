@@ -23,6 +23,10 @@ class LimenError(Exception):
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
 
+    def close_reason(self) -> str:
+        """What a console's close frame says: the code (the page shows its sentence)."""
+        return self.code
+
 
 class RequestRefused(LimenError):
     """An HTTP-level refusal (unknown URL, wrong method, a body too large) with its status."""
@@ -297,6 +301,23 @@ class SignInFailed(LimenError):
     code = "SIGN_IN_FAILED"
     status = 401
     sentence = "Wrong username or password."
+
+
+class ConsoleLimit(LimenError):
+    """One console more than a user, or this LIMEN, may have open (CONSOLES_PER_USER,
+    CONSOLES_MAX)."""
+
+    code = "CONSOLE_LIMIT"
+    status = 429
+    ws_close = 4429
+    sentence = "Too many consoles are open. Close one, then try again."
+
+    def __init__(self, limit: str):
+        super().__init__(f"Too many consoles are open ({limit}). Close one, then try again.", limit=limit)
+        self.limit = limit
+
+    def close_reason(self) -> str:
+        return f"{self.code}: {self.limit}"  # the page names the limit
 
 
 class TooManyAttempts(LimenError):

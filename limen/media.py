@@ -248,7 +248,11 @@ def register(user: User, file: str, name: str, os_kind: str) -> Medium:
     pool = runtime.get().hypervisor.media
     size = pool.size(file) if file else None
     if size is None:
-        errors["file"] = f"The media pool has no file {file}."
+        errors["file"] = (
+            f"{file} is a symbolic link: LIMEN takes only files in the media directory itself."
+            if pool.is_link(file)
+            else f"The media pool has no file {file}."
+        )
     elif db.session.scalar(select(Medium.id).where(Medium.volume == file)):
         errors["file"] = f"{file} is in the library already."
     if errors:

@@ -1,6 +1,7 @@
 """The console WebSocket on the test driver, with a stub VNC server in place of QEMU (fast
 tier): tickets, Origin, refusals with their close codes, the bridge, and no leaks."""
 import hashlib
+import socket
 import os
 import threading
 from datetime import datetime, timedelta
@@ -345,3 +346,92 @@ def test_a_frame_no_browser_sends_ends_the_console_with_1002(app, admin, vm, bas
             return db.session.scalar(select(ConsoleSession.end).where(ConsoleSession.ended_at.is_not(None)))
 
     assert wait_until(ended, 10, "the session's end to be recorded") == "PROTOCOL_ERROR"
+
+
+# -- capacity and floods ------------------------------------------------------------------
+def test_consoles_over_a_cap_close_4429_naming_the_limit(make_app, node_xml, live_server, stub):
+    from helpers import admin_password, audit_rows
+    app = make_app(LIBVIRT_URI=f"test://{node_xml}", CONSOLES_PER_USER=2, CONSOLES_MAX=3)
+    base, conn = live_server(app), runtime.get(app).hypervisor.connection.get()
+    admin = Browserless(app.test_client())
+    admin.login("admin", admin_password(app))
+    add_user(app, "bob", "bob-password-1")
+    bob = Browserless(app.test_client())
+    bob.login("bob", "bob-password-1")
+    mine, bobs = adopt(app, conn, "mine", stub.port), adopt(app, conn, "bobs", stub.port, owner="bob")
+
+    def console(who, vm):
+        return open_console(ws_url(base, vm, get_ticket(who, vm).json["ticket"]), base)
+
+    held = [console(admin, mine), console(admin, mine)]
+    for ws in held:
+        assert receive_exactly(ws, len(BANNER)) == BANNER
+    assert close_code(console(admin, mine)) == (4429, "CONSOLE_LIMIT: at most 2 per user")
+    first_of_bobs = console(bob, bobs)
+    assert receive_exactly(first_of_bobs, len(BANNER)) == BANNER
+    assert close_code(console(bob, bobs)) == (4429, "CONSOLE_LIMIT: at most 3 on this LIMEN")
+    wait_until(lambda: [e.actor for e in audit_rows(app, action="console.open") if e.result == "CONSOLE_LIMIT"]
+               == ["admin", "bob"], 10, "both refusals in the audit log")
+    held[0].close()  # a console closed gives its place back
+
+    def another_opens():
+        ws = console(bob, bobs)
+        try:
+            return receive_exactly(ws, len(BANNER)) == BANNER
+        except AssertionError:
+            return False
+        finally:
+            ws.close()
+
+    wait_until(another_opens, 10, "a console to open once one was closed")
+    for ws in (held[1], first_of_bobs):
+        ws.close()
+
+
+def _refused_handshake(base: str, path: str) -> socket.socket:
+    """A WebSocket handshake made by hand, as a flooding script would, that the server
+    refuses; returns the socket after the 101 answer."""
+    host, port = base.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                 f"Origin: {base}\r\n\r\n".encode())
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 101"), answer
+    return sock
+
+
+def test_a_refused_websocket_is_closed_without_waiting_for_the_peer(app, vm, base):
+    """A peer that never answers the close frame does not hold the connection open (for
+    the close grace, as a browser that is still there would be given)."""
+    from limen.console.bridge import CLOSE_GRACE
+    sock = _refused_handshake(base, f"/vms/{vm}/console/ws?ticket=made-up")
+    sock.settimeout(CLOSE_GRACE / 2)  # the server closes well before a grace would be over
+    received = b""
+    try:
+        while chunk := sock.recv(4096):
+            received += chunk
+    except TimeoutError:
+        raise AssertionError(f"the server held the refused connection open; it sent {received!r}") from None
+    assert received[:2] == b"\x88" + bytes([len(received) - 2]) and received[4:] == b"TICKET_INVALID"
+    assert int.from_bytes(received[2:4], "big") == 4401
+    sock.close()
+
+
+def test_refusals_from_one_address_are_audited_only_up_to_a_limit(make_app, node_xml, live_server, stub, caplog):
+    from helpers import audit_rows
+    caplog.set_level("INFO", logger="limen.console.serve")
+    app = make_app(LIBVIRT_URI=f"test://{node_xml}", CONSOLE_REFUSALS_AUDITED="3 per minute")
+    base = live_server(app)
+    vm = adopt(app, runtime.get(app).hypervisor.connection.get(), "flooded", stub.port)
+    for _ in range(8):
+        assert close_code(open_console(ws_url(base, vm, "made-up"), base)) == (4401, "TICKET_INVALID")
+
+    def unaudited() -> int:
+        return sum("not audited: more than 3 per minute" in r.getMessage() for r in caplog.records)
+
+    wait_until(lambda: unaudited() == 5 and len(audit_rows(app, action="console.open")) == 3, 10,
+               "3 refusals audited and 5 only logged")
+    assert [e.result for e in audit_rows(app, action="console.open")] == ["TICKET_INVALID"] * 3

@@ -1,6 +1,7 @@
 """Install media on the real libvirtd and QEMU (qemu tier): uploads streamed through libvirt,
 a VM that boots an ISO the test builds itself, cloud images with their overlay and seed."""
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from sqlalchemy import func, select
 from helpers import uuid_of, wait_until
 from limen import runtime
 from limen.extensions import db
+from limen.errors import StorageFailed
 from limen.models import AuditEvent, Medium
 from test_media import KEY, iso_bytes, seed_file, upload
 
@@ -188,6 +190,24 @@ def test_a_file_copied_into_the_media_directory_can_be_registered(qemu_admin, qe
     with app.app_context():
         medium = db.session.scalar(select(Medium).where(Medium.name == "copied by hand"))
         assert (medium.kind, medium.os_kind, medium.volume) == ("iso", "windows", "copied.iso")
+
+
+def test_a_symbolic_link_in_the_media_directory_is_neither_listed_nor_registered(qemu_admin, qemu_host, tmp_path):
+    """A link could point anywhere (/etc/shadow): LIMEN lists no link, registers none, and has
+    libvirt read nothing through one."""
+    app, admin = qemu_admin()
+    assert admin.client.get("/media/").status_code == 200  # the media pool exists from here
+    (tmp_path / "secret.iso").write_bytes(iso_bytes())
+    os.symlink(tmp_path / "secret.iso", f"{app.config['MEDIA_DIR']}/linked.iso")
+    assert 'data-file="linked.iso"' not in admin.client.get("/media/").text
+    response = admin.client.post("/media/register", data={"csrf_token": admin.csrf, "file": "linked.iso",
+                                                          "name": "through a link", "os_kind": "linux"})
+    assert response.status_code == 422
+    assert "linked.iso is a symbolic link: LIMEN takes only files in the media directory itself" in response.text
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Medium)) == 0
+    with pytest.raises(StorageFailed, match="symbolic link"), app.app_context():
+        runtime.get(app).hypervisor.media.head("linked.iso", 64)
 
 
 def test_the_command_line_uploads_a_file_and_registers_one(qemu_admin, qemu_host, tmp_path):

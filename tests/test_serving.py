@@ -87,6 +87,7 @@ def test_gunicorn_serves_limen_and_runs_its_background_work(serve):
     assert modes == {"instance": "0o700", "limen.sqlite": "0o600", "limen.sqlite-wal": "0o600",
                      "limen.sqlite-shm": "0o600", "secret_key": "0o600", "initial-admin-password": "0o600",
                      "gunicorn.ctl": "0o600",  # gunicorn's control socket: this instance's own
+                     "gunicorn.sock": "0o700", "front": "0o700",  # gunicorn's socket for nginx; nginx's files
                      **{k: v for k, v in modes.items() if k.endswith(".py")}}
 
 

@@ -9,6 +9,7 @@ from . import frames
 
 log = logging.getLogger(__name__)
 CLOSE_GRACE = 2.0  # seconds the browser has to answer our close frame
+REVOKED = 4403  # the close code of a console whose user lost the right to it
 
 
 class Bridge:
@@ -35,9 +36,9 @@ class Bridge:
             self.conn.shutdown()
 
     def stop(self, err: LimenError) -> None:
-        """End the bridge from outside (the user lost the right to it): the browser gets the
-        code."""
-        self._finish(err)
+        """End the bridge from outside: the user lost the right to it. The browser gets 4403
+        (forbidden from now on, whatever the code would say at the door) and the reason."""
+        self._finish(err, REVOKED)
 
     def _client_to_vnc(self) -> None:
         try:
@@ -82,7 +83,7 @@ class Bridge:
             if not self._reader_done.wait(CLOSE_GRACE):
                 self.conn.shutdown()
 
-    def _finish(self, err: LimenError) -> None:
+    def _finish(self, err: LimenError, ws_close: int | None = None) -> None:
         """The first side to end names the end; VNC is shut and the browser told at once."""
         if not self._ended.acquire(blocking=False):
             return
@@ -91,4 +92,4 @@ class Bridge:
             self.vnc.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-        self.conn.close(err.ws_close, err.code)
+        self.conn.close(ws_close or err.ws_close, err.close_reason())

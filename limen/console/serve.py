@@ -8,15 +8,16 @@ import logging
 import socket
 from typing import Any
 
-from flask import current_app
+from flask import current_app, request
+from limits import parse
 from sqlalchemy import update
 
 from .. import audit, runtime, vms
 from ..errors import LimenError, LimenRestarted, VMNotRunning, error_from
-from ..extensions import db, rows_changed
+from ..extensions import db, limiter, rows_changed
 from ..models import ConsoleSession, Operation, User, utcnow
 from . import frames, standing, tickets
-from .bridge import CLOSE_GRACE, Bridge
+from .bridge import Bridge
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,19 @@ def ensure_running(user: User, vm_uuid: str, timeout: float) -> None:
         raise error_from(op.error_code, op.error_message)
 
 
-def close_websocket(conn: frames.Connection, code: int, reason: str) -> None:
-    """Refuse: a close frame with the code and reason, a moment for the browser's answer, then
-    the socket is shut, so nothing else is written on it."""
-    conn.close(code, reason)
-    conn.await_close(CLOSE_GRACE)
+def refuse(conn: frames.Connection, err: LimenError) -> None:
+    """A close frame with the code and reason, then the socket is shut at once: a refused peer
+    (a script that never answers the close, as well as a browser) holds no thread."""
+    conn.close(err.ws_close, err.close_reason())
     conn.shutdown()
+
+
+def audited_refusal() -> bool:
+    """Whether a refusal from this address still goes to the audit log: at most
+    CONSOLE_REFUSALS_AUDITED, so a flood of refused handshakes cannot grow the database (they
+    are all in the server log)."""
+    limit = parse(current_app.config["CONSOLE_REFUSALS_AUDITED"])
+    return limiter.limiter.hit(limit, "console-refused", request.remote_addr or "")
 
 
 def serve(
@@ -56,7 +64,8 @@ def serve(
     """The console WebSocket, from the Origin check to the end of the bridge."""
     conn = frames.Connection(ws.sock)
     ws.connected = False  # the connection is ours now: flask-sock must not close it again
-    session_id = user_id = None
+    session_id = user_id = slot = None
+    cfg = current_app.config
     try:
         tickets.check_origin(origin, own_origin)
         if authorization and not ticket:
@@ -68,13 +77,14 @@ def serve(
         (lost,) = standing.revoked([held])
         if lost is not None:
             raise lost
+        standing.slots.take(user_id, int(cfg["CONSOLES_PER_USER"]), int(cfg["CONSOLES_MAX"]))
+        slot = user_id
         record = ConsoleSession(
             user_id=user_id, vm_uuid=vm_uuid, login_session_id=held.login_session_id, api_token_id=held.api_token_id
         )
         db.session.add(record)
         db.session.commit()
         session_id = record.id
-        cfg = current_app.config
         ensure_running(admitted.user, vm_uuid, cfg["CONSOLE_START_TIMEOUT"])
         vnc = runtime.get().hypervisor.display.open(vm_uuid, cfg["VNC_CONNECT_TIMEOUT"])
     except Exception as exc:  # every way out says why: never a bare 1006 in the browser
@@ -84,11 +94,20 @@ def serve(
         else:
             err = LimenError()
             log.exception("console vm %s failed", vm_uuid)
-        close_websocket(conn, err.ws_close, err.code)  # first: the browser learns why, whatever follows
+        refuse(conn, err)  # first: the browser learns why, whatever follows
+        if slot is not None:
+            standing.slots.give_back(slot)
         db.session.rollback()
         if session_id is not None:
             _record_end(session_id, err.code, err.message)
-        _audit("console.open", err.code, user_id, vm_uuid, err.message)
+        if audited_refusal():
+            _audit("console.open", err.code, user_id, vm_uuid, err.message)
+        else:
+            log.info(
+                "console refusal from %s not audited: more than %s",
+                request.remote_addr,
+                cfg["CONSOLE_REFUSALS_AUDITED"],
+            )
         return
     _audit("console.open", "ok", user_id, vm_uuid, f"session {session_id}")
     db.session.close()  # the bridge may run for hours: hold no database connection
@@ -103,6 +122,7 @@ def serve(
         bridge.run()
     finally:
         standing.watch.remove(bridge)
+        standing.slots.give_back(user_id)
         vnc.close()
         _record_end(session_id, bridge.end, None, bridge.to_client, bridge.from_client)
         _audit(

@@ -9,6 +9,7 @@ thread that runs only while a console is open.
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from ..accounts import live_sign_in
-from ..errors import AccountDisabled, LimenError, NotAllowed, SignInEnded, TokenInvalid
+from ..errors import AccountDisabled, ConsoleLimit, LimenError, NotAllowed, SignInEnded, TokenInvalid
 from ..extensions import db
 from ..models import VM, ApiToken, LoginSession, User, utcnow
 
@@ -120,3 +121,33 @@ class Watch:
 
 
 watch = Watch()
+
+
+class Slots:
+    """The consoles open in this process, per user and in all: each holds request threads
+    until it ends, so there are at most ``total`` (gunicorn has that many threads more than
+    pages need) and ``per_user`` of one user's."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: Counter[int] = Counter()
+
+    def take(self, user_id: int, per_user: int, total: int) -> None:
+        """One slot for the user's console, or ConsoleLimit naming the limit reached."""
+        with self._lock:
+            if self._held.total() >= total:
+                raise ConsoleLimit(f"at most {total} on this LIMEN")
+            if self._held[user_id] >= per_user:
+                raise ConsoleLimit(f"at most {per_user} per user")
+            self._held[user_id] += 1
+
+    def give_back(self, user_id: int) -> None:
+        with self._lock:
+            self._held[user_id] -= 1
+
+    def open(self) -> int:
+        with self._lock:
+            return self._held.total()
+
+
+slots = Slots()

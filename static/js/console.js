@@ -141,10 +141,11 @@ async function onDisconnect(attempt, e) {
   if (current !== attempt) return;
   const wasConnected = attempt.connected;
   const code = attempt.close ? attempt.close.code : 0;
-  const reason = attempt.close ? attempt.close.reason : "";
+  // The reason is an error code, with a detail after ": " (CONSOLE_LIMIT: at most 16 per user).
+  const [reason, ...said] = (attempt.close ? attempt.close.reason : "").split(": ");
   stop();
   if (code >= 4000 && reason) {
-    let detail = null;
+    let detail = said.length ? said.join(": ") : null;
     if (reason === "VM_PAUSED") {
       const s = await vmStatus();
       detail = s && s.state === "paused" ? `paused: ${s.reason || "reason unknown"}` : null;
@@ -152,6 +153,9 @@ async function onDisconnect(attempt, e) {
       const s = await vmStatus();  // the Operation's error carries libvirt's own words
       if (s && s.error && s.error.message) detail = s.error.message;
       else if (s) detail = `LIMEN sees the VM as ${s.state}${s.reason ? ` (${s.reason})` : ""}.`;
+    }
+    if (code === 4403 && reason !== "NOT_ALLOWED" && reason !== "ACCOUNT_DISABLED") {
+      detail = "Your access to this console was revoked.";  // the reason says how
     }
     return fail(reason in sentences ? reason : "INTERNAL_ERROR", detail || (reason in sentences ? null : `close code ${code}`));
   }

@@ -1,0 +1,188 @@
+"""LIMEN's front server: nginx, started and stopped by gunicorn's master (gunicorn.conf.py).
+
+gunicorn's threads read requests themselves, so a client that sends its request slowly holds a
+thread for as long as it likes: a few hundred such connections and no page answers. nginx reads
+every request whole, headers and body, with deadlines, before gunicorn sees it; thousands of
+slow connections cost it a little memory each and no thread of LIMEN's. It also refuses an
+over-long body from its Content-Length (413) before reading any of it.
+
+nginx listens on LIMEN's BIND; gunicorn on a socket in the instance folder (0700), which no other
+user can reach, so the X-Forwarded-* headers nginx sets there are the only ones that can be. Its
+workers run as LIMEN's user for the same reason: that socket is LIMEN's own.
+"""
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+NGINX = "nginx"
+# What a client has to send a request's headers in, and the longest pause in its body.
+HEADER_TIMEOUT = 10
+BODY_TIMEOUT = 10
+# The routes whose body is a file streamed into the media pool: not buffered (LIMEN checks the
+# length against the pool's free space from the headers and reads it with deadlines of its own).
+UPLOAD_PATHS = ("/media/upload", "/api/v1/media")
+WEBSOCKET_PATH = r"^/vms/[^/]+/console/ws$"  # a console may stay open, and quiet, for days
+
+
+def upstream(instance: str | os.PathLike) -> Path:
+    """The socket gunicorn listens on, for nginx only."""
+    return Path(instance) / "gunicorn.sock"
+
+
+def config(cfg: Mapping[str, Any], instance: str | os.PathLike) -> str:
+    """nginx.conf for this LIMEN: listen on BIND, hand whole requests to gunicorn."""
+    front = Path(instance) / "front"
+    proxies = int(cfg["TRUSTED_PROXIES"])
+    if proxies:  # append to what LIMEN's own proxies said (ProxyFix trusts one hop more)
+        forwarded = {
+            "X-Forwarded-For": "$proxy_add_x_forwarded_for",
+            "X-Forwarded-Proto": '"$http_x_forwarded_proto, $scheme"',
+            "X-Forwarded-Host": '"$http_x_forwarded_host, $http_host"',
+            "X-Forwarded-Port": '"$http_x_forwarded_port, $server_port"',
+        }
+    else:  # nobody is in front: whatever a client sent in these headers is replaced
+        forwarded = {
+            "X-Forwarded-For": "$remote_addr",
+            "X-Forwarded-Proto": "$scheme",
+            "X-Forwarded-Host": "$http_host",
+            "X-Forwarded-Port": "$server_port",
+        }
+    headers = "\n".join(f"        proxy_set_header {k} {v};" for k, v in forwarded.items())
+    proxy = f"""        proxy_pass http://limen;
+        proxy_http_version 1.1;
+        proxy_set_header Host $http_host;
+{headers}
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection $connection_upgrade;"""
+    uploads = "|".join(p.replace("/", r"\/") for p in UPLOAD_PATHS)
+    temp = "\n".join(
+        f"    {kind}_temp_path {front / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    user = "user root root;\n" if os.geteuid() == 0 else ""
+    body = int(cfg["MAX_CONTENT_LENGTH"])
+    return f"""# Written by LIMEN (limen/front.py) at every start: edit that, not this.
+daemon off;
+{user}worker_processes 1;
+worker_rlimit_nofile 16384;
+pid {front / "nginx.pid"};
+error_log stderr warn;
+events {{
+    worker_connections 8192;
+}}
+http {{
+    access_log off;  # gunicorn logs every request it answers
+    server_tokens off;
+{temp}
+    client_header_timeout {HEADER_TIMEOUT}s;
+    client_body_timeout {BODY_TIMEOUT}s;
+    send_timeout 30s;
+    keepalive_timeout 30s;
+    client_max_body_size {body};
+    client_body_buffer_size {body};  # a whole body fits in memory: no temporary file
+    large_client_header_buffers 4 16k;
+    map $http_upgrade $connection_upgrade {{
+        default upgrade;
+        "" close;
+    }}
+    upstream limen {{
+        server unix:{upstream(instance)};
+    }}
+    server {{
+        listen {cfg["BIND"]};
+        location / {{
+{proxy}
+        }}
+        location ~ ^({uploads})$ {{
+{proxy}
+            client_max_body_size 0;
+            proxy_request_buffering off;
+            proxy_read_timeout 1h;
+        }}
+        location ~ {WEBSOCKET_PATH} {{
+{proxy}
+            proxy_read_timeout 7d;
+            proxy_send_timeout 7d;
+        }}
+    }}
+}}
+"""
+
+
+class Front:
+    """nginx as gunicorn's master's child: started when gunicorn is ready, stopped with it, and
+    if it dies, LIMEN stops too (a supervisor then restarts both), rather than serve nothing."""
+
+    def __init__(self, cfg: Mapping[str, Any], instance: str | os.PathLike, log: Any):
+        self.cfg, self.instance, self.log = cfg, Path(instance), log
+        self.proc: subprocess.Popen | None = None
+        self.stopping = False
+
+    def start(self, timeout: float = 10) -> None:
+        front = self.instance / "front"
+        front.mkdir(mode=0o700, exist_ok=True)
+        conf = front / "nginx.conf"
+        conf.write_text(config(self.cfg, self.instance))
+        try:
+            self.proc = subprocess.Popen(
+                [NGINX, "-e", "stderr", "-p", str(front), "-c", str(conf)], preexec_fn=_die_with_parent
+            )
+        except FileNotFoundError:
+            raise SystemExit(f"LIMEN is served behind nginx, and there is no {NGINX}: run scripts/host-setup") from None
+        deadline = time.monotonic() + timeout
+        while not _listening(str(self.cfg["BIND"])):
+            if self.proc.poll() is not None:
+                raise SystemExit(
+                    f"nginx exited with {self.proc.returncode} (its error is above): is {self.cfg['BIND']} free?"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise SystemExit(f"nginx did not listen on {self.cfg['BIND']} within {timeout:g} s")
+            time.sleep(0.05)
+        self.log.info(
+            "nginx (pid %s) listens on %s for gunicorn on %s", self.proc.pid, self.cfg["BIND"], upstream(self.instance)
+        )
+        threading.Thread(target=self._watch, name="limen-front-watch", daemon=True).start()
+
+    def stop(self) -> None:
+        self.stopping = True
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # nginx's fast stop: its connections end now
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def _watch(self) -> None:
+        assert self.proc is not None
+        self.proc.wait()
+        if not self.stopping:
+            self.log.error("nginx exited (%s): LIMEN stops, since nobody can reach it", self.proc.returncode)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _listening(bind: str) -> bool:
+    if bind.startswith("unix:"):
+        family, address = socket.AF_UNIX, bind[5:]
+    else:
+        host, _, port = bind.rpartition(":")
+        family = socket.AF_INET6 if host.startswith("[") else socket.AF_INET
+        host = host.strip("[]")
+        address = ("::1" if host == "::" else "127.0.0.1" if host in ("", "0.0.0.0") else host, int(port))  # type: ignore[assignment]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(1)
+        return s.connect_ex(address) == 0
+
+
+def _die_with_parent() -> None:
+    """In nginx's process before exec: the kernel sends it SIGTERM if gunicorn's master dies,
+    however it dies, so no orphan keeps LIMEN's port."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
