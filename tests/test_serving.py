@@ -99,6 +99,36 @@ def test_forwarded_headers_are_believed_only_from_trusted_proxies(serve):
         "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"})
     server = json.load(urllib.request.urlopen(request, timeout=10))["servers"][0]["url"]
     assert server == f"{base}/api/v1"
+    # The address LIMEN records is the client's, as nginx saw it, whatever the client claims.
+    request = urllib.request.Request(f"{base}/api/v1/auth/tokens", method="POST", headers={
+        "X-Forwarded-For": "203.0.113.9", "Content-Type": "application/json"},
+        data=json.dumps({"username": "admin", "password": "wrong", "name": "x"}).encode())
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 401
+    with sqlite3.connect(_instance / "limen.sqlite") as db:
+        assert db.execute("SELECT ip FROM audit_event WHERE result != 'ok'").fetchall() == [("127.0.0.1",)]
+
+
+def test_slow_and_oversized_requests_are_nginxs_to_hold(serve):
+    """A request that stops halfway through its headers is held by nginx, which ends it after
+    its header deadline, while pages answer; a body over the limit is refused from its
+    Content-Length (413), before any of it is sent."""
+    base, _instance = serve()
+    port = int(base.rsplit(":", 1)[1])
+    slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]
+    for s in slow:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    for _ in range(5):
+        assert urllib.request.urlopen(f"{base}/healthz", timeout=5).status == 200
+    with socket.create_connection(("127.0.0.1", port)) as big:
+        big.sendall(b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 209715200\r\n\r\n")
+        big.settimeout(10)
+        assert big.recv(4096).startswith(b"HTTP/1.1 413 ")
+    slow[0].settimeout(30)  # the header deadline is 10 s
+    assert slow[0].recv(4096) == b"", "nginx ends a request whose headers never end"
+    for s in slow:
+        s.close()
 
 
 def test_a_database_an_older_limen_left_readable_is_made_private(make_app, node_xml, tmp_path, database_template):
