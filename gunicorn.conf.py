@@ -6,6 +6,8 @@ itself: nginx, started and stopped with it, listens on BIND and hands it whole r
 (limen/front.py), so a slow client holds none of its threads.
 """
 
+import signal
+import threading
 from pathlib import Path
 
 from limen import front
@@ -48,6 +50,22 @@ def on_exit(server):
 
 
 def post_worker_init(worker):
-    from limen import runtime
+    from limen import console, runtime
 
     runtime.start(worker.wsgi)
+    # A graceful stop (SIGTERM) tells the open consoles first (1001 LIMEN_STOPPING), then lets
+    # gunicorn wait for the requests under way, the consoles' ends among them.
+    graceful = signal.getsignal(signal.SIGTERM)
+
+    def stopping(signum, frame):
+        threading.Thread(target=console.stop_all, name="limen-stopping").start()
+        graceful(signum, frame)
+
+    signal.signal(signal.SIGTERM, stopping)
+
+
+def worker_int(worker):
+    """A quick stop (SIGINT, SIGQUIT): the consoles are told, as far as there is time."""
+    from limen import console
+
+    console.stop_all()

@@ -29,6 +29,10 @@ class Config:
     FRONT = ""
     # qemu:///system for a real host; test:///default gives a demo with no hypervisor.
     LIBVIRT_URI = "qemu:///system"
+    # The longest any libvirt call may wait on libvirtd, in seconds: opening the connection,
+    # and libvirt's keepalive; a libvirtd that stops answering gives HYPERVISOR_UNAVAILABLE
+    # (503) within this, and LIMEN reconnects once it answers again.
+    LIBVIRT_TIMEOUT = 5
     # None: SQLite in the instance folder (filled in by load()).
     DATABASE_URL = None
     # The libvirt storage pool for VM disks; LIMEN defines a directory pool there if missing.
@@ -73,6 +77,14 @@ class Config:
     RESYNC_INTERVAL = 30
     # How often running guests are asked for their addresses, hostname and OS, in seconds.
     GUEST_POLL_INTERVAL = 3.0
+    # How long LIMEN keeps, in days (None: for good), what only grows; older rows are deleted at
+    # start and then every PRUNE_INTERVAL seconds (limen/retention.py).
+    RETAIN_AUDIT_DAYS = 365
+    RETAIN_SIGN_INS_DAYS = 90  # ended (or outlived) sign-ins
+    RETAIN_TICKETS_DAYS = 1  # used or expired console tickets
+    RETAIN_CONSOLE_SESSIONS_DAYS = 365  # ended console sessions
+    RETAIN_OPERATIONS_DAYS = 90  # finished operations
+    PRUNE_INTERVAL = 3600
     # How often an open VM table asks whether anything changed, in seconds.
     POLL_INTERVAL = 2
     # Each user's quotas, unless an admin sets that user's own; None means no limit.

@@ -333,6 +333,12 @@ class ClientClosed(LimenError):
     sentence = "The console was closed in the browser."
 
 
+class LimenStopping(LimenError):
+    code = "LIMEN_STOPPING"
+    ws_close = 1001  # RFC 6455: going away
+    sentence = "LIMEN is stopping or restarting. Press Reconnect in a moment."
+
+
 class VNCClosed(LimenError):
     code = "VNC_CLOSED"
     ws_close = 1000

@@ -14,7 +14,6 @@ workers run as LIMEN's user for the same reason: that socket is LIMEN's own.
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -130,14 +129,22 @@ class Front:
         front.mkdir(mode=0o700, exist_ok=True)
         conf = front / "nginx.conf"
         conf.write_text(config(self.cfg, self.instance))
+        (front / "nginx.pid").unlink(missing_ok=True)  # a killed nginx's
         try:
             self.proc = subprocess.Popen(
-                [NGINX, "-e", "stderr", "-p", str(front), "-c", str(conf)], preexec_fn=_die_with_parent
+                [NGINX, "-e", "stderr", "-p", str(front), "-c", str(conf)],
+                preexec_fn=_die_with_parent,
+                # Not in gunicorn's process group: a Ctrl-C or a signal to the group stops
+                # gunicorn, which tells the consoles and then stops nginx (or the kernel does,
+                # if gunicorn's master dies).
+                start_new_session=True,
             )
         except FileNotFoundError:
             raise SystemExit(f"LIMEN is served behind nginx, and there is no {NGINX}: run scripts/host-setup") from None
         deadline = time.monotonic() + timeout
-        while not _listening(str(self.cfg["BIND"])):
+        # nginx writes its pid file once it has bound its sockets (it retries a busy port for
+        # a few seconds, then exits): this nginx's pid there means it listens.
+        while not _pid_file_says(front / "nginx.pid", self.proc.pid):
             if self.proc.poll() is not None:
                 raise SystemExit(
                     f"nginx exited with {self.proc.returncode} (its error is above): is {self.cfg['BIND']} free?"
@@ -168,17 +175,11 @@ class Front:
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _listening(bind: str) -> bool:
-    if bind.startswith("unix:"):
-        family, address = socket.AF_UNIX, bind[5:]
-    else:
-        host, _, port = bind.rpartition(":")
-        family = socket.AF_INET6 if host.startswith("[") else socket.AF_INET
-        host = host.strip("[]")
-        address = ("::1" if host == "::" else "127.0.0.1" if host in ("", "0.0.0.0") else host, int(port))  # type: ignore[assignment]
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.settimeout(1)
-        return s.connect_ex(address) == 0
+def _pid_file_says(path: Path, pid: int) -> bool:
+    try:
+        return path.read_text().strip() == str(pid)
+    except OSError:
+        return False
 
 
 def _die_with_parent() -> None:

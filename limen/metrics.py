@@ -1,13 +1,13 @@
 """GET /metrics, for Prometheus: VMs by state, operations by kind and result, console sessions
-open, libvirt reconnects and whether it is reachable, and how long libvirt's events wait
-before the table shows them.
+open, libvirt reconnects and whether it is reachable, how long libvirt's events wait before
+the table shows them, and the rows pruned as past their retention.
 
 Counts come from the database when scraped (so they survive restarts and need no
 bookkeeping); the event lag is measured by the state sync as it applies each event. Each app
 has a registry of its own.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from flask import Flask
@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
 
 class _FromDatabase:
-    def __init__(self, app: Flask, hypervisor: "Hypervisor", sync: "StateSync"):
-        self.app, self.hypervisor, self.sync = app, hypervisor, sync
+    def __init__(self, app: Flask, hypervisor: "Hypervisor", sync: "StateSync", pruned: Callable[[], dict[str, int]]):
+        self.app, self.hypervisor, self.sync, self.pruned = app, hypervisor, sync, pruned
 
     def collect(self) -> Iterator[Metric]:
         with self.app.app_context():
@@ -62,6 +62,12 @@ class _FromDatabase:
         yield GaugeMetricFamily(
             "limen_libvirt_reachable", "1 when LIMEN reaches libvirt", value=1 if self.sync.reachable else 0
         )
+        pruned = CounterMetricFamily(
+            "limen_pruned_rows", "Rows deleted as older than their retention, by kind", labels=["kind"]
+        )
+        for kind, n in sorted(self.pruned().items()):
+            pruned.add_metric([kind], n)
+        yield pruned
 
 
 class Metrics:
@@ -75,9 +81,10 @@ class Metrics:
             registry=self.registry,
         )
 
-    def watch(self, hypervisor: "Hypervisor", sync: "StateSync") -> None:
-        """Count from the database, and report the connection and the sync, when scraped."""
-        self.registry.register(_FromDatabase(self.app, hypervisor, sync))
+    def watch(self, hypervisor: "Hypervisor", sync: "StateSync", pruned: Callable[[], dict[str, int]]) -> None:
+        """Count from the database, and report the connection, the sync and the pruning, when
+        scraped."""
+        self.registry.register(_FromDatabase(self.app, hypervisor, sync, pruned))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

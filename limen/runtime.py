@@ -1,12 +1,12 @@
 """The long-lived parts of a LIMEN process, one ``Runtime`` per app: the hypervisor
-connection, the operation runner, the state sync, the guest watch, the change counter and the
-metrics.
+connection, the operation runner, the state sync, the guest watch, the pruner, the change
+counter and the metrics.
 
 ``init_app`` builds them without starting anything, so that CLI commands and tests that only
 need the database stay cheap. ``start`` is called once by the serving process (gunicorn's
 post_worker_init hook, or a test fixture): it recovers what a previous process left
 unfinished (the runner's interrupted Operations, and whatever the use cases registered with
-``at_start``) and starts the sync and guest-watch threads. Only one process may serve a database.
+``at_start``) and starts the sync, guest-watch and pruning threads. Only one process may serve a database.
 """
 
 import atexit
@@ -23,6 +23,7 @@ from .guests import GuestWatch
 from .hypervisor import Hypervisor, event_loop_alive
 from .metrics import Metrics
 from .operations import Runner
+from .retention import Pruner
 from .sync import StateSync
 
 _KEY = "limen.runtime"
@@ -35,6 +36,7 @@ class Runtime:
     runner: Runner
     sync: StateSync
     guests: GuestWatch
+    pruner: Pruner
     changes: Changes
     metrics: Metrics
     started: bool = False
@@ -66,12 +68,14 @@ def init_app(app: Flask) -> Runtime:
         cpu_mode=cfg["CPU_MODE"],
         domain_type=cfg["DOMAIN_TYPE"],
         on_domain_event=lambda uuid: sync.notify(uuid),
+        timeout=float(cfg["LIBVIRT_TIMEOUT"]),
     )
     metrics = Metrics(app)
     sync = StateSync(app, hypervisor, changes, cfg["RESYNC_INTERVAL"], metrics.event_lag)
-    metrics.watch(hypervisor, sync)
     guests = GuestWatch(app, hypervisor, changes, cfg["GUEST_POLL_INTERVAL"])
-    runtime = Runtime(hypervisor, Runner(app, cfg["WORKERS"]), sync, guests, changes, metrics)
+    pruner = Pruner(app, float(cfg["PRUNE_INTERVAL"]))
+    metrics.watch(hypervisor, sync, lambda: dict(pruner.pruned))
+    runtime = Runtime(hypervisor, Runner(app, cfg["WORKERS"]), sync, guests, pruner, changes, metrics)
     app.extensions[_KEY] = runtime
     return runtime
 
@@ -86,6 +90,7 @@ def start(app: Flask) -> None:
             fn()
     runtime.sync.start()
     runtime.guests.start()
+    runtime.pruner.start()
     runtime.started = True
     atexit.register(stop, app)
 
@@ -95,6 +100,7 @@ def stop(app: Flask) -> None:
     if not runtime.started:
         return
     runtime.started = False
+    runtime.pruner.stop()
     runtime.guests.stop()
     runtime.sync.stop()
     runtime.runner.shutdown()

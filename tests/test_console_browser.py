@@ -141,3 +141,23 @@ def test_a_paused_vms_console_says_why_and_resume_connects_it(stopped_vm, page, 
     expect(status).to_have_text("Connected", timeout=60_000)
     expect(page.get_by_role("button", name="Resume")).to_be_hidden()
     assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+
+
+def test_one_console_over_the_users_limit_names_the_limit(stopped_vm, page):
+    app, base, name = stopped_vm
+    app.config["CONSOLES_PER_USER"] = 1
+    row = page.locator("#vm-rows tr", has_text=name)
+    row.get_by_role("link", name="Console").click()
+    status = page.locator("#console-status")
+    expect(status).to_have_text("Connected", timeout=60_000)
+    second = page.context.new_page()  # the same user, a second tab
+    second.goto(page.url)
+    refused = second.locator("#console-status")
+    expect(refused).to_have_attribute("data-code", "CONSOLE_LIMIT", timeout=30_000)
+    expect(refused).to_contain_text("Too many consoles are open. Close one, then try again.")
+    expect(refused.locator(".detail")).to_have_text("at most 1 per user")
+    page.close()  # the first console ends: the second tab may reconnect
+    from limen.console import standing
+    wait_until(lambda: standing.slots.open() == 0, 10, "the first console to give its place back")
+    second.get_by_role("button", name="Reconnect").click()
+    expect(refused).to_have_text("Connected", timeout=60_000)

@@ -55,6 +55,7 @@ def serve(tmp_path):
         wait_until(healthy, 30, "gunicorn to answer /healthz")
         return base, instance
 
+    start.procs = procs
     yield start
     for proc in procs:
         proc.terminate()
@@ -141,34 +142,45 @@ def test_a_database_an_older_limen_left_readable_is_made_private(make_app, node_
     assert oct((instance / "limen.sqlite").stat().st_mode & 0o777) == "0o600"
 
 
-def test_the_console_websocket_works_through_gunicorn(serve):
-    """flask-sock under gunicorn's threads: a console opens, bridges and closes cleanly."""
-    from stub_vnc import StubVNC
-
-    stub = StubVNC()
+def _console_ticket(serve, stub) -> tuple[str, dict]:
+    """LIMEN served with one domain whose display is the stub, and a console ticket for it."""
     uuid = "6f1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
-    try:
-        base, instance = serve(
-            f"<domain type='test'><name>screen</name><uuid>{uuid}</uuid><memory>65536</memory>"
-            f"<os><type>hvm</type></os><devices><graphics type='vnc' port='{stub.port}' "
-            f"autoport='no' listen='127.0.0.1'/></devices></domain>")
-        with sqlite3.connect(instance / "limen.sqlite") as db:  # LIMEN adopts the domain
-            db.execute("INSERT INTO vm (uuid, name, owner_id, vcpus, memory_mib, disk_gib, state, created_at)"
-                       " VALUES (?, 'screen', 1, 1, 64, 1, 'shutoff', '2026-01-01 00:00:00')", (uuid,))
-        opener, token = _sign_in(base, instance)
-        request = urllib.request.Request(f"{base}/vms/{uuid}/console/ticket", method="POST",
-                                         headers={"X-CSRFToken": token, "Accept": "application/json"})
-        ticket = json.load(opener.open(request))
-        assert ticket["ws_url"].startswith(f"ws{base.removeprefix('http')}/")
-        ws = open_console(ticket["ws_url"], origin=base)
-        reader = Reader(ws)
-        assert reader.read(12) == b"RFB 003.008\n"
-        ws.send(b"ping" * 1000)
-        assert reader.read(4000) == b"ping" * 1000
-        ws.close()
-        assert close_code(open_console(ticket["ws_url"], origin=base)) == (4401, "TICKET_INVALID")
-    finally:
-        stub.close()
+    base, instance = serve(
+        f"<domain type='test'><name>screen</name><uuid>{uuid}</uuid><memory>65536</memory>"
+        f"<os><type>hvm</type></os><devices><graphics type='vnc' port='{stub.port}' "
+        f"autoport='no' listen='127.0.0.1'/></devices></domain>")
+    with sqlite3.connect(instance / "limen.sqlite") as db:  # LIMEN adopts the domain
+        db.execute("INSERT INTO vm (uuid, name, owner_id, vcpus, memory_mib, disk_gib, state, created_at)"
+                   " VALUES (?, 'screen', 1, 1, 64, 1, 'shutoff', '2026-01-01 00:00:00')", (uuid,))
+    opener, token = _sign_in(base, instance)
+    request = urllib.request.Request(f"{base}/vms/{uuid}/console/ticket", method="POST",
+                                     headers={"X-CSRFToken": token, "Accept": "application/json"})
+    return base, json.load(opener.open(request))
+
+
+def test_the_console_websocket_works_through_gunicorn(serve, stub):
+    """flask-sock under gunicorn's threads, behind nginx: a console opens, bridges and closes
+    cleanly."""
+    base, ticket = _console_ticket(serve, stub)
+    assert ticket["ws_url"].startswith(f"ws{base.removeprefix('http')}/")
+    ws = open_console(ticket["ws_url"], origin=base)
+    reader = Reader(ws)
+    assert reader.read(12) == b"RFB 003.008\n"
+    ws.send(b"ping" * 1000)
+    assert reader.read(4000) == b"ping" * 1000
+    ws.close()
+    assert close_code(open_console(ticket["ws_url"], origin=base)) == (4401, "TICKET_INVALID")
+
+
+def test_stopping_limen_tells_the_open_consoles(serve, stub):
+    """A graceful stop (SIGTERM to gunicorn, as a service manager sends it): each open console
+    gets 1001 LIMEN_STOPPING, for its page to offer to reconnect, before the connection goes."""
+    base, ticket = _console_ticket(serve, stub)
+    ws = open_console(ticket["ws_url"], origin=base)
+    assert Reader(ws).read(12) == b"RFB 003.008\n"
+    serve.procs[-1].terminate()
+    assert close_code(ws, timeout=20) == (1001, "LIMEN_STOPPING")
+    assert serve.procs[-1].wait(timeout=30) == 0
 
 
 def test_configuration_precedence(tmp_path, monkeypatch):

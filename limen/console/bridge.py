@@ -35,6 +35,10 @@ class Bridge:
             self.vnc.close()
             self.conn.shutdown()
 
+    def halt(self, err: LimenError) -> None:
+        """End the bridge from outside with the error's own code (LIMEN is stopping)."""
+        self._finish(err)
+
     def stop(self, err: LimenError) -> None:
         """End the bridge from outside: the user lost the right to it. The browser gets 4403
         (forbidden from now on, whatever the code would say at the door) and the reason."""

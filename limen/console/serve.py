@@ -6,6 +6,7 @@ Every refusal is a LimenError, whose ``ws_close`` code and ``code`` close the We
 
 import logging
 import socket
+import threading
 from typing import Any
 
 from flask import current_app, request
@@ -13,13 +14,15 @@ from limits import parse
 from sqlalchemy import update
 
 from .. import audit, runtime, vms
-from ..errors import LimenError, LimenRestarted, VMNotRunning, error_from
+from ..errors import LimenError, LimenRestarted, LimenStopping, VMNotRunning, error_from
 from ..extensions import db, limiter, rows_changed
 from ..models import ConsoleSession, Operation, User, utcnow
 from . import frames, standing, tickets
 from .bridge import Bridge
 
 log = logging.getLogger(__name__)
+_bridges: set[Bridge] = set()  # the consoles open in this process
+_bridges_lock = threading.Lock()
 
 
 def ensure_running(user: User, vm_uuid: str, timeout: float) -> None:
@@ -112,6 +115,8 @@ def serve(
     _audit("console.open", "ok", user_id, vm_uuid, f"session {session_id}")
     db.session.close()  # the bridge may run for hours: hold no database connection
     bridge = Bridge(conn, vnc)
+    with _bridges_lock:
+        _bridges.add(bridge)
     standing.watch.add(bridge, current_app._get_current_object(), held, bridge.stop)  # type: ignore[attr-defined]
     try:
         try:
@@ -121,6 +126,8 @@ def serve(
         log.info("console vm %s opened by user %s (session %s)", vm_uuid, user_id, session_id)
         bridge.run()
     finally:
+        with _bridges_lock:
+            _bridges.discard(bridge)
         standing.watch.remove(bridge)
         standing.slots.give_back(user_id)
         vnc.close()
@@ -135,6 +142,16 @@ def serve(
         log.info(
             "console vm %s closed: %s, %d bytes out, %d in", vm_uuid, bridge.end, bridge.to_client, bridge.from_client
         )
+
+
+def stop_all() -> int:
+    """LIMEN is stopping: every open console is told so now (1001 LIMEN_STOPPING, for its page
+    to offer to reconnect), rather than find its connection gone. Returns how many."""
+    with _bridges_lock:
+        bridges = list(_bridges)
+    for bridge in bridges:
+        bridge.halt(LimenStopping())
+    return len(bridges)
 
 
 @runtime.at_start

@@ -47,9 +47,10 @@ class Hypervisor:
         cpu_mode: str = "",
         domain_type: str = "",
         on_domain_event: Callable[[str | None], None] | None = None,
+        timeout: float = 5.0,
     ):
         self.uri = uri
-        self.connection = Connection(uri, on_domain_event or (lambda uuid: None))
+        self.connection = Connection(uri, on_domain_event or (lambda uuid: None), timeout)
         self.host = Host(self.connection, domain_type)
         self.disks = Pool(self.connection, disk_pool, disk_dir)
         self.media = Pool(self.connection, media_pool, media_dir)

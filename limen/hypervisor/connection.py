@@ -9,6 +9,7 @@ the event thread.
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -86,13 +87,44 @@ def is_error(e: libvirt.libvirtError, *codes: int) -> bool:
     return e.get_error_code() in codes
 
 
+class _Opening:
+    """``libvirt.open`` in a thread of its own: a libvirtd that accepts the socket and then
+    never answers (stopped, deadlocked) would hold the caller for good. Whoever needs the
+    connection waits for it with a deadline; a late answer is taken by the next caller."""
+
+    def __init__(self, uri: str):
+        self.done = threading.Event()
+        self.conn: libvirt.virConnect | None = None
+        self.error: str | None = None
+        self.started = time.monotonic()
+        threading.Thread(target=self._run, args=(uri,), name="limen-libvirt-open", daemon=True).start()
+
+    def _run(self, uri: str) -> None:
+        try:
+            self.conn = libvirt.open(uri)
+        except libvirt.libvirtError as e:
+            self.error = e.get_error_message() or str(e)
+        finally:
+            self.done.set()
+
+
 class Connection:
     """A lazily (re)opened connection. ``get()`` returns a live one or raises
     HypervisorUnavailable; ``generation`` grows at every (re)connect so that state can be
-    resynchronised after a gap in events."""
+    resynchronised after a gap in events.
 
-    def __init__(self, uri: str, on_domain_event):
+    Every call has a deadline of ``timeout`` seconds, however libvirtd fails:
+    - opening waits half of it (``_Opening``);
+    - libvirt's keepalive closes a connection whose daemon has not answered its pings for
+      nearly that long, which ends every call waiting on it with an error;
+    - a watchdog thread asks libvirtd for its version every second; once an answer is
+      ``timeout / 2`` late, ``get()`` refuses at once instead of handing out a connection that
+      would hold its caller until the keepalive gives up.
+    """
+
+    def __init__(self, uri: str, on_domain_event, timeout: float = 5.0):
         self.uri = uri
+        self.timeout = timeout
         self.generation = 0
         self.changed = threading.Condition()  # notified on every lifecycle and reboot event
         self.events = 0  # counts them, under ``changed``
@@ -104,36 +136,77 @@ class Connection:
         self._callback_ids: list[int] = []
         self._driver_of: libvirt.virConnect | None = None  # the connection is_qemu answered for
         self._qemu = False
+        self._opening: _Opening | None = None
+        self._asked_at: float | None = None  # when the watchdog's question still unanswered was asked
 
     def get(self) -> libvirt.virConnect:
         conn = self._conn
         if conn is not None and not self._closed_by_peer:
+            self._check_answering()
             return conn
         with self._lock:
             if self._conn is not None and not self._closed_by_peer:
                 return self._conn
             self._drop()
             ensure_event_loop()
+            if self._opening is None:
+                self._opening = _Opening(self.uri)
+            opening = self._opening
+        # Half the deadline from when the opening began: while libvirtd stays silent, later
+        # callers are refused at once rather than each wait anew.
+        if not opening.done.wait(max(0.0, opening.started + self.timeout / 2 - time.monotonic())):
+            raise HypervisorUnavailable(f"libvirtd did not answer {self.uri} within {self.timeout / 2:g} s")
+        with self._lock:
+            if self._opening is opening:  # the first back installs it
+                self._opening = None
+                if opening.conn is not None:
+                    self._install(opening.conn)
+            if opening.error is not None:
+                raise HypervisorUnavailable(f"cannot connect to {self.uri}: {opening.error}")
+            if self._conn is None:
+                raise HypervisorUnavailable(f"the connection to {self.uri} was lost as it opened")
+            return self._conn
+
+    def _check_answering(self) -> None:
+        asked = self._asked_at
+        if asked is not None and (late := time.monotonic() - asked) > self.timeout / 2:
+            raise HypervisorUnavailable(f"libvirtd at {self.uri} has not answered for {late:.0f} s")
+
+    def _install(self, conn: libvirt.virConnect) -> None:
+        """Keepalive, the close callback, the event callbacks and the watchdog: a connection
+        ready for use (under ``_lock``)."""
+        interval = max(1, round(self.timeout / 5))
+        try:  # closed after interval * (count + 1) s without an answer: within the deadline
+            conn.setKeepAlive(interval, max(1, round(self.timeout / interval) - 2))
+        except libvirt.libvirtError:
+            pass  # local drivers (test://) have no keepalive
+        try:
+            conn.registerCloseCallback(self._on_close, None)
+        except libvirt.libvirtError:
+            pass
+        self._callback_ids = [
+            conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None),
+            conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._on_reboot, None),
+        ]
+        self._conn, self._closed_by_peer, self._asked_at = conn, False, None
+        self.generation += 1
+        threading.Thread(target=self._watch, args=(conn,), name="limen-libvirt-watchdog", daemon=True).start()
+        log.info("connected to %s", self.uri)
+
+    def _watch(self, conn: libvirt.virConnect) -> None:
+        """Ask libvirtd a trivial question every second, for as long as ``conn`` is the
+        connection; how late an answer is tells ``get()`` whether libvirtd still answers."""
+        ask = conn.getLibVersion
+        while self._conn is conn and not self._closed_by_peer:
+            self._asked_at = time.monotonic()
             try:
-                conn = libvirt.open(self.uri)
-            except libvirt.libvirtError as e:
-                raise HypervisorUnavailable(f"cannot connect to {self.uri}: {e.get_error_message()}") from None
-            try:
-                conn.setKeepAlive(5, 3)
+                ask()
             except libvirt.libvirtError:
-                pass  # local drivers (test://) have no keepalive
-            try:
-                conn.registerCloseCallback(self._on_close, None)
-            except libvirt.libvirtError:
-                pass
-            self._callback_ids = [
-                conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None),
-                conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._on_reboot, None),
-            ]
-            self._conn, self._closed_by_peer = conn, False
-            self.generation += 1
-            log.info("connected to %s", self.uri)
-            return conn
+                pass  # the connection is going: the close callback says so
+            if self._asked_at is not None and time.monotonic() - self._asked_at > self.timeout / 2:
+                log.warning("libvirtd at %s answers again", self.uri)
+            self._asked_at = None
+            time.sleep(1.0)
 
     @property
     def is_qemu(self) -> bool:

@@ -159,7 +159,7 @@ async function onDisconnect(attempt, e) {
     }
     return fail(reason in sentences ? reason : "INTERNAL_ERROR", detail || (reason in sentences ? null : `close code ${code}`));
   }
-  if (reason === "VNC_CLOSED") return fail("VNC_CLOSED");
+  if (reason === "VNC_CLOSED" || reason === "LIMEN_STOPPING") return fail(reason);
   if (wasConnected && e.detail.clean) return show("Disconnected. Press Reconnect to open the console again.", "info");
   fail("CONNECTION_LOST", `WebSocket close code ${code || "none"}`);
 }

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import time
+from urllib.parse import urlencode
 
 import pytest
 
@@ -86,3 +87,42 @@ def test_limen_rides_out_a_libvirtd_restart(limen, libvirtd):
     # Events flow again: a change behind LIMEN's back shows without waiting for a resync.
     subprocess.run(["virsh", "-q", "-c", "qemu:///system", "start", name], check=True, capture_output=True)
     wait_until(lambda: limen.row_state(name) == "running", 2, f"{name} to show running")
+
+
+def within(limen, seconds: float, method: str, path: str) -> tuple[int, str]:
+    """A request that must be answered within ``seconds`` (a socket deadline, not a measure)."""
+    import urllib.error
+    import urllib.request
+    data = urlencode({"csrf_token": limen.csrf}).encode() if method == "POST" else None
+    try:
+        response = limen.opener.open(f"{limen.base}{path}", data=data, timeout=seconds)
+        return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_a_libvirtd_that_stops_answering_gives_503_within_5_s(limen, libvirtd):
+    """SIGSTOP: the socket still accepts, nothing answers. No request waits on it past the
+    deadline; when it is continued, LIMEN is back on its own."""
+    limen.start()
+    limen.sign_in()
+    name = unique_name("f")
+    assert limen.create(name) == 302
+    wait_until(lambda: limen.row_state(name) == "running" and limen.settled(), 60, f"{name} to run, created")
+    uuid, = limen.db("SELECT uuid FROM vm WHERE name = ?", name)[0]
+    stopped = libvirtd_pids()
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        status, body = within(limen, 5, "GET", "/healthz")
+        assert status == 503 and '"libvirt":"failed: HYPERVISOR_UNAVAILABLE"' in body.replace(" ", "")
+        assert within(limen, 5, "POST", f"/vms/{uuid}/force-off")[0] == 503
+        status, rows = within(limen, 5, "GET", "/vms/rows")
+        assert status == 200 and limen.row_state(name) == "running"  # the table still answers
+        assert within(limen, 5, "GET", "/")[0] == 200
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+    wait_until(lambda: health(limen) == 200, 15, "/healthz to answer 200 once libvirtd is continued")
+    assert limen.post(f"/vms/{uuid}/force-off") == 302  # actions work again
+    wait_until(lambda: limen.row_state(name) == "shutoff", 15, f"{name} to show shutoff")
