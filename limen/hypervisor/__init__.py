@@ -9,7 +9,7 @@ attached to, and what their guests tell.
 from collections.abc import Callable
 
 from ..errors import StorageFailed
-from .connection import Connection, event_loop_alive
+from .connection import Connection, event_loop_alive, set_call_deadline
 from .display import Display
 from .domain_xml import parse_network
 from .domains import Domains
@@ -31,6 +31,7 @@ __all__ = [
     "Pool",
     "event_loop_alive",
     "parse_network",
+    "set_call_deadline",
 ]
 
 

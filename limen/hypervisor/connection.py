@@ -11,6 +11,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import ParamSpec, TypeVar
 
 import libvirt
@@ -69,15 +71,55 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+# A thread that serves a request sets a deadline for each of its libvirt calls
+# (set_call_deadline); each call then runs on a thread of this pool while the request waits for
+# it, at most that long. A call that misses it finishes (or stays stuck on libvirtd) on its own.
+_calls = ThreadPoolExecutor(max_workers=32, thread_name_prefix="limen-libvirt-call")
+_local = threading.local()
+
+
+def set_call_deadline(seconds: float | None) -> None:
+    """From now on, each of this thread's calls through the hypervisor ends within ``seconds``
+    (None: it waits as long as libvirt takes, as background work does)."""
+    _local.seconds = seconds
+
+
+def _call(method: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    try:
+        return method(*args, **kwargs)
+    except libvirt.libvirtError as e:
+        raise translate(e) from None
+
+
+def _called(method: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    _local.inside = True  # a nested call runs right here: the pool never waits on itself
+    try:
+        return _call(method, *args, **kwargs)
+    finally:
+        _local.inside = False
+
+
 def translated(method: Callable[P, R]) -> Callable[P, R]:
-    """Raise the project's errors instead of libvirtError."""
+    """Raise the project's errors instead of libvirtError, and keep the caller's deadline."""
 
     @functools.wraps(method)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return method(*args, **kwargs)
-        except libvirt.libvirtError as e:
-            raise translate(e) from None
+        seconds = getattr(_local, "seconds", None)
+        if seconds is None or getattr(_local, "inside", False):
+            return _call(method, *args, **kwargs)
+        future = _calls.submit(functools.partial(_called, method, *args, **kwargs))
+        # The method's object (a Host, a Pool …) has the connection, whose watchdog may know
+        # before the deadline that libvirtd does not answer: then nobody waits any longer.
+        connection = getattr(args[0], "connection", None) if args else None
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                return future.result(timeout=max(0.0, min(0.25, deadline - time.monotonic())))
+            except FutureTimeout:
+                if isinstance(connection, Connection):
+                    connection.check_answering()
+                if time.monotonic() >= deadline:
+                    raise HypervisorUnavailable(f"libvirtd did not answer within {seconds:g} s") from None
 
     return wrapper
 
@@ -113,13 +155,14 @@ class Connection:
     HypervisorUnavailable; ``generation`` grows at every (re)connect so that state can be
     resynchronised after a gap in events.
 
-    Every call has a deadline of ``timeout`` seconds, however libvirtd fails:
-    - opening waits half of it (``_Opening``);
-    - libvirt's keepalive closes a connection whose daemon has not answered its pings for
-      nearly that long, which ends every call waiting on it with an error;
+    A libvirtd that stops answering (stopped, deadlocked) holds no request past its deadline:
+    - opening waits at most ``timeout / 2`` (``_Opening``);
     - a watchdog thread asks libvirtd for its version every second; once an answer is
-      ``timeout / 2`` late, ``get()`` refuses at once instead of handing out a connection that
-      would hold its caller until the keepalive gives up.
+      ``timeout / 2`` late, ``get()`` refuses at once;
+    - a call already waiting when libvirtd stopped answering holds only a pool thread: the
+      request waits for it until its deadline (``set_call_deadline``);
+    - libvirt's keepalive closes a connection that has been silent for 30 s.
+    When libvirtd answers again, so does everything.
     """
 
     def __init__(self, uri: str, on_domain_event, timeout: float = 5.0):
@@ -142,7 +185,7 @@ class Connection:
     def get(self) -> libvirt.virConnect:
         conn = self._conn
         if conn is not None and not self._closed_by_peer:
-            self._check_answering()
+            self.check_answering()
             return conn
         with self._lock:
             if self._conn is not None and not self._closed_by_peer:
@@ -167,7 +210,8 @@ class Connection:
                 raise HypervisorUnavailable(f"the connection to {self.uri} was lost as it opened")
             return self._conn
 
-    def _check_answering(self) -> None:
+    def check_answering(self) -> None:
+        """HypervisorUnavailable if the watchdog's question has waited too long."""
         asked = self._asked_at
         if asked is not None and (late := time.monotonic() - asked) > self.timeout / 2:
             raise HypervisorUnavailable(f"libvirtd at {self.uri} has not answered for {late:.0f} s")
@@ -175,9 +219,12 @@ class Connection:
     def _install(self, conn: libvirt.virConnect) -> None:
         """Keepalive, the close callback, the event callbacks and the watchdog: a connection
         ready for use (under ``_lock``)."""
-        interval = max(1, round(self.timeout / 5))
-        try:  # closed after interval * (count + 1) s without an answer: within the deadline
-            conn.setKeepAlive(interval, max(1, round(self.timeout / interval) - 2))
+        # The last resort, for a peer gone for good (a remote host cut off): libvirt closes the
+        # connection after 30 s without an answer to its pings. Not the deadline: libvirt
+        # 9.0's client, closing a connection several threads wait on, leaves all but one of
+        # them waiting for good, or crashes; requests have their deadline instead.
+        try:
+            conn.setKeepAlive(5, 5)
         except libvirt.libvirtError:
             pass  # local drivers (test://) have no keepalive
         try:

@@ -4,7 +4,7 @@ reaches the person as its code and sentence."""
 import logging
 import time
 
-from flask import Flask, jsonify, make_response, redirect, render_template, request, url_for
+from flask import Flask, current_app, jsonify, make_response, redirect, render_template, request, url_for
 from flask_limiter.errors import RateLimitExceeded
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException, SecurityError
 
 from ..errors import CSRFFailed, LimenError, NotSignedIn, RequestRefused, TooManyAttempts
 from ..extensions import limiter, login_manager
+from ..hypervisor import set_call_deadline
 from . import admin, api, auth, console, health, media, vms
 from .vms import is_htmx
 
@@ -42,6 +43,12 @@ def wants_json() -> bool:
 UPLOADS = {"media.upload", "api.upload_medium"}  # their limit is the media pool's free space
 
 
+def libvirt_deadline() -> None:
+    """A page waits on libvirt at most LIBVIRT_TIMEOUT per call (then 503); an upload, which
+    streams into libvirt for as long as the file takes, has its own deadlines."""
+    set_call_deadline(None if request.endpoint in UPLOADS else float(current_app.config["LIBVIRT_TIMEOUT"]))
+
+
 def body_limits() -> None:
     """MAX_CONTENT_LENGTH for every request but an upload (a file streamed into the media
     pool, which checks its length against the pool's free space itself)."""
@@ -58,6 +65,9 @@ def register(app: Flask) -> None:
     app.register_blueprint(media.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(api.docs_bp)
+
+    app.before_request(libvirt_deadline)
+    app.teardown_request(lambda _exc: set_call_deadline(None))  # the thread serves others next
 
     @app.before_request
     def require_sign_in():
