@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from helpers import (CSRF_RE, Browserless, add_user, admin_password, audit_rows, find_row, signed_in, uuid_of,
                      wait_until)
+from limen import runtime
 from limen.extensions import db
 from limen.models import VM, AuditEvent, User
 
@@ -379,7 +380,7 @@ def test_an_admin_filters_the_table_by_owner_and_the_polls_keep_the_filter(app, 
     assert "bobs" in only_bob and "admins" not in only_bob
     poll_url = re.search(r'hx-get="(/vms/rows\?v=[^"]+)"', only_bob).group(1).replace("&amp;", "&")
     assert "owner=bob" in poll_url
-    rows = admin.client.get(poll_url.replace("v=", "v=stale"), headers={"HX-Request": "true"}).text
+    rows = admin.client.get(re.sub(r"v=[^&]+", "v=stale", poll_url), headers={"HX-Request": "true"}).text
     assert "bobs" in rows and "admins" not in rows
     # A user's own filter parameter is ignored: they only ever see their own.
     bob = signed_in(app, "bob", "bob-password-1")
@@ -459,3 +460,28 @@ def test_behind_a_trusted_proxy_address_and_scheme_come_from_it(make_app, node_x
 def test_without_trusted_proxies_forwarded_headers_are_ignored(app):
     url, address = console_url_and_address(app)
     assert url.startswith("ws://localhost/vms/") and address == "127.0.0.1"
+
+
+def test_a_tenants_poll_cannot_tell_that_another_tenants_vm_changed(make_app, node_xml):
+    """The table's poll answers 204 (nothing changed) to alice while only bob's VM changes:
+    from 200 against 204 she would learn when another tenant acts."""
+    # No guest watch: what it writes about her own VM a few seconds after it runs would be news.
+    app = make_app(LIBVIRT_URI=f"test://{node_xml}", GUEST_POLL_INTERVAL=3600)
+    libvirt_conn = runtime.get(app).hypervisor.connection.get()
+    add_user(app, "alice", "alice-password-1")
+    add_user(app, "bob", "bob-password-1")
+    alice, bob = signed_in(app, "alice", "alice-password-1"), signed_in(app, "bob", "bob-password-1")
+    alice.create(name="alices")
+    alice.wait_state("alices", "running")
+    poll = re.search(r'hx-get="(/vms/rows\?v=[^"]+)"', alice.client.get("/").text).group(1)
+    assert alice.client.get(poll, headers={"HX-Request": "true"}).status_code == 204
+    bob.create(name="bobs")
+    bob.wait_state("bobs", "running")
+    libvirt_conn.lookupByName("bobs").destroy()
+    bob.wait_state("bobs", "shutoff")
+    assert alice.client.get(poll, headers={"HX-Request": "true"}).status_code == 204
+    assert "bobs" not in poll and "bobs" in bob.rows()
+    libvirt_conn.lookupByName("alices").destroy()  # her own VM: the poll says so
+    changed = wait_until(lambda: (r := alice.client.get(poll, headers={"HX-Request": "true"})).status_code == 200 and r,
+                         10, "alice's poll to show her VM's change")
+    assert 'data-state="shutoff"' in changed.text

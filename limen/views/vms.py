@@ -1,6 +1,9 @@
 """The VM table, its polled rows partial, create, and the actions."""
 
-from flask import Blueprint, jsonify, redirect, render_template, request, url_for
+import hashlib
+import hmac
+
+from flask import Blueprint, current_app, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from .. import runtime, vms
@@ -18,19 +21,32 @@ def _owner() -> str:
     return request.args.get("owner", "") if current_user.is_admin else ""
 
 
+_MARK = "limen-rows-version"
+
+
+def _seen(token: str, owner: str) -> str:
+    """The change counter as this user's table carries it: opaque, so that no tenant reads
+    from it how often anything changed."""
+    key = current_app.config["SECRET_KEY"].encode()
+    return hmac.new(key, f"{token}:{current_user.id}:{owner}".encode(), hashlib.sha256).hexdigest()[:16]
+
+
 def _table() -> dict:
-    """What the rows partial needs. The version is read before the rows: a change in between
-    shows at the next poll."""
-    version = runtime.get().changes.token
-    owner = _owner()
-    return dict(
-        version=version,
+    """What the rows partial needs. Its version is the change counter read before the rows (a
+    change in between shows at the next poll) and a digest of the rows as this user sees them,
+    so that a poll after someone else's change answers as if nothing happened (204)."""
+    token, owner = runtime.get().changes.token, _owner()
+    table = dict(
         owner=owner,
         rows=vms.table(current_user, owner),
         unmanaged=vms.unmanaged(current_user),
         owners=vms.owners(current_user),
         hypervisor_problem=vms.hypervisor_problem(),
     )
+    # Digested without the version and the CSRF token (signed with the time: new every second).
+    shown = render_template("vms/_rows.html", version=_MARK, csrf_token=lambda: _MARK, **table)
+    table["version"] = f"{_seen(token, owner)}.{hashlib.sha256(shown.encode()).hexdigest()[:16]}"
+    return table
 
 
 def _rows_response(status: int = 200):
@@ -54,10 +70,15 @@ def index():
 
 @bp.get("/vms/rows")
 def rows():
-    """The table body for htmx polls: 204 and no body when nothing changed since ``v``."""
-    if request.args.get("v") == runtime.get().changes.token:
+    """The table body for htmx polls: 204 and no body when nothing this user sees changed since
+    ``v``: at once when nothing changed at all, else once the rows are rendered again."""
+    seen, _, digest = request.args.get("v", "").partition(".")
+    if seen == _seen(runtime.get().changes.token, _owner()):
         return "", 204
-    return _rows_response()
+    table = _table()
+    if table["version"].partition(".")[2] == digest:
+        return "", 204  # others' changes: the page keeps its version, and asks again
+    return render_template("vms/_rows.html", **table)
 
 
 @bp.post("/vms")
