@@ -40,6 +40,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=database.DIRECTORY)
     app.before_request(views.body_limits)  # before anything reads a body (the CSRF check reads forms)
+    app.before_request(views.limits.per_address)
     csrf.init_app(app)
     login_manager.init_app(app)
     limiter.init_app(app)

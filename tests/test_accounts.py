@@ -188,6 +188,37 @@ def test_guessing_the_current_password_on_the_account_page_is_limited(limited):
     assert response.headers["Retry-After"]
 
 
+def test_the_account_page_is_limited_per_user_across_addresses(limited):
+    """A stolen session cookie guessing its user's password from many addresses: the
+    per-username limit (10 in 10 minutes) holds whatever the address."""
+    app = limited
+    add_user(app, "bob", "bob-password-1")
+    bob = signed_in(app, "bob", "bob-password-1")
+    form = {"csrf_token": bob.csrf, "current": "guess", "password": "x-password-1", "confirm": "x-password-1"}
+    for n in range(10):
+        bob.client.environ_base["REMOTE_ADDR"] = f"10.0.3.{n}"
+        assert bob.client.post("/account", data=form).status_code == 422
+    bob.client.environ_base["REMOTE_ADDR"] = "10.0.4.1"
+    assert bob.client.post("/account", data=form).status_code == 429
+
+
+def test_over_the_address_limit_a_sign_in_is_refused_before_its_body_is_read(limited, live_server):
+    """The 429 comes from the headers alone: a client that announces a body and sends none
+    gets its answer at once (LIMEN reads nothing it sent)."""
+    import socket
+    base = live_server(limited)
+    for _ in range(5):
+        assert Browserless(limited.test_client()).login("admin", "wrong-password").status_code == 401
+    host, port = base.removeprefix("http://").split(":")
+    for path in ("/login", "/api/v1/auth/tokens"):
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+                      f"Content-Length: 1000\r\n\r\n".encode())
+            answer = s.recv(4096)  # a read of the body would wait for it, past the timeout
+        assert answer.startswith(b"HTTP/1.1 429 "), answer[:100]
+        assert b"Retry-After: " in answer
+
+
 # -- own password -------------------------------------------------------------------------
 def test_changing_ones_password_ends_the_other_sign_ins(app):
     add_user(app, "bob", "bob-password-1")

@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException, SecurityError
 from ..errors import CSRFFailed, LimenError, NotSignedIn, RequestRefused, TooManyAttempts
 from ..extensions import limiter, login_manager
 from ..hypervisor import set_call_deadline
-from . import admin, api, auth, console, health, media, vms
+from . import admin, api, auth, console, health, limits, media, vms
 from .vms import is_htmx
 
 log = logging.getLogger(__name__)
@@ -95,12 +95,18 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(RateLimitExceeded)
     def too_many(err: RateLimitExceeded):
+        limit = limiter.current_limit
+        return _too_many(err.description, max(1, int(limit.reset_at - time.time())) if limit else 60)
+
+    @app.errorhandler(limits.OverLimit)
+    def over_address_limit(err: limits.OverLimit):
+        return _too_many(err.limit, err.wait)
+
+    def _too_many(description: str | None, wait: int):
         """429 with Retry-After. Logged, not audited: a flood of refusals must not grow the
         database (the attempts that were let through are in the audit log)."""
-        limit = limiter.current_limit
-        wait = max(1, int(limit.reset_at - time.time())) if limit else 60
         log.warning(
-            "%s %s from %s refused: more than %s", request.method, request.path, request.remote_addr, err.description
+            "%s %s from %s refused: more than %s", request.method, request.path, request.remote_addr, description
         )
         message = f"Too many attempts. Try again in {wait} s."
         if request.endpoint == "auth.login" and not wants_json():

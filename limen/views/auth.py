@@ -2,13 +2,12 @@
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+from flask import Blueprint, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
 from .. import accounts
 from ..accounts import tokens
 from ..errors import SignInFailed, ValidationFailed
-from ..extensions import limiter
 from . import limits
 
 bp = Blueprint("auth", __name__)
@@ -24,8 +23,7 @@ def _safe_next(target: str | None) -> str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limits.per_address
-@limits.per_username
+@limits.per_username  # and per address, before the body is read (limits.per_address)
 def login():
     error = None
     if request.method == "POST":
@@ -49,7 +47,7 @@ def logout():
 
 
 @bp.route("/account", methods=["GET", "POST"])
-@limiter.limit(lambda: current_app.config["LOGIN_LIMIT_PER_IP"], methods=["POST"])  # no guessing
+@limits.per_account  # and per address, before the body is read (limits.per_address)
 def account():
     """Your own password; your other sign-ins end when it changes, and your API tokens unless
     you keep them."""
