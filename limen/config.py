@@ -43,6 +43,8 @@ class Config:
     MEDIA_DIR = "/var/lib/limen/media"
     # An upload whose client sends nothing for this many seconds is given up on (and removed).
     UPLOAD_IDLE_TIMEOUT = 60
+    # Past that long, an upload slower than this on average (bytes a second) is given up on too.
+    UPLOAD_MIN_RATE = 64 * 1024
     # The largest request body but an upload's (whose limit is the media pool's free space),
     # refused with 413 from its Content-Length before any of it is read.
     MAX_CONTENT_LENGTH = 1024 * 1024

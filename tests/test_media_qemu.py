@@ -170,6 +170,42 @@ def test_a_stalled_upload_is_given_up_and_leaves_nothing(qemu_app, qemu_host, li
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 400"), answer
     assert b"UPLOAD_INCOMPLETE" in answer and b"sent nothing for 1 s" in answer
+
+
+def test_a_trickling_upload_is_given_up_and_leaves_nothing(qemu_app, qemu_host, live_server):
+    """The client never pauses long enough to be idle, but sends far below the minimum rate."""
+    import select as readable
+    from helpers import Browserless, admin_password
+
+    app = qemu_app(UPLOAD_IDLE_TIMEOUT=1, UPLOAD_MIN_RATE=10 * 1024 * 1024)
+    base = live_server(app)
+    admin = Browserless(app.test_client())
+    admin.login("admin", admin_password(app))
+    host, port = urlsplit(base).hostname, urlsplit(base).port
+    body = iso_bytes(4 * 1024 * 1024)
+    with socket.create_connection((host, port)) as sock:
+        sock.sendall((f"POST /media/upload?kind=iso&name=trickled&os_kind=linux HTTP/1.1\r\n"
+                      f"Host: {host}:{port}\r\nCookie: session={admin.client.get_cookie('session').value}\r\n"
+                      f"X-CSRFToken: {admin.csrf}\r\nAccept: application/json\r\n"
+                      f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n\r\n").encode())
+        sent, answer = 0, b""
+        while sent < len(body):  # 4 KiB every 50 ms: about 80 KiB/s, until LIMEN answers
+            sock.sendall(body[sent:sent + 4096])
+            sent += 4096
+            if readable.select([sock], [], [], 0.05)[0]:
+                break
+        sock.settimeout(30)
+        while not answer.rstrip().endswith(b"}"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    assert sent < len(body), "LIMEN let the trickle run to its end"
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    assert b"UPLOAD_INCOMPLETE" in answer and b"The upload was too slow" in answer
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Medium)) == 0
+    assert media_volumes(qemu_host, app) == []
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Medium)) == 0
     assert media_volumes(qemu_host, app) == []
