@@ -7,7 +7,6 @@ itself: nginx, started and stopped with it, listens on BIND and hands it whole r
 """
 
 import signal
-import threading
 from pathlib import Path
 
 from limen import front
@@ -30,6 +29,9 @@ control_socket = f"{_instance}/gunicorn.ctl"
 control_socket_mode = 0o600
 # X-Forwarded-* come from nginx, which sets them (limen/front.py); the app's ProxyFix reads them.
 forwarded_allow_ips = ""
+# gunicorn believes a unix socket's peer whatever forwarded_allow_ips says: it is not to read a
+# scheme from headers (nginx passes the client's X-Forwarded-Ssl on); the app's ProxyFix does.
+secure_scheme_headers: dict[str, str] = {}
 raw_env = ["LIMEN_FRONT=nginx"]  # tells the app so: one more proxy to trust
 accesslog = "-"
 # The client's address (from nginx), and the path without its query string: a console URL
@@ -58,14 +60,15 @@ def post_worker_init(worker):
     graceful = signal.getsignal(signal.SIGTERM)
 
     def stopping(signum, frame):
-        threading.Thread(target=console.stop_all, name="limen-stopping").start()
+        console.stop_all()  # quick: a thread per console sends its close frame
         graceful(signum, frame)
 
     signal.signal(signal.SIGTERM, stopping)
 
 
 def worker_int(worker):
-    """A quick stop (SIGINT, SIGQUIT): the consoles are told, as far as there is time."""
+    """A quick stop (SIGINT, SIGQUIT: gunicorn's worker exits a moment later): the consoles are
+    told, as far as there is time."""
     from limen import console
 
     console.stop_all()

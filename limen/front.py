@@ -13,6 +13,7 @@ workers run as LIMEN's user for the same reason: that socket is LIMEN's own.
 
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -36,9 +37,21 @@ def upstream(instance: str | os.PathLike) -> Path:
     return Path(instance) / "gunicorn.sock"
 
 
+# What may go into nginx.conf from the configuration: nothing that could end a directive.
+_BIND = re.compile(r"(unix:/[\w./-]+|\[[0-9A-Fa-f:.]+\]:\d+|[\w.-]*:\d+|\d+)")
+_PATH = re.compile(r"/[\w./+@-]*")
+
+
+def _checked(pattern: re.Pattern, value: str, what: str) -> str:
+    if not pattern.fullmatch(value):
+        raise SystemExit(f"LIMEN cannot serve with {what} {value!r}: it is not one nginx can be told safely")
+    return value
+
+
 def config(cfg: Mapping[str, Any], instance: str | os.PathLike) -> str:
     """nginx.conf for this LIMEN: listen on BIND, hand whole requests to gunicorn."""
-    front = Path(instance) / "front"
+    front = Path(_checked(_PATH, str(Path(instance).resolve()), "the instance folder")) / "front"
+    instance = front.parent
     proxies = int(cfg["TRUSTED_PROXIES"])
     if proxies:  # append to what LIMEN's own proxies said (ProxyFix trusts one hop more)
         forwarded = {
@@ -95,13 +108,14 @@ http {{
         server unix:{upstream(instance)};
     }}
     server {{
-        listen {cfg["BIND"]};
+        listen {_checked(_BIND, str(cfg["BIND"]), "LIMEN_BIND")};
         location / {{
 {proxy}
         }}
         location ~ ^({uploads})$ {{
 {proxy}
             client_max_body_size 0;
+            client_body_timeout {int(cfg["UPLOAD_IDLE_TIMEOUT"])}s;  # LIMEN's own deadlines apply
             proxy_request_buffering off;
             proxy_read_timeout 1h;
         }}

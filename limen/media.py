@@ -9,7 +9,6 @@ row behind.
 """
 
 import re
-import time
 import uuid as uuidlib
 
 from flask import current_app
@@ -139,13 +138,10 @@ def _check(name: str, os_kind: str, errors: dict) -> str:
     return name
 
 
-def _read_exactly(stream, size: int, received: int, total: int, started: float) -> bytes:
+def _read_exactly(stream, size: int, received: int, total: int) -> bytes:
     """``size`` bytes of the body, read in pieces of at most 64 KiB (so that a failed read
-    loses little of the count); UploadIncomplete when the client hangs up, sends nothing for
-    as long as the connection's read timeout (UPLOAD_IDLE_TIMEOUT, set by the view), or, past
-    that long, has sent less than UPLOAD_MIN_RATE bytes a second on average since ``started``
-    (a trickle holds a thread, a volume and a row as long as a stall would)."""
-    cfg = current_app.config
+    loses little of the count); UploadIncomplete when the client hangs up, or sends nothing for
+    as long as the connection's read timeout (UPLOAD_IDLE_TIMEOUT, set by the view)."""
     data = bytearray()
     try:
         while len(data) < size:
@@ -153,15 +149,6 @@ def _read_exactly(stream, size: int, received: int, total: int, started: float) 
             if not chunk:
                 break
             data += chunk
-            elapsed = time.monotonic() - started
-            if (
-                elapsed > cfg["UPLOAD_IDLE_TIMEOUT"]
-                and (rate := (received + len(data)) / elapsed) < cfg["UPLOAD_MIN_RATE"]
-            ):
-                raise UploadIncomplete(
-                    f"The upload was too slow: {rate / 1024:.0f} KiB/s on average after {elapsed:.0f} s, less than "
-                    f"the {cfg['UPLOAD_MIN_RATE'] / 1024:.0f} KiB/s LIMEN waits for; nothing was kept."
-                )
     except (ClientDisconnected, ConnectionError, TimeoutError):
         pass
     if len(data) < size:
@@ -199,8 +186,7 @@ def upload(user: User, *, kind: str, name: str, os_kind: str, length: int | None
         raise MediumTooLarge(
             f"The file has {length / 2**30:.2f} GiB; the storage pool {pool.name} has {free / 2**30:.2f} GiB free."
         )
-    started = time.monotonic()
-    head = _read_exactly(stream, min(HEAD_BYTES, length), 0, length, started)
+    head = _read_exactly(stream, min(HEAD_BYTES, length), 0, length)
     found, virtual = sniff(head)
     if found != kind:
         raise ValidationFailed({"file": f"This is a {KIND_NAMES[found]}, not a {KIND_NAMES[kind]}."})
@@ -227,7 +213,7 @@ def upload(user: User, *, kind: str, name: str, os_kind: str, length: int | None
         yield head
         received = len(head)
         while received < length:
-            chunk = _read_exactly(stream, min(CHUNK_BYTES, length - received), received, length, started)
+            chunk = _read_exactly(stream, min(CHUNK_BYTES, length - received), received, length)
             received += len(chunk)
             yield chunk
 

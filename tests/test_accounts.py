@@ -210,9 +210,10 @@ def test_over_the_address_limit_a_sign_in_is_refused_before_its_body_is_read(lim
     for _ in range(5):
         assert Browserless(limited.test_client()).login("admin", "wrong-password").status_code == 401
     host, port = base.removeprefix("http://").split(":")
-    for path in ("/login", "/api/v1/auth/tokens"):
+    # A form is what the CSRF check would read (and wait for); the API's JSON, its view.
+    for path, kind in (("/login", "application/x-www-form-urlencoded"), ("/api/v1/auth/tokens", "application/json")):
         with socket.create_connection((host, int(port)), timeout=5) as s:
-            s.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            s.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {kind}\r\n"
                       f"Content-Length: 1000\r\n\r\n".encode())
             answer = s.recv(4096)  # a read of the body would wait for it, past the timeout
         assert answer.startswith(b"HTTP/1.1 429 "), answer[:100]
@@ -511,7 +512,7 @@ def test_a_tenants_poll_cannot_tell_that_another_tenants_vm_changed(make_app, no
     libvirt_conn.lookupByName("bobs").destroy()
     bob.wait_state("bobs", "shutoff")
     assert alice.client.get(poll, headers={"HX-Request": "true"}).status_code == 204
-    assert "bobs" not in poll and "bobs" in bob.rows()
+    assert "bobs" in bob.rows()
     libvirt_conn.lookupByName("alices").destroy()  # her own VM: the poll says so
     changed = wait_until(lambda: (r := alice.client.get(poll, headers={"HX-Request": "true"})).status_code == 200 and r,
                          10, "alice's poll to show her VM's change")

@@ -379,3 +379,13 @@ def test_deleting_a_medium_while_vms_are_made_from_it_never_leaves_one_without_i
         else:
             assert answers["delete"] == 409 and medium is not None and medium.state == "ready", answers
             assert len(users) == sum(code == 201 for k, code in answers.items() if k != "delete") > 0
+
+
+def test_a_form_sent_to_the_upload_keeps_the_body_limit(app, anon):
+    """The page's upload takes the file as the body. A multipart form there would be parsed
+    (into temporary files) by the CSRF check before the sign-in is checked: it is refused from
+    its length instead, signed in or not."""
+    form = {"file": (io.BytesIO(b"x" * (2 * 1024 * 1024)), "big.iso")}
+    response = anon.client.post("/media/upload?kind=iso&name=f&os_kind=linux", data=form,
+                                content_type="multipart/form-data")
+    assert response.status_code == 413

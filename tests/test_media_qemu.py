@@ -170,6 +170,9 @@ def test_a_stalled_upload_is_given_up_and_leaves_nothing(qemu_app, qemu_host, li
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 400"), answer
     assert b"UPLOAD_INCOMPLETE" in answer and b"sent nothing for 1 s" in answer
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Medium)) == 0
+    assert media_volumes(qemu_host, app) == []
 
 
 def test_a_trickling_upload_is_given_up_and_leaves_nothing(qemu_app, qemu_host, live_server):
@@ -189,9 +192,13 @@ def test_a_trickling_upload_is_given_up_and_leaves_nothing(qemu_app, qemu_host, 
                       f"X-CSRFToken: {admin.csrf}\r\nAccept: application/json\r\n"
                       f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n\r\n").encode())
         sent, answer = 0, b""
-        while sent < len(body):  # 4 KiB every 50 ms: about 80 KiB/s, until LIMEN answers
-            sock.sendall(body[sent:sent + 4096])
-            sent += 4096
+        # 200 KiB at once (the ISO's header: the upload begins), then 100 bytes every 50 ms:
+        # never idle, and a read of 64 KiB would wait half a minute for its bytes.
+        sock.sendall(body[:200 * 1024])
+        sent = 200 * 1024
+        while sent < len(body):
+            sock.sendall(body[sent:sent + 100])
+            sent += 100
             if readable.select([sock], [], [], 0.05)[0]:
                 break
         sock.settimeout(30)
@@ -203,9 +210,6 @@ def test_a_trickling_upload_is_given_up_and_leaves_nothing(qemu_app, qemu_host, 
     assert sent < len(body), "LIMEN let the trickle run to its end"
     assert answer.startswith(b"HTTP/1.1 400"), answer
     assert b"UPLOAD_INCOMPLETE" in answer and b"The upload was too slow" in answer
-    with app.app_context():
-        assert db.session.scalar(select(func.count()).select_from(Medium)) == 0
-    assert media_volumes(qemu_host, app) == []
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Medium)) == 0
     assert media_volumes(qemu_host, app) == []

@@ -112,13 +112,13 @@ def serve(
                 cfg["CONSOLE_REFUSALS_AUDITED"],
             )
         return
-    _audit("console.open", "ok", user_id, vm_uuid, f"session {session_id}")
-    db.session.close()  # the bridge may run for hours: hold no database connection
     bridge = Bridge(conn, vnc)
-    with _bridges_lock:
-        _bridges.add(bridge)
-    standing.watch.add(bridge, current_app._get_current_object(), held, bridge.stop)  # type: ignore[attr-defined]
-    try:
+    try:  # from here on, whatever fails, the slot, the display and the session are given back
+        _audit("console.open", "ok", user_id, vm_uuid, f"session {session_id}")
+        db.session.close()  # the bridge may run for hours: hold no database connection
+        with _bridges_lock:
+            _bridges.add(bridge)
+        standing.watch.add(bridge, current_app._get_current_object(), held, bridge.stop)  # type: ignore[attr-defined]
         try:
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
@@ -149,8 +149,8 @@ def stop_all() -> int:
     to offer to reconnect), rather than find its connection gone. Returns how many."""
     with _bridges_lock:
         bridges = list(_bridges)
-    for bridge in bridges:
-        bridge.halt(LimenStopping())
+    for bridge in bridges:  # each on its own: one browser that stopped reading holds up no other
+        threading.Thread(target=bridge.halt, args=(LimenStopping(),), name="limen-stopping", daemon=True).start()
     return len(bridges)
 
 

@@ -116,9 +116,11 @@ def translated(method: Callable[P, R]) -> Callable[P, R]:
             try:
                 return future.result(timeout=max(0.0, min(0.25, deadline - time.monotonic())))
             except FutureTimeout:
-                if isinstance(connection, Connection):
-                    connection.check_answering()
-                if time.monotonic() >= deadline:
+                late = isinstance(connection, Connection) and not connection.answering()
+                if late or time.monotonic() >= deadline:
+                    # Not begun (every pool thread waits on libvirtd): it never will be. Begun: it
+                    # ends when libvirtd answers, after the caller was told it failed.
+                    future.cancel()
                     raise HypervisorUnavailable(f"libvirtd did not answer within {seconds:g} s") from None
 
     return wrapper
@@ -210,11 +212,15 @@ class Connection:
                 raise HypervisorUnavailable(f"the connection to {self.uri} was lost as it opened")
             return self._conn
 
-    def check_answering(self) -> None:
-        """HypervisorUnavailable if the watchdog's question has waited too long."""
+    def answering(self) -> bool:
+        """False once the watchdog's question has waited longer than half the deadline."""
         asked = self._asked_at
-        if asked is not None and (late := time.monotonic() - asked) > self.timeout / 2:
-            raise HypervisorUnavailable(f"libvirtd at {self.uri} has not answered for {late:.0f} s")
+        return asked is None or time.monotonic() - asked <= self.timeout / 2
+
+    def check_answering(self) -> None:
+        """HypervisorUnavailable if libvirtd does not answer (``answering``)."""
+        if not self.answering():
+            raise HypervisorUnavailable(f"libvirtd at {self.uri} has not answered for over {self.timeout / 2:g} s")
 
     def _install(self, conn: libvirt.virConnect) -> None:
         """Keepalive, the close callback, the event callbacks and the watchdog: a connection

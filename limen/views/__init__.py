@@ -51,8 +51,12 @@ def libvirt_deadline() -> None:
 
 def body_limits() -> None:
     """MAX_CONTENT_LENGTH for every request but an upload (a file streamed into the media
-    pool, which checks its length against the pool's free space itself)."""
-    if request.endpoint in UPLOADS:
+    pool, which checks its length against the pool's free space itself). A form sent to the
+    page's upload keeps MAX_CONTENT_LENGTH: the CSRF check would parse it (a multipart one into
+    temporary files) before the sign-in is checked. The API's takes no CSRF token, and reads
+    the body only once the token is."""
+    form = request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded")
+    if request.endpoint in UPLOADS and not (form and request.endpoint == "media.upload"):
         request.max_content_length = 2**63 - 1  # None would mean MAX_CONTENT_LENGTH again
 
 

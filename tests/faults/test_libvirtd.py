@@ -53,13 +53,19 @@ def health(limen) -> int:
     return limen.get("/healthz")[0]
 
 
-def test_limen_rides_out_a_libvirtd_restart(limen, libvirtd):
+def serving_a_running_vm(limen) -> tuple[str, str]:
+    """LIMEN served and signed in to, with a VM of its own running: (name, UUID)."""
     limen.start()
     limen.sign_in()
     name = unique_name("f")
     assert limen.create(name) == 302
     wait_until(lambda: limen.row_state(name) == "running" and limen.settled(), 60, f"{name} to run, created")
     uuid, = limen.db("SELECT uuid FROM vm WHERE name = ?", name)[0]
+    return name, uuid
+
+
+def test_limen_rides_out_a_libvirtd_restart(limen, libvirtd):
+    name, uuid = serving_a_running_vm(limen)
 
     killed = libvirtd_pids()
     for pid in killed:
@@ -105,12 +111,7 @@ def within(limen, seconds: float, method: str, path: str) -> tuple[int, str]:
 def test_a_libvirtd_that_stops_answering_gives_503_within_5_s(limen, libvirtd):
     """SIGSTOP: the socket still accepts, nothing answers. No request waits on it past the
     deadline; when it is continued, LIMEN is back on its own."""
-    limen.start()
-    limen.sign_in()
-    name = unique_name("f")
-    assert limen.create(name) == 302
-    wait_until(lambda: limen.row_state(name) == "running" and limen.settled(), 60, f"{name} to run, created")
-    uuid, = limen.db("SELECT uuid FROM vm WHERE name = ?", name)[0]
+    name, uuid = serving_a_running_vm(limen)
     stopped = libvirtd_pids()
     for pid in stopped:
         os.kill(pid, signal.SIGSTOP)
