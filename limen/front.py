@@ -159,14 +159,16 @@ class Front:
         # nginx writes its pid file once it has bound its sockets (it retries a busy port for
         # a few seconds, then exits): this nginx's pid there means it listens.
         while not _pid_file_says(front / "nginx.pid", self.proc.pid):
-            if self.proc.poll() is not None:
-                raise SystemExit(
-                    f"nginx exited with {self.proc.returncode} (its error is above): is {self.cfg['BIND']} free?"
-                )
             if time.monotonic() > deadline:
                 self.stop()
                 raise SystemExit(f"nginx did not listen on {self.cfg['BIND']} within {timeout:g} s")
-            time.sleep(0.05)
+            try:  # its exit is the other answer: waited for, a moment at a time
+                self.proc.wait(0.05)
+            except subprocess.TimeoutExpired:
+                continue
+            raise SystemExit(
+                f"nginx exited with {self.proc.returncode} (its error is above): is {self.cfg['BIND']} free?"
+            )
         self.log.info(
             "nginx (pid %s) listens on %s for gunicorn on %s", self.proc.pid, self.cfg["BIND"], upstream(self.instance)
         )

@@ -183,6 +183,7 @@ class Connection:
         self._qemu = False
         self._opening: _Opening | None = None
         self._asked_at: float | None = None  # when the watchdog's question still unanswered was asked
+        self._dropped = threading.Event()  # set when the connection being watched is dropped
 
     def get(self) -> libvirt.virConnect:
         conn = self._conn
@@ -243,10 +244,13 @@ class Connection:
         ]
         self._conn, self._closed_by_peer, self._asked_at = conn, False, None
         self.generation += 1
-        threading.Thread(target=self._watch, args=(conn,), name="limen-libvirt-watchdog", daemon=True).start()
+        self._dropped = threading.Event()
+        threading.Thread(
+            target=self._watch, args=(conn, self._dropped), name="limen-libvirt-watchdog", daemon=True
+        ).start()
         log.info("connected to %s", self.uri)
 
-    def _watch(self, conn: libvirt.virConnect) -> None:
+    def _watch(self, conn: libvirt.virConnect, dropped: threading.Event) -> None:
         """Ask libvirtd a trivial question every second, for as long as ``conn`` is the
         connection; how late an answer is tells ``get()`` whether libvirtd still answers."""
         ask = conn.getLibVersion
@@ -259,7 +263,8 @@ class Connection:
             if self._asked_at is not None and time.monotonic() - self._asked_at > self.timeout / 2:
                 log.warning("libvirtd at %s answers again", self.uri)
             self._asked_at = None
-            time.sleep(1.0)
+            if dropped.wait(1.0):  # the next question in a second, unless it is gone
+                return
 
     @property
     def is_qemu(self) -> bool:
@@ -275,6 +280,7 @@ class Connection:
             self._drop()
 
     def _drop(self) -> None:
+        self._dropped.set()
         conn, self._conn = self._conn, None
         if conn is None:
             return
