@@ -248,6 +248,41 @@ class VNCUnreachable(LimenError):
     sentence = "The VM is running but its display cannot be reached. Reconnect; if it keeps failing, restart the VM."
 
 
+class SerialBusy(LimenError):
+    """libvirt lets one client hold a serial line; another holds this VM's."""
+
+    code = "SERIAL_BUSY"
+    status = 409
+    ws_close = 4409
+    sentence = (
+        "Someone else has this VM's serial console open, and a serial line takes one at a time. "
+        "Take it over (they are disconnected), or stay out."
+    )
+
+    def __init__(self, holder: str | None = None):
+        super().__init__(f"{self.sentence} It is held by {holder}." if holder else None, holder=holder)
+        self.holder = holder
+
+    def close_reason(self) -> str:
+        return f"{self.code}: {self.holder}" if self.holder else self.code
+
+
+class SerialTakenOver(LimenError):
+    """Another client took this console's serial line (VIR_DOMAIN_CONSOLE_FORCE)."""
+
+    code = "SERIAL_TAKEN_OVER"
+    status = 409
+    ws_close = 4409
+    sentence = "Someone else took over this VM's serial console. Take it over again, or stay out."
+
+    def __init__(self, by: str):
+        super().__init__(f"{by} took over this VM's serial console.", by=by)
+        self.by = by
+
+    def close_reason(self) -> str:
+        return f"{self.code}: {self.by}"
+
+
 class OperationInterrupted(LimenError):
     code = "OPERATION_INTERRUPTED"
     status = 500
@@ -343,6 +378,12 @@ class VNCClosed(LimenError):
     code = "VNC_CLOSED"
     ws_close = 1000
     sentence = "The VM's display closed: the VM was shut down or stopped. Press Reconnect to start it again."
+
+
+class SerialClosed(LimenError):
+    code = "SERIAL_CLOSED"
+    ws_close = 1000
+    sentence = "The VM's serial line closed: the VM was shut down or stopped. Press Reconnect to start it again."
 
 
 class ProtocolError(LimenError):

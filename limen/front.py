@@ -29,7 +29,7 @@ BODY_TIMEOUT = 10
 # The routes whose body is a file streamed into the media pool: not buffered (LIMEN checks the
 # length against the pool's free space from the headers and reads it with deadlines of its own).
 UPLOAD_PATHS = ("/media/upload", "/api/v1/media")
-WEBSOCKET_PATH = r"^/vms/[^/]+/console/ws$"  # a console may stay open, and quiet, for days
+WEBSOCKET_PATH = r"^/vms/[^/]+/(console|serial)/ws$"  # a console may stay open, and quiet, for days
 
 
 def upstream(instance: str | os.PathLike) -> Path:

@@ -192,6 +192,7 @@ class ConsoleTicket(Model):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
     vm_uuid: Mapped[str] = mapped_column(String(36))
+    kind: Mapped[str] = mapped_column(String(8), default="screen", server_default="screen")  # or "serial"
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
@@ -207,11 +208,12 @@ class ConsoleSession(Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
     vm_uuid: Mapped[str] = mapped_column(String(36), index=True)
+    kind: Mapped[str] = mapped_column(String(8), default="screen", server_default="screen")  # or "serial"
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[datetime | None]
     bytes_to_client: Mapped[int] = mapped_column(default=0)
     bytes_from_client: Mapped[int] = mapped_column(default=0)
-    end: Mapped[str | None] = mapped_column(String(64))  # CLIENT_CLOSED, VNC_CLOSED or an error code
+    end: Mapped[str | None] = mapped_column(String(64))  # CLIENT_CLOSED, VNC_CLOSED, SERIAL_… or an error
     end_detail: Mapped[str | None] = mapped_column(String(512))
     # The sign-in or API token it was opened under (its ticket's): when that ends, so does it.
     login_session_id: Mapped[int | None] = mapped_column(ForeignKey("login_session.id"))

@@ -295,8 +295,8 @@ def remove_test_leftovers(host, is_ours, pool_name: str) -> None:
 
 
 # -- consoles -----------------------------------------------------------------------------
-def get_ticket(b: Browserless, vm_uuid: str):
-    return b.client.post(f"/vms/{vm_uuid}/console/ticket",
+def get_ticket(b: Browserless, vm_uuid: str, kind: str = "screen"):
+    return b.client.post(f"/vms/{vm_uuid}/console/ticket?kind={kind}",
                          headers={"X-CSRFToken": b.csrf, "Accept": "application/json"})
 
 

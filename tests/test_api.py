@@ -230,6 +230,19 @@ def test_a_script_opens_the_console_with_a_ticket_or_its_token(app, api, libvirt
         stub.close()
 
 
+def test_a_console_ticket_names_its_kind(app, api):
+    vm_uuid = api("POST", "/vms", {"name": "ticketed", "vcpus": 1, "memory_mib": 64, "disk_gib": 1}).json["vm"]["uuid"]
+    serial = api("POST", f"/vms/{vm_uuid}/console", {"kind": "serial"})
+    assert serial.status_code == 201
+    assert serial.json["ws_url"].endswith(f"/vms/{vm_uuid}/serial/ws?ticket={serial.json['ticket']}")
+    screen = api("POST", f"/vms/{vm_uuid}/console", {"kind": "screen"})
+    assert screen.json["ws_url"].endswith(f"/vms/{vm_uuid}/console/ws?ticket={screen.json['ticket']}")
+    for body, field in (({"kind": "printer"}, "kind"), ({"kind": 1}, "kind"), ({"colour": "red"}, "colour")):
+        refused = api("POST", f"/vms/{vm_uuid}/console", body)
+        assert refused.status_code == 422, body
+        assert field in refused.json["error"]["details"]["fields"], refused.json
+
+
 # -- the contract -------------------------------------------------------------------------
 def test_the_openapi_document_lists_exactly_the_api_routes(app):
     spec = app.test_client().get("/api/v1/openapi.json").json

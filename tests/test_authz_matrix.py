@@ -78,6 +78,10 @@ MATRIX = {
     # The WebSocket answers with close codes: see test_the_console_websocket_matrix.
     ("console.websocket", "GET"): ("/vms/{vm}/console/ws", None,
                                    expect(4401, 4403, "open", "open")),
+    ("console.serial_page", "GET"): ("/vms/{vm}/serial", None, VM_ROUTE),
+    # libvirt's test driver has no console streams: past the door, the owner and an admin get
+    # its refusal (4502 HYPERVISOR_ERROR); the qemu tier opens the line (test_serial_qemu).
+    ("console.serial_websocket", "GET"): ("/vms/{vm}/serial/ws", None, expect(4401, 4403, 4502, 4502)),
     ("admin.users", "GET"): ("/admin/users", None, ADMIN_PAGE),
     ("admin.create_user", "POST"): ("/admin/users", {"username": "made-by-{role}", **PASSWORD},
                                     ADMIN_POST),
@@ -114,7 +118,7 @@ MATRIX = {
                                   expect(401, 403, 403, 201)),
     ("api.update_user", "PATCH"): ("/api/v1/users/{user_id}", {"quota_vms": 5}, expect(401, 403, 403, 200)),
 }
-HTTP_ROUTES = [key for key in MATRIX if key[0] != "console.websocket"]
+HTTP_ROUTES = [key for key in MATRIX if key[0] not in ("console.websocket", "console.serial_websocket")]
 
 
 def test_every_route_is_in_the_matrix(app):
@@ -286,6 +290,20 @@ def test_the_console_websocket_matrix(matrix_app, live_server, stub):
         ws = open_console(ws_url(base, vm, ticket), base, cookie=cookie[role])
         assert receive_exactly(ws, len(BANNER)) == BANNER, role
         ws.close()
+
+    # The serial line's WebSocket: the same door, with a ticket for it.
+    expected = MATRIX[("console.serial_websocket", "GET")][2]
+    serial = f"ws{base.removeprefix('http')}/vms/{vm}/serial/ws?ticket="
+    ws = open_console(serial, base)
+    assert close_code(ws)[0] == expected["anonymous"]
+    assert get_ticket(by_role["other"], vm, "serial").status_code == 404
+    stolen = get_ticket(by_role["owner"], vm, "serial").json["ticket"]
+    ws = open_console(serial + stolen, base, cookie=cookie["other"])
+    assert close_code(ws)[0] == expected["other"]
+    for role in ("owner", "admin"):
+        ticket = get_ticket(by_role[role], vm, "serial").json["ticket"]
+        ws = open_console(serial + ticket, base, cookie=cookie[role])
+        assert close_code(ws) == (expected[role], "HYPERVISOR_ERROR"), role
 
 
 def test_a_hostile_name_from_another_tool_is_shown_as_text(app, admin, libvirt_conn):

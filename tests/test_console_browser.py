@@ -96,7 +96,7 @@ def test_a_refused_ticket_shows_its_sentence(stopped_vm, page):
         body["ws_url"] = body["ws_url"].replace(body["ticket"], "not-a-ticket")
         route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
 
-    page.route("**/console/ticket", spoil)
+    page.route("**/console/ticket?kind=screen", spoil)
     sockets = []
     page.on("websocket", lambda ws: sockets.append(ws.url))
     page.locator("#vm-rows tr", has_text=name).get_by_role("link", name="Console").click()
@@ -105,7 +105,7 @@ def test_a_refused_ticket_shows_its_sentence(stopped_vm, page):
     expect(status).to_contain_text("This console link has expired or was already used. Press Reconnect")
     expect(status).not_to_contain_text("unknown")
     # Reconnect gets a fresh ticket (no longer spoiled) and starts the VM.
-    page.unroute("**/console/ticket")
+    page.unroute("**/console/ticket?kind=screen")
     page.get_by_role("button", name="Reconnect").click()
     expect(status).to_have_text("Connected", timeout=60_000)
     assert len(sockets) == 2  # one per attempt: no reconnect loop

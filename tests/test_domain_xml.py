@@ -26,6 +26,15 @@ def test_domain_xml_has_the_spec_and_vnc_only_on_loopback():
     assert root.find("cpu") is None  # QEMU's default model unless configured
 
 
+def test_every_vm_has_a_serial_line_and_seabios_writes_on_it():
+    root = ET.fromstring(build(SPEC))
+    assert root.find("devices/serial[@type='pty']/target").get("port") == "0"
+    assert root.find("os/bios").get("useserial") == "yes"
+    uefi = ET.fromstring(build(DomainSpec(**{**SPEC.__dict__, "firmware": "uefi"})))
+    assert uefi.find("devices/serial[@type='pty']") is not None
+    assert uefi.find("os/bios") is None  # OVMF is not SeaBIOS
+
+
 def test_cpu_mode_is_configurable():
     root = ET.fromstring(build(DomainSpec(**{**SPEC.__dict__, "cpu_mode": "host-passthrough"})))
     assert root.find("cpu").get("mode") == "host-passthrough"

@@ -6,17 +6,19 @@ import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
+from playwright.sync_api import expect
 
-from helpers import find_row, unique_name, wait_until
+from helpers import admin_password, find_row, unique_name, wait_until
 
 pytestmark = pytest.mark.guest
+PASSWORD = "serial-line-4-tester"  # the account's password, for a sign-in on the serial console
 
 
 @pytest.fixture(scope="module")
 def vm(guest_limen):
     """(name, uuid) of the module's guest, booted and reachable over SSH."""
     name = unique_name("guest")
-    vm_uuid = guest_limen.create(name)
+    vm_uuid = guest_limen.create(name, ci_password=PASSWORD)
     guest_limen.wait_ssh(vm_uuid)
     return name, vm_uuid
 
@@ -53,6 +55,51 @@ def test_the_agent_reports_the_address_hostname_and_os(guest_limen, vm, qemu_hos
     assert row is not None and "10.0.2.15" in row.cells
     card = guest_limen.admin.client.get(f"/vms/{vm_uuid}/guest").text
     assert "connected" in card and "Debian GNU/Linux 12" in card and "addresses from the guest agent" in card
+
+
+def test_a_person_signs_in_on_the_serial_console_in_the_browser(guest_limen, vm, live_server, page):
+    name, vm_uuid = vm
+    base = live_server(guest_limen.app)
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+    page.goto(f"{base}/login")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", admin_password(guest_limen.app))
+    page.get_by_role("button", name="Sign in").click()
+    page.locator("#vm-rows tr", has_text=name).get_by_role("link", name="Console").click()
+    page.get_by_role("navigation", name="Console").get_by_role("link", name="Serial").click()
+    expect(page.locator("#console-status")).to_have_text("Connected. Press Enter for a prompt.", timeout=60_000)
+    screen = page.locator("#terminal .xterm-rows")
+    page.locator("#terminal").click()
+
+    # The getty on ttyS0 asks; a fresh prompt comes with Enter (the last was written at boot).
+    def prompt_shows(text: str, timeout: float = 60):
+        def shown():
+            page.keyboard.press("Enter")
+            try:
+                expect(screen).to_contain_text(text, timeout=3_000)
+                return True
+            except AssertionError:
+                return False
+        wait_until(shown, timeout, f"{text!r} on the serial console")
+
+    prompt_shows(f"{name} login:")
+    page.keyboard.type("tester\n")
+    expect(screen).to_contain_text("Password:", timeout=30_000)
+    page.keyboard.type(PASSWORD + "\n")
+    expect(screen).to_contain_text(f"tester@{name}", timeout=60_000)  # the shell's prompt
+    page.keyboard.type("uname -a\n")
+    expect(screen).to_contain_text(f"Linux {name} ", timeout=30_000)
+    expect(screen).to_contain_text("GNU/Linux", timeout=30_000)
+
+    # Paste from the clipboard into the line, and copy the screen back out.
+    page.evaluate("text => navigator.clipboard.writeText(text)", "echo pasted-$((6*7))\n")
+    page.get_by_role("button", name="Paste").click()
+    expect(screen).to_contain_text("pasted-42", timeout=30_000)
+    page.get_by_role("button", name="Copy").click()
+    expect(page.locator("#console-status")).to_have_text("Copied the screen.")
+    copied = page.evaluate("() => navigator.clipboard.readText()")
+    assert "pasted-42" in copied and "GNU/Linux" in copied, copied
+    page.keyboard.type("exit\n")  # the next person gets a login prompt, not this shell
 
 
 def test_pause_and_resume_keep_an_open_ssh_session(guest_limen, vm):

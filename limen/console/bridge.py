@@ -1,8 +1,11 @@
-"""The bytes of a console: browser WebSocket ↔ VNC socket, until either side ends."""
+"""The bytes of a console: browser WebSocket ↔ the VM's side (its VNC socket, or its serial
+line, which reads like one), until either side ends."""
 
 import logging
 import socket
 import threading
+from collections.abc import Callable
+from typing import Protocol
 
 from ..errors import ClientClosed, LimenError, MessageTooBig, ProtocolError, VNCClosed
 from . import frames
@@ -12,27 +15,38 @@ CLOSE_GRACE = 2.0  # seconds the browser has to answer our close frame
 REVOKED = 4403  # the close code of a console whose user lost the right to it
 
 
-class Bridge:
-    """Copy bytes between the browser's WebSocket and the VNC socket until either side ends,
-    then end the other at once. No thread or socket outlives ``run``."""
+class Far(Protocol):
+    """The VM's side of a console: a socket, or anything that reads and writes like one."""
 
-    def __init__(self, conn: frames.Connection, vnc: socket.socket):
-        self.conn, self.vnc = conn, vnc
+    def recv(self, size: int, /) -> bytes: ...
+    def sendall(self, data: bytes, /) -> None: ...
+    def shutdown(self, how: int, /) -> None: ...
+    def close(self) -> None: ...
+
+
+class Bridge:
+    """Copy bytes between the browser's WebSocket and the VM's side until either side ends,
+    then end the other at once. No thread or socket outlives ``run``. ``far_closed`` names the
+    end when the VM's side ends first."""
+
+    def __init__(self, conn: frames.Connection, far: Far, far_closed: Callable[[], LimenError] = VNCClosed):
+        self.conn, self.far, self.far_closed = conn, far, far_closed
         self.to_client = self.from_client = 0
         self.end = ClientClosed.code
+        self.end_detail: str | None = None  # what the end's error said beyond its sentence
         self._ended = threading.Lock()
         self._reader_done = threading.Event()
 
     def run(self) -> None:
-        pump = threading.Thread(target=self._vnc_to_client, name="limen-vnc-pump", daemon=True)
+        pump = threading.Thread(target=self._far_to_client, name="limen-console-pump", daemon=True)
         pump.start()
         try:
-            self._client_to_vnc()
+            self._client_to_far()
         finally:
             self._reader_done.set()
             self._finish(ClientClosed())
             pump.join()
-            self.vnc.close()
+            self.far.close()
             self.conn.shutdown()
 
     def halt(self, err: LimenError) -> None:
@@ -44,14 +58,14 @@ class Bridge:
         (forbidden from now on, whatever the code would say at the door) and the reason."""
         self._finish(err, REVOKED)
 
-    def _client_to_vnc(self) -> None:
+    def _client_to_far(self) -> None:
         try:
             for opcode, payload in self.conn.frames():
                 if opcode in (frames.BINARY, frames.TEXT, 0):  # 0: a continuation
                     try:
-                        self.vnc.sendall(payload)
+                        self.far.sendall(payload)
                     except OSError:
-                        return self._finish(VNCClosed())
+                        return self._finish(self.far_closed())
                     self.from_client += len(payload)
                 elif opcode == frames.CLOSE:  # answer with the browser's own code
                     code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1000
@@ -65,15 +79,15 @@ class Bridge:
         except OSError:
             pass  # the browser's side is gone (or did not answer our close in time)
 
-    def _vnc_to_client(self) -> None:
+    def _far_to_client(self) -> None:
         try:
             while True:
                 try:
-                    data = self.vnc.recv(frames.CHUNK)
+                    data = self.far.recv(frames.CHUNK)
                 except OSError:
                     data = b""
                 if not data:
-                    self._finish(VNCClosed())
+                    self._finish(self.far_closed())
                     break
                 try:
                     self.conn.send(frames.BINARY, data)
@@ -88,12 +102,14 @@ class Bridge:
                 self.conn.shutdown()
 
     def _finish(self, err: LimenError, ws_close: int | None = None) -> None:
-        """The first side to end names the end; VNC is shut and the browser told at once."""
+        """The first side to end names the end; the VM's side is shut and the browser told at
+        once."""
         if not self._ended.acquire(blocking=False):
             return
         self.end = err.code
+        self.end_detail = err.message if err.message != err.sentence else None
         try:
-            self.vnc.shutdown(socket.SHUT_RDWR)
+            self.far.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         self.conn.close(ws_close or err.ws_close, err.close_reason())

@@ -1,5 +1,6 @@
-"""The console WebSocket: Origin check → ticket (or API token) → ensure running → open VNC →
-bridge bytes, with every way out recorded and told to the browser as a code.
+"""The console WebSocket: Origin check → ticket (or API token) → ensure running → open the
+VM's side (its VNC screen or its serial line) → bridge bytes, with every way out recorded and
+told to the browser as a code.
 
 Every refusal is a LimenError, whose ``ws_close`` code and ``code`` close the WebSocket.
 """
@@ -7,18 +8,32 @@ Every refusal is a LimenError, whose ``ws_close`` code and ``code`` close the We
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from flask import current_app, request
 from limits import parse
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from .. import audit, runtime, vms
-from ..errors import LimenError, LimenRestarted, LimenStopping, VMNotRunning, error_from
+from ..errors import (
+    HypervisorUnavailable,
+    LimenError,
+    LimenRestarted,
+    LimenStopping,
+    SerialBusy,
+    SerialClosed,
+    SerialTakenOver,
+    VMNotRunning,
+    VNCClosed,
+    error_from,
+)
 from ..extensions import db, limiter, rows_changed
+from ..hypervisor import serial
 from ..models import ConsoleSession, Operation, User, utcnow
 from . import frames, standing, tickets
-from .bridge import Bridge
+from .bridge import Bridge, Far
+from .tickets import SCREEN, SERIAL
 
 log = logging.getLogger(__name__)
 _bridges: set[Bridge] = set()  # the consoles open in this process
@@ -54,27 +69,79 @@ def audited_refusal() -> bool:
     return limiter.limiter.hit(limit, "console-refused", request.remote_addr or "")
 
 
+def open_screen(vm_uuid: str) -> tuple[Far, Callable[[], LimenError]]:
+    """The VM's VNC server; its end is VNC_CLOSED."""
+    return runtime.get().hypervisor.display.open(vm_uuid, current_app.config["VNC_CONNECT_TIMEOUT"]), VNCClosed
+
+
+def open_serial(vm_uuid: str, session_id: int, take_over: bool) -> tuple[Far, Callable[[], LimenError]]:
+    """The VM's serial line, which one client holds at a time: SERIAL_BUSY names who holds it,
+    unless ``take_over``. Its end says whether the VM closed it (SERIAL_CLOSED) or someone took
+    it over (SERIAL_TAKEN_OVER, by whom)."""
+    hypervisor = runtime.get().hypervisor
+    try:
+        line = hypervisor.serial.open(vm_uuid, take_over)
+    except SerialBusy:
+        raise SerialBusy(_serial_holder(vm_uuid, session_id) or OUTSIDER) from None
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+    def ended() -> LimenError:
+        if line.ended != serial.FAILED:
+            return SerialClosed()
+        with app.app_context():  # the bridge's pump thread asks: who opened it after us?
+            taker = _serial_holder(vm_uuid, session_id, newer=True)
+        if taker is None and not hypervisor.connection.answering():
+            return HypervisorUnavailable("The libvirt connection was lost.")
+        return SerialTakenOver(taker or OUTSIDER)
+
+    return line, ended
+
+
+SERIAL_OPEN = b'{"event": "open"}'
+OUTSIDER = "a client outside LIMEN (such as virsh console)"
+
+
+def _serial_holder(vm_uuid: str, session_id: int, newer: bool = False) -> str | None:
+    """The user of the latest other open serial console of the VM (opened after ours: ``newer``)."""
+    query = (
+        select(User.username)
+        .join(ConsoleSession, ConsoleSession.user_id == User.id)
+        .where(
+            ConsoleSession.vm_uuid == vm_uuid,
+            ConsoleSession.kind == SERIAL,
+            ConsoleSession.ended_at.is_(None),
+            ConsoleSession.id > session_id if newer else ConsoleSession.id != session_id,
+        )
+        .order_by(ConsoleSession.id.desc())
+        .limit(1)
+    )
+    return db.session.scalar(query)
+
+
 def serve(
     ws: Any,
     vm_uuid: str,
     *,
+    kind: str = SCREEN,
+    take_over: bool = False,
     origin: str | None,
     own_origin: str,
     ticket: str | None,
     session_user_id: int | None,
     authorization: str | None = None,
 ) -> None:
-    """The console WebSocket, from the Origin check to the end of the bridge."""
+    """The console WebSocket (``kind``: the VM's screen or its serial line), from the Origin
+    check to the end of the bridge."""
     conn = frames.Connection(ws.sock)
     ws.connected = False  # the connection is ours now: flask-sock must not close it again
-    session_id = user_id = slot = None
+    session_id = user_id = slot = holder = None
     cfg = current_app.config
     try:
         tickets.check_origin(origin, own_origin)
         if authorization and not ticket:
             admitted = tickets.admit_bearer(authorization, vm_uuid)
         else:
-            admitted = tickets.redeem(ticket, vm_uuid, session_user_id)
+            admitted = tickets.redeem(ticket, vm_uuid, session_user_id, kind)
         user_id = admitted.user.id
         held = standing.Standing(user_id, vm_uuid, admitted.login_session_id, admitted.api_token_id)
         (lost,) = standing.revoked([held])
@@ -83,13 +150,21 @@ def serve(
         standing.slots.take(user_id, int(cfg["CONSOLES_PER_USER"]), int(cfg["CONSOLES_MAX"]))
         slot = user_id
         record = ConsoleSession(
-            user_id=user_id, vm_uuid=vm_uuid, login_session_id=held.login_session_id, api_token_id=held.api_token_id
+            user_id=user_id,
+            vm_uuid=vm_uuid,
+            kind=kind,
+            login_session_id=held.login_session_id,
+            api_token_id=held.api_token_id,
         )
         db.session.add(record)
         db.session.commit()
         session_id = record.id
         ensure_running(admitted.user, vm_uuid, cfg["CONSOLE_START_TIMEOUT"])
-        vnc = runtime.get().hypervisor.display.open(vm_uuid, cfg["VNC_CONNECT_TIMEOUT"])
+        if kind == SERIAL:
+            holder = _serial_holder(vm_uuid, session_id) if take_over else None
+            far, far_closed = open_serial(vm_uuid, session_id, take_over)
+        else:
+            far, far_closed = open_screen(vm_uuid)
     except Exception as exc:  # every way out says why: never a bare 1006 in the browser
         if isinstance(exc, LimenError):
             err = exc
@@ -104,7 +179,7 @@ def serve(
         if session_id is not None:
             _record_end(session_id, err.code, err.message)
         if audited_refusal():
-            _audit("console.open", err.code, user_id, vm_uuid, err.message)
+            _audit("console.open", err.code, user_id, vm_uuid, f"{kind}: {err.message}")
         else:
             log.info(
                 "console refusal from %s not audited: more than %s",
@@ -112,35 +187,43 @@ def serve(
                 cfg["CONSOLE_REFUSALS_AUDITED"],
             )
         return
-    bridge = Bridge(conn, vnc)
-    try:  # from here on, whatever fails, the slot, the display and the session are given back
-        _audit("console.open", "ok", user_id, vm_uuid, f"session {session_id}")
+    bridge = Bridge(conn, far, far_closed)
+    try:  # from here on, whatever fails, the slot, the VM's side and the session are given back
+        taken = f", taken over from {holder or OUTSIDER}" if kind == SERIAL and take_over else ""
+        _audit("console.open", "ok", user_id, vm_uuid, f"{kind} session {session_id}{taken}")
         db.session.close()  # the bridge may run for hours: hold no database connection
         with _bridges_lock:
             _bridges.add(bridge)
         standing.watch.add(bridge, current_app._get_current_object(), held, bridge.stop)  # type: ignore[attr-defined]
         try:
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if kind == SERIAL:  # the one text message: the line is held (its bytes are binary)
+                conn.send(frames.TEXT, SERIAL_OPEN)
         except OSError:
             pass  # the browser left while the VM started: the bridge ends at once
-        log.info("console vm %s opened by user %s (session %s)", vm_uuid, user_id, session_id)
+        log.info("%s console vm %s opened by user %s (session %s)", kind, vm_uuid, user_id, session_id)
         bridge.run()
     finally:
         with _bridges_lock:
             _bridges.discard(bridge)
         standing.watch.remove(bridge)
         standing.slots.give_back(user_id)
-        vnc.close()
-        _record_end(session_id, bridge.end, None, bridge.to_client, bridge.from_client)
+        far.close()
+        _record_end(session_id, bridge.end, bridge.end_detail, bridge.to_client, bridge.from_client)
         _audit(
             "console.close",
             "ok",
             user_id,
             vm_uuid,
-            f"session {session_id}: {bridge.end}, {bridge.to_client} bytes out, {bridge.from_client} in",
+            f"{kind} session {session_id}: {bridge.end}, {bridge.to_client} bytes out, {bridge.from_client} in",
         )
         log.info(
-            "console vm %s closed: %s, %d bytes out, %d in", vm_uuid, bridge.end, bridge.to_client, bridge.from_client
+            "%s console vm %s closed: %s, %d bytes out, %d in",
+            kind,
+            vm_uuid,
+            bridge.end,
+            bridge.to_client,
+            bridge.from_client,
         )
 
 

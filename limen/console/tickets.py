@@ -1,5 +1,5 @@
 """Who may open a console: a ticket (32 random bytes, stored only as its SHA-256, bound to one
-user and one VM, valid for a minute, usable once), or, from a client that is not a browser,
+user, one VM and one kind of console, valid for a minute, usable once), or, from a client that is not a browser,
 an API token. Either way the console remembers the sign-in or the token it came under, and
 lasts no longer than that does (``standing``)."""
 
@@ -11,11 +11,13 @@ from sqlalchemy import select, update
 
 from .. import hashing, vms
 from ..accounts import tokens
-from ..errors import AccountDisabled, ForbiddenOrigin, NotAllowed, TicketInvalid, TokenInvalid
+from ..errors import AccountDisabled, ForbiddenOrigin, NotAllowed, TicketInvalid, TokenInvalid, ValidationFailed
 from ..extensions import db, rows_changed
 from ..models import ConsoleTicket, User, utcnow
 
 TICKET_LIFETIME = timedelta(seconds=60)
+SCREEN, SERIAL = "screen", "serial"  # what a console shows: the VM's VNC screen or its serial line
+KINDS = (SCREEN, SERIAL)
 
 
 @dataclass(frozen=True)
@@ -33,14 +35,18 @@ class Admission:
     api_token_id: int | None
 
 
-def issue(user: User, vm_uuid: str) -> Ticket:
-    """A ticket for ``user``'s console on the VM, under the sign-in or token of the request."""
+def issue(user: User, vm_uuid: str, kind: str = SCREEN) -> Ticket:
+    """A ticket for ``user``'s console (screen or serial) on the VM, under the sign-in or token
+    of the request."""
     vm = vms.get_vm(user, vm_uuid, "vm.console")
+    if kind not in KINDS:
+        raise ValidationFailed({"kind": f"A console is one of: {', '.join(KINDS)}."})
     ticket = hashing.new_token()
     row = ConsoleTicket(
         token_hash=hashing.digest(ticket),
         user_id=user.id,
         vm_uuid=vm.uuid,
+        kind=kind,
         expires_at=utcnow() + TICKET_LIFETIME,
         login_session_id=user.login_session.id if user.login_session else None,
         api_token_id=user.api_token.id if user.api_token else None,
@@ -73,13 +79,16 @@ def admit_bearer(authorization: str, vm_uuid: str) -> Admission:
     return Admission(user, None, user.api_token.id if user.api_token else None)
 
 
-def redeem(ticket: str | None, vm_uuid: str, session_user_id: int | None) -> Admission:
-    """Use the ticket up; its user, still enabled and still allowed this VM, is let in."""
+def redeem(ticket: str | None, vm_uuid: str, session_user_id: int | None, kind: str = SCREEN) -> Admission:
+    """Use the ticket up; its user, still enabled and still allowed this VM, is let in to the
+    console the ticket was issued for."""
     if not ticket:
         raise TicketInvalid("The console link carries no ticket. Open the console from the VM list.")
     row = db.session.scalar(select(ConsoleTicket).where(ConsoleTicket.token_hash == hashing.digest(ticket)))
     if row is None or row.vm_uuid != vm_uuid:
         raise TicketInvalid()
+    if row.kind != kind:
+        raise TicketInvalid(f"This ticket opens the VM's {row.kind} console, not its {kind} console.")
     if session_user_id is not None and session_user_id != row.user_id:
         raise NotAllowed("This console ticket was issued to another user.")
     now = utcnow()

@@ -17,6 +17,7 @@ from .guest import GuestInfo, Guests, Nic
 from .host import Host, HostLimits
 from .networks import Attachment, Forward, Networks
 from .pools import Pool
+from .serial import Serial, SerialLine
 from .states import ACTIVE_STATES, DomainState
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "Hypervisor",
     "Nic",
     "Pool",
+    "SerialLine",
     "event_loop_alive",
     "parse_network",
     "set_call_deadline",
@@ -57,6 +59,7 @@ class Hypervisor:
         self.media = Pool(self.connection, media_pool, media_dir)
         self.domains = Domains(self.connection, self.host, self.disks, self.media, network, cpu_mode)
         self.display = Display(self.connection)
+        self.serial = Serial(self.connection)
         self.networks = Networks(self.connection)
         self.guests = Guests(self.connection)
 

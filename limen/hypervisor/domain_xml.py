@@ -70,6 +70,8 @@ def build(spec: DomainSpec) -> str:
     if spec.machine:
         os_type.set("machine", spec.machine)
     _set_boot(os_, spec.boot_cdrom)
+    if spec.firmware != "uefi":  # SeaBIOS says on the serial line too what it boots, or why not
+        _sub(os_, "bios", useserial="yes")
     features = _sub(dom, "features")
     _sub(features, "acpi")
     _sub(features, "apic")

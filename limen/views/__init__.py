@@ -18,9 +18,19 @@ from .vms import is_htmx
 
 log = logging.getLogger(__name__)
 
-# The only endpoints anyone may reach without signing in. The console WebSocket authenticates
-# with its ticket instead. Every other endpoint, present or future, needs a signed-in user.
-PUBLIC = frozenset({"auth.login", "health.healthz", "health.metrics", "static", "console.websocket", "api_docs.docs"})
+# The only endpoints anyone may reach without signing in. The console WebSockets authenticate
+# with their tickets instead. Every other endpoint, present or future, needs a signed-in user.
+PUBLIC = frozenset(
+    {
+        "auth.login",
+        "health.healthz",
+        "health.metrics",
+        "static",
+        "console.websocket",
+        "console.serial_websocket",
+        "api_docs.docs",
+    }
+)
 
 # No inline script or style, nothing from elsewhere, never in a frame.
 CSP = (
@@ -28,6 +38,9 @@ CSP = (
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'"
 )
+# xterm.js (the serial console) sizes and colours its terminal with <style> elements and style
+# attributes of its own: that page allows inline style, and still no inline script.
+SERIAL_CSP = CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
@@ -82,6 +95,8 @@ def register(app: Flask) -> None:
 
     @app.after_request
     def security_headers(response):
+        if request.endpoint == "console.serial_page":
+            response.headers.setdefault("Content-Security-Policy", SERIAL_CSP)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         # What a signed-in user or a token sees is not for a shared cache, nor the browser's

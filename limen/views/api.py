@@ -175,7 +175,9 @@ def act(vm_uuid, action):
 
 @bp.post("/vms/<uuid:vm_uuid>/console")
 def console_ticket(vm_uuid):
-    return new_ticket(g.api_user, vm_uuid)
+    body = request.get_json(silent=True) if request.content_length else {}
+    kind = api_schema.check(api_schema.CONSOLE, body).get("kind", "screen")
+    return new_ticket(g.api_user, vm_uuid, kind)
 
 
 @bp.post("/vms/<uuid:vm_uuid>/cdrom")

@@ -81,6 +81,18 @@ CDROM = {
     },
     "examples": [{"medium": 2, "boot": True}],
 }
+CONSOLE = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "kind": {
+            "enum": ["screen", "serial"],
+            "description": "screen (VNC, the default) or serial (the VM's first serial line, as bytes). A "
+            "serial line takes one client at a time: its ws_url with &take_over=1 disconnects the one holding it",
+        }
+    },
+    "examples": [{"kind": "serial"}],
+}
 EJECT = {
     "type": "object",
     "additionalProperties": False,
@@ -312,6 +324,7 @@ SCHEMAS = {
     "Medium": MEDIUM,
     "CdromInsert": CDROM,
     "Eject": EJECT,
+    "Console": CONSOLE,
     "Forward": FORWARD,
     "ForwardAdd": FORWARD_ADD,
 }

@@ -107,8 +107,9 @@ def document(server: str) -> dict:
             "/vms/{uuid}/console": {
                 "parameters": [UUID],
                 "post": {
-                    "summary": "A console ticket: open ws_url within a minute, once",
-                    "responses": {"201": _json(_ref("ConsoleTicket"), "The ticket"), **_errors(401, 404)},
+                    "summary": "A console ticket (screen or serial): open ws_url within a minute, once",
+                    "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("Console")}}},
+                    "responses": {"201": _json(_ref("ConsoleTicket"), "The ticket"), **_errors(401, 404, 422)},
                 },
             },
             "/vms/{uuid}/cdrom": {

@@ -4,38 +4,22 @@ import RFB from "../vendor/novnc-1.7.0/core/rfb.js";
 import KeyTable from "../vendor/novnc-1.7.0/core/input/keysym.js";
 import keysyms from "../vendor/novnc-1.7.0/core/input/keysymdef.js";
 
+import {
+  Refusal, askTicket, csrf, reasonOf, refusalOf, sentences, show, showError, vmStatus, vmUrl, watchPhases,
+} from "./console-page.js";
+
 const root = document.getElementById("console");
-const vmUrl = root.dataset.vmUrl;
-const csrf = document.querySelector('meta[name="csrf-token"]').content;
-const sentences = JSON.parse(document.getElementById("console-sentences").textContent);
-const statusLine = document.getElementById("console-status");
 const screen = document.getElementById("screen");
 const ctrlAltDel = document.getElementById("ctrl-alt-del");
 const pasteSend = document.getElementById("paste-send");
 const reconnect = document.getElementById("reconnect");
 const resume = document.getElementById("resume");
 const scale = document.getElementById("scale");
+const WAITING = "Waiting for the display…";
 
 // Each connect() is one attempt; events of an attempt that is no longer current are ignored.
 let current = null;
-
-function show(text, kind, code, detail) {
-  statusLine.replaceChildren();
-  if (code) {
-    const strong = document.createElement("strong");
-    strong.textContent = code;
-    statusLine.append(strong, " ");
-  }
-  statusLine.append(text);
-  if (detail) {
-    const more = document.createElement("span");
-    more.className = "detail";
-    more.textContent = detail;
-    statusLine.append(more);
-  }
-  statusLine.dataset.kind = kind;
-  statusLine.dataset.code = code || "";
-}
+const isCurrent = (attempt) => current === attempt;
 
 function setControls(on) {
   ctrlAltDel.disabled = !on;
@@ -54,33 +38,10 @@ function stop() {
   }
 }
 
-// Every code's sentence comes from the server's catalogue (limen/errors.py); the page only
-// adds what it found out itself as the detail.
 function fail(code, detail) {
   stop();
-  show(sentences[code] || sentences.INTERNAL_ERROR, "error", code, detail);
+  showError(code, detail);
   resume.hidden = code !== "VM_PAUSED";
-}
-
-async function vmStatus() {
-  try {
-    const r = await fetch(`${vmUrl}/status`, { headers: { Accept: "application/json" } });
-    return r.ok ? await r.json() : null;
-  } catch (e) {
-    return null;
-  }
-}
-
-function phaseOf(s) {
-  return s && s.state === "running" ? "Waiting for the display…" : "Starting VM…";
-}
-
-// While the server starts the VM and opens its display, say which of the two is under way.
-async function watchPhases(attempt) {
-  const s = await vmStatus();
-  if (current !== attempt || attempt.connected || attempt.close) return;
-  if (s) show(phaseOf(s), "progress");
-  attempt.timer = setTimeout(() => watchPhases(attempt), 500);
 }
 
 async function connect() {
@@ -90,24 +51,15 @@ async function connect() {
   reconnect.disabled = true;
   try {
     show("Asking for access…", "progress");
-    let response, body;
+    let body;
     try {
-      response = await fetch(`${vmUrl}/console/ticket`, {
-        method: "POST", headers: { "X-CSRFToken": csrf, Accept: "application/json" },
-      });
-      body = await response.json();
+      body = await askTicket("screen");
     } catch (e) {
-      return fail("LIMEN_UNREACHABLE");
+      if (e instanceof Refusal) return current === attempt && fail(e.code, e.detail);
+      throw e;
     }
     if (current !== attempt) return;
-    if (!response.ok) {
-      const err = body.error || {};
-      const code = err.code in sentences ? err.code : "HTTP_ERROR";
-      return fail(code, err.message && err.message !== sentences[code] ? err.message : `HTTP status ${response.status}`);
-    }
-    show(phaseOf(await vmStatus()), "progress");
-    if (current !== attempt) return;
-    attempt.timer = setTimeout(() => watchPhases(attempt), 500);
+    watchPhases(attempt, isCurrent, WAITING);
 
     const ws = new WebSocket(body.ws_url);
     ws.binaryType = "arraybuffer";
@@ -140,25 +92,10 @@ async function connect() {
 async function onDisconnect(attempt, e) {
   if (current !== attempt) return;
   const wasConnected = attempt.connected;
-  const code = attempt.close ? attempt.close.code : 0;
-  // The reason is an error code, with a detail after ": " (CONSOLE_LIMIT: at most 16 per user).
-  const [reason, ...said] = (attempt.close ? attempt.close.reason : "").split(": ");
+  const { code, reason } = reasonOf(attempt.close);
   stop();
-  if (code >= 4000 && reason) {
-    let detail = said.length ? said.join(": ") : null;
-    if (reason === "VM_PAUSED") {
-      const s = await vmStatus();
-      detail = s && s.state === "paused" ? `paused: ${s.reason || "reason unknown"}` : null;
-    } else if (reason === "VM_START_FAILED" || reason === "VM_NOT_RUNNING") {
-      const s = await vmStatus();  // the Operation's error carries libvirt's own words
-      if (s && s.error && s.error.message) detail = s.error.message;
-      else if (s) detail = `LIMEN sees the VM as ${s.state}${s.reason ? ` (${s.reason})` : ""}.`;
-    }
-    if (code === 4403 && reason !== "NOT_ALLOWED" && reason !== "ACCOUNT_DISABLED") {
-      detail = "Your access to this console was revoked.";  // the reason says how
-    }
-    return fail(reason in sentences ? reason : "INTERNAL_ERROR", detail || (reason in sentences ? null : `close code ${code}`));
-  }
+  const refusal = await refusalOf(attempt.close);
+  if (refusal) return fail(...refusal);
   if (reason === "VNC_CLOSED" || reason === "LIMEN_STOPPING") return fail(reason);
   if (wasConnected && e.detail.clean) return show("Disconnected. Press Reconnect to open the console again.", "info");
   fail("CONNECTION_LOST", `WebSocket close code ${code || "none"}`);
