@@ -283,6 +283,18 @@ class SerialTakenOver(LimenError):
         return f"{self.code}: {self.by}"
 
 
+class SnapshotUnsupported(LimenError):
+    code = "SNAPSHOT_UNSUPPORTED"
+    status = 409
+    sentence = "This VM cannot be snapshotted."
+
+
+class SnapshotNotFound(LimenError):
+    code = "SNAPSHOT_NOT_FOUND"
+    status = 404
+    sentence = "The VM has no snapshot of that name."
+
+
 class OperationInterrupted(LimenError):
     code = "OPERATION_INTERRUPTED"
     status = 500

@@ -72,6 +72,10 @@ class VM(Model):
     vcpus: Mapped[int]
     memory_mib: Mapped[int]
     disk_gib: Mapped[int]
+    # Its snapshots (libvirt keeps them): how many, and the MiB they added to its disk's file
+    # when they were taken, as libvirt measured it (they count against the disk quota).
+    snapshots: Mapped[int] = mapped_column(default=0, server_default="0")
+    snapshot_mib: Mapped[int] = mapped_column(default=0, server_default="0")
     state: Mapped[str] = mapped_column(String(16), default=CREATING)
     state_reason: Mapped[str | None] = mapped_column(String(512))
     state_seen_at: Mapped[datetime | None]
@@ -164,7 +168,9 @@ class Operation(Model):
     visible to every page and survive the request that started it."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))  # create, start, shutdown, force-off, reboot, pause, resume, delete
+    # create, start, shutdown, force-off, reboot, pause, resume, delete, snapshot, revert, snapshot-delete
+    kind: Mapped[str] = mapped_column(String(16))
+    params: Mapped[dict | None] = mapped_column(JSON)  # what it was asked with (a snapshot's name …)
     vm_uuid: Mapped[str] = mapped_column(String(36), index=True)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
     state: Mapped[str] = mapped_column(String(16), default="pending")  # pending running done failed

@@ -66,6 +66,11 @@ MATRIX = {
     # The test driver cannot change a running VM's drive (502 HYPERVISOR_ERROR; the qemu tier
     # does it), and that failure must change nothing either.
     ("vms.eject", "POST"): ("/vms/{vm}/eject", {"boot_from_disk": "1"}, expect(SIGN_IN, 404, 502, 502)),
+    ("vms.snapshots", "GET"): ("/vms/{vm}/snapshots", None, VM_ROUTE),
+    ("vms.take_snapshot", "POST"): ("/vms/{vm}/snapshots", {"name": "by-{role}"}, expect(SIGN_IN, 404, 302, 302)),
+    # No snapshot "none": the owner's request is valid but for that.
+    ("vms.revert_snapshot", "POST"): ("/vms/{vm}/snapshots/none/revert", {}, expect(SIGN_IN, 404, 404, 404)),
+    ("vms.delete_snapshot", "POST"): ("/vms/{vm}/snapshots/none/delete", {}, expect(SIGN_IN, 404, 404, 404)),
     ("media.index", "GET"): ("/media/", None, expect(SIGN_IN, 200, 200, 200)),
     ("media.library", "GET"): ("/media/library", None, expect(SIGN_IN, 200, 200, 200)),
     # A form post is no upload: its body is the form, so no ISO arrives (400 UPLOAD_INCOMPLETE).
@@ -106,6 +111,10 @@ MATRIX = {
     ("api.remove_forward", "DELETE"): ("/api/v1/vms/{vm}/forwards/999", None, expect(401, 404, 404, 404)),
     ("api.act", "POST"): ("/api/v1/vms/{vm}/actions/force-off", {}, expect(401, 404, 202, 202)),
     ("api.console_ticket", "POST"): ("/api/v1/vms/{vm}/console", {}, expect(401, 404, 201, 201)),
+    ("api.list_snapshots", "GET"): ("/api/v1/vms/{vm}/snapshots", None, expect(401, 404, 200, 200)),
+    ("api.take_snapshot", "POST"): ("/api/v1/vms/{vm}/snapshots", {"name": "api-{role}"}, expect(401, 404, 202, 202)),
+    ("api.revert_snapshot", "POST"): ("/api/v1/vms/{vm}/snapshots/none/revert", {}, expect(401, 404, 404, 404)),
+    ("api.delete_snapshot", "DELETE"): ("/api/v1/vms/{vm}/snapshots/none", None, expect(401, 404, 404, 404)),
     ("api.insert_iso", "POST"): ("/api/v1/vms/{vm}/cdrom", {"medium": 999}, expect(401, 404, 422, 422)),
     ("api.eject", "POST"): ("/api/v1/vms/{vm}/eject", {"boot_from_disk": True}, expect(401, 404, 502, 502)),
     ("api.list_media", "GET"): ("/api/v1/media", None, expect(401, 200, 200, 200)),

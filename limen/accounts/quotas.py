@@ -1,6 +1,7 @@
 """Each user's quotas (VMs, vCPUs, memory, disk), what their VMs take, and the atomic claim a
 create makes."""
 
+import math
 from dataclasses import dataclass
 
 from flask import current_app
@@ -56,7 +57,8 @@ def _usage_query() -> Select[int, int, int, int, int]:
         func.count(VM.id),
         func.coalesce(func.sum(VM.vcpus), 0),
         func.coalesce(func.sum(VM.memory_mib), 0),
-        func.coalesce(func.sum(VM.disk_gib), 0),
+        # A VM's disk, and what its snapshots added to its file (MiB, rounded up to GiB).
+        func.coalesce(func.sum(VM.disk_gib), 0) + (func.coalesce(func.sum(VM.snapshot_mib), 0) + 1023) // 1024,
     ).group_by(VM.owner_id)
 
 
@@ -75,20 +77,38 @@ def account_of(user: User) -> Account:
     return Account(user, quota_of(user), usage_of(user))
 
 
-def claim(user_id: int, vcpus: int, memory_mib: int, disk_gib: int) -> None:
-    """Check that one more VM of this size fits the user's quota, atomically. The first
-    statement writes the user's row (a column no key refers to, so no foreign-key checks run):
-    that takes the database's write lock (a row lock elsewhere) until the caller's transaction
-    ends, so two creates cannot both slip under the limit. The caller has no transaction open.
-    Raises QuotaExceeded naming each limit, with the numbers."""
+def _locked(user_id: int) -> User:
+    """The user's row, read under the database's write lock: the first statement writes it (a
+    column no key refers to, so no foreign-key checks run), which holds the lock (a row lock
+    elsewhere) until the caller's transaction ends, so two claims cannot both slip under a
+    limit. The caller has no transaction open."""
     db.session.execute(
         update(User)
         .where(User.id == user_id)
         .values(quota_vms=User.quota_vms)
         .execution_options(synchronize_session=False)
     )
-    user = db.session.get(User, user_id, populate_existing=True)  # read under the lock
+    user = db.session.get(User, user_id, populate_existing=True)
     assert user is not None, "the claimant exists: their request was authorised"
+    return user
+
+
+def claim_disk(user_id: int, mib: int, what: str) -> None:
+    """Check, atomically, that ``mib`` more disk (what a snapshot is expected to add) fits the
+    user's disk quota; the caller records the claim before its transaction ends."""
+    user = _locked(user_id)
+    quota, used = quota_of(user), usage_of(user)
+    want = math.ceil(mib / 1024)
+    if quota.disk_gib is not None and used.disk_gib + want > quota.disk_gib:
+        raise QuotaExceeded(
+            {"disk_gib": f"disk quota: {used.disk_gib} of {quota.disk_gib} GiB used, {want} requested ({what})"}
+        )
+
+
+def claim(user_id: int, vcpus: int, memory_mib: int, disk_gib: int) -> None:
+    """Check that one more VM of this size fits the user's quota, atomically (``_locked``).
+    Raises QuotaExceeded naming each limit, with the numbers."""
+    user = _locked(user_id)
     quota, used = quota_of(user), usage_of(user)
     problems = {}
     for field, limit, have, want, unit in (

@@ -18,6 +18,7 @@ from .host import Host, HostLimits
 from .networks import Attachment, Forward, Networks
 from .pools import Pool
 from .serial import Serial, SerialLine
+from .snapshots import SnapshotInfo, Snapshots
 from .states import ACTIVE_STATES, DomainState
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "Nic",
     "Pool",
     "SerialLine",
+    "SnapshotInfo",
     "event_loop_alive",
     "parse_network",
     "set_call_deadline",
@@ -60,6 +62,7 @@ class Hypervisor:
         self.domains = Domains(self.connection, self.host, self.disks, self.media, network, cpu_mode)
         self.display = Display(self.connection)
         self.serial = Serial(self.connection)
+        self.snapshots = Snapshots(self.connection)
         self.networks = Networks(self.connection)
         self.guests = Guests(self.connection)
 

@@ -81,6 +81,8 @@ def _vm(vm: VM, op: Operation | None = None) -> dict:
         "vcpus": vm.vcpus,
         "memory_mib": vm.memory_mib,
         "disk_gib": vm.disk_gib,
+        "snapshots": vm.snapshots,
+        "snapshot_mib": vm.snapshot_mib,
         "adopted": vm.adopted,
         "created_at": _stamp(vm.created_at),
         "state_seen_at": _stamp(vm.state_seen_at),
@@ -178,6 +180,40 @@ def console_ticket(vm_uuid):
     body = request.get_json(silent=True) if request.content_length else {}
     kind = api_schema.check(api_schema.CONSOLE, body).get("kind", "screen")
     return new_ticket(g.api_user, vm_uuid, kind)
+
+
+def _snapshot(s) -> dict:
+    return {
+        "name": s.name,
+        "description": s.description,
+        "created_at": s.created.isoformat(),
+        "vm_state": s.vm_state,
+        "memory": s.memory,
+        "parent": s.parent,
+        "current": s.current,
+    }
+
+
+@bp.get("/vms/<uuid:vm_uuid>/snapshots")
+def list_snapshots(vm_uuid):
+    return jsonify([_snapshot(s) for s in vms.list_snapshots(g.api_user, str(vm_uuid))])
+
+
+@bp.post("/vms/<uuid:vm_uuid>/snapshots")
+def take_snapshot(vm_uuid):
+    body = api_schema.check(api_schema.SNAPSHOT_CREATE, request.get_json(silent=True))
+    op = vms.request_snapshot(g.api_user, str(vm_uuid), body)
+    return jsonify(operation=_operation(op)), 202
+
+
+@bp.post("/vms/<uuid:vm_uuid>/snapshots/<name>/revert")
+def revert_snapshot(vm_uuid, name):
+    return jsonify(operation=_operation(vms.request_revert(g.api_user, str(vm_uuid), name))), 202
+
+
+@bp.delete("/vms/<uuid:vm_uuid>/snapshots/<name>")
+def delete_snapshot(vm_uuid, name):
+    return jsonify(operation=_operation(vms.request_snapshot_delete(g.api_user, str(vm_uuid), name))), 202
 
 
 @bp.post("/vms/<uuid:vm_uuid>/cdrom")

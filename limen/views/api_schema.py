@@ -9,6 +9,8 @@ from ..accounts.tokens import MAX_DAYS
 from ..accounts.users import MAX_PASSWORD, MIN_PASSWORD, USERNAME_RE
 from ..errors import ValidationFailed
 from ..vms.create import MIN_MEMORY_MIB, NAME_RE
+from ..vms.snapshots import MAX_DESCRIPTION
+from ..vms.snapshots import NAME_RE as SNAPSHOT_NAME_RE
 
 # Only a request's shape is checked here (fields, their JSON types); the values are judged by
 # the use cases, the same code and words as on the pages. Patterns and bounds below document
@@ -199,6 +201,33 @@ FORWARD_ADD = {
     },
     "examples": [{"guest_port": 80}],
 }
+SNAPSHOT_CREATE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name"],
+    "properties": {
+        "name": {
+            "type": "string",
+            "pattern": SNAPSHOT_NAME_RE.pattern,
+            "description": "1 to 63 letters, digits, dots, hyphens and underscores",
+        },
+        "description": {"type": "string", "maxLength": MAX_DESCRIPTION},
+    },
+    "examples": [{"name": "before-upgrade", "description": "apt full-upgrade next"}],
+}
+SNAPSHOT = {
+    "type": "object",
+    "required": ["name", "description", "created_at", "vm_state", "memory", "parent", "current"],
+    "properties": {
+        "name": {"type": "string"},
+        "description": {"type": "string"},
+        "created_at": STAMP,
+        "vm_state": {"type": "string", "description": "the VM's state when it was taken (running, shutoff)"},
+        "memory": {"type": "boolean", "description": "it holds the VM's memory: reverting resumes the guest"},
+        "parent": {"type": ["string", "null"], "description": "the snapshot it was taken after"},
+        "current": {"type": "boolean", "description": "the one the VM was last taken or reverted to"},
+    },
+}
 VM = {
     "type": "object",
     "required": ["uuid", "name", "owner", "state", "vcpus", "memory_mib", "disk_gib"],
@@ -211,6 +240,8 @@ VM = {
         "vcpus": {"type": "integer"},
         "memory_mib": {"type": "integer"},
         "disk_gib": {"type": "integer"},
+        "snapshots": {"type": "integer", "description": "how many snapshots it has"},
+        "snapshot_mib": {"type": "integer", "description": "what they added to its disk, on the disk quota"},
         "adopted": {"type": "boolean"},
         "created_at": STAMP,
         "state_seen_at": STAMP,
@@ -327,6 +358,8 @@ SCHEMAS = {
     "Console": CONSOLE,
     "Forward": FORWARD,
     "ForwardAdd": FORWARD_ADD,
+    "Snapshot": SNAPSHOT,
+    "SnapshotCreate": SNAPSHOT_CREATE,
 }
 
 

@@ -30,6 +30,7 @@ def _errors(*codes: int) -> dict:
 
 
 UUID = {"name": "uuid", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+SNAPSHOT_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
@@ -126,6 +127,41 @@ def document(server: str) -> dict:
                     "summary": "Empty the VM's CD-ROM drive; optionally boot from the disk from now on",
                     "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Eject")}}},
                     "responses": {"200": _json(_ref("VM"), "The VM"), **_errors(401, 404, 409, 422, 502, 503)},
+                },
+            },
+            "/vms/{uuid}/snapshots": {
+                "parameters": [UUID],
+                "get": {
+                    "summary": "The VM's snapshots, oldest first (parent and current give the tree)",
+                    "responses": {
+                        "200": _json({"type": "array", "items": _ref("Snapshot")}, "The snapshots"),
+                        **_errors(401, 404, 502, 503),
+                    },
+                },
+                "post": {
+                    "summary": "Take a snapshot: with memory while the VM runs, of its disks while it is shut off",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("SnapshotCreate")}},
+                    },
+                    "responses": {
+                        "202": _json(_ref("Accepted"), "The operation"),
+                        **_errors(401, 404, 409, 422, 502, 503),
+                    },
+                },
+            },
+            "/vms/{uuid}/snapshots/{name}/revert": {
+                "parameters": [UUID, SNAPSHOT_NAME],
+                "post": {
+                    "summary": "Revert the VM to the snapshot (a memory snapshot resumes the guest where it was)",
+                    "responses": {"202": _json(_ref("Accepted"), "The operation"), **_errors(401, 404, 409, 502, 503)},
+                },
+            },
+            "/vms/{uuid}/snapshots/{name}": {
+                "parameters": [UUID, SNAPSHOT_NAME],
+                "delete": {
+                    "summary": "Delete the snapshot (its children become its parent's); the VM stays as it is",
+                    "responses": {"202": _json(_ref("Accepted"), "The operation"), **_errors(401, 404, 409, 502, 503)},
                 },
             },
             "/vms/{uuid}/forwards": {

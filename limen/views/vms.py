@@ -119,7 +119,8 @@ def action(vm_uuid, action):
 @bp.get("/vms/<uuid:vm_uuid>")
 def detail(vm_uuid):
     """One VM: its hardware and OS profile, its install media, and the CD-ROM drive."""
-    return render_template("vms/detail.html", **vms.detail(current_user, str(vm_uuid)), done=request.args.get("done"))
+    page = {**vms.snapshot_card(current_user, str(vm_uuid)), **vms.detail(current_user, str(vm_uuid))}
+    return render_template("vms/detail.html", **page, done=request.args.get("done"))
 
 
 @bp.get("/vms/<uuid:vm_uuid>/guest")
@@ -147,7 +148,7 @@ def add_forward(vm_uuid):
     try:
         vms.add_forward(current_user, str(vm_uuid), request.form)
     except ValidationFailed as e:
-        page = vms.detail(current_user, str(vm_uuid))
+        page = {**vms.snapshot_card(current_user, str(vm_uuid)), **vms.detail(current_user, str(vm_uuid))}
         return render_template("vms/detail.html", **page, forward_form=request.form, errors=e.fields, problem=e), 422
     return redirect(url_for("vms.detail", vm_uuid=vm_uuid, done="forwarded"))
 
@@ -169,6 +170,40 @@ def status(vm_uuid):
         step=row.op.step if row.op and row.op.active else None,
         error={"code": failure.error_code, "message": failure.error_message} if failure else None,
     )
+
+
+@bp.get("/vms/<uuid:vm_uuid>/snapshots")
+def snapshots(vm_uuid):
+    """The Details page's Snapshots card, which polls itself while one of its Operations runs."""
+    return render_template("vms/_snapshots.html", **vms.snapshot_card(current_user, str(vm_uuid)))
+
+
+def _snapshots_changed(vm_uuid, status: int = 202, **page):
+    """After a snapshot request: the card for htmx, the Details page for a plain form."""
+    if is_htmx():
+        return render_template("vms/_snapshots.html", **vms.snapshot_card(current_user, str(vm_uuid)), **page), status
+    return redirect(url_for("vms.detail", vm_uuid=vm_uuid))
+
+
+@bp.post("/vms/<uuid:vm_uuid>/snapshots")
+def take_snapshot(vm_uuid):
+    try:
+        vms.request_snapshot(current_user, str(vm_uuid), request.form)
+    except (ValidationFailed, QuotaExceeded) as e:
+        return _snapshots_changed(vm_uuid, e.status, form=request.form, errors=e.fields, refused=e)
+    return _snapshots_changed(vm_uuid)
+
+
+@bp.post("/vms/<uuid:vm_uuid>/snapshots/<name>/revert")
+def revert_snapshot(vm_uuid, name):
+    vms.request_revert(current_user, str(vm_uuid), name)
+    return _snapshots_changed(vm_uuid)
+
+
+@bp.post("/vms/<uuid:vm_uuid>/snapshots/<name>/delete")
+def delete_snapshot(vm_uuid, name):
+    vms.request_snapshot_delete(current_user, str(vm_uuid), name)
+    return _snapshots_changed(vm_uuid)
 
 
 @bp.post("/vms/<uuid:vm_uuid>/delete")

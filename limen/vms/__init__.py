@@ -1,8 +1,8 @@
 """VM use cases, one module per seam: ``queries`` (the table, a page, one VM), ``create``
 (validation and the request), ``actions`` (start … delete, the CD-ROM, adopt and forget),
-``network`` (NICs and forwarded ports) and ``jobs`` (the background work those requests
-queue). ``lifecycle`` holds what they share:
-which state allows which action, and the one way an action is queued.
+``network`` (NICs and forwarded ports), ``snapshots`` (take, revert, delete) and ``jobs`` (the
+background work those requests queue). ``lifecycle`` holds what they share: which state allows
+which action, and the one way an action is queued.
 
 Views call these functions and render; importing the package registers the job handlers.
 """
@@ -12,6 +12,8 @@ from .actions import adopt, eject, forget, insert_iso, request_action, request_d
 from .create import create_choices, request_create, validate
 from .network import add_forward, remove_forward
 from .queries import Row, detail, get_vm, hypervisor_problem, operation, owners, row, table, table_page, unmanaged
+from .snapshots import card as snapshot_card
+from .snapshots import list_snapshots, request_revert, request_snapshot, request_snapshot_delete, tree
 
 __all__ = [
     "Row",
@@ -24,16 +26,22 @@ __all__ = [
     "get_vm",
     "hypervisor_problem",
     "insert_iso",
+    "list_snapshots",
     "operation",
     "owners",
     "remove_forward",
     "request_action",
     "request_create",
     "request_delete",
+    "request_revert",
+    "request_snapshot",
+    "request_snapshot_delete",
     "row",
+    "snapshot_card",
     "start_or_join",
     "table",
     "table_page",
+    "tree",
     "unmanaged",
     "validate",
 ]

@@ -76,20 +76,23 @@ def idle(vm_uuid: str, action: str | None = None, join: tuple[str, ...] = ()) ->
         yield None
 
 
-def submit(user: User, vm: VM, kind: str) -> Operation:
-    """Write the Operation, audit the request, and hand it to the runner; the caller holds
-    ``idle(vm)`` (or, for a create, the VM is new)."""
-    op = Operation(kind=kind, vm_uuid=vm.uuid, user_id=user.id, step="Queued", steps=[], source_ip=audit.source_ip())
+def submit(user: User, vm: VM, kind: str, params: dict | None = None, detail: str | None = None) -> Operation:
+    """Write the Operation (with what it was asked: ``params``), audit the request, and hand
+    it to the runner; the caller holds ``idle(vm)`` (or, for a create, the VM is new)."""
+    op = Operation(
+        kind=kind,
+        vm_uuid=vm.uuid,
+        user_id=user.id,
+        params=params,
+        step="Queued",
+        steps=[],
+        source_ip=audit.source_ip(),
+    )
     db.session.add(op)
     db.session.flush()
-    audit.record(
-        f"vm.{kind}",
-        "accepted",
-        actor=user,
-        vm=vm,
-        operation_id=op.id,
-        detail=f"{vm.vcpus} vCPUs, {vm.memory_mib} MiB, {vm.disk_gib} GiB" if kind == "create" else None,
-    )
+    if kind == "create":
+        detail = f"{vm.vcpus} vCPUs, {vm.memory_mib} MiB, {vm.disk_gib} GiB"
+    audit.record(f"vm.{kind}", "accepted", actor=user, vm=vm, operation_id=op.id, detail=detail)
     db.session.commit()
     runtime.get().runner.submit(op.id)
     return op

@@ -1,0 +1,109 @@
+"""A domain's snapshots: libvirt's internal qcow2 snapshots (virDomainSnapshotCreateXML with no
+flags). A running VM's holds its memory too, so reverting to it resumes the guest where it was;
+a shut-off VM's holds its disks. libvirt keeps them and their tree; LIMEN keeps no copy."""
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import libvirt
+
+from ..errors import SnapshotNotFound, SnapshotUnsupported
+from .connection import Connection, is_error, translated
+
+# What libvirt answers for a VM whose disks or firmware cannot hold an internal snapshot (a raw
+# disk, UEFI variables in pflash …), and what a person can do about it.
+_UNSUPPORTED = (
+    libvirt.VIR_ERR_OPERATION_UNSUPPORTED,
+    libvirt.VIR_ERR_CONFIG_UNSUPPORTED,
+    libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+    libvirt.VIR_ERR_NO_SUPPORT,
+)
+WHAT_TO_DO = (
+    "LIMEN takes internal snapshots, which need every writable disk in qcow2 format and BIOS "
+    "firmware: convert a raw disk with qemu-img, or back the VM up by copying its disk while it is shut off."
+)
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    name: str
+    description: str
+    created: datetime
+    vm_state: str  # the state the VM was in when it was taken (running, shutoff …)
+    memory: bool  # it holds the VM's memory: reverting resumes the guest
+    parent: str | None
+    current: bool
+
+
+class Snapshots:
+    def __init__(self, connection: Connection):
+        self.connection = connection
+
+    def _snapshot(self, dom: libvirt.virDomain, name: str) -> libvirt.virDomainSnapshot:
+        try:
+            return dom.snapshotLookupByName(name, 0)
+        except libvirt.libvirtError as e:
+            if is_error(e, libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT):
+                raise SnapshotNotFound(f"The VM has no snapshot named {name}.") from None
+            raise
+
+    @translated
+    def list(self, uuid: str) -> list[SnapshotInfo]:
+        """The domain's snapshots, oldest first."""
+        dom = self.connection.get().lookupByUUIDString(uuid)
+        found = [_info(snap) for snap in dom.listAllSnapshots(0)]
+        return sorted(found, key=lambda s: (s.created, s.name))
+
+    @translated
+    def create(self, uuid: str, name: str, description: str) -> SnapshotInfo:
+        dom = self.connection.get().lookupByUUIDString(uuid)
+        root = ET.Element("domainsnapshot")
+        ET.SubElement(root, "name").text = name
+        ET.SubElement(root, "description").text = description
+        try:
+            snap = dom.snapshotCreateXML(ET.tostring(root, encoding="unicode"), 0)
+        except libvirt.libvirtError as e:
+            if is_error(e, *_UNSUPPORTED):
+                raise SnapshotUnsupported(f"{e.get_error_message()}. {WHAT_TO_DO}") from None
+            raise
+        return _info(snap)
+
+    @translated
+    def revert(self, uuid: str, name: str) -> None:
+        """Back to the snapshot: its disks, and its memory and run state when it has them."""
+        dom = self.connection.get().lookupByUUIDString(uuid)
+        dom.revertToSnapshot(self._snapshot(dom, name), 0)
+
+    @translated
+    def delete(self, uuid: str, name: str) -> None:
+        """Its data and its record; its children become its parent's."""
+        dom = self.connection.get().lookupByUUIDString(uuid)
+        self._snapshot(dom, name).delete(0)
+
+    @translated
+    def exists(self, uuid: str, name: str) -> bool:
+        dom = self.connection.get().lookupByUUIDString(uuid)
+        try:
+            self._snapshot(dom, name)
+        except SnapshotNotFound:
+            return False
+        return True
+
+
+def _info(snap: libvirt.virDomainSnapshot) -> SnapshotInfo:
+    root = ET.fromstring(snap.getXMLDesc(0))
+    memory = root.find("memory")
+    try:
+        parent: str | None = snap.getParent(0).getName()
+    except libvirt.libvirtError:  # a root of the tree
+        parent = None
+    return SnapshotInfo(
+        name=root.findtext("name") or snap.getName(),
+        description=root.findtext("description") or "",
+        created=datetime.fromtimestamp(int(root.findtext("creationTime") or 0), UTC),
+        vm_state=root.findtext("state") or "",
+        memory=memory is not None and memory.get("snapshot") not in (None, "no"),
+        parent=parent,
+        current=bool(snap.isCurrent(0)),
+    )
