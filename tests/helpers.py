@@ -279,7 +279,8 @@ def remove_test_leftovers(host, is_ours, pool_name: str) -> None:
         if is_ours(dom):
             if dom.isActive():
                 dom.destroy()
-            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)  # UEFI VMs have firmware variables
+            # UEFI VMs have firmware variables; snapshots leave records
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
     try:
         pool = host.storagePoolLookupByName(pool_name)
     except libvirt.libvirtError:

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from playwright.sync_api import expect
 
-from helpers import admin_password, find_row, unique_name, wait_until
+from helpers import Api, admin_password, find_row, unique_name, wait_until
 
 pytestmark = pytest.mark.guest
 PASSWORD = "serial-line-4-tester"  # the account's password, for a sign-in on the serial console
@@ -127,6 +127,34 @@ def test_pause_and_resume_keep_an_open_ssh_session(guest_limen, vm):
         session.wait()
 
 
+def finished(guest_limen, response, timeout: float = 300) -> dict:
+    """Wait for the Operation an API request started (a snapshot of a guest under TCG takes a while)."""
+    assert response.status_code == 202, response.json
+    api = Api(guest_limen.app, guest_limen.token)
+    op = wait_until(lambda: (r := api("GET", f"/operations/{response.json['operation']['id']}").json)["state"]
+                    in ("done", "failed") and r, timeout, "the operation to end")
+    assert op["state"] == "done", op["error"]
+    return op
+
+
+def test_a_memory_snapshot_brings_back_a_deleted_file_without_a_reboot(guest_limen, vm):
+    name, vm_uuid = vm
+    api = Api(guest_limen.app, guest_limen.token)
+    boot_id = guest_limen.ssh(vm_uuid, "cat /proc/sys/kernel/random/boot_id").stdout.strip()
+    assert guest_limen.ssh(vm_uuid, "echo kept > proof && sync").returncode == 0
+    finished(guest_limen, api("POST", f"/vms/{vm_uuid}/snapshots", {"name": "with-proof"}))
+    assert guest_limen.ssh(vm_uuid, "rm proof && sync && ls").stdout.split() == []
+    finished(guest_limen, api("POST", f"/vms/{vm_uuid}/snapshots/with-proof/revert"))
+    assert api("GET", f"/vms/{vm_uuid}").json["state"] == "running"
+    # The guest resumed where the snapshot left it: the same boot, and the file back.
+    guest_limen.wait_ssh(vm_uuid, 120)
+    after = guest_limen.ssh(vm_uuid, "cat proof; cat /proc/sys/kernel/random/boot_id").stdout.split()
+    assert after == ["kept", boot_id]
+    [snap] = api("GET", f"/vms/{vm_uuid}/snapshots").json
+    assert (snap["name"], snap["memory"], snap["current"]) == ("with-proof", True, True)
+    assert api("GET", f"/vms/{vm_uuid}").json["snapshot_mib"] > 0  # the memory it holds, on the quota
+
+
 def test_reboot_boots_the_guest_again(guest_limen, vm):
     name, vm_uuid = vm
     boot_id = guest_limen.ssh(vm_uuid, "cat /proc/sys/kernel/random/boot_id").stdout.strip()
@@ -157,3 +185,20 @@ def test_shutdown_powers_the_guest_off(guest_limen, vm):
     # libvirt's reason: the guest shut itself down; LIMEN did not pull the plug.
     assert (vm_json["state"], vm_json["state_reason"]) == ("shutoff", "shut down")
     assert vm_json["operation"] is None  # the shutdown finished; it did not fail
+
+
+def test_a_shut_off_snapshot_brings_back_the_disk(guest_limen, vm):
+    name, vm_uuid = vm  # shut off by the test before
+    api = Api(guest_limen.app, guest_limen.token)
+    finished(guest_limen, api("POST", f"/vms/{vm_uuid}/snapshots", {"name": "cold"}))
+    [cold] = [s for s in api("GET", f"/vms/{vm_uuid}/snapshots").json if s["name"] == "cold"]
+    assert (cold["memory"], cold["vm_state"], cold["parent"]) == (False, "shutoff", "with-proof")
+    finished(guest_limen, api("POST", f"/vms/{vm_uuid}/actions/start"))
+    guest_limen.wait_ssh(vm_uuid)
+    assert guest_limen.ssh(vm_uuid, "rm proof && sync").returncode == 0
+    finished(guest_limen, api("POST", f"/vms/{vm_uuid}/actions/force-off"))
+    finished(guest_limen, api("POST", f"/vms/{vm_uuid}/snapshots/cold/revert"))
+    assert api("GET", f"/vms/{vm_uuid}").json["state"] == "shutoff"  # as it was taken
+    finished(guest_limen, api("POST", f"/vms/{vm_uuid}/actions/start"))
+    guest_limen.wait_ssh(vm_uuid)
+    assert guest_limen.ssh(vm_uuid, "cat proof").stdout.strip() == "kept"

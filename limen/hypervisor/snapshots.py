@@ -56,6 +56,24 @@ class Snapshots:
         return sorted(found, key=lambda s: (s.created, s.name))
 
     @translated
+    def check_supported(self, uuid: str) -> None:
+        """SNAPSHOT_UNSUPPORTED, before anything is asked of libvirt, for a domain whose
+        writable disks are not all qcow2 or whose firmware keeps its variables in pflash."""
+        root = ET.fromstring(self.connection.get().lookupByUUIDString(uuid).XMLDesc(0))
+        for disk in root.iterfind("./devices/disk"):
+            if disk.find("readonly") is not None or disk.get("device") in ("cdrom", "floppy"):
+                continue
+            driver = disk.find("driver")
+            kind = driver.get("type") if driver is not None else None
+            if kind != "qcow2":
+                target = disk.find("target")
+                dev = target.get("dev") if target is not None else "?"
+                raise SnapshotUnsupported(f"Its disk {dev} is {kind or 'of no stated format'}, not qcow2. {WHAT_TO_DO}")
+        loader = root.find("./os/loader")
+        if root.find("./os").get("firmware") == "efi" or (loader is not None and loader.get("type") == "pflash"):  # type: ignore[union-attr]
+            raise SnapshotUnsupported(f"It boots UEFI firmware, whose variables are in pflash. {WHAT_TO_DO}")
+
+    @translated
     def create(self, uuid: str, name: str, description: str) -> SnapshotInfo:
         dom = self.connection.get().lookupByUUIDString(uuid)
         root = ET.Element("domainsnapshot")

@@ -100,6 +100,7 @@ def request_snapshot(user: User, vm_uuid: str, form: Mapping[str, Any]) -> Opera
             raise InvalidState("libvirt has no domain for this VM any more.")
         if current.state not in ("running", "shutoff"):
             raise InvalidState(f"A snapshot is taken of a running or shut-off VM, not of a {current.state} one.")
+        hv.snapshots.check_supported(vm.uuid)
         if hv.snapshots.exists(vm.uuid, name):
             raise ValidationFailed({"name": f"The VM has a snapshot named {name} already."})
         memory = current.state == "running"
@@ -165,11 +166,12 @@ def _snapshot_failed(ctx: OpContext, err: LimenError) -> None:
 
 
 def _snapshot_interrupted(op: Operation, err: LimenError) -> bool:
-    """After a restart: the snapshot libvirt finished is done, one it did not is not; either
-    way the claim becomes what the VM's snapshots are."""
+    """After a restart: the snapshot libvirt finished is done (its claim stays, as nobody
+    measured it), one it did not is not (its claim is given back)."""
     params = op.params or {}
     taken = runtime.get().hypervisor.snapshots.exists(op.vm_uuid, params.get("name", ""))
-    _count(op.vm_uuid, -int(params.get("claimed_mib", 0)))
+    _count(op.vm_uuid, 0 if taken else -int(params.get("claimed_mib", 0)))
+    runtime.get().sync.refresh(op.vm_uuid)
     return taken
 
 

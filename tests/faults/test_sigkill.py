@@ -1,6 +1,10 @@
-"""LIMEN killed (SIGKILL, the whole service) right after each step of create-and-start and of
-delete, then started again: every unfinished Operation is carried on or rolled back, with no
-orphan domain, no orphan volume, and no row claiming what libvirt does not have (qemu tier)."""
+"""LIMEN killed (SIGKILL, the whole service) right after each step of create-and-start, of
+delete and of a snapshot and its revert, and in the middle of a snapshot, then started again:
+every unfinished Operation is carried on, rolled back or settled, with no orphan domain, no
+orphan volume, and no row claiming what libvirt does not have (qemu tier)."""
+import os
+import signal
+
 import pytest
 
 from helpers import unique_name, wait_until
@@ -84,3 +88,74 @@ def test_killed_during_delete_and_started_again(limen, qemu_host, step):
     assert assert_consistent(limen, qemu_host) == {}  # carried on to the end: nothing is left
     op_state, = limen.db("SELECT state FROM operation WHERE kind = 'delete'")[0]
     assert op_state == "done"
+
+
+SNAPSHOT_STEPS = ["Queued", "Taking snapshot live", "Measuring what it takes"]
+
+
+def running_vm(limen) -> str:
+    name = unique_name("f")
+    assert limen.create(name) == 302
+    wait_until(lambda: limen.row_state(name) == "running" and limen.settled(), 60, f"{name} to run, created")
+    uuid, = limen.db("SELECT uuid FROM vm WHERE name = ?", name)[0]
+    return uuid
+
+
+def assert_snapshots_settled(limen, qemu_host, uuid: str, kind: str) -> list[str]:
+    """The interrupted Operation ended, the row agrees with libvirt; the snapshots libvirt has."""
+    limen.start()
+    wait_until(lambda: limen.settled(), 60, f"the interrupted {kind} to be settled")
+    limen.sign_in()
+    assert_consistent(limen, qemu_host)
+    taken = [s.getName() for s in qemu_host.lookupByUUIDString(uuid).listAllSnapshots()]
+    count, claimed = limen.db("SELECT snapshots, snapshot_mib FROM vm WHERE uuid = ?", uuid)[0]
+    assert count == len(taken)
+    assert (claimed > 0) == bool(taken)  # a memory snapshot's claim stays; one never taken is given back
+    return taken
+
+
+@pytest.mark.parametrize("step", SNAPSHOT_STEPS)
+def test_killed_after_a_snapshot_step_and_started_again(limen, qemu_host, step):
+    limen.start(KILL_AFTER_STEP=f"snapshot/{step}")
+    limen.sign_in()
+    uuid = running_vm(limen)
+    answer_or_killed(lambda: limen.post(f"/vms/{uuid}/snapshots", {"name": "live"}))
+    limen.wait_killed()
+    taken = assert_snapshots_settled(limen, qemu_host, uuid, "snapshot")
+    assert taken == ([] if step == "Queued" else ["live"])
+    op_state, = limen.db("SELECT state FROM operation WHERE kind = 'snapshot'")[0]
+    assert op_state == ("done" if taken else "failed")
+
+
+def test_killed_in_the_middle_of_a_snapshot_and_started_again(limen, qemu_host):
+    """SIGKILL while libvirt writes the snapshot: libvirtd finishes it or not on its own."""
+    limen.start()
+    limen.sign_in()
+    uuid = running_vm(limen)
+    assert limen.post(f"/vms/{uuid}/snapshots", {"name": "live"}) == 302
+    wait_until(lambda: limen.db("SELECT step FROM operation WHERE kind = 'snapshot'")[0][0]
+               in ("Taking snapshot live", "Measuring what it takes"), 30, "the snapshot to be under way")
+    os.killpg(limen.proc.pid, signal.SIGKILL)
+    limen.wait_killed()
+    taken = assert_snapshots_settled(limen, qemu_host, uuid, "snapshot")
+    op_state, = limen.db("SELECT state FROM operation WHERE kind = 'snapshot'")[0]
+    assert op_state == ("done" if taken == ["live"] else "failed")
+    assert qemu_host.lookupByUUIDString(uuid).isActive()  # the guest runs on, whichever it was
+
+
+@pytest.mark.parametrize("step", ["Queued", "Reverting to snapshot live"])
+def test_killed_during_a_revert_and_started_again(limen, qemu_host, step):
+    limen.start(KILL_AFTER_STEP=f"revert/{step}")
+    limen.sign_in()
+    uuid = running_vm(limen)
+    assert limen.post(f"/vms/{uuid}/snapshots", {"name": "live"}) == 302
+    wait_until(lambda: limen.settled(), 60, "the snapshot to be taken")
+    assert limen.post(f"/vms/{uuid}/force-off") == 302
+    wait_until(lambda: limen.settled(), 60, "the VM to be off")
+    answer_or_killed(lambda: limen.post(f"/vms/{uuid}/snapshots/live/revert"))
+    limen.wait_killed()
+    assert assert_snapshots_settled(limen, qemu_host, uuid, "revert") == ["live"]
+    reverted = qemu_host.lookupByUUIDString(uuid).isActive()  # the memory snapshot runs again
+    assert reverted == (step != "Queued")
+    op_state, = limen.db("SELECT state FROM operation WHERE kind = 'revert'")[0]
+    assert op_state == "failed"  # interrupted; the row shows the VM as libvirt has it
