@@ -43,6 +43,8 @@ def test_snapshots_make_a_tree_and_each_change_is_an_operation(app, api):
     ]
     assert listed[0]["description"] == "before <anything>"
     assert api("GET", f"/vms/{vm}").json["snapshots"] == 2
+    admin = signed_in(app, "admin", admin_password(app))
+    assert "2 snapshots" in admin.row_html("snappy")  # the table shows how many
 
     reverted = api("POST", f"/vms/{vm}/snapshots/first/revert")
     assert reverted.status_code == 202

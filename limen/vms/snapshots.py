@@ -44,7 +44,11 @@ def card(user: User, vm_uuid: str) -> dict[str, object]:
         .limit(1)
     )
     try:
-        snapshots, unlisted = tree(runtime.get().hypervisor.snapshots.list(vm.uuid)), None
+        found = runtime.get().hypervisor.snapshots.list(vm.uuid)
+        snapshots, unlisted = tree(found), None
+        if vm.snapshots != len(found) and not (latest and latest.active):  # made with another tool
+            vm.snapshots = len(found)
+            db.session.commit()
     except LimenError as e:
         snapshots, unlisted = [], e
     return dict(vm=vm, snapshots=snapshots, latest=latest, unlisted=unlisted)
