@@ -28,6 +28,7 @@ bench: host-test $(VENV)/.bench-deps
 	$(VENV)/bin/python bench/console.py
 	$(VENV)/bin/python bench/load.py
 	$(VENV)/bin/python bench/guest_boot.py
+	$(VENV)/bin/python bench/serial.py
 
 host:
 	scripts/host-setup

@@ -122,3 +122,21 @@ def test_a_ticket_opens_only_the_console_it_was_issued_for(serial_env):
     bad = admin.client.post(f"/vms/{uuid}/console/ticket?kind=printer",
                             headers={"X-CSRFToken": admin.csrf, "Accept": "application/json"})
     assert bad.status_code == 422 and "kind" in bad.json["error"]["details"]["fields"]
+
+
+def test_served_behind_nginx_the_line_is_announced_open(limen, qemu_host):
+    """As `make run` serves it: gunicorn on a unix socket behind nginx."""
+    import urllib.request
+
+    limen.start()
+    limen.sign_in()
+    name = unique_name("f")
+    assert limen.create(name) == 302
+    wait_until(lambda: limen.row_state(name) == "running" and limen.settled(), 60, f"{name} to run")
+    uuid, = limen.db("SELECT uuid FROM vm WHERE name = ?", name)[0]
+    request = urllib.request.Request(f"{limen.base}/vms/{uuid}/console/ticket?kind=serial", method="POST",
+                                     headers={"X-CSRFToken": limen.csrf, "Accept": "application/json"})
+    ticket = json.load(limen.opener.open(request))["ticket"]
+    ws = open_console(f"ws{limen.base.removeprefix('http')}/vms/{uuid}/serial/ws?ticket={ticket}", limen.base)
+    assert opened(ws) == OPEN
+    ws.close()

@@ -195,12 +195,16 @@ def serve(
         with _bridges_lock:
             _bridges.add(bridge)
         standing.watch.add(bridge, current_app._get_current_object(), held, bridge.stop)  # type: ignore[attr-defined]
-        try:
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if kind == SERIAL:  # the one text message: the line is held (its bytes are binary)
+        if conn.sock.family in (socket.AF_INET, socket.AF_INET6):  # behind nginx: a unix socket
+            try:
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass  # the browser left while the VM started: the bridge ends at once
+        if kind == SERIAL:  # the one text message: the line is held (its bytes are binary)
+            try:
                 conn.send(frames.TEXT, SERIAL_OPEN)
-        except OSError:
-            pass  # the browser left while the VM started: the bridge ends at once
+            except OSError:
+                pass  # the browser left: the bridge ends at once
         log.info("%s console vm %s opened by user %s (session %s)", kind, vm_uuid, user_id, session_id)
         bridge.run()
     finally:
