@@ -283,6 +283,17 @@ class SerialTakenOver(LimenError):
         return f"{self.code}: {self.by}"
 
 
+class VMIsBase(LimenError):
+    """Linked clones read this VM's disk: it must not change while they exist."""
+
+    code = "VM_HAS_LINKED_CLONES"
+    status = 409
+    sentence = (
+        "Linked clones are built on this VM's disk: it cannot start, change or be deleted while "
+        "they exist. Delete its linked clones first."
+    )
+
+
 class SnapshotUnsupported(LimenError):
     code = "SNAPSHOT_UNSUPPORTED"
     status = 409

@@ -66,6 +66,8 @@ MATRIX = {
     # The test driver cannot change a running VM's drive (502 HYPERVISOR_ERROR; the qemu tier
     # does it), and that failure must change nothing either.
     ("vms.eject", "POST"): ("/vms/{vm}/eject", {"boot_from_disk": "1"}, expect(SIGN_IN, 404, 502, 502)),
+    # The matrix's VM runs: a clone is refused even for its owner (409), and changes nothing.
+    ("vms.clone", "POST"): ("/vms/{vm}/clone", {"name": "clone-by-{role}"}, expect(SIGN_IN, 404, 409, 409)),
     ("vms.snapshots", "GET"): ("/vms/{vm}/snapshots", None, VM_ROUTE),
     ("vms.take_snapshot", "POST"): ("/vms/{vm}/snapshots", {"name": "by-{role}"}, expect(SIGN_IN, 404, 302, 302)),
     # No snapshot "none": the owner's request is valid but for that.
@@ -111,6 +113,7 @@ MATRIX = {
     ("api.remove_forward", "DELETE"): ("/api/v1/vms/{vm}/forwards/999", None, expect(401, 404, 404, 404)),
     ("api.act", "POST"): ("/api/v1/vms/{vm}/actions/force-off", {}, expect(401, 404, 202, 202)),
     ("api.console_ticket", "POST"): ("/api/v1/vms/{vm}/console", {}, expect(401, 404, 201, 201)),
+    ("api.clone_vm", "POST"): ("/api/v1/vms/{vm}/clone", {"name": "api-clone-{role}"}, expect(401, 404, 409, 409)),
     ("api.list_snapshots", "GET"): ("/api/v1/vms/{vm}/snapshots", None, expect(401, 404, 200, 200)),
     ("api.take_snapshot", "POST"): ("/api/v1/vms/{vm}/snapshots", {"name": "api-{role}"}, expect(401, 404, 202, 202)),
     ("api.revert_snapshot", "POST"): ("/api/v1/vms/{vm}/snapshots/none/revert", {}, expect(401, 404, 404, 404)),

@@ -114,6 +114,18 @@ class Pool:
             raise StorageFailed(f"cannot create disk {name}: {e.get_error_message()}") from None
 
     @translated
+    def copy_volume(self, source: str, name: str) -> None:
+        """A new qcow2 volume ``name`` holding what ``source`` holds, read through its backing
+        chain: a copy that stands on its own (virStorageVolCreateXMLFrom)."""
+        pool = self._pool()
+        origin = self._volume(source, pool)
+        capacity = str(origin.info()[1])
+        try:
+            pool.createXMLFrom(_volume_xml(name, capacity, "bytes", "qcow2"), origin, 0)
+        except libvirt.libvirtError as e:
+            raise StorageFailed(f"cannot copy disk {source} to {name}: {e.get_error_message()}") from None
+
+    @translated
     def delete_volume(self, name: str) -> bool:
         """Delete the volume; False when there was none."""
         try:

@@ -157,6 +157,13 @@ def create_vm():
     return jsonify(vm=_vm(vm, op), operation=_operation(op)), 202
 
 
+@bp.post("/vms/<uuid:vm_uuid>/clone")
+def clone_vm(vm_uuid):
+    body = api_schema.check(api_schema.VM_CLONE, request.get_json(silent=True))
+    op = vms.request_clone(g.api_user, str(vm_uuid), body)
+    return jsonify(vm=_vm(vms.get_vm(g.api_user, op.vm_uuid), op), operation=_operation(op)), 202
+
+
 @bp.get("/vms/<uuid:vm_uuid>")
 def get_vm(vm_uuid):
     row = vms.row(g.api_user, str(vm_uuid))

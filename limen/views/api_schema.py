@@ -201,6 +201,24 @@ FORWARD_ADD = {
     },
     "examples": [{"guest_port": 80}],
 }
+VM_CLONE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name"],
+    "properties": {
+        "name": NAME,
+        "disk": {
+            "enum": ["full", "linked"],
+            "description": "full (a copy, the default) or linked (an overlay on the source's disk: the source "
+            "may not start, change or be deleted while linked clones exist)",
+        },
+        "ci_password": {
+            "type": "string",
+            "description": "a VM made from a cloud image: the clone's account password (the source's is not kept)",
+        },
+    },
+    "examples": [{"name": "web-2", "disk": "linked"}],
+}
 SNAPSHOT_CREATE = {
     "type": "object",
     "additionalProperties": False,
@@ -359,6 +377,7 @@ SCHEMAS = {
     "Forward": FORWARD,
     "ForwardAdd": FORWARD_ADD,
     "Snapshot": SNAPSHOT,
+    "VMClone": VM_CLONE,
     "SnapshotCreate": SNAPSHOT_CREATE,
 }
 

@@ -129,6 +129,17 @@ def document(server: str) -> dict:
                     "responses": {"200": _json(_ref("VM"), "The VM"), **_errors(401, 404, 409, 422, 502, 503)},
                 },
             },
+            "/vms/{uuid}/clone": {
+                "parameters": [UUID],
+                "post": {
+                    "summary": "Clone a shut-off VM: a new VM (yours) with its own name, UUID, MACs and disk",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("VMClone")}}},
+                    "responses": {
+                        "202": _json(_ref("Accepted"), "The clone and its operation"),
+                        **_errors(401, 404, 409, 422, 502, 503),
+                    },
+                },
+            },
             "/vms/{uuid}/snapshots": {
                 "parameters": [UUID],
                 "get": {

@@ -172,6 +172,17 @@ def status(vm_uuid):
     )
 
 
+@bp.post("/vms/<uuid:vm_uuid>/clone")
+def clone(vm_uuid):
+    """A new VM from this shut-off VM's disk; the table shows it being made."""
+    try:
+        vms.request_clone(current_user, str(vm_uuid), request.form)
+    except (ValidationFailed, QuotaExceeded) as e:
+        page = {**vms.snapshot_card(current_user, str(vm_uuid)), **vms.detail(current_user, str(vm_uuid))}
+        return render_template("vms/detail.html", **page, clone_form=request.form, clone_errors=e.fields), e.status
+    return redirect(url_for("vms.index"))
+
+
 @bp.get("/vms/<uuid:vm_uuid>/snapshots")
 def snapshots(vm_uuid):
     """The Details page's Snapshots card, which polls itself while one of its Operations runs."""

@@ -1,6 +1,6 @@
 """VM use cases, one module per seam: ``queries`` (the table, a page, one VM), ``create``
 (validation and the request), ``actions`` (start … delete, the CD-ROM, adopt and forget),
-``network`` (NICs and forwarded ports), ``snapshots`` (take, revert, delete) and ``jobs`` (the
+``network`` (NICs and forwarded ports), ``snapshots`` (take, revert, delete), ``clone`` and ``jobs`` (the
 background work those requests queue). ``lifecycle`` holds what they share: which state allows
 which action, and the one way an action is queued.
 
@@ -9,6 +9,7 @@ Views call these functions and render; importing the package registers the job h
 
 from . import jobs  # noqa: F401  (registers the Operation handlers)
 from .actions import adopt, eject, forget, insert_iso, request_action, request_delete, start_or_join
+from .clone import request_clone
 from .create import create_choices, request_create, validate
 from .network import add_forward, remove_forward
 from .queries import Row, detail, get_vm, hypervisor_problem, operation, owners, row, table, table_page, unmanaged
@@ -31,6 +32,7 @@ __all__ = [
     "owners",
     "remove_forward",
     "request_action",
+    "request_clone",
     "request_create",
     "request_delete",
     "request_revert",

@@ -9,7 +9,7 @@ from ..access import authorize
 from ..errors import InvalidState, LimenError, ValidationFailed, VMNotFound, VMNotRunning, VMPaused
 from ..extensions import db, rows_changed
 from ..models import DELETING, ISO, MISSING, VM, Operation, UnmanagedDomain, User, utcnow
-from .lifecycle import ACTIONS, idle, not_owned, submit, volume_name
+from .lifecycle import ACTIONS, idle, not_a_base, not_owned, submit, volume_name
 from .queries import get_vm
 
 _JOINS = ("create", "start")  # what a console waiting for a running VM may join
@@ -32,6 +32,7 @@ def start_or_join(user: User, vm_uuid: str) -> Operation | None:
             raise VMPaused(f"paused: {current.reason or 'reason unknown'}")
         if current.state not in ACTIONS["start"]:
             raise VMNotRunning(f"The VM is {current.state}; it cannot be started from there.")
+        not_a_base(vm)
         return submit(user, vm, "start")
 
 
@@ -48,6 +49,8 @@ def request_action(user: User, vm_uuid: str, action: str) -> Operation:
             raise InvalidState("libvirt has no domain for this VM any more; it can only be deleted.")
         if current.state not in ACTIONS[action]:
             raise InvalidState(f"Cannot {action} a VM that is {current.state}.")
+        if action == "start":
+            not_a_base(vm)
         return submit(user, vm, action)
 
 
@@ -56,6 +59,7 @@ def request_delete(user: User, vm_uuid: str) -> Operation:
     vm = get_vm(user, vm_uuid, "vm.delete")
     not_owned(vm)
     runtime.get().hypervisor.host.limits()  # libvirt unreachable: 503 now, not a delete that cannot run
+    not_a_base(vm)
     with idle(vm.uuid):
         vm.state = DELETING
         return submit(user, vm, "delete")

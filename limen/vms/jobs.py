@@ -2,6 +2,8 @@
 Each names its steps, and a create registers how to undo each one, so a failure leaves no
 domain and no volume behind."""
 
+from typing import Any
+
 from flask import current_app
 from sqlalchemy import select
 
@@ -23,11 +25,11 @@ def _wait_running(uuid: str) -> None:
     )
 
 
-def _create_failed(ctx: OpContext, err: LimenError) -> None:
+def create_failed(ctx: OpContext, err: LimenError) -> None:
     runtime.get().sync.hand_back(ctx.vm_uuid, error=f"{err.code}: {err.message}")
 
 
-def _create_interrupted(op: Operation, err: LimenError) -> bool:
+def create_interrupted(op: Operation, err: LimenError) -> bool:
     """After a restart: True when the create had in fact finished (it had handed its running
     VM back); otherwise what it made is removed, and the row is an error saying so."""
     vm = db.session.scalar(select(VM).where(VM.uuid == op.vm_uuid))
@@ -50,35 +52,46 @@ def _create_interrupted(op: Operation, err: LimenError) -> bool:
     return False
 
 
-@handler("create", on_failure=_create_failed, on_interrupted=_create_interrupted)
+def domain_spec(vm: VM) -> dict[str, Any]:
+    """What ``hypervisor.domains.define`` is given for a LIMEN VM's row."""
+    return dict(
+        uuid=vm.uuid,
+        name=vm.name,
+        vcpus=vm.vcpus,
+        memory_mib=vm.memory_mib,
+        volume=volume_name(vm.uuid),
+        profile=vm.profile,
+        iso=vm.iso.volume if vm.iso else None,
+        boot_cdrom=vm.boot_cdrom,
+        network=vm.network,
+    )
+
+
+def seed_for(vm: VM) -> bytes | None:
+    """The cloud-init seed of a VM made from a cloud image (its hostname is its name), or None.
+    The password's hash is dropped from the row once the seed has it: a seed is made once."""
+    if vm.image is None:
+        return None
+    ci = vm.cloud_init or {}
+    seed = cloudinit.seed_iso(
+        cloudinit.user_data(vm.name, ci["user"], ci["ssh_key"], ci.get("password_hash")),
+        cloudinit.meta_data(vm.uuid, vm.name),
+    )
+    vm.cloud_init = {k: v for k, v in ci.items() if k != "password_hash"}
+    return seed
+
+
+@handler("create", on_failure=create_failed, on_interrupted=create_interrupted)
 def run_create(ctx: OpContext) -> None:
     rt = runtime.get()
     hv = rt.hypervisor
     vm = _vm(ctx)
     assert vm is not None, "a create's row exists until the create ends"
     uuid, volume = vm.uuid, volume_name(vm.uuid)
-    spec = dict(
-        uuid=uuid,
-        name=vm.name,
-        vcpus=vm.vcpus,
-        memory_mib=vm.memory_mib,
-        volume=volume,
-        profile=vm.profile,
-        iso=vm.iso.volume if vm.iso else None,
-        boot_cdrom=vm.boot_cdrom,
-        network=vm.network,
-    )
+    spec = domain_spec(vm)
     forwards = bool(vm.forwards)
     disk_gib, image = vm.disk_gib, (vm.image.volume, vm.image.name) if vm.image else None
-    seed = None
-    if image is not None:
-        ci = vm.cloud_init or {}
-        seed = cloudinit.seed_iso(
-            cloudinit.user_data(vm.name, ci["user"], ci["ssh_key"], ci["password_hash"]),
-            cloudinit.meta_data(uuid, vm.name),
-        )
-        # The seed has the hash now; the database need not keep it (a create is never re-run).
-        vm.cloud_init = {k: v for k, v in ci.items() if k != "password_hash"}
+    seed = seed_for(vm)
     db.session.commit()  # plain values from here on: no connection held during the slow steps
     if image is None:
         ctx.step("Creating the disk")
@@ -93,7 +106,7 @@ def run_create(ctx: OpContext) -> None:
         ctx.undo("delete the cloud-init seed", lambda: hv.disks.delete_volume(seed_name(uuid)))
         spec["seed"] = seed_name(uuid)
     ctx.step("Defining the VM")
-    hv.domains.define(**spec)  # type: ignore[arg-type]
+    hv.domains.define(**spec)
     ctx.undo("remove the VM definition", lambda: hv.domains.undefine(uuid))
     ctx.step("Starting the VM")
     ctx.undo("power off", lambda: hv.domains.destroy(uuid))

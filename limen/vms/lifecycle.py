@@ -5,10 +5,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from .. import audit, runtime
-from ..errors import VMBusy
+from ..errors import LimenError, VMBusy, VMIsBase
 from ..extensions import db
 from ..hypervisor import ACTIVE_STATES
 from ..models import CREATING, DELETING, VM, Operation, User
@@ -50,9 +50,26 @@ def _vm_lock(vm_uuid: str) -> threading.Lock:
 
 
 def active_operation(vm_uuid: str) -> Operation | None:
+    """The Operation under way on the VM, or on a clone being made from its disk."""
+    cloned = and_(Operation.kind == "clone", Operation.params["source"].as_string() == vm_uuid)
     return db.session.scalar(
-        select(Operation).where(Operation.vm_uuid == vm_uuid, Operation.state.in_(Operation.ACTIVE)).limit(1)
+        select(Operation)
+        .where(or_(Operation.vm_uuid == vm_uuid, cloned), Operation.state.in_(Operation.ACTIVE))
+        .limit(1)
     )
+
+
+def not_a_base(vm: VM) -> None:
+    """VM_HAS_LINKED_CLONES while linked clones read the VM's disk: writing it would change
+    what they hold. (libvirt unreachable: the action that follows says so.)"""
+    hv = runtime.get().hypervisor
+    try:
+        clones = hv.disks.backed_by(hv.disks.path(volume_name(vm.uuid)))
+    except LimenError:
+        return
+    if clones:
+        names = db.session.scalars(select(VM.name).where(VM.uuid.in_([c.removesuffix(".qcow2") for c in clones])))
+        raise VMIsBase(f"{VMIsBase.sentence} Linked clones: {', '.join(sorted(names)) or ', '.join(clones)}.")
 
 
 def not_owned(vm: VM) -> None:
@@ -72,7 +89,8 @@ def idle(vm_uuid: str, action: str | None = None, join: tuple[str, ...] = ()) ->
             yield active
             return
         if active is not None and (action, active.kind) not in MAY_OVERTAKE:
-            raise VMBusy(f"{active.kind} is still in progress ({active.step or 'queued'}).")
+            what = "a clone of it" if active.vm_uuid != vm_uuid else active.kind
+            raise VMBusy(f"{what} is still in progress ({active.step or 'queued'}).")
         yield None
 
 

@@ -16,7 +16,7 @@ from ..extensions import db
 from ..hypervisor import ACTIVE_STATES, SnapshotInfo
 from ..models import VM, Operation, User
 from ..operations import OpContext, handler
-from .lifecycle import idle, not_owned, submit, volume_name
+from .lifecycle import idle, not_a_base, not_owned, submit, volume_name
 from .queries import get_vm
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -89,6 +89,7 @@ def _owned(user: User, vm_uuid: str) -> VM:
     not_owned(vm)
     if vm.adopted:
         raise InvalidState("LIMEN leaves an adopted VM's snapshots alone: manage them with the tool that made it.")
+    not_a_base(vm)
     return vm
 
 
