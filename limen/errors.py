@@ -288,6 +288,7 @@ class VMIsBase(LimenError):
 
     code = "VM_HAS_LINKED_CLONES"
     status = 409
+    ws_close = 4409
     sentence = (
         "Linked clones are built on this VM's disk: it cannot start, change or be deleted while "
         "they exist. Delete its linked clones first."

@@ -26,8 +26,9 @@ def test_the_readmes_api_session(limen, qemu_host):
     run = subprocess.run(["bash", "-euo", "pipefail", "-c", create + 'echo "VM=$VM"\necho "AUTH=$AUTH"\n'],
                          env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    state, ws_url, vm_line, auth_line = run.stdout.strip().splitlines()[-4:]
+    state, ws_url, serial_url, vm_line, auth_line = run.stdout.strip().splitlines()[-5:]
     assert state == "running"
+    assert "/serial/ws?ticket=" in serial_url
     assert qemu_host.lookupByName("test-vm").isActive()
 
     ws = open_console(ws_url, origin=None)  # a script, not a browser: no Origin

@@ -86,6 +86,8 @@ def open_serial(vm_uuid: str, session_id: int, take_over: bool) -> tuple[Far, Ca
     app = current_app._get_current_object()  # type: ignore[attr-defined]
 
     def ended() -> LimenError:
+        if line.stalled:
+            return SerialClosed(f"The serial line took no input for {serial.SEND_TIMEOUT:g} s: is the VM paused?")
         if line.ended != serial.FAILED:
             return SerialClosed()
         with app.app_context():  # the bridge's pump thread asks: who opened it after us?
@@ -189,7 +191,9 @@ def serve(
         return
     bridge = Bridge(conn, far, far_closed)
     try:  # from here on, whatever fails, the slot, the VM's side and the session are given back
-        taken = f", taken over from {holder or OUTSIDER}" if kind == SERIAL and take_over else ""
+        taken = (
+            f", taken over from {holder}" if holder else (", with take-over" if kind == SERIAL and take_over else "")
+        )
         _audit("console.open", "ok", user_id, vm_uuid, f"{kind} session {session_id}{taken}")
         db.session.close()  # the bridge may run for hours: hold no database connection
         with _bridges_lock:

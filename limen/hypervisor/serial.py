@@ -63,6 +63,7 @@ class SerialLine:
         self._waiting_to_write = False  # whether a writer waits for WRITABLE
         self._writable = False
         self.ended: str | None = None
+        self.stalled = False  # a write waited SEND_TIMEOUT in vain (the guest takes no input)
         stream.eventAddCallback(libvirt.VIR_STREAM_EVENT_READABLE | _ENDS, self._on_event, None)
 
     # -- the event loop thread --
@@ -152,6 +153,7 @@ class SerialLine:
                     self._interest_or_end()
                     taken = self._cond.wait_for(lambda: self._writable or self.ended, SEND_TIMEOUT)
                     if not taken:
+                        self.stalled = True
                         raise OSError(f"the serial line took nothing for {SEND_TIMEOUT:g} s")
                     continue
                 view = view[sent:]

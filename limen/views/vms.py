@@ -193,6 +193,9 @@ def _snapshots_changed(vm_uuid, status: int = 202, **page):
     """After a snapshot request: the card for htmx, the Details page for a plain form."""
     if is_htmx():
         return render_template("vms/_snapshots.html", **vms.snapshot_card(current_user, str(vm_uuid)), **page), status
+    if status >= 400:  # a plain form: the whole page, with what was wrong
+        whole = {**vms.snapshot_card(current_user, str(vm_uuid)), **vms.detail(current_user, str(vm_uuid))}
+        return render_template("vms/detail.html", **whole, **page), status
     return redirect(url_for("vms.detail", vm_uuid=vm_uuid))
 
 

@@ -59,8 +59,8 @@ def request_delete(user: User, vm_uuid: str) -> Operation:
     vm = get_vm(user, vm_uuid, "vm.delete")
     not_owned(vm)
     runtime.get().hypervisor.host.limits()  # libvirt unreachable: 503 now, not a delete that cannot run
-    not_a_base(vm)
     with idle(vm.uuid):
+        not_a_base(vm)
         vm.state = DELETING
         return submit(user, vm, "delete")
 

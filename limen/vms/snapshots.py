@@ -89,7 +89,6 @@ def _owned(user: User, vm_uuid: str) -> VM:
     not_owned(vm)
     if vm.adopted:
         raise InvalidState("LIMEN leaves an adopted VM's snapshots alone: manage them with the tool that made it.")
-    not_a_base(vm)
     return vm
 
 
@@ -100,6 +99,7 @@ def request_snapshot(user: User, vm_uuid: str, form: Mapping[str, Any]) -> Opera
     name, description = _validate(form)
     hv = runtime.get().hypervisor
     with idle(vm.uuid):
+        not_a_base(vm)
         current = runtime.get().sync.refresh(vm.uuid)
         if current is None:
             raise InvalidState("libvirt has no domain for this VM any more.")
@@ -126,6 +126,7 @@ def request_snapshot(user: User, vm_uuid: str, form: Mapping[str, Any]) -> Opera
 def request_revert(user: User, vm_uuid: str, name: str) -> Operation:
     vm = _owned(user, vm_uuid)
     with idle(vm.uuid):
+        not_a_base(vm)
         if not runtime.get().hypervisor.snapshots.exists(vm.uuid, name):
             raise SnapshotNotFound(f"The VM has no snapshot named {name}.")
         return submit(user, vm, "revert", {"name": name}, name)
@@ -135,6 +136,7 @@ def request_revert(user: User, vm_uuid: str, name: str) -> Operation:
 def request_snapshot_delete(user: User, vm_uuid: str, name: str) -> Operation:
     vm = _owned(user, vm_uuid)
     with idle(vm.uuid):
+        not_a_base(vm)
         if not runtime.get().hypervisor.snapshots.exists(vm.uuid, name):
             raise SnapshotNotFound(f"The VM has no snapshot named {name}.")
         return submit(user, vm, "snapshot-delete", {"name": name}, name)
@@ -161,13 +163,14 @@ def _allocation_mib(uuid: str) -> int:
 
 
 def _snapshot_failed(ctx: OpContext, err: LimenError) -> None:
-    """The claim is given back; whatever libvirt made of it is counted."""
+    """A snapshot libvirt did not make gives its claim back; one it made keeps it."""
     params = ctx.op.params or {}
     try:
-        _count(ctx.vm_uuid, -int(params.get("claimed_mib", 0)))
+        taken = runtime.get().hypervisor.snapshots.exists(ctx.vm_uuid, params["name"])
+        _count(ctx.vm_uuid, 0 if taken else -int(params.get("claimed_mib", 0)))
+        runtime.get().sync.refresh(ctx.vm_uuid)
     except LimenError:
         pass  # libvirt unreachable: counted when the VM's snapshots are next changed
-    runtime.get().sync.refresh(ctx.vm_uuid)
 
 
 def _snapshot_interrupted(op: Operation, err: LimenError) -> bool:
@@ -188,9 +191,16 @@ def run_snapshot(ctx: OpContext) -> None:
     ctx.step(f"Taking snapshot {params['name']}")
     hv.snapshots.create(ctx.vm_uuid, params["name"], params.get("description", ""))
     ctx.step("Measuring what it takes")
-    grown = max(0, _allocation_mib(ctx.vm_uuid) - before)
-    _count(ctx.vm_uuid, grown - int(params.get("claimed_mib", 0)))
-    runtime.get().sync.refresh(ctx.vm_uuid)
+    claimed = int(params.get("claimed_mib", 0))
+    try:
+        grown = max(0, _allocation_mib(ctx.vm_uuid) - before)
+    except LimenError:
+        grown = claimed  # not measured: the claim stands for it
+    _count(ctx.vm_uuid, grown - claimed)
+    try:
+        runtime.get().sync.refresh(ctx.vm_uuid)
+    except LimenError:
+        pass  # the snapshot is made and counted; the sync catches up with the state
 
 
 def _settle(op: Operation, err: LimenError) -> bool:

@@ -114,6 +114,7 @@ async function onClose(attempt, e) {
     return offerChoice(true);
   }
   const refusal = await refusalOf(e);
+  if (current !== null) return;  // Reconnect was pressed meanwhile: that attempt is the page's now
   if (refusal) return fail(...refusal);
   if (reason === "SERIAL_CLOSED" || reason === "LIMEN_STOPPING") return fail(reason);
   if (wasConnected && e.wasClean) return show("Disconnected. Press Reconnect to open the serial console again.", "info");
