@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from helpers import Api, add_user, admin_password, signed_in, token_for, wait_until
 from limen.extensions import db
-from limen.models import VM, Operation
+from limen.models import VM, Operation, User
 
 
 @pytest.fixture
@@ -131,3 +131,28 @@ def test_the_details_page_takes_lists_and_reverts(app, api):
     assert reverted.status_code == 202
     wait_until(lambda: "Revert to from-page: done." in admin.client.get(f"/vms/{vm}/snapshots").text, 10,
                "the revert to end")
+
+
+def test_an_adopted_vms_snapshots_are_listed_and_left_alone(app, api, libvirt_conn):
+    dom = libvirt_conn.defineXML("<domain type='test'><name>elsewhere</name><memory>65536</memory>"
+                                 "<os><type>hvm</type></os></domain>")
+    dom.snapshotCreateXML("<domainsnapshot><name>theirs</name><description>made by virsh</description>"
+                          "</domainsnapshot>", 0)
+    with app.app_context():
+        admin_id = db.session.scalar(select(User.id).where(User.username == "admin"))
+        db.session.add(VM(uuid=dom.UUIDString(), name="elsewhere", owner_id=admin_id, vcpus=1, memory_mib=64,
+                          disk_gib=1, state="shutoff", adopted=True))
+        db.session.commit()
+    vm = dom.UUIDString()
+    [listed] = api("GET", f"/vms/{vm}/snapshots").json
+    assert (listed["name"], listed["description"]) == ("theirs", "made by virsh")
+    for method, path, body in (("POST", f"/vms/{vm}/snapshots", {"name": "mine"}),
+                               ("POST", f"/vms/{vm}/snapshots/theirs/revert", None),
+                               ("DELETE", f"/vms/{vm}/snapshots/theirs", None)):
+        refused = api(method, path, body)
+        assert (refused.status_code, refused.json["error"]["code"]) == (409, "VM_STATE_CONFLICT"), path
+        assert "leaves an adopted VM's snapshots alone" in refused.json["error"]["message"]
+    assert [s.getName() for s in dom.listAllSnapshots()] == ["theirs"]
+    admin = signed_in(app, "admin", admin_password(app))
+    card = admin.client.get(f"/vms/{vm}/snapshots").text
+    assert "theirs" in card and "leaves them alone" in card and "a-revert" not in card
