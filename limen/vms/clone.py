@@ -13,17 +13,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from .. import accounts, audit, cloudinit, media, runtime
-from ..errors import InvalidState, PortInUse, ValidationFailed
+from ..errors import InvalidState, ValidationFailed
 from ..extensions import db
 from ..models import CREATING, VM, Operation, User
 from ..operations import OpContext, handler
-from . import network
-from .create import GIB, NAME_RE
-from .jobs import create_failed, create_interrupted, domain_spec, seed_for
-from .lifecycle import idle, not_owned, seed_name, submit, volume_name
+from .create import GIB, NAME_RE, add_new
+from .jobs import create_failed, create_interrupted, define, domain_spec, seed_for
+from .lifecycle import idle, not_owned, submit, volume_name
 from .queries import get_vm
 
 FULL, LINKED = "full", "linked"
@@ -101,18 +99,7 @@ def request_clone(user: User, vm_uuid: str, form: Mapping[str, Any]) -> Operatio
             cloud_init=ci if image_id is not None else None,
             **values,
         )
-        db.session.add(clone)
-        try:
-            db.session.flush()
-            if clone.network == "user":  # reached from the host through a forward of its own
-                db.session.add(network.allocate(clone))
-                db.session.flush()
-        except PortInUse:
-            db.session.rollback()
-            raise
-        except IntegrityError:
-            db.session.rollback()
-            raise ValidationFailed({"name": f"The name {name} is already taken."}) from None
+        add_new(clone)  # with a forward of its own
         return submit(user, clone, "clone", {"source": source_uuid, "disk": disk}, f"of {source_uuid}: {disk}")
 
 
@@ -136,12 +123,5 @@ def run_clone(ctx: OpContext) -> None:
         ctx.step(f"Copying {origin_name}'s disk")
         hv.disks.copy_volume(origin, volume)
     ctx.undo("delete the disk", lambda: hv.disks.delete_volume(volume))
-    if seed is not None:
-        ctx.step("Writing the cloud-init seed")
-        hv.disks.upload(seed_name(uuid), len(seed), [seed])
-        ctx.undo("delete the cloud-init seed", lambda: hv.disks.delete_volume(seed_name(uuid)))
-        spec["seed"] = seed_name(uuid)
-    ctx.step("Defining the VM")
-    hv.domains.define(**spec)
-    ctx.undo("remove the VM definition", lambda: hv.domains.undefine(uuid))
+    define(ctx, spec, seed)
     rt.sync.hand_back(uuid)  # shut off, ready to start

@@ -196,13 +196,20 @@ def request_create(user: User, form: Form) -> Operation:
         cloud_init=spec.cloud_init,
         network=spec.network,
     )
+    add_new(vm)
+    return submit(user, vm, "create")
+
+
+def add_new(vm: VM) -> None:
+    """Add a new VM's row (a create's or a clone's) and, for a user-mode NIC, its SSH forward,
+    in the caller's transaction; the name or the port taken meanwhile is refused, nothing kept."""
     db.session.add(vm)
     try:
         db.session.flush()
     except IntegrityError:
         db.session.rollback()
-        raise ValidationFailed({"name": f"The name {spec.name} is already taken."}) from None
-    if spec.network == "user":  # reached from the host through a forward: SSH first
+        raise ValidationFailed({"name": f"The name {vm.name} is already taken."}) from None
+    if vm.network == "user":  # reached from the host through a forward: SSH first
         try:
             db.session.add(network.allocate(vm))
             db.session.flush()
@@ -212,4 +219,3 @@ def request_create(user: User, form: Form) -> Operation:
         except IntegrityError:
             db.session.rollback()
             raise PortInUse("Another VM took the same host port at the same moment; try again.") from None
-    return submit(user, vm, "create")

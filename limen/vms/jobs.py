@@ -81,6 +81,20 @@ def seed_for(vm: VM) -> bytes | None:
     return seed
 
 
+def define(ctx: OpContext, spec: dict[str, Any], seed: bytes | None) -> None:
+    """A new VM's last steps before it may run (its disk is made): its seed, if it has one,
+    and its definition, each undone if a later step fails."""
+    hv, uuid = runtime.get().hypervisor, spec["uuid"]
+    if seed is not None:
+        ctx.step("Writing the cloud-init seed")
+        hv.disks.upload(seed_name(uuid), len(seed), [seed])
+        ctx.undo("delete the cloud-init seed", lambda: hv.disks.delete_volume(seed_name(uuid)))
+        spec["seed"] = seed_name(uuid)
+    ctx.step("Defining the VM")
+    hv.domains.define(**spec)
+    ctx.undo("remove the VM definition", lambda: hv.domains.undefine(uuid))
+
+
 @handler("create", on_failure=create_failed, on_interrupted=create_interrupted)
 def run_create(ctx: OpContext) -> None:
     rt = runtime.get()
@@ -100,14 +114,7 @@ def run_create(ctx: OpContext) -> None:
         ctx.step(f"Creating the disk on {image[1]}")
         hv.disks.create_volume(volume, disk_gib, backing=hv.media.path(image[0]))
     ctx.undo("delete the disk", lambda: hv.disks.delete_volume(volume))
-    if seed is not None:
-        ctx.step("Writing the cloud-init seed")
-        hv.disks.upload(seed_name(uuid), len(seed), [seed])
-        ctx.undo("delete the cloud-init seed", lambda: hv.disks.delete_volume(seed_name(uuid)))
-        spec["seed"] = seed_name(uuid)
-    ctx.step("Defining the VM")
-    hv.domains.define(**spec)
-    ctx.undo("remove the VM definition", lambda: hv.domains.undefine(uuid))
+    define(ctx, spec, seed)
     ctx.step("Starting the VM")
     ctx.undo("power off", lambda: hv.domains.destroy(uuid))
     hv.domains.start(uuid)
