@@ -29,6 +29,7 @@ bench: host-test $(VENV)/.bench-deps
 	$(VENV)/bin/python bench/load.py
 	$(VENV)/bin/python bench/guest_boot.py
 	$(VENV)/bin/python bench/serial.py
+	$(VENV)/bin/python bench/snapshot.py
 
 host:
 	scripts/host-setup
