@@ -97,6 +97,9 @@ def test_a_person_signs_in_on_the_serial_console_in_the_browser(guest_limen, vm,
     # Paste from the clipboard into the line, and copy the screen back out.
     page.evaluate("text => navigator.clipboard.writeText(text)", "echo pasted-$((6*7))\n")
     page.get_by_role("button", name="Paste").click()
+    # bash takes a paste as typed text (bracketed paste): it runs when the person presses Enter.
+    expect(screen).to_contain_text(re.compile(rf"tester@{name}:~\$ echo pasted-\$\(\(6\*7\)\)"), timeout=30_000)
+    page.keyboard.press("Enter")
     expect(screen).to_contain_text(re.compile(rf"pasted-42\s*tester@{name}:~\$"), timeout=30_000)
     page.get_by_role("button", name="Copy").click()
     expect(page.locator("#console-status")).to_have_text("Copied the screen.")
