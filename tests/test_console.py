@@ -388,9 +388,10 @@ def test_consoles_over_a_cap_close_4429_naming_the_limit(make_app, node_xml, liv
         ws.close()
 
 
-def _refused_handshake(base: str, path: str) -> socket.socket:
+def _refused_handshake(base: str, path: str) -> tuple[socket.socket, bytes]:
     """A WebSocket handshake made by hand, as a flooding script would, that the server
-    refuses; returns the socket after the 101 answer."""
+    refuses; returns the socket after the 101 answer, and what came after the answer in the
+    same read (the close frame may)."""
     host, port = base.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)), timeout=10)
     sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -400,16 +401,15 @@ def _refused_handshake(base: str, path: str) -> socket.socket:
     while b"\r\n\r\n" not in answer:
         answer += sock.recv(4096)
     assert answer.startswith(b"HTTP/1.1 101"), answer
-    return sock
+    return sock, answer.split(b"\r\n\r\n", 1)[1]
 
 
 def test_a_refused_websocket_is_closed_without_waiting_for_the_peer(app, vm, base):
     """A peer that never answers the close frame does not hold the connection open (for
     the close grace, as a browser that is still there would be given)."""
     from limen.console.bridge import CLOSE_GRACE
-    sock = _refused_handshake(base, f"/vms/{vm}/console/ws?ticket=made-up")
+    sock, received = _refused_handshake(base, f"/vms/{vm}/console/ws?ticket=made-up")
     sock.settimeout(CLOSE_GRACE / 2)  # the server closes well before a grace would be over
-    received = b""
     try:
         while chunk := sock.recv(4096):
             received += chunk

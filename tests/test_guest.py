@@ -223,9 +223,14 @@ def test_a_clone_and_its_source_run_side_by_side(guest_limen, vm):
     for uuid in (vm_uuid, clone):
         guest_limen.wait_ssh(uuid)
     # Each its own: hostname (the clone's seed), MAC (libvirt's choice) and forwarded port.
-    assert [guest_limen.ssh(u, "hostname").stdout.strip() for u in (vm_uuid, clone)] == [name, clone_name]
-    macs = [guest_limen.ssh(u, "cat /sys/class/net/e*/address").stdout.strip() for u in (vm_uuid, clone)]
-    assert macs[0] != macs[1] and all(macs), macs
+    # (cloud-init may still be setting the clone up when its sshd first answers)
+    for uuid, hostname in ((vm_uuid, name), (clone, clone_name)):
+        wait_until(lambda u=uuid, h=hostname: guest_limen.ssh(u, "hostname").stdout.strip() == h, 180,
+                   f"the hostname {hostname} over SSH")
+    macs = [wait_until(lambda u=u: guest_limen.ssh(u, "cat /sys/class/net/e*/address").stdout.strip(), 120,
+                       "the guest's MAC over SSH") for u in (vm_uuid, clone)]
+    assert macs[0] != macs[1], macs
     assert guest_limen.ssh_port(vm_uuid) != guest_limen.ssh_port(clone)
-    boot_ids = {guest_limen.ssh(u, "cat /proc/sys/kernel/random/boot_id").stdout.strip() for u in (vm_uuid, clone)}
+    boot_ids = {wait_until(lambda u=u: guest_limen.ssh(u, "cat /proc/sys/kernel/random/boot_id").stdout.strip(),
+                           120, "the guest's boot_id over SSH") for u in (vm_uuid, clone)}
     assert len(boot_ids) == 2
