@@ -124,22 +124,22 @@ def request_snapshot(user: User, vm_uuid: str, form: Mapping[str, Any]) -> Opera
 
 @audit.refusals("vm.revert", subject="vm_uuid")
 def request_revert(user: User, vm_uuid: str, name: str) -> Operation:
-    vm = _owned(user, vm_uuid)
-    with idle(vm.uuid):
-        not_a_base(vm)
-        if not runtime.get().hypervisor.snapshots.exists(vm.uuid, name):
-            raise SnapshotNotFound(f"The VM has no snapshot named {name}.")
-        return submit(user, vm, "revert", {"name": name}, name)
+    return _on_snapshot(user, vm_uuid, name, "revert")
 
 
 @audit.refusals("vm.snapshot-delete", subject="vm_uuid")
 def request_snapshot_delete(user: User, vm_uuid: str, name: str) -> Operation:
+    return _on_snapshot(user, vm_uuid, name, "snapshot-delete")
+
+
+def _on_snapshot(user: User, vm_uuid: str, name: str, kind: str) -> Operation:
+    """Queue ``kind`` on one of the VM's snapshots, under its lock."""
     vm = _owned(user, vm_uuid)
     with idle(vm.uuid):
         not_a_base(vm)
         if not runtime.get().hypervisor.snapshots.exists(vm.uuid, name):
             raise SnapshotNotFound(f"The VM has no snapshot named {name}.")
-        return submit(user, vm, "snapshot-delete", {"name": name}, name)
+        return submit(user, vm, kind, {"name": name}, name)
 
 
 # -- the Operations ---------------------------------------------------------------------------
