@@ -121,8 +121,10 @@ def test_the_details_page_takes_lists_and_reverts(app, api):
     assert "Snapshots" in page and "No snapshots yet." in page and "holds its memory too" in page
     card = admin.htmx_post(f"/vms/{vm}/snapshots", {"name": "from-page", "description": "a <b>tag</b>"})
     assert card.status_code == 202 and 'id="snapshots"' in card.text
-    wait_until(lambda: 'data-snapshot="from-page"' in admin.client.get(f"/vms/{vm}/snapshots").text, 10,
-               "the card to list the snapshot")
+    # Listed once taken; its Operation ends a moment later, after measuring what it takes.
+    wait_until(lambda: 'data-snapshot="from-page"' in admin.client.get(f"/vms/{vm}/snapshots").text
+               and (api("GET", f"/vms/{vm}").json["operation"] or {}).get("state") in (None, "done"), 10,
+               "the card to list the snapshot, and its Operation to end")
     listed = admin.client.get(f"/vms/{vm}/snapshots").text
     assert "a &lt;b&gt;tag&lt;/b&gt;" in listed and "memory and disks" in listed and "current" in listed
     refused = admin.htmx_post(f"/vms/{vm}/snapshots", {"name": "bad name"})
