@@ -30,6 +30,7 @@ RULES: dict[str, str] = {
     "vm.forwards": OWNER,  # forward host ports to its guest's ports
     "vm.snapshots": OWNER,  # take, revert to and delete its snapshots
     "vm.clone": OWNER,  # a new VM from its disk (the clone is the requester's)
+    "vm.edit": OWNER,  # its name, description, autostart, vCPUs and memory
     "vm.media": OWNER,  # put an ISO in its CD-ROM drive, eject it, choose the boot device
     "vm.forget": ADMIN,  # a missing VM's row, without touching libvirt
     "vm.adopt": ADMIN,  # a domain another tool made

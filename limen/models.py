@@ -8,7 +8,7 @@ While an Operation owns the VM (``creating``, ``deleting``) that operation sets 
 from datetime import UTC, datetime
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from . import hashing
@@ -76,6 +76,7 @@ class VM(Model):
     # when they were taken, as libvirt measured it (they count against the disk quota).
     snapshots: Mapped[int] = mapped_column(default=0, server_default="0")
     snapshot_mib: Mapped[int] = mapped_column(default=0, server_default="0")
+    description: Mapped[str | None] = mapped_column(Text)  # free text, shown escaped
     state: Mapped[str] = mapped_column(String(16), default=CREATING)
     state_reason: Mapped[str | None] = mapped_column(String(512))
     state_seen_at: Mapped[datetime | None]

@@ -57,6 +57,7 @@ MATRIX = {
     ("vms.adopt", "POST"): ("/unmanaged/{vm}/adopt", {"owner": "alice"}, expect(SIGN_IN, 403, 403, 404)),
     ("vms.detail", "GET"): ("/vms/{vm}", None, VM_ROUTE),
     ("vms.guest", "GET"): ("/vms/{vm}/guest", None, VM_ROUTE),
+    ("vms.edit", "POST"): ("/vms/{vm}/edit", {"description": "by {role}"}, VM_POST),
     # The matrix's VMs have no NIC (NETWORK "none"), so a forward is refused even for its
     # owner (422), and there is no forward 999 to remove (404).
     ("vms.add_forward", "POST"): ("/vms/{vm}/forwards", {"guest_port": "80"}, expect(SIGN_IN, 404, 422, 422)),
@@ -118,6 +119,7 @@ MATRIX = {
     ("api.take_snapshot", "POST"): ("/api/v1/vms/{vm}/snapshots", {"name": "api-{role}"}, expect(401, 404, 202, 202)),
     ("api.revert_snapshot", "POST"): ("/api/v1/vms/{vm}/snapshots/none/revert", {}, expect(401, 404, 404, 404)),
     ("api.delete_snapshot", "DELETE"): ("/api/v1/vms/{vm}/snapshots/none", None, expect(401, 404, 404, 404)),
+    ("api.edit", "PATCH"): ("/api/v1/vms/{vm}", {"description": "by {role}"}, expect(401, 404, 200, 200)),
     ("api.insert_iso", "POST"): ("/api/v1/vms/{vm}/cdrom", {"medium": 999}, expect(401, 404, 422, 422)),
     ("api.eject", "POST"): ("/api/v1/vms/{vm}/eject", {"boot_from_disk": True}, expect(401, 404, 502, 502)),
     ("api.list_media", "GET"): ("/api/v1/media", None, expect(401, 200, 200, 200)),

@@ -1,7 +1,7 @@
 """Accounts: ``signins`` (signing in and out), ``users`` (users, roles, passwords),
 ``quotas`` (limits, usage and the atomic claim) and ``tokens`` (personal API tokens)."""
 
-from .quotas import QUOTA_FIELDS, Account, Quota, Usage, account_of, claim, quota_of, usage_of
+from .quotas import QUOTA_FIELDS, Account, Quota, Usage, account_of, claim, claim_growth, quota_of, usage_of
 from .signins import check_credentials, live_sign_in, normal_username, sign_in, sign_out, user_for_token, user_named
 from .users import (
     ROLES,
@@ -25,6 +25,7 @@ __all__ = [
     "change_own_password",
     "check_credentials",
     "claim",
+    "claim_growth",
     "create_user",
     "list_users",
     "live_sign_in",

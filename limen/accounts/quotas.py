@@ -108,17 +108,28 @@ def claim_disk(user_id: int, mib: int, what: str) -> None:
 def claim(user_id: int, vcpus: int, memory_mib: int, disk_gib: int) -> None:
     """Check that one more VM of this size fits the user's quota, atomically (``_locked``).
     Raises QuotaExceeded naming each limit, with the numbers."""
+    _claim(user_id, 1, vcpus, memory_mib, disk_gib)
+
+
+def claim_growth(user_id: int, vcpus: int, memory_mib: int) -> None:
+    """Check, atomically, that this many more vCPUs and MiB (a VM made bigger) fit the user's
+    quota; the caller records the claim before its transaction ends."""
+    _claim(user_id, 0, vcpus, memory_mib, 0)
+
+
+def _claim(user_id: int, vms: int, vcpus: int, memory_mib: int, disk_gib: int) -> None:
+    """Only what grows is checked: a user over a lowered limit may still shrink a VM."""
     user = _locked(user_id)
     quota, used = quota_of(user), usage_of(user)
     problems = {}
     for field, limit, have, want, unit in (
-        ("name", quota.vms, used.vms, 1, "VMs"),
+        ("name", quota.vms, used.vms, vms, "VMs"),
         ("vcpus", quota.vcpus, used.vcpus, vcpus, "vCPUs"),
         ("memory_mib", quota.memory_mib, used.memory_mib, memory_mib, "MiB"),
         ("disk_gib", quota.disk_gib, used.disk_gib, disk_gib, "GiB"),
     ):
-        if limit is not None and have + want > limit:
+        if limit is not None and want > 0 and have + want > limit:
             what = {"name": "VM", "vcpus": "vCPU", "memory_mib": "memory", "disk_gib": "disk"}[field]
-            problems[field] = f"{what} quota: {have} of {limit} {unit} used, {want} requested"
+            problems[field] = f"{what} quota: {have} of {limit} {unit} used, {want} {'' if vms else 'more '}requested"
     if problems:
         raise QuotaExceeded(problems)

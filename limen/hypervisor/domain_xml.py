@@ -210,6 +210,29 @@ def with_boot(xml: str, cdrom_first: bool) -> str:
     return ET.tostring(dom, encoding="unicode")
 
 
+def with_resources(xml: str, vcpus: int, memory_mib: int) -> str:
+    """The (inactive) domain XML with this many vCPUs and this much memory, both its maximum
+    and what it starts with."""
+    dom = ET.fromstring(xml)
+    vcpu = _find(dom, "vcpu")
+    vcpu.text = str(vcpus)
+    vcpu.attrib.pop("current", None)
+    for tag in ("memory", "currentMemory"):
+        el = dom.find(tag)
+        if el is None:
+            el = _sub(dom, tag)
+        el.text, el.attrib = str(memory_mib), {"unit": "MiB"}
+    return ET.tostring(dom, encoding="unicode")
+
+
+def resources(xml: str) -> tuple[int, int]:
+    """A domain XML's vCPUs and maximum memory (MiB)."""
+    dom = ET.fromstring(xml)
+    memory = _find(dom, "memory")
+    scale = {"KiB": 1, "k": 1, "MiB": 1024, "M": 1024, "GiB": 1024**2, "G": 1024**2}[memory.get("unit", "KiB")]
+    return int(_find(dom, "vcpu").text or 0), int(memory.text or 0) * scale // 1024
+
+
 def disk_sources(xml: str) -> set[str]:
     """What a domain's disks and CD-ROMs use: each file's path, and "pool/volume" for disks
     given as a pool's volume."""

@@ -126,6 +126,50 @@ class Domains:
         if not active or boot_first is not None:
             self.connection.get().defineXML(xml)  # one new definition; every driver can (a live change cannot)
 
+    # -- what a user changes after the create (limen.vms.edit); each takes effect at once or
+    # not at all, and only on a shut-off domain where libvirt asks for one --
+    @translated
+    def set_resources(self, uuid: str, vcpus: int, memory_mib: int) -> None:
+        """A shut-off domain's vCPUs and memory, in one new definition."""
+        dom = self._dom(uuid)
+        if dom.isActive():
+            raise InvalidState("Shut the VM off to change its vCPUs or memory.")
+        xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        self.connection.get().defineXML(domain_xml.with_resources(xml, vcpus, memory_mib))
+
+    @translated
+    def resources(self, uuid: str) -> tuple[int, int]:
+        """The vCPUs and memory (MiB) the domain's definition gives it."""
+        return domain_xml.resources(self._dom(uuid).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+
+    @translated
+    def rename(self, uuid: str, name: str) -> None:
+        """Rename a shut-off domain; its UUID, disks and everything else stay."""
+        dom = self._dom(uuid)
+        if dom.isActive():
+            raise InvalidState("Shut the VM off to rename it.")
+        if dom.snapshotNum(0):
+            raise InvalidState("libvirt cannot rename a VM that has snapshots; delete them first.")
+        dom.rename(name, 0)
+
+    @translated
+    def set_description(self, uuid: str, text: str) -> None:
+        """The domain's own description (what ``virsh desc`` shows), live and for next starts."""
+        dom = self._dom(uuid)
+        live = libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0
+        dom.setMetadata(
+            libvirt.VIR_DOMAIN_METADATA_DESCRIPTION, text or None, None, None, libvirt.VIR_DOMAIN_AFFECT_CONFIG | live
+        )
+
+    @translated
+    def autostart(self, uuid: str) -> bool:
+        """Whether libvirt starts the domain when the host (libvirtd) starts."""
+        return bool(self._dom(uuid).autostart())
+
+    @translated
+    def set_autostart(self, uuid: str, on: bool) -> None:
+        self._dom(uuid).setAutostart(int(on))
+
     @translated
     def start(self, uuid: str) -> None:
         dom = self._dom(uuid)

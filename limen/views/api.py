@@ -83,6 +83,7 @@ def _vm(vm: VM, op: Operation | None = None) -> dict:
         "disk_gib": vm.disk_gib,
         "snapshots": vm.snapshots,
         "snapshot_mib": vm.snapshot_mib,
+        "description": vm.description or "",
         "adopted": vm.adopted,
         "created_at": _stamp(vm.created_at),
         "state_seen_at": _stamp(vm.state_seen_at),
@@ -221,6 +222,13 @@ def revert_snapshot(vm_uuid, name):
 @bp.delete("/vms/<uuid:vm_uuid>/snapshots/<name>")
 def delete_snapshot(vm_uuid, name):
     return jsonify(operation=_operation(vms.request_snapshot_delete(g.api_user, str(vm_uuid), name))), 202
+
+
+@bp.patch("/vms/<uuid:vm_uuid>")
+def edit(vm_uuid):
+    body = api_schema.check(api_schema.VM_PATCH, request.get_json(silent=True))
+    vm, _changes = vms.edit(g.api_user, str(vm_uuid), body)
+    return jsonify(_vm(vm))
 
 
 @bp.post("/vms/<uuid:vm_uuid>/cdrom")

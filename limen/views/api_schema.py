@@ -219,6 +219,24 @@ VM_CLONE = {
     },
     "examples": [{"name": "web-2", "disk": "linked"}],
 }
+VM_PATCH = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "name": {**NAME, "description": NAME["description"] + "; the VM shut off (its seed's hostname stays)"},
+        "description": {"type": "string", "description": "free text, up to 1000 characters"},
+        "autostart": {"type": "boolean", "description": "whether it starts when the host does"},
+        "vcpus": {"type": "integer", "minimum": 1, "description": "the VM shut off; within the host and the quota"},
+        "memory_mib": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "the VM shut off; within the host and the quota",
+        },
+    },
+    "description": "any of the fields: all are checked before any is changed, and a change that fails undoes "
+    "the ones made before it",
+    "examples": [{"memory_mib": 2048, "vcpus": 2}, {"name": "web-old", "autostart": False}],
+}
 SNAPSHOT_CREATE = {
     "type": "object",
     "additionalProperties": False,
@@ -260,6 +278,7 @@ VM = {
         "disk_gib": {"type": "integer"},
         "snapshots": {"type": "integer", "description": "how many snapshots it has"},
         "snapshot_mib": {"type": "integer", "description": "what they added to its disk, on the disk quota"},
+        "description": {"type": "string", "description": "free text its owner wrote"},
         "adopted": {"type": "boolean"},
         "created_at": STAMP,
         "state_seen_at": STAMP,
@@ -378,6 +397,7 @@ SCHEMAS = {
     "ForwardAdd": FORWARD_ADD,
     "Snapshot": SNAPSHOT,
     "VMClone": VM_CLONE,
+    "VMPatch": VM_PATCH,
     "SnapshotCreate": SNAPSHOT_CREATE,
 }
 

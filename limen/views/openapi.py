@@ -85,6 +85,11 @@ def document(server: str) -> dict:
             "/vms/{uuid}": {
                 "parameters": [UUID],
                 "get": {"summary": "One VM", "responses": {"200": _json(_ref("VM"), "The VM"), **_errors(401, 404)}},
+                "patch": {
+                    "summary": "Change its name, description, autostart, vCPUs or memory (the VM shut off for some)",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("VMPatch")}}},
+                    "responses": {"200": _json(_ref("VM"), "The VM"), **_errors(401, 404, 409, 422, 502, 503)},
+                },
                 "delete": {
                     "summary": "Delete a VM and its disk",
                     "responses": {"202": _json(_ref("Accepted"), "The delete operation"), **vm_ops},

@@ -7,7 +7,7 @@ from flask import Blueprint, current_app, jsonify, redirect, render_template, re
 from flask_login import current_user
 
 from .. import runtime, vms
-from ..errors import QuotaExceeded, ValidationFailed
+from ..errors import InvalidState, QuotaExceeded, ValidationFailed, VMBusy
 
 bp = Blueprint("vms", __name__)
 
@@ -116,11 +116,32 @@ def action(vm_uuid, action):
     return _done(202)
 
 
+def _detail_page(vm_uuid) -> dict:
+    uuid = str(vm_uuid)
+    return {
+        **vms.snapshot_card(current_user, uuid),
+        **vms.detail(current_user, uuid),
+        **vms.settings(current_user, uuid),
+    }
+
+
 @bp.get("/vms/<uuid:vm_uuid>")
 def detail(vm_uuid):
-    """One VM: its hardware and OS profile, its install media, and the CD-ROM drive."""
-    page = {**vms.snapshot_card(current_user, str(vm_uuid)), **vms.detail(current_user, str(vm_uuid))}
-    return render_template("vms/detail.html", **page, done=request.args.get("done"))
+    """One VM: its hardware and OS profile, its settings, its install media, and the CD-ROM drive."""
+    return render_template("vms/detail.html", **_detail_page(vm_uuid), done=request.args.get("done"))
+
+
+@bp.post("/vms/<uuid:vm_uuid>/edit")
+def edit(vm_uuid):
+    """Change what the form's fields say (name, description, autostart, vCPUs, memory)."""
+    try:
+        _vm, changes = vms.edit(current_user, str(vm_uuid), request.form)
+    except (ValidationFailed, QuotaExceeded, InvalidState, VMBusy) as e:
+        page = _detail_page(vm_uuid)
+        return render_template(
+            "vms/detail.html", **page, edit_form=request.form, edit_errors=getattr(e, "fields", {}), edit_problem=e
+        ), e.status
+    return redirect(url_for("vms.detail", vm_uuid=vm_uuid, done="edited" if changes else "unchanged"))
 
 
 @bp.get("/vms/<uuid:vm_uuid>/guest")
@@ -148,8 +169,9 @@ def add_forward(vm_uuid):
     try:
         vms.add_forward(current_user, str(vm_uuid), request.form)
     except ValidationFailed as e:
-        page = {**vms.snapshot_card(current_user, str(vm_uuid)), **vms.detail(current_user, str(vm_uuid))}
-        return render_template("vms/detail.html", **page, forward_form=request.form, errors=e.fields, problem=e), 422
+        return render_template(
+            "vms/detail.html", **_detail_page(vm_uuid), forward_form=request.form, errors=e.fields, problem=e
+        ), 422
     return redirect(url_for("vms.detail", vm_uuid=vm_uuid, done="forwarded"))
 
 
@@ -178,8 +200,9 @@ def clone(vm_uuid):
     try:
         vms.request_clone(current_user, str(vm_uuid), request.form)
     except (ValidationFailed, QuotaExceeded) as e:
-        page = {**vms.snapshot_card(current_user, str(vm_uuid)), **vms.detail(current_user, str(vm_uuid))}
-        return render_template("vms/detail.html", **page, clone_form=request.form, clone_errors=e.fields), e.status
+        return render_template(
+            "vms/detail.html", **_detail_page(vm_uuid), clone_form=request.form, clone_errors=e.fields
+        ), e.status
     return redirect(url_for("vms.index"))
 
 

@@ -1,7 +1,8 @@
 """VM use cases, one module per seam: ``queries`` (the table, a page, one VM), ``create``
 (validation and the request), ``actions`` (start … delete, the CD-ROM, adopt and forget),
-``network`` (NICs and forwarded ports), ``snapshots`` (take, revert, delete), ``clone`` and ``jobs`` (the
-background work those requests queue). ``lifecycle`` holds what they share: which state allows
+``edit`` (name, description, autostart, vCPUs and memory), ``network`` (NICs and forwarded
+ports), ``snapshots`` (take, revert, delete), ``clone`` and ``jobs`` (the background work those
+requests queue). ``lifecycle`` holds what they share: which state allows
 which action, and the one way an action is queued.
 
 Views call these functions and render; importing the package registers the job handlers.
@@ -11,6 +12,8 @@ from . import jobs  # noqa: F401  (registers the Operation handlers)
 from .actions import adopt, eject, forget, insert_iso, request_action, request_delete, start_or_join
 from .clone import request_clone
 from .create import create_choices, request_create, validate
+from .edit import change as edit
+from .edit import settings
 from .network import add_forward, remove_forward
 from .queries import Row, detail, get_vm, hypervisor_problem, operation, owners, row, table, table_page, unmanaged
 from .snapshots import card as snapshot_card
@@ -22,6 +25,7 @@ __all__ = [
     "adopt",
     "create_choices",
     "detail",
+    "edit",
     "eject",
     "forget",
     "get_vm",
@@ -39,6 +43,7 @@ __all__ = [
     "request_snapshot",
     "request_snapshot_delete",
     "row",
+    "settings",
     "snapshot_card",
     "start_or_join",
     "table",

@@ -79,11 +79,17 @@ def not_owned(vm: VM) -> None:
 
 
 @contextmanager
-def idle(vm_uuid: str, action: str | None = None, join: tuple[str, ...] = ()) -> Iterator[Operation | None]:
+def idle(
+    vm_uuid: str, action: str | None = None, join: tuple[str, ...] = (), wait: bool = True
+) -> Iterator[Operation | None]:
     """Hold the VM's lock, and refuse (VM_BUSY) while an Operation is under way on it, unless
     ``action`` may overtake it (force-off overtakes a shutdown). An active Operation whose kind
-    is in ``join`` is yielded instead, for the caller to wait on; else None."""
-    with _vm_lock(vm_uuid):
+    is in ``join`` is yielded instead, for the caller to wait on; else None. Without ``wait``,
+    a lock another request holds is VM_BUSY too (two edits at once: the first wins)."""
+    lock = _vm_lock(vm_uuid)
+    if not lock.acquire(blocking=wait):
+        raise VMBusy("Another change to this VM is being made.")
+    try:
         active = active_operation(vm_uuid)
         if active is not None and active.kind in join:
             yield active
@@ -92,6 +98,8 @@ def idle(vm_uuid: str, action: str | None = None, join: tuple[str, ...] = ()) ->
             what = "a clone of it" if active.vm_uuid != vm_uuid else active.kind
             raise VMBusy(f"{what} is still in progress ({active.step or 'queued'}).")
         yield None
+    finally:
+        lock.release()
 
 
 def submit(user: User, vm: VM, kind: str, params: dict | None = None, detail: str | None = None) -> Operation:

@@ -1,0 +1,205 @@
+"""Changing a VM after it is made: its name and description, autostart with the host, and
+its vCPUs and memory (while it is shut off).
+
+One request may change several of them. All are checked before any is made; then they are
+made under the VM's lock, one short libvirt call each, and if one fails, those made before it
+are undone, so that the VM is as it was. Each change is audited with its old and new value.
+"""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from .. import accounts, audit, runtime
+from ..errors import InvalidState, LimenError, ValidationFailed
+from ..extensions import db
+from ..forms import whole_number
+from ..models import VM, User
+from .create import MIN_MEMORY_MIB, NAME_RE
+from .lifecycle import idle, not_owned
+from .queries import get_vm
+
+DESCRIPTION_MAX = 1000  # characters
+FIELDS = ("name", "description", "autostart", "vcpus", "memory_mib")
+SHUT_OFF_ONLY = ("name", "vcpus", "memory_mib")  # what libvirt changes only in a domain that is not running
+_TRUE, _FALSE = ("1", "on", "true", "yes"), ("0", "off", "false", "no", "")
+
+
+@dataclass(frozen=True)
+class Change:
+    field: str
+    old: Any
+    new: Any
+
+
+def settings(user: User, vm_uuid: str) -> dict[str, object]:
+    """What the Details page's Settings card shows beyond the row: autostart (None while
+    libvirt cannot say)."""
+    vm = get_vm(user, vm_uuid)
+    try:
+        autostart: bool | None = runtime.get().hypervisor.domains.autostart(vm.uuid)
+    except LimenError:
+        autostart = None
+    return dict(autostart=autostart)
+
+
+@audit.refusals("vm.edit", subject="vm_uuid")
+def change(user: User, vm_uuid: str, form: Mapping[str, Any]) -> tuple[VM, list[Change]]:
+    """Make the changes ``form`` asks for (any of FIELDS; a field left out stays); returns
+    the VM and what changed (nothing when every value was the VM's already)."""
+    vm = get_vm(user, vm_uuid, "vm.edit")
+    not_owned(vm)
+    hv = runtime.get().hypervisor
+    wanted = _validate(vm, form)
+    with idle(vm.uuid, wait=False):
+        current = runtime.get().sync.refresh(vm.uuid)
+        if current is None:
+            raise InvalidState("libvirt has no domain for this VM any more.")
+        old = {
+            "name": vm.name,
+            "description": vm.description or "",
+            "autostart": hv.domains.autostart(vm.uuid) if "autostart" in wanted else None,
+            "vcpus": vm.vcpus,
+            "memory_mib": vm.memory_mib,
+        }
+        changes = [Change(f, old[f], v) for f, v in wanted.items() if old[f] != v]
+        if not changes:
+            return vm, []
+        cold = [c.field for c in changes if c.field in SHUT_OFF_ONLY]
+        if cold and current.state != "shutoff":
+            raise InvalidState(f"Shut the VM off to change its {_listed(cold)}; it is {current.state}.")
+        new = {c.field: c.new for c in changes}
+        vcpus, memory_mib = new.get("vcpus", vm.vcpus), new.get("memory_mib", vm.memory_mib)
+        vm_id, owner_id, uuid = vm.id, vm.owner_id, vm.uuid
+        db.session.commit()  # the claim's write comes first, and holds the database until the end
+        accounts.claim_growth(owner_id, max(0, vcpus - old["vcpus"]), max(0, memory_mib - old["memory_mib"]))
+        row = db.session.get(VM, vm_id)
+        assert row is not None, "the VM's lock keeps its row: a delete is an Operation"
+        for c in changes:
+            if c.field != "autostart":  # libvirt's alone
+                setattr(row, c.field, c.new)
+            audit.record("vm.edit", actor=user, vm=row, detail=_detail(c))
+        try:
+            db.session.flush()  # a name taken meanwhile is refused before libvirt is touched
+        except IntegrityError:
+            db.session.rollback()
+            raise ValidationFailed({"name": f"The name {new['name']} is already taken."}) from None
+        _apply(uuid, old, new, vcpus, memory_mib)
+        db.session.commit()
+    return row, changes
+
+
+def _apply(uuid: str, old: dict[str, Any], new: dict[str, Any], vcpus: int, memory_mib: int) -> None:
+    """Make the changes in libvirt; on a failure, undo the ones made, and raise."""
+    domains = runtime.get().hypervisor.domains
+    steps: list[tuple[Callable[[], None], Callable[[], None]]] = []
+    if "description" in new:
+        steps.append(
+            (
+                lambda: domains.set_description(uuid, new["description"]),
+                lambda: domains.set_description(uuid, old["description"]),
+            )
+        )
+    if "autostart" in new:
+        steps.append(
+            (
+                lambda: domains.set_autostart(uuid, new["autostart"]),
+                lambda: domains.set_autostart(uuid, old["autostart"]),
+            )
+        )
+    if "vcpus" in new or "memory_mib" in new:
+        steps.append(
+            (
+                lambda: domains.set_resources(uuid, vcpus, memory_mib),
+                lambda: domains.set_resources(uuid, old["vcpus"], old["memory_mib"]),
+            )
+        )
+    if "name" in new:  # last: nothing after it can fail
+        steps.append((lambda: domains.rename(uuid, new["name"]), lambda: None))
+    done: list[Callable[[], None]] = []
+    try:
+        for make, undo in steps:
+            make()
+            done.append(undo)
+    except LimenError:
+        db.session.rollback()
+        for undo in reversed(done):
+            undo()
+        raise
+
+
+def _validate(vm: VM, form: Mapping[str, Any]) -> dict[str, Any]:
+    """The values asked for, each checked; ValidationFailed names every bad one. Nothing reaches
+    libvirt before the name has passed the pattern."""
+    errors: dict[str, str] = {}
+    wanted: dict[str, Any] = {}
+    hv = runtime.get().hypervisor
+    if "name" in form:
+        name = str(form["name"] or "").strip()
+        if not NAME_RE.fullmatch(name):
+            errors["name"] = "Use 1 to 63 lower-case letters, digits and hyphens, starting with a letter or digit."
+        elif name != vm.name and (
+            db.session.scalar(select(VM.id).where(VM.name == name)) or hv.domains.name_in_use(name)
+        ):
+            errors["name"] = f"The name {name} is already taken."
+        wanted["name"] = name
+    if "description" in form:
+        text = str(form["description"] or "").replace("\r\n", "\n").strip()
+        if len(text) > DESCRIPTION_MAX:
+            errors["description"] = f"Use at most {DESCRIPTION_MAX} characters; this has {len(text)}."
+        elif any(ord(ch) < 32 and ch not in "\n\t" for ch in text):
+            errors["description"] = "Use text without control characters."
+        wanted["description"] = text
+    if "autostart" in form:
+        raw = form["autostart"]
+        value = raw if isinstance(raw, bool) else str(raw).strip().lower()
+        if value in (True, *_TRUE):
+            wanted["autostart"] = True
+        elif value in (False, *_FALSE):
+            wanted["autostart"] = False
+        else:
+            errors["autostart"] = "Say on or off."
+    if "vcpus" in form or "memory_mib" in form:
+        host = hv.host.limits()
+        for field, low, high, unit in (
+            ("vcpus", 1, host.cpus, " (the host's CPU count)"),
+            ("memory_mib", MIN_MEMORY_MIB, host.memory_mib, " MiB (the host's memory)"),
+        ):
+            if field not in form:
+                continue
+            number = whole_number(form[field])
+            if number is None:
+                errors[field] = "Enter a whole number."
+            elif not low <= number <= high:
+                errors[field] = f"Choose from {low} to {high}{unit}."
+            wanted[field] = number
+    unknown = sorted(set(form) - set(FIELDS) - {"csrf_token"})
+    if unknown:
+        errors[unknown[0]] = f"LIMEN changes only {', '.join(FIELDS)}."
+    if not wanted and not errors:
+        errors["name"] = f"Say what to change: any of {', '.join(FIELDS)}."
+    if errors:
+        raise ValidationFailed(errors)
+    return wanted
+
+
+def _listed(fields: list[str]) -> str:
+    words = {"name": "name", "vcpus": "vCPUs", "memory_mib": "memory"}
+    return " and ".join(words[f] for f in fields)
+
+
+def _detail(c: Change) -> str:
+    """What the audit log says: the field, its old and its new value."""
+
+    def shown(value: Any) -> str:
+        if c.field == "autostart":
+            return "on" if value else "off"
+        if c.field == "description":
+            return repr(value if len(value) <= 100 else value[:100] + "…")
+        return f"{value} MiB" if c.field == "memory_mib" else str(value)
+
+    label = {"vcpus": "vCPUs", "memory_mib": "memory"}.get(c.field, c.field)
+    return f"{label}: {shown(c.old)} → {shown(c.new)}"
