@@ -77,6 +77,9 @@ class VM(Model):
     snapshots: Mapped[int] = mapped_column(default=0, server_default="0")
     snapshot_mib: Mapped[int] = mapped_column(default=0, server_default="0")
     description: Mapped[str | None] = mapped_column(Text)  # free text, shown escaped
+    # vCPUs and memory set while it ran, that it gets only at its next start (None: none wait).
+    pending_vcpus: Mapped[int | None]
+    pending_memory_mib: Mapped[int | None]
     state: Mapped[str] = mapped_column(String(16), default=CREATING)
     state_reason: Mapped[str | None] = mapped_column(String(512))
     state_seen_at: Mapped[datetime | None]

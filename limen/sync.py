@@ -112,6 +112,8 @@ class StateSync:
             self._commit(changed)
         if changed and current is not None and current.state == "running":
             self._started(uuid)
+        elif changed and current is not None and current.state == "shutoff":
+            self._stopped(uuid)
         return current
 
     def apply_forwards(self, uuid: str) -> None:
@@ -130,6 +132,23 @@ class StateSync:
         except LimenError as e:
             log.warning("vm %s: its port forwards could not be applied: %s", uuid, e)
 
+    def _stopped(self, uuid: str) -> None:
+        """A VM was seen shut off after another state: it has what it is set to now, so
+        nothing waits for its next start any more (limen.vms.edit)."""
+        try:
+            r = self.hypervisor.domains.resources(uuid)
+        except LimenError as e:
+            log.warning("vm %s: its vCPUs and memory could not be read: %s", uuid, e)
+            return
+        differs = (
+            (VM.vcpus != r.vcpus)
+            | (VM.memory_mib != r.memory_mib)
+            | VM.pending_vcpus.is_not(None)
+            | VM.pending_memory_mib.is_not(None)
+        )
+        values = dict(vcpus=r.vcpus, memory_mib=r.memory_mib, pending_vcpus=None, pending_memory_mib=None)
+        self._commit(bool(rows_changed(update(VM).where(VM.uuid == uuid, differs).values(**values))))
+
     def hand_back(self, uuid: str, *, error: str | None = None) -> None:
         """An Operation gives up the row it owned: with ``error``, the row is an ``error``
         with that reason; without, it shows what libvirt reports now."""
@@ -142,6 +161,8 @@ class StateSync:
                 update(VM).where(VM.uuid == uuid).values(state=state, state_reason=reason, state_seen_at=utcnow())
             )
             self._commit(True)
+        if state == "shutoff":
+            self._stopped(uuid)
 
     def notify(self, uuid: str | None) -> None:
         """Called from libvirt's event thread: only queue. None: the connection closed."""
@@ -213,17 +234,21 @@ class StateSync:
             rows = db.session.execute(
                 select(VM.uuid, VM.state, VM.state_reason).where(VM.state.not_in(OWNED_BY_OPERATION))
             )
-            changed, started = False, []
+            changed = False
+            started: list[str] = []
+            stopped: list[str] = []
             for uuid, state, reason in rows.all():
                 current = domains[uuid][1] if uuid in domains else None
                 if (state, reason) != _desired(current) and _write(uuid, current):
                     changed = True
-                    if current is not None and current.state == "running":
-                        started.append(uuid)
+                    if current is not None and current.state in ("running", "shutoff"):
+                        (started if current.state == "running" else stopped).append(uuid)
             changed |= _record_unmanaged({u: d for u, d in domains.items() if u not in known})
             self._commit(changed)
         for uuid in started:
             self._started(uuid)
+        for uuid in stopped:
+            self._stopped(uuid)
 
     def _apply_events(self, uuids: set[str]) -> None:
         """Refresh the rows the events name; an event about a domain LIMEN has no row for (one

@@ -1,7 +1,9 @@
 """Domain XML built with xml.etree, and the run-time choice of domain type (fast tier)."""
 import xml.etree.ElementTree as ET
 
-from limen.hypervisor.domain_xml import DomainSpec, build, guest_choice
+from dataclasses import replace
+
+from limen.hypervisor.domain_xml import DomainSpec, Resources, build, guest_choice, resources, with_resources
 
 SPEC = DomainSpec(name="web-1", uuid="5b7c1e9e-6c53-4b43-9d1e-3b4f1e0e1a11", vcpus=2,
                   memory_mib=1024, domain_type="kvm", arch="x86_64",
@@ -24,6 +26,20 @@ def test_domain_xml_has_the_spec_and_vnc_only_on_loopback():
     assert root.find("devices/interface").get("type") == "user"
     assert root.find("devices/interface/mac") is None  # libvirt chooses a MAC per VM
     assert root.find("cpu") is None  # QEMU's default model unless configured
+
+
+def test_vcpus_and_memory_are_read_and_written_with_their_maximums():
+    assert resources(build(SPEC)) == Resources(vcpus=2, max_vcpus=2, memory_mib=1024, max_memory_mib=1024)
+    pluggable = build(replace(SPEC, max_vcpus=8))  # room for more vCPUs while it runs
+    assert (ET.fromstring(pluggable).find("vcpu").get("current"), ET.fromstring(pluggable).findtext("vcpu")) == \
+        ("2", "8")
+    ballooned = with_resources(pluggable, Resources(3, 8, 512, 768))
+    assert resources(ballooned) == Resources(3, 8, 512, 768)
+    assert resources(with_resources(ballooned, Resources(8, 8, 768, 768))) == Resources(8, 8, 768, 768)
+    assert ET.fromstring(with_resources(ballooned, Resources(8, 8, 768, 768))).find("vcpu").get("current") is None
+    # What libvirt writes back: KiB, and no unit at all.
+    assert resources("<domain><vcpu current='1'>4</vcpu><memory unit='KiB'>2097152</memory>"
+                     "<currentMemory>1048576</currentMemory></domain>") == Resources(1, 4, 1024, 2048)
 
 
 def test_every_vm_has_a_serial_line_and_seabios_writes_on_it():

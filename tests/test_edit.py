@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from helpers import Api, add_user, admin_password, signed_in, token_for, wait_until
-from limen import runtime
+from limen import accounts, runtime
 from limen.errors import HypervisorError
 from limen.extensions import db
 from limen.models import AuditEvent, User
@@ -37,12 +37,14 @@ def domain(app, vm: str) -> libvirt.virDomain:
 
 
 def defined(app, vm: str) -> tuple[str, int, int, str | None, bool]:
-    """What libvirt holds: the name, vCPUs, memory (MiB), description and autostart."""
+    """What libvirt holds for the next start: the name, vCPUs, memory (MiB), description and
+    autostart."""
     dom = domain(app, vm)
     xml = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-    unit = {"KiB": 1, "MiB": 1024}[xml.find("memory").get("unit", "KiB")]
+    vcpu, memory = xml.find("vcpu"), xml.find("currentMemory")
+    unit = {"KiB": 1, "MiB": 1024}[memory.get("unit", "KiB")]
     description = xml.findtext("description")
-    return dom.name(), int(xml.findtext("vcpu")), int(xml.findtext("memory")) * unit // 1024, description, \
+    return dom.name(), int(vcpu.get("current", vcpu.text)), int(memory.text) * unit // 1024, description, \
         bool(dom.autostart())
 
 
@@ -65,7 +67,7 @@ def test_a_shut_off_vm_is_renamed_resized_described_and_set_to_autostart(app, ap
                                   "memory: 64 MiB → 96 MiB", "name: editable → renamed", "vCPUs: 1 → 2"]
     admin = signed_in(app, "admin", admin_password(app))
     row = admin.row_html("renamed")
-    assert "<td>2</td>" in row and "<td>96 MiB</td>" in row  # the table shows the new values
+    assert '<td class="vcpus">2</td>' in row and '<td class="memory">96 MiB</td>' in row  # the new values
     page = admin.client.get(f"/vms/{vm}").text
     assert "web &lt;front&gt;\nsecond line" in page  # shown escaped, as written
     # The same values again change nothing, and say so.
@@ -130,16 +132,38 @@ def test_growth_is_checked_against_the_owners_quota_and_shrinking_is_not(app, ap
     assert defined(app, vm)[1:3] == (2, 64)
 
 
-def test_a_running_vm_keeps_its_name_and_size_but_takes_a_description(app, api):
-    vm = made_vm(api, running=True)
-    for body in ({"vcpus": 2}, {"memory_mib": 128}, {"name": "other"}):
-        refused = api("PATCH", f"/vms/{vm}", body)
-        assert (refused.status_code, refused.json["error"]["code"]) == (409, "VM_STATE_CONFLICT"), body
-        assert "Shut the VM off" in refused.json["error"]["message"]
-    assert api("PATCH", f"/vms/{vm}", {"description": "live"}).status_code == 200
-    assert defined(app, vm)[0:4] == ("editable", 1, 64, "live")
+def test_a_running_vm_takes_what_it_can_at_once_and_the_rest_at_its_next_start(app, api):
+    vm = made_vm(api, running=True, memory_mib=128)
+    # A vCPU plugged in (up to the host's count), memory given back through the balloon: at once.
+    now = api("PATCH", f"/vms/{vm}", {"vcpus": 2, "memory_mib": 96, "description": "live"})
+    assert now.status_code == 200, now.json
+    assert (now.json["vcpus"], now.json["memory_mib"], now.json["pending"]) == (2, 96, None)
+    live = ET.fromstring(domain(app, vm).XMLDesc(0))
+    assert (live.find("vcpu").get("current"), live.findtext("currentMemory")) == ("2", str(96 * 1024))
     assert domain(app, vm).metadata(libvirt.VIR_DOMAIN_METADATA_DESCRIPTION, None,
                                     libvirt.VIR_DOMAIN_AFFECT_LIVE) == "live"
+    # A vCPU taken away, and more memory than it started with: from its next start.
+    later = api("PATCH", f"/vms/{vm}", {"vcpus": 1, "memory_mib": 256})
+    assert (later.json["vcpus"], later.json["memory_mib"], later.json["pending"]) == \
+        (2, 96, {"vcpus": 1, "memory_mib": 256})
+    assert defined(app, vm)[1:3] == (1, 256)
+    assert edits(app)[-2:] == ["vCPUs: 2 → 1 (from its next start)", "memory: 96 MiB → 256 MiB (from its next start)"]
+    admin = signed_in(app, "admin", admin_password(app))
+    row = admin.row_html("editable")
+    assert "→ 1 at next start" in row and "→ 256 MiB at next start" in row
+    assert "256 MiB takes effect at next start" in admin.client.get(f"/vms/{vm}").text
+    with app.app_context():  # the quota counts the larger of what it has and what it is set to
+        owner = db.session.scalar(select(User).where(User.username == "admin"))
+        assert accounts.usage_of(owner).vcpus == 2 and accounts.usage_of(owner).memory_mib == 256
+    renamed = api("PATCH", f"/vms/{vm}", {"name": "other"})
+    assert (renamed.status_code, renamed.json["error"]["code"]) == (409, "VM_STATE_CONFLICT")
+    assert "Shut the VM off to rename it" in renamed.json["error"]["message"]
+
+    api.wait_op(api("POST", f"/vms/{vm}/actions/force-off").json["operation"]["id"])
+    off = wait_until(lambda: (r := api("GET", f"/vms/{vm}").json)["pending"] is None and r, 10,
+                     "the stopped VM to have what it is set to")
+    assert (off["vcpus"], off["memory_mib"]) == (1, 256)
+    assert "at next start" not in admin.row_html("editable")
 
 
 def test_a_change_that_fails_part_way_undoes_the_ones_before_it(app, api, monkeypatch):

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 import libvirt
 import pytest
 
-from helpers import Api, admin_password, token_for, unique_name
+from helpers import Api, admin_password, token_for, unique_name, uuid_of
 
 pytestmark = pytest.mark.qemu
 
@@ -50,3 +50,28 @@ def test_a_change_that_fails_part_way_leaves_the_definition_as_it_was(qemu_admin
     assert "snapshots" in refused.json["error"]["message"]
     assert dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE) == before
     assert api("GET", f"/vms/{vm}").json["memory_mib"] == 128
+
+
+def test_a_running_vm_gets_a_vcpu_at_once_and_more_memory_at_its_next_start(qemu_admin, qemu_host):
+    app, admin = qemu_admin()
+    api = Api(app, token_for(app, "admin", admin_password(app)))
+    name = unique_name()
+    assert admin.create(name=name, memory_mib="128").status_code == 201
+    admin.wait_state(name, "running", 60)
+    vm = uuid_of(app, name)
+    dom = qemu_host.lookupByUUIDString(vm)
+    assert dom.vcpusFlags(libvirt.VIR_DOMAIN_VCPU_MAXIMUM | libvirt.VIR_DOMAIN_AFFECT_LIVE) == qemu_host.getInfo()[2]
+
+    plugged = api("PATCH", f"/vms/{vm}", {"vcpus": 2})
+    assert (plugged.json["vcpus"], plugged.json["pending"]) == (2, None), plugged.json
+    assert dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE) == 2  # QEMU runs a second vCPU now
+    later = api("PATCH", f"/vms/{vm}", {"memory_mib": 256})  # more than it started with
+    assert (later.json["memory_mib"], later.json["pending"]) == (128, {"vcpus": 2, "memory_mib": 256})
+    assert "256 MiB at next start" in admin.row_html(name)
+    assert dom.maxMemory() == 128 * 1024  # the running QEMU's memory is as it was
+
+    api.wait_op(api("POST", f"/vms/{vm}/actions/force-off").json["operation"]["id"])
+    api.wait_op(api("POST", f"/vms/{vm}/actions/start").json["operation"]["id"])
+    assert (dom.maxMemory(), dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE)) == (256 * 1024, 2)
+    shown = api("GET", f"/vms/{vm}").json
+    assert (shown["vcpus"], shown["memory_mib"], shown["pending"]) == (2, 256, None)

@@ -55,8 +55,9 @@ def _usage_query() -> Select[int, int, int, int, int]:
     return select(
         VM.owner_id,
         func.count(VM.id),
-        func.coalesce(func.sum(VM.vcpus), 0),
-        func.coalesce(func.sum(VM.memory_mib), 0),
+        # A running VM set to more than it has counts what it is set to (its next start brings it).
+        func.coalesce(func.sum(func.max(VM.vcpus, func.coalesce(VM.pending_vcpus, 0))), 0),
+        func.coalesce(func.sum(func.max(VM.memory_mib, func.coalesce(VM.pending_memory_mib, 0))), 0),
         # A VM's disk, and what its snapshots added to its file (MiB, rounded up to GiB).
         func.coalesce(func.sum(VM.disk_gib), 0) + (func.coalesce(func.sum(VM.snapshot_mib), 0) + 1023) // 1024,
     ).group_by(VM.owner_id)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from ..errors import StorageFailed
 from .connection import Connection, event_loop_alive, set_call_deadline
 from .display import Display
-from .domain_xml import parse_network
+from .domain_xml import Resources, parse_network
 from .domains import Domains
 from .guest import GuestInfo, Guests, Nic
 from .host import Host, HostLimits
@@ -31,6 +31,7 @@ __all__ = [
     "Hypervisor",
     "Nic",
     "Pool",
+    "Resources",
     "SerialLine",
     "SnapshotInfo",
     "event_loop_alive",

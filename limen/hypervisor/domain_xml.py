@@ -29,6 +29,18 @@ class DomainSpec:
     cdrom_path: str | None = None
     boot_cdrom: bool = False
     cdrom_bus: str = "sata"  # scsi (virtio-scsi), sata or ide
+    max_vcpus: int = 0  # up to which vCPUs can be plugged in while it runs (0: vcpus)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """A domain's vCPUs and memory: what it has (or starts with), and up to which it can be
+    given more while it runs (vCPUs plugged in, memory through the balloon)."""
+
+    vcpus: int
+    max_vcpus: int
+    memory_mib: int
+    max_memory_mib: int
 
 
 def _sub(parent: ET.Element, tag: str, text: str | int | None = None, **attrs: object) -> ET.Element:
@@ -59,7 +71,9 @@ def build(spec: DomainSpec) -> str:
     _sub(dom, "name", spec.name)
     _sub(dom, "uuid", spec.uuid)
     _sub(dom, "memory", spec.memory_mib, unit="MiB")
-    _sub(dom, "vcpu", spec.vcpus)
+    vcpu = _sub(dom, "vcpu", max(spec.vcpus, spec.max_vcpus))
+    if spec.max_vcpus > spec.vcpus:
+        vcpu.set("current", str(spec.vcpus))
     os_ = _sub(dom, "os")
     if spec.firmware == "uefi":
         # libvirt picks an OVMF build; one without Secure Boot, which needs enrolled keys.
@@ -210,27 +224,37 @@ def with_boot(xml: str, cdrom_first: bool) -> str:
     return ET.tostring(dom, encoding="unicode")
 
 
-def with_resources(xml: str, vcpus: int, memory_mib: int) -> str:
-    """The (inactive) domain XML with this many vCPUs and this much memory, both its maximum
-    and what it starts with."""
+def with_resources(xml: str, r: Resources) -> str:
+    """The domain XML with these vCPUs and this memory (what it starts with, and the maximums)."""
     dom = ET.fromstring(xml)
     vcpu = _find(dom, "vcpu")
-    vcpu.text = str(vcpus)
-    vcpu.attrib.pop("current", None)
-    for tag in ("memory", "currentMemory"):
+    vcpu.text = str(r.max_vcpus)
+    if r.max_vcpus > r.vcpus:
+        vcpu.set("current", str(r.vcpus))
+    else:
+        vcpu.attrib.pop("current", None)
+    for tag, mib in (("memory", r.max_memory_mib), ("currentMemory", r.memory_mib)):
         el = dom.find(tag)
         if el is None:
             el = _sub(dom, tag)
-        el.text, el.attrib = str(memory_mib), {"unit": "MiB"}
+        el.text, el.attrib = str(mib), {"unit": "MiB"}
     return ET.tostring(dom, encoding="unicode")
 
 
-def resources(xml: str) -> tuple[int, int]:
-    """A domain XML's vCPUs and maximum memory (MiB)."""
+_KIB = {"b": 1 / 1024, "bytes": 1 / 1024, "KiB": 1, "k": 1, "MiB": 1024, "M": 1024, "GiB": 1024**2, "G": 1024**2}
+
+
+def resources(xml: str) -> Resources:
+    """A domain XML's vCPUs and memory."""
     dom = ET.fromstring(xml)
-    memory = _find(dom, "memory")
-    scale = {"KiB": 1, "k": 1, "MiB": 1024, "M": 1024, "GiB": 1024**2, "G": 1024**2}[memory.get("unit", "KiB")]
-    return int(_find(dom, "vcpu").text or 0), int(memory.text or 0) * scale // 1024
+
+    def mib(el: ET.Element) -> int:
+        return int(int(el.text or 0) * _KIB[el.get("unit", "KiB")]) // 1024
+
+    vcpu, memory = _find(dom, "vcpu"), _find(dom, "memory")
+    current = dom.find("currentMemory")
+    most = int(vcpu.text or 1)
+    return Resources(int(vcpu.get("current", most)), most, mib(current if current is not None else memory), mib(memory))
 
 
 def disk_sources(xml: str) -> set[str]:

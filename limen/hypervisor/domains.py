@@ -1,6 +1,7 @@
 """Domains: define, start, stop, change and read them, by UUID."""
 
 import json
+import logging
 import time
 import xml.etree.ElementTree as ET
 
@@ -14,6 +15,8 @@ from .connection import Connection, is_error, translated
 from .host import Host
 from .pools import Pool
 from .states import DomainState
+
+log = logging.getLogger(__name__)
 
 # Why QEMU stopped a guest's CPUs itself (its run state), where libvirt knows no reason.
 _QEMU_PAUSES = {
@@ -91,6 +94,7 @@ class Domains:
             cpu_mode=self.cpu_mode,
             cdrom_path=cdrom,
             boot_cdrom=boot_cdrom,
+            max_vcpus=self.host.limits().cpus,  # more can be plugged in while it runs, up to the host's
             **devices,
         )
         self.connection.get().defineXML(domain_xml.build(spec))
@@ -129,18 +133,49 @@ class Domains:
     # -- what a user changes after the create (limen.vms.edit); each takes effect at once or
     # not at all, and only on a shut-off domain where libvirt asks for one --
     @translated
-    def set_resources(self, uuid: str, vcpus: int, memory_mib: int) -> None:
-        """A shut-off domain's vCPUs and memory, in one new definition."""
-        dom = self._dom(uuid)
-        if dom.isActive():
-            raise InvalidState("Shut the VM off to change its vCPUs or memory.")
-        xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-        self.connection.get().defineXML(domain_xml.with_resources(xml, vcpus, memory_mib))
+    def definition(self, uuid: str) -> str:
+        """The domain's definition, whole (secrets too), for ``restore`` after a change fails."""
+        return self._dom(uuid).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
 
     @translated
-    def resources(self, uuid: str) -> tuple[int, int]:
-        """The vCPUs and memory (MiB) the domain's definition gives it."""
-        return domain_xml.resources(self._dom(uuid).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    def restore(self, xml: str) -> None:
+        """Define a domain again as ``definition`` gave it."""
+        self.connection.get().defineXML(xml)
+
+    @translated
+    def resources(self, uuid: str, live: bool = False) -> domain_xml.Resources:
+        """The vCPUs and memory of the domain's definition (what its next start brings), or
+        with ``live`` what it runs with (its definition while it does not run)."""
+        dom = self._dom(uuid)
+        return domain_xml.resources(dom.XMLDesc(0 if live else libvirt.VIR_DOMAIN_XML_INACTIVE))
+
+    @translated
+    def resize(self, uuid: str, vcpus: int, memory_mib: int) -> domain_xml.Resources:
+        """Give the domain this many vCPUs and this much memory from its next start (its
+        definition; the vCPUs' maximum grows to them if it must, and the memory is its own
+        maximum). While it runs, what can change at once does: vCPUs added up to its maximum
+        (never removed: that needs the guest's help), and memory through the balloon up to what
+        it started with; a refusal there leaves the change for the next start. Returns what it
+        runs with now."""
+        dom = self._dom(uuid)
+        was = domain_xml.resources(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        # A guest without a balloon driver would use all of its maximum: it starts with no more.
+        wanted = domain_xml.Resources(vcpus, max(was.max_vcpus, vcpus), memory_mib, memory_mib)
+        self.connection.get().defineXML(domain_xml.with_resources(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), wanted))
+        if not dom.isActive():
+            return wanted
+        live = domain_xml.resources(dom.XMLDesc(0))
+        has_vcpus, has_mib = live.vcpus, live.memory_mib
+        try:
+            if live.vcpus < vcpus <= live.max_vcpus:
+                dom.setVcpusFlags(vcpus, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                has_vcpus = vcpus
+            if memory_mib != live.memory_mib and memory_mib <= live.max_memory_mib:
+                dom.setMemoryFlags(memory_mib * 1024, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                has_mib = memory_mib
+        except libvirt.libvirtError as e:  # QEMU or the guest cannot: from its next start, then
+            log.info("vm %s: a live change was refused (%s); it waits for the next start", uuid, e)
+        return domain_xml.Resources(has_vcpus, live.max_vcpus, has_mib, live.max_memory_mib)
 
     @translated
     def rename(self, uuid: str, name: str) -> None:

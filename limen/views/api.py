@@ -84,6 +84,9 @@ def _vm(vm: VM, op: Operation | None = None) -> dict:
         "snapshots": vm.snapshots,
         "snapshot_mib": vm.snapshot_mib,
         "description": vm.description or "",
+        "pending": {"vcpus": vm.pending_vcpus or vm.vcpus, "memory_mib": vm.pending_memory_mib or vm.memory_mib}
+        if vm.pending_vcpus or vm.pending_memory_mib
+        else None,
         "adopted": vm.adopted,
         "created_at": _stamp(vm.created_at),
         "state_seen_at": _stamp(vm.state_seen_at),

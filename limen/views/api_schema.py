@@ -279,6 +279,11 @@ VM = {
         "snapshots": {"type": "integer", "description": "how many snapshots it has"},
         "snapshot_mib": {"type": "integer", "description": "what they added to its disk, on the disk quota"},
         "description": {"type": "string", "description": "free text its owner wrote"},
+        "pending": {
+            "type": ["object", "null"],
+            "description": "the vCPUs and memory it is set to while it runs with others: its next start brings them",
+            "properties": {"vcpus": {"type": "integer"}, "memory_mib": {"type": "integer"}},
+        },
         "adopted": {"type": "boolean"},
         "created_at": STAMP,
         "state_seen_at": STAMP,

@@ -86,7 +86,7 @@ def document(server: str) -> dict:
                 "parameters": [UUID],
                 "get": {"summary": "One VM", "responses": {"200": _json(_ref("VM"), "The VM"), **_errors(401, 404)}},
                 "patch": {
-                    "summary": "Change its name, description, autostart, vCPUs or memory (the VM shut off for some)",
+                    "summary": "Change its name (shut off), description, autostart, vCPUs or memory",
                     "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("VMPatch")}}},
                     "responses": {"200": _json(_ref("VM"), "The VM"), **_errors(401, 404, 409, 422, 502, 503)},
                 },

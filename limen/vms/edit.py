@@ -1,12 +1,14 @@
-"""Changing a VM after it is made: its name and description, autostart with the host, and
-its vCPUs and memory (while it is shut off).
+"""Changing a VM after it is made: its name (while it is shut off) and description, autostart
+with the host, and its vCPUs and memory (at once where the running VM can take them, else from
+its next start).
 
 One request may change several of them. All are checked before any is made; then they are
-made under the VM's lock, one short libvirt call each, and if one fails, those made before it
-are undone, so that the VM is as it was. Each change is audited with its old and new value.
+made under the VM's lock, one short libvirt call each, and if one fails the domain gets its
+definition (and autostart) back, so that the VM is as it was. Each change is audited with its
+old and new value.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,7 @@ from .. import accounts, audit, runtime
 from ..errors import InvalidState, LimenError, ValidationFailed
 from ..extensions import db
 from ..forms import whole_number
+from ..hypervisor import Resources
 from ..models import VM, User
 from .create import MIN_MEMORY_MIB, NAME_RE
 from .lifecycle import idle, not_owned
@@ -24,7 +27,6 @@ from .queries import get_vm
 
 DESCRIPTION_MAX = 1000  # characters
 FIELDS = ("name", "description", "autostart", "vcpus", "memory_mib")
-SHUT_OFF_ONLY = ("name", "vcpus", "memory_mib")  # what libvirt changes only in a domain that is not running
 _TRUE, _FALSE = ("1", "on", "true", "yes"), ("0", "off", "false", "no", "")
 
 
@@ -36,20 +38,22 @@ class Change:
 
 
 def settings(user: User, vm_uuid: str) -> dict[str, object]:
-    """What the Details page's Settings card shows beyond the row: autostart (None while
-    libvirt cannot say)."""
+    """What the Details page shows beyond the row: autostart, and what the VM runs with and
+    its maximums (each None while libvirt cannot say)."""
     vm = get_vm(user, vm_uuid)
+    domains = runtime.get().hypervisor.domains
     try:
-        autostart: bool | None = runtime.get().hypervisor.domains.autostart(vm.uuid)
+        return dict(autostart=domains.autostart(vm.uuid), live=domains.resources(vm.uuid, live=True))
     except LimenError:
-        autostart = None
-    return dict(autostart=autostart)
+        return dict(autostart=None, live=None)
 
 
 @audit.refusals("vm.edit", subject="vm_uuid")
 def change(user: User, vm_uuid: str, form: Mapping[str, Any]) -> tuple[VM, list[Change]]:
     """Make the changes ``form`` asks for (any of FIELDS; a field left out stays); returns
-    the VM and what changed (nothing when every value was the VM's already)."""
+    the VM and what changed (nothing when every value was the VM's already). A running VM's
+    vCPUs and memory change at once where they can (limen.hypervisor: Domains.resize), else
+    from its next start: the row then says they are pending."""
     vm = get_vm(user, vm_uuid, "vm.edit")
     not_owned(vm)
     hv = runtime.get().hypervisor
@@ -62,73 +66,74 @@ def change(user: User, vm_uuid: str, form: Mapping[str, Any]) -> tuple[VM, list[
             "name": vm.name,
             "description": vm.description or "",
             "autostart": hv.domains.autostart(vm.uuid) if "autostart" in wanted else None,
-            "vcpus": vm.vcpus,
-            "memory_mib": vm.memory_mib,
+            "vcpus": vm.pending_vcpus or vm.vcpus,  # what the VM is set to: its next start brings it
+            "memory_mib": vm.pending_memory_mib or vm.memory_mib,
         }
         changes = [Change(f, old[f], v) for f, v in wanted.items() if old[f] != v]
         if not changes:
             return vm, []
-        cold = [c.field for c in changes if c.field in SHUT_OFF_ONLY]
-        if cold and current.state != "shutoff":
-            raise InvalidState(f"Shut the VM off to change its {_listed(cold)}; it is {current.state}.")
+        if "name" in wanted and old["name"] != wanted["name"] and current.state != "shutoff":
+            raise InvalidState(f"Shut the VM off to rename it; it is {current.state}.")
         new = {c.field: c.new for c in changes}
-        vcpus, memory_mib = new.get("vcpus", vm.vcpus), new.get("memory_mib", vm.memory_mib)
-        vm_id, owner_id, uuid = vm.id, vm.owner_id, vm.uuid
+        if "vcpus" in new or "memory_mib" in new:
+            new.setdefault("vcpus", old["vcpus"])
+            new.setdefault("memory_mib", old["memory_mib"])
+        vm_id, owner_id, uuid, off = vm.id, vm.owner_id, vm.uuid, current.state == "shutoff"
+        grows = {f: _counted(vm, f, new.get(f, old[f]), off) - _counted(vm, f, old[f], False) for f in old}
         db.session.commit()  # the claim's write comes first, and holds the database until the end
-        accounts.claim_growth(owner_id, max(0, vcpus - old["vcpus"]), max(0, memory_mib - old["memory_mib"]))
+        accounts.claim_growth(owner_id, max(0, grows["vcpus"]), max(0, grows["memory_mib"]))
         row = db.session.get(VM, vm_id)
         assert row is not None, "the VM's lock keeps its row: a delete is an Operation"
-        for c in changes:
-            if c.field != "autostart":  # libvirt's alone
-                setattr(row, c.field, c.new)
-            audit.record("vm.edit", actor=user, vm=row, detail=_detail(c))
+        for field in ("name", "description"):
+            if field in new:
+                setattr(row, field, new[field])
         try:
             db.session.flush()  # a name taken meanwhile is refused before libvirt is touched
         except IntegrityError:
             db.session.rollback()
             raise ValidationFailed({"name": f"The name {new['name']} is already taken."}) from None
-        _apply(uuid, old, new, vcpus, memory_mib)
+        now = _apply(uuid, old, new)
+        if now is not None:  # what it runs with (or starts with), and what waits for the next start
+            row.vcpus, row.memory_mib = now.vcpus, now.memory_mib
+            row.pending_vcpus = new["vcpus"] if new["vcpus"] != now.vcpus else None
+            row.pending_memory_mib = new["memory_mib"] if new["memory_mib"] != now.memory_mib else None
+        for c in changes:
+            later = c.field in ("vcpus", "memory_mib") and getattr(row, f"pending_{c.field}") is not None
+            audit.record("vm.edit", actor=user, vm=row, detail=_detail(c) + (" (from its next start)" if later else ""))
         db.session.commit()
     return row, changes
 
 
-def _apply(uuid: str, old: dict[str, Any], new: dict[str, Any], vcpus: int, memory_mib: int) -> None:
-    """Make the changes in libvirt; on a failure, undo the ones made, and raise."""
+def _counted(vm: VM, field: str, value: Any, replaces: bool) -> int:
+    """What a VM's vCPUs or memory count on the quota when set to ``value``: a running VM keeps
+    what it has until its next start, so the larger of that and the value; a shut-off VM's new
+    value (``replaces``) alone."""
+    if field not in ("vcpus", "memory_mib"):
+        return 0
+    return int(value) if replaces else max(getattr(vm, field), int(value))
+
+
+def _apply(uuid: str, old: dict[str, Any], new: dict[str, Any]) -> Resources | None:
+    """Make the changes in libvirt (the name last: nothing after it can fail); on a failure,
+    give the domain its definition and autostart back, and raise. Returns what the VM runs
+    with after a resize (None without one)."""
     domains = runtime.get().hypervisor.domains
-    steps: list[tuple[Callable[[], None], Callable[[], None]]] = []
-    if "description" in new:
-        steps.append(
-            (
-                lambda: domains.set_description(uuid, new["description"]),
-                lambda: domains.set_description(uuid, old["description"]),
-            )
-        )
-    if "autostart" in new:
-        steps.append(
-            (
-                lambda: domains.set_autostart(uuid, new["autostart"]),
-                lambda: domains.set_autostart(uuid, old["autostart"]),
-            )
-        )
-    if "vcpus" in new or "memory_mib" in new:
-        steps.append(
-            (
-                lambda: domains.set_resources(uuid, vcpus, memory_mib),
-                lambda: domains.set_resources(uuid, old["vcpus"], old["memory_mib"]),
-            )
-        )
-    if "name" in new:  # last: nothing after it can fail
-        steps.append((lambda: domains.rename(uuid, new["name"]), lambda: None))
-    done: list[Callable[[], None]] = []
+    before = domains.definition(uuid)
     try:
-        for make, undo in steps:
-            make()
-            done.append(undo)
+        if "description" in new:
+            domains.set_description(uuid, new["description"])
+        if "autostart" in new:
+            domains.set_autostart(uuid, new["autostart"])
+        now = domains.resize(uuid, new["vcpus"], new["memory_mib"]) if "vcpus" in new or "memory_mib" in new else None
+        if "name" in new:
+            domains.rename(uuid, new["name"])
     except LimenError:
         db.session.rollback()
-        for undo in reversed(done):
-            undo()
+        domains.restore(before)
+        if "autostart" in new:
+            domains.set_autostart(uuid, old["autostart"])
         raise
+    return now
 
 
 def _validate(vm: VM, form: Mapping[str, Any]) -> dict[str, Any]:
@@ -184,11 +189,6 @@ def _validate(vm: VM, form: Mapping[str, Any]) -> dict[str, Any]:
     if errors:
         raise ValidationFailed(errors)
     return wanted
-
-
-def _listed(fields: list[str]) -> str:
-    words = {"name": "name", "vcpus": "vCPUs", "memory_mib": "memory"}
-    return " and ".join(words[f] for f in fields)
 
 
 def _detail(c: Change) -> str:
