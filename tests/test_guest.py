@@ -133,6 +133,35 @@ def test_pause_and_resume_keep_an_open_ssh_session(guest_limen, vm):
         session.wait()
 
 
+def mem_total_mib(guest_limen, vm_uuid: str) -> int:
+    line = guest_limen.ssh(vm_uuid, "grep MemTotal /proc/meminfo").stdout
+    return int(line.split()[1]) // 1024
+
+
+def test_a_vcpu_plugged_in_and_memory_ballooned_show_inside_the_guest(guest_limen, vm):
+    name, vm_uuid = vm
+    api = Api(guest_limen.app, guest_limen.token)
+    assert guest_limen.ssh(vm_uuid, "nproc").stdout.strip() == "1"
+    started_with = mem_total_mib(guest_limen, vm_uuid)
+    assert 600 < started_with <= 768  # 768 MiB, less what the kernel keeps for itself
+
+    plugged = api("PATCH", f"/vms/{vm_uuid}", {"vcpus": 2})
+    assert (plugged.status_code, plugged.json["vcpus"], plugged.json["pending"]) == (200, 2, None), plugged.json
+    wait_until(lambda: guest_limen.ssh(vm_uuid, "nproc").stdout.strip() == "2", 60,
+               "the guest to put the plugged-in vCPU to use")
+
+    ballooned = api("PATCH", f"/vms/{vm_uuid}", {"memory_mib": 512})
+    assert (ballooned.json["memory_mib"], ballooned.json["pending"]) == (512, None), ballooned.json
+    wait_until(lambda: started_with - 256 - 16 <= mem_total_mib(guest_limen, vm_uuid) <= started_with - 256 + 16,
+               60, "the guest's MemTotal to lose the 256 MiB the balloon took")
+    given_back = api("PATCH", f"/vms/{vm_uuid}", {"memory_mib": 768})
+    assert (given_back.json["memory_mib"], given_back.json["pending"]) == (768, None), given_back.json
+    wait_until(lambda: mem_total_mib(guest_limen, vm_uuid) == started_with, 60,
+               "the balloon to give the guest its memory back")
+    row = find_row(guest_limen.admin.rows(), name)
+    assert row is not None and "at next start" not in row.html
+
+
 def finished(guest_limen, response, timeout: float = 300) -> dict:
     """Wait for the Operation an API request started (a snapshot of a guest under TCG takes a while)."""
     assert response.status_code == 202, response.json
