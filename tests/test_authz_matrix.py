@@ -58,6 +58,16 @@ MATRIX = {
     ("vms.detail", "GET"): ("/vms/{vm}", None, VM_ROUTE),
     ("vms.guest", "GET"): ("/vms/{vm}/guest", None, VM_ROUTE),
     ("vms.edit", "POST"): ("/vms/{vm}/edit", {"description": "by {role}"}, VM_POST),
+    # libvirt's test driver plugs no disk into a running VM (409) and resizes none (502); the
+    # VM has no vdb (404).
+    ("vms.add_disk", "POST"): ("/vms/{vm}/disks", {"gib": "1"}, expect(SIGN_IN, 404, 409, 409)),
+    ("vms.grow_disk", "POST"): ("/vms/{vm}/disks/vda/grow", {"gib": "2"}, expect(SIGN_IN, 404, 502, 502)),
+    ("vms.remove_disk", "POST"): ("/vms/{vm}/disks/vdb/delete", {}, expect(SIGN_IN, 404, 404, 404)),
+    # The matrix's VMs have no NIC, and the test driver plugs none in (409).
+    ("vms.add_nic", "POST"): ("/vms/{vm}/nics", {"network": "user"}, expect(SIGN_IN, 404, 409, 409)),
+    ("vms.change_nic", "POST"): ("/vms/{vm}/nics/52:54:00:00:00:01/change", {"link": "down"},
+                                 expect(SIGN_IN, 404, 404, 404)),
+    ("vms.remove_nic", "POST"): ("/vms/{vm}/nics/52:54:00:00:00:01/delete", {}, expect(SIGN_IN, 404, 404, 404)),
     # The matrix's VMs have no NIC (NETWORK "none"), so a forward is refused even for its
     # owner (422), and there is no forward 999 to remove (404).
     ("vms.add_forward", "POST"): ("/vms/{vm}/forwards", {"guest_port": "80"}, expect(SIGN_IN, 404, 422, 422)),
@@ -119,6 +129,15 @@ MATRIX = {
     ("api.take_snapshot", "POST"): ("/api/v1/vms/{vm}/snapshots", {"name": "api-{role}"}, expect(401, 404, 202, 202)),
     ("api.revert_snapshot", "POST"): ("/api/v1/vms/{vm}/snapshots/none/revert", {}, expect(401, 404, 404, 404)),
     ("api.delete_snapshot", "DELETE"): ("/api/v1/vms/{vm}/snapshots/none", None, expect(401, 404, 404, 404)),
+    ("api.list_disks", "GET"): ("/api/v1/vms/{vm}/disks", None, expect(401, 404, 200, 200)),
+    ("api.add_disk", "POST"): ("/api/v1/vms/{vm}/disks", {"gib": 1}, expect(401, 404, 409, 409)),
+    ("api.grow_disk", "PATCH"): ("/api/v1/vms/{vm}/disks/vda", {"gib": 2}, expect(401, 404, 502, 502)),
+    ("api.remove_disk", "DELETE"): ("/api/v1/vms/{vm}/disks/vdb", None, expect(401, 404, 404, 404)),
+    ("api.list_nics", "GET"): ("/api/v1/vms/{vm}/nics", None, expect(401, 404, 200, 200)),
+    ("api.add_nic", "POST"): ("/api/v1/vms/{vm}/nics", {"network": "user"}, expect(401, 404, 409, 409)),
+    ("api.change_nic", "PATCH"): ("/api/v1/vms/{vm}/nics/52:54:00:00:00:01", {"link": "down"},
+                                  expect(401, 404, 404, 404)),
+    ("api.remove_nic", "DELETE"): ("/api/v1/vms/{vm}/nics/52:54:00:00:00:01", None, expect(401, 404, 404, 404)),
     ("api.edit", "PATCH"): ("/api/v1/vms/{vm}", {"description": "by {role}"}, expect(401, 404, 200, 200)),
     ("api.insert_iso", "POST"): ("/api/v1/vms/{vm}/cdrom", {"medium": 999}, expect(401, 404, 422, 422)),
     ("api.eject", "POST"): ("/api/v1/vms/{vm}/eject", {"boot_from_disk": True}, expect(401, 404, 502, 502)),

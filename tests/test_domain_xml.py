@@ -3,7 +3,8 @@ import xml.etree.ElementTree as ET
 
 from dataclasses import replace
 
-from limen.hypervisor.domain_xml import DomainSpec, Resources, build, guest_choice, resources, with_resources
+from limen.hypervisor.domain_xml import (DomainSpec, Resources, boot_order, build, guest_choice, resources,
+                                        with_boot, with_boot_order, with_resources)
 
 SPEC = DomainSpec(name="web-1", uuid="5b7c1e9e-6c53-4b43-9d1e-3b4f1e0e1a11", vcpus=2,
                   memory_mib=1024, domain_type="kvm", arch="x86_64",
@@ -40,6 +41,23 @@ def test_vcpus_and_memory_are_read_and_written_with_their_maximums():
     # What libvirt writes back: KiB, and no unit at all.
     assert resources("<domain><vcpu current='1'>4</vcpu><memory unit='KiB'>2097152</memory>"
                      "<currentMemory>1048576</currentMemory></domain>") == Resources(1, 4, 1024, 2048)
+
+
+def test_the_boot_order_is_read_and_set_per_drive():
+    xml = build(replace(SPEC, cdrom_path="/isos/x.iso", boot_cdrom=True))  # <os><boot dev=cdrom/><boot dev=hd/>
+    assert boot_order(xml) == ["sda", "vda"]
+    ordered = with_boot_order(xml, ["vda"])
+    assert ET.fromstring(ordered).findall("./os/boot") == [] and boot_order(ordered) == ["vda"]
+    # "Boot from it" and "boot from disk" keep a per-drive order, with the CD-ROM first or out.
+    assert boot_order(with_boot(ordered, True)) == ["sda", "vda"]
+    assert boot_order(with_boot(with_boot(ordered, True), False)) == ["vda"]
+    assert boot_order(with_boot(with_boot_order(xml, ["sda"]), False)) == ["vda"]  # something still boots
+    try:
+        with_boot_order(xml, ["vdz"])
+    except ValueError as e:
+        assert "no drive vdz" in str(e)
+    else:
+        raise AssertionError("an unknown drive was taken")
 
 
 def test_every_vm_has_a_serial_line_and_seabios_writes_on_it():

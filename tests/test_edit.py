@@ -91,6 +91,29 @@ def test_the_details_page_changes_memory_and_says_what_is_wrong(app, api):
     assert defined(app, vm)[2] == 128
 
 
+def test_the_boot_order_names_the_drives_it_boots_from(app, api):
+    vm = made_vm(api)
+    assert api("GET", f"/vms/{vm}").json["boot_order"] == ["vda"]
+    drives = [t.get("dev") for t in ET.fromstring(domain(app, vm).XMLDesc(0)).findall("./devices/disk/target")]
+    cdrom = next(d for d in drives if d != "vda")
+    changed = api("PATCH", f"/vms/{vm}", {"boot_order": [cdrom, "vda"]})
+    assert changed.status_code == 200 and changed.json["boot_order"] == [cdrom, "vda"]
+    assert changed.json["boot_cdrom"] is True  # the CD-ROM card says so too
+    assert edits(app)[-1] == f"boot order: vda → {cdrom}, vda"
+    for order, says in (([], "at least one"), (["vda", "vda"], "once"), (["vdz"], "no drive vdz")):
+        refused = api("PATCH", f"/vms/{vm}", {"boot_order": order})
+        assert refused.status_code == 422 and says in refused.json["error"]["details"]["fields"]["boot_order"], order
+    assert api("GET", f"/vms/{vm}").json["boot_order"] == [cdrom, "vda"]
+    # The Details page's form: one select per place, an empty one boots nothing more.
+    admin = signed_in(app, "admin", admin_password(app))
+    page = admin.client.get(f"/vms/{vm}").text
+    assert f'<option value="{cdrom}" selected>{cdrom} (CD-ROM)</option>' in page
+    saved = admin.client.post(f"/vms/{vm}/edit", data={"csrf_token": admin.csrf, "boot_order": ["vda", ""]})
+    assert saved.status_code == 302 and api("GET", f"/vms/{vm}").json["boot_order"] == ["vda"]
+    refused = admin.client.post(f"/vms/{vm}/edit", data={"csrf_token": admin.csrf, "boot_order": ["", ""]})
+    assert refused.status_code == 422 and "Choose at least one drive to boot from." in refused.text
+
+
 def test_bad_input_is_refused_and_changes_nothing(app, api):
     vm = made_vm(api)
     made_vm(api, "taken")

@@ -162,6 +162,51 @@ def test_a_vcpu_plugged_in_and_memory_ballooned_show_inside_the_guest(guest_lime
     assert row is not None and "at next start" not in row.html
 
 
+def lsblk_bytes(guest_limen, vm_uuid: str) -> dict[str, int]:
+    """name -> size in bytes of the guest's whole disks, as lsblk says."""
+    out = guest_limen.ssh(vm_uuid, "lsblk -b -d -n -o NAME,SIZE,TYPE").stdout
+    return {name: int(size) for name, size, kind in (line.split() for line in out.splitlines()) if kind == "disk"}
+
+
+def test_a_disk_plugged_in_and_the_boot_disk_grown_show_in_lsblk(guest_limen, vm):
+    name, vm_uuid = vm
+    api = Api(guest_limen.app, guest_limen.token)
+    assert lsblk_bytes(guest_limen, vm_uuid) == {"vda": 3 * 1024**3}
+    added = api("POST", f"/vms/{vm_uuid}/disks", {"gib": 1})
+    assert added.status_code == 201, added.json
+    wait_until(lambda: lsblk_bytes(guest_limen, vm_uuid).get(added.json["dev"]) == 1024**3, 60,
+               "the guest to see the plugged-in disk")
+    grown = api("PATCH", f"/vms/{vm_uuid}/disks/vda", {"gib": 4})
+    assert grown.status_code == 200, grown.json
+    wait_until(lambda: lsblk_bytes(guest_limen, vm_uuid)["vda"] == 4 * 1024**3, 60,
+               "the guest to see its boot disk grown")
+    assert guest_limen.api_vm(vm_uuid)["disk_gib"] == 5
+
+
+def test_a_nic_set_link_down_loses_its_carrier(guest_limen, vm):
+    name, vm_uuid = vm
+    api = Api(guest_limen.app, guest_limen.token)
+    added = api("POST", f"/vms/{vm_uuid}/nics", {"network": "user"})  # SSH keeps to the first NIC
+    assert added.status_code == 201, added.json
+    mac = added.json["mac"]
+
+    def interface() -> str | None:
+        found = guest_limen.ssh(vm_uuid, f"grep -l {mac} /sys/class/net/*/address").stdout.strip()
+        return found.split("/")[-2] if found else None
+
+    iface = wait_until(interface, 60, "the guest to see the plugged-in NIC")
+    assert guest_limen.ssh(vm_uuid, f"sudo ip link set {iface} up").returncode == 0
+
+    def carrier() -> str:
+        return guest_limen.ssh(vm_uuid, f"cat /sys/class/net/{iface}/carrier").stdout.strip()
+
+    wait_until(lambda: carrier() == "1", 30, "the new NIC's carrier")
+    assert api("PATCH", f"/vms/{vm_uuid}/nics/{mac}", {"link": "down"}).json["link"] == "down"
+    wait_until(lambda: carrier() == "0", 30, "the guest to lose the NIC's carrier")
+    assert api("PATCH", f"/vms/{vm_uuid}/nics/{mac}", {"link": "up"}).json["link"] == "up"
+    wait_until(lambda: carrier() == "1", 30, "the guest to get the NIC's carrier back")
+
+
 def finished(guest_limen, response, timeout: float = 300) -> dict:
     """Wait for the Operation an API request started (a snapshot of a guest under TCG takes a while)."""
     assert response.status_code == 202, response.json

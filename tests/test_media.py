@@ -319,8 +319,10 @@ def test_a_vm_without_a_drive_gets_one_while_it_is_shut_off(app, admin, libvirt_
                                                   domain_xml(libvirt_conn, app, "older").findall("./devices/disk[@device='disk']/target")}
 
 
-def test_a_vm_that_orders_its_boot_devices_itself_says_so(app, admin, libvirt_conn):
-    """Domains from virt-install order boot devices one by one; <os><boot> cannot join them."""
+def test_a_vm_that_orders_its_boot_devices_itself_keeps_its_order_with_the_cdrom_first_or_out(app, admin,
+                                                                                                libvirt_conn):
+    """Domains from virt-install order boot devices one by one (<os><boot> cannot join them):
+    "boot from it" puts the CD-ROM drive first in that order, "boot from disk" takes it out."""
     import libvirt
 
     iso = library_iso(app, libvirt_conn, "rescue")
@@ -331,12 +333,20 @@ def test_a_vm_that_orders_its_boot_devices_itself_says_so(app, admin, libvirt_co
         xml.find("os").remove(boot)
     ET.SubElement(xml.find("./devices/disk[@device='disk']"), "boot", order="1")
     libvirt_conn.defineXML(ET.tostring(xml, encoding="unicode"))
+
+    def order() -> dict[str, str]:
+        after = domain_xml(libvirt_conn, app, "ordered")
+        assert after.findall("./os/boot") == []
+        return {d.get("device"): d.find("boot").get("order") for d in after.findall("./devices/disk")
+                if d.find("boot") is not None}
+
     response = admin.client.post(f"/vms/{vm_uuid}/cdrom", data={"csrf_token": admin.csrf, "medium": str(iso),
                                                                 "boot": "on"})
-    assert response.status_code == 409
-    assert "sets its boot order per device" in response.text
-    after = domain_xml(libvirt_conn, app, "ordered")
-    assert after.findall("./os/boot") == [] and after.find("./devices/disk/boot").get("order") == "1"
+    assert response.status_code == 302
+    assert order() == {"cdrom": "1", "disk": "2"}
+    response = admin.client.post(f"/vms/{vm_uuid}/eject", data={"csrf_token": admin.csrf, "boot_from_disk": "1"})
+    assert response.status_code == 302
+    assert order() == {"disk": "1"}
 
 
 def test_deleting_a_medium_while_vms_are_made_from_it_never_leaves_one_without_it(app, admin, libvirt_conn):

@@ -27,7 +27,7 @@ def test_a_domain_another_tool_made_is_listed_for_admins_and_can_be_adopted(app,
     assert admin.htmx_post(url, {"owner": "bob"}).status_code == 200
     assert admin.row_state("outsider") == "shutoff"
     row = bob.row_html("outsider")
-    assert "<td>2</td>" in row and "<td>128 MiB</td>" in row and "not LIMEN&#39;s" in row
+    assert '<td class="vcpus">2</td>' in row and '<td class="memory">128 MiB</td>' in row and "not LIMEN&#39;s" in row
     with app.app_context():
         events = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "vm.adopt")).all()
         assert [(e.actor, e.result) for e in events] == [

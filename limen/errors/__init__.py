@@ -53,6 +53,7 @@ from .console import (
     VNCUnreachable,
 )
 from .vms import (
+    DiskNotFound,
     ForwardNotFound,
     HypervisorError,
     HypervisorUnavailable,
@@ -61,6 +62,7 @@ from .vms import (
     MediumInUse,
     MediumNotFound,
     MediumTooLarge,
+    NicNotFound,
     OperationInterrupted,
     OperationNotFound,
     PortInUse,
@@ -90,6 +92,7 @@ __all__ = [
     "ConnectionLost",
     "ConsoleLimit",
     "ConsolePageError",
+    "DiskNotFound",
     "ForbiddenOrigin",
     "ForwardNotFound",
     "HypervisorError",
@@ -104,6 +107,7 @@ __all__ = [
     "MediumNotFound",
     "MediumTooLarge",
     "MessageTooBig",
+    "NicNotFound",
     "NotAllowed",
     "NotSignedIn",
     "OperationInterrupted",

@@ -140,6 +140,18 @@ class SnapshotNotFound(LimenError):
     sentence = "The VM has no snapshot of that name."
 
 
+class DiskNotFound(LimenError):
+    code = "DISK_NOT_FOUND"
+    status = 404
+    sentence = "The VM has no disk of that name."
+
+
+class NicNotFound(LimenError):
+    code = "NIC_NOT_FOUND"
+    status = 404
+    sentence = "The VM has no NIC with that MAC address."
+
+
 class OperationInterrupted(LimenError):
     code = "OPERATION_INTERRUPTED"
     status = 500

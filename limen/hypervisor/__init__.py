@@ -20,15 +20,19 @@ from .pools import Pool
 from .serial import Serial, SerialLine
 from .snapshots import SnapshotInfo, Snapshots
 from .states import ACTIVE_STATES, DomainState
+from .vm_disks import Disk, VMDisks
+from .vm_nics import Interface, VMNics
 
 __all__ = [
     "ACTIVE_STATES",
     "Attachment",
+    "Disk",
     "DomainState",
     "Forward",
     "GuestInfo",
     "HostLimits",
     "Hypervisor",
+    "Interface",
     "Nic",
     "Pool",
     "Resources",
@@ -61,6 +65,8 @@ class Hypervisor:
         self.disks = Pool(self.connection, disk_pool, disk_dir)
         self.media = Pool(self.connection, media_pool, media_dir)
         self.domains = Domains(self.connection, self.host, self.disks, self.media, network, cpu_mode)
+        self.vm_disks = VMDisks(self.connection, self.disks)
+        self.vm_nics = VMNics(self.connection)
         self.display = Display(self.connection)
         self.serial = Serial(self.connection)
         self.snapshots = Snapshots(self.connection)

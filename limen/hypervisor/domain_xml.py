@@ -112,6 +112,13 @@ def build(spec: DomainSpec) -> str:
         if kind != USER:
             _sub(nic, "source", **{kind: name})
         _sub(nic, "model", type=spec.nic_model)
+    if "q35" in spec.machine:
+        # PCI Express has no slot to plug a device into while the VM runs but an empty root port:
+        # libvirt puts the devices above on some of these, and disks and NICs added later go on
+        # the rest.
+        _sub(devices, "controller", type="pci", index=0, model="pcie-root")
+        for index in range(1, PCIE_ROOT_PORTS + 1):
+            _sub(devices, "controller", type="pci", index=index, model="pcie-root-port")
     # VNC only on the loopback address; a free port is chosen by libvirt when the VM starts.
     graphics = _sub(devices, "graphics", type="vnc", port="-1", autoport="yes")
     _sub(graphics, "listen", type="address", address="127.0.0.1")
@@ -128,6 +135,7 @@ def build(spec: DomainSpec) -> str:
 
 
 GUEST_AGENT = "org.qemu.guest_agent.0"
+PCIE_ROOT_PORTS = 16  # a q35 VM's: for its own devices, and those plugged in while it runs
 
 
 def parse_network(choice: str) -> tuple[str, str]:
@@ -214,13 +222,64 @@ def with_cdrom(xml: str, path: str | None) -> str:
 
 
 def with_boot(xml: str, cdrom_first: bool) -> str:
-    """The domain XML with its boot order set: the CD-ROM, then the disk; or the disk only.
-    A domain that orders its devices one by one (<boot order>, as virt-install writes) cannot
-    have <os><boot> too: ValueError."""
+    """The domain XML with its boot order set: the CD-ROM, then the disk; or the disk only. A
+    domain that orders its devices one by one keeps its order, with the CD-ROM drive put first
+    or taken out of it."""
     dom = ET.fromstring(xml)
-    if dom.find("./devices/*/boot[@order]") is not None:
-        raise ValueError("This VM sets its boot order per device; change it with virsh edit")
-    _set_boot(_find(dom, "os"), cdrom_first)
+    if dom.find("./devices/*/boot[@order]") is None:
+        _set_boot(_find(dom, "os"), cdrom_first)
+        return ET.tostring(dom, encoding="unicode")
+    found = find_cdrom(xml)
+    order = [dev for dev in boot_order(xml) if found is None or dev != found[0]]
+    if cdrom_first and found is not None:
+        order.insert(0, found[0])
+    if not order:  # the CD-ROM drive was all it booted from: its first disk, then
+        first = dom.find("./devices/disk[@device='disk']/target")
+        order = [_attr(first, "dev")] if first is not None else []
+    return with_boot_order(xml, order)
+
+
+def _drives(dom: ET.Element) -> dict[str, ET.Element]:
+    """The domain's disks and CD-ROM drives by their target dev."""
+    return {
+        _attr(_find(el, "target"), "dev"): el
+        for el in dom.findall("./devices/disk")
+        if el.get("device", "disk") in ("disk", "cdrom")
+    }
+
+
+def boot_order(xml: str) -> list[str]:
+    """The drives (target devs) the domain boots from, in order: its per-device <boot order>,
+    or its <os><boot dev> read as its first CD-ROM drive and its first disk."""
+    dom = ET.fromstring(xml)
+    drives = _drives(dom)
+    ordered = sorted(
+        (int(_attr(boot, "order")), dev) for dev, el in drives.items() if (boot := el.find("boot")) is not None
+    )
+    if ordered:
+        return [dev for _, dev in ordered]
+    firsts: dict[str, str] = {}
+    for dev, el in drives.items():
+        firsts.setdefault({"cdrom": "cdrom", "disk": "hd"}[el.get("device", "disk")], dev)
+    return [firsts[b.get("dev", "")] for b in dom.findall("./os/boot") if b.get("dev") in firsts]
+
+
+def with_boot_order(xml: str, devs: list[str]) -> str:
+    """The domain XML booting from these drives (target devs), in this order, and from no
+    other: per-device <boot order>, without <os><boot>. An unknown dev: ValueError."""
+    dom = ET.fromstring(xml)
+    drives = _drives(dom)
+    unknown = [dev for dev in devs if dev not in drives]
+    if unknown:
+        raise ValueError(f"The VM has no drive {unknown[0]}")
+    os_ = _find(dom, "os")
+    for boot in os_.findall("boot"):
+        os_.remove(boot)
+    for el in _find(dom, "devices"):
+        for boot in el.findall("boot"):
+            el.remove(boot)
+    for n, dev in enumerate(devs, 1):
+        drives[dev].append(ET.Element("boot", order=str(n)))
     return ET.tostring(dom, encoding="unicode")
 
 

@@ -141,6 +141,13 @@ class Pool:
         return True
 
     @translated
+    def names(self, prefix: str) -> list[str]:
+        """The pool's volumes whose names start with ``prefix``."""
+        pool = self._pool()
+        pool.refresh(0)
+        return sorted(name for name in pool.listVolumes() if name.startswith(prefix))
+
+    @translated
     def files(self) -> dict[str, int]:
         """Each volume's name and the size of its file in bytes."""
         pool = self._pool()

@@ -11,7 +11,7 @@ from flask import Blueprint, g, jsonify, render_template, request
 
 from .. import accounts, media, vms
 from ..accounts import tokens
-from ..errors import TokenInvalid, ValidationFailed
+from ..errors import LimenError, TokenInvalid, ValidationFailed
 from ..extensions import csrf
 from ..forms import whole_number
 from ..models import VM, Forward, Operation
@@ -168,10 +168,19 @@ def clone_vm(vm_uuid):
     return jsonify(vm=_vm(vms.get_vm(g.api_user, op.vm_uuid), op), operation=_operation(op)), 202
 
 
+def _one_vm(vm: VM, op: Operation | None = None) -> dict:
+    """One VM's answer: the table's fields, and what only libvirt knows (its boot order)."""
+    try:
+        boot_order = vms.disks.boot_order(g.api_user, vm.uuid)
+    except LimenError:
+        boot_order = None
+    return {**_vm(vm, op), "boot_order": boot_order}
+
+
 @bp.get("/vms/<uuid:vm_uuid>")
 def get_vm(vm_uuid):
     row = vms.row(g.api_user, str(vm_uuid))
-    return jsonify(_vm(row.vm, row.op))
+    return jsonify(_one_vm(row.vm, row.op))
 
 
 @bp.delete("/vms/<uuid:vm_uuid>")
@@ -231,7 +240,68 @@ def delete_snapshot(vm_uuid, name):
 def edit(vm_uuid):
     body = api_schema.check(api_schema.VM_PATCH, request.get_json(silent=True))
     vm, _changes = vms.edit(g.api_user, str(vm_uuid), body)
-    return jsonify(_vm(vm))
+    return jsonify(_one_vm(vm))
+
+
+def _disk(d) -> dict:
+    return {
+        "dev": d.dev,
+        "bus": d.bus,
+        "volume": d.volume,
+        "capacity_bytes": d.capacity,
+        "allocation_bytes": d.allocation,
+        "backing": d.backing,
+    }
+
+
+@bp.get("/vms/<uuid:vm_uuid>/disks")
+def list_disks(vm_uuid):
+    return jsonify([_disk(d) for d in vms.disks.of(g.api_user, str(vm_uuid))])
+
+
+@bp.post("/vms/<uuid:vm_uuid>/disks")
+def add_disk(vm_uuid):
+    body = api_schema.check(api_schema.DISK_SIZE, request.get_json(silent=True))
+    return jsonify(_disk(vms.disks.add(g.api_user, str(vm_uuid), body))), 201
+
+
+@bp.patch("/vms/<uuid:vm_uuid>/disks/<dev>")
+def grow_disk(vm_uuid, dev):
+    body = api_schema.check(api_schema.DISK_SIZE, request.get_json(silent=True))
+    return jsonify(_disk(vms.disks.grow(g.api_user, str(vm_uuid), dev, body)))
+
+
+@bp.delete("/vms/<uuid:vm_uuid>/disks/<dev>")
+def remove_disk(vm_uuid, dev):
+    vms.disks.remove(g.api_user, str(vm_uuid), dev)
+    return "", 204
+
+
+def _nic(n) -> dict:
+    return {"mac": n.mac, "network": n.network, "model": n.model, "link": "up" if n.link_up else "down"}
+
+
+@bp.get("/vms/<uuid:vm_uuid>/nics")
+def list_nics(vm_uuid):
+    return jsonify([_nic(n) for n in vms.nics.of(g.api_user, str(vm_uuid))])
+
+
+@bp.post("/vms/<uuid:vm_uuid>/nics")
+def add_nic(vm_uuid):
+    body = api_schema.check(api_schema.NIC_ADD, request.get_json(silent=True))
+    return jsonify(_nic(vms.nics.add(g.api_user, str(vm_uuid), body))), 201
+
+
+@bp.patch("/vms/<uuid:vm_uuid>/nics/<mac>")
+def change_nic(vm_uuid, mac):
+    body = api_schema.check(api_schema.NIC_PATCH, request.get_json(silent=True))
+    return jsonify(_nic(vms.nics.change(g.api_user, str(vm_uuid), mac, body)))
+
+
+@bp.delete("/vms/<uuid:vm_uuid>/nics/<mac>")
+def remove_nic(vm_uuid, mac):
+    vms.nics.remove(g.api_user, str(vm_uuid), mac)
+    return "", 204
 
 
 @bp.post("/vms/<uuid:vm_uuid>/cdrom")

@@ -219,6 +219,60 @@ VM_CLONE = {
     },
     "examples": [{"name": "web-2", "disk": "linked"}],
 }
+DISK = {
+    "type": "object",
+    "required": ["dev", "bus", "volume", "capacity_bytes", "allocation_bytes", "backing"],
+    "properties": {
+        "dev": {"type": "string", "description": "the guest's name for it (vda, vdb, sda …): how LIMEN names it"},
+        "bus": {"type": "string"},
+        "volume": {"type": ["string", "null"], "description": "its volume in LIMEN's pool"},
+        "capacity_bytes": {"type": ["integer", "null"], "description": "what the guest sees"},
+        "allocation_bytes": {"type": ["integer", "null"], "description": "what its file really takes"},
+        "backing": {"type": ["string", "null"], "description": "the file it reads through to"},
+    },
+}
+DISK_SIZE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["gib"],
+    "properties": {
+        "gib": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "a new disk's size, or the size to grow one to (never less than it has)",
+        }
+    },
+    "examples": [{"gib": 10}],
+}
+NIC_MODEL = {"enum": ["virtio", "e1000e", "e1000"], "description": "what the guest sees (it needs a driver for it)"}
+NIC = {
+    "type": "object",
+    "required": ["mac", "network", "model", "link"],
+    "properties": {
+        "mac": {"type": "string", "description": "libvirt chose it; LIMEN names the NIC by it"},
+        "network": {"type": "string", "description": '"user", "network:NAME" or "bridge:NAME"'},
+        "model": {"type": "string"},
+        "link": {"enum": ["up", "down"]},
+    },
+}
+NIC_ADD = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "network": {"type": "string", "description": "as at create; the configured NETWORK unless said"},
+        "model": {**NIC_MODEL, "description": "the VM's OS profile's model unless said"},
+    },
+    "examples": [{"network": "user"}],
+}
+NIC_PATCH = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "link": {"enum": ["up", "down"], "description": "at once while the VM runs"},
+        "model": {**NIC_MODEL, "description": "the VM shut off"},
+    },
+    "examples": [{"link": "down"}],
+}
 VM_PATCH = {
     "type": "object",
     "additionalProperties": False,
@@ -226,6 +280,12 @@ VM_PATCH = {
         "name": {**NAME, "description": NAME["description"] + "; the VM shut off (its seed's hostname stays)"},
         "description": {"type": "string", "description": "free text, up to 1000 characters"},
         "autostart": {"type": "boolean", "description": "whether it starts when the host does"},
+        "boot_order": {
+            "type": "array",
+            "items": {"type": "string"},
+            "minItems": 1,
+            "description": "the drives (disk and CD-ROM devs: vda, sdb …) it boots from, in order, from its next start",
+        },
         "vcpus": {"type": "integer", "minimum": 1, "description": "the VM shut off; within the host and the quota"},
         "memory_mib": {
             "type": "integer",
@@ -279,6 +339,11 @@ VM = {
         "snapshots": {"type": "integer", "description": "how many snapshots it has"},
         "snapshot_mib": {"type": "integer", "description": "what they added to its disk, on the disk quota"},
         "description": {"type": "string", "description": "free text its owner wrote"},
+        "boot_order": {
+            "type": ["array", "null"],
+            "items": {"type": "string"},
+            "description": "one VM's answers: the drives it boots from, in order (null: libvirt cannot say)",
+        },
         "pending": {
             "type": ["object", "null"],
             "description": "the vCPUs and memory it is set to while it runs with others: its next start brings them",
@@ -403,6 +468,11 @@ SCHEMAS = {
     "Snapshot": SNAPSHOT,
     "VMClone": VM_CLONE,
     "VMPatch": VM_PATCH,
+    "Disk": DISK,
+    "DiskSize": DISK_SIZE,
+    "Nic": NIC,
+    "NicAdd": NIC_ADD,
+    "NicPatch": NIC_PATCH,
     "SnapshotCreate": SNAPSHOT_CREATE,
 }
 

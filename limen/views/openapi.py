@@ -118,6 +118,60 @@ def document(server: str) -> dict:
                     "responses": {"201": _json(_ref("ConsoleTicket"), "The ticket"), **_errors(401, 404, 422)},
                 },
             },
+            "/vms/{uuid}/disks": {
+                "parameters": [UUID],
+                "get": {
+                    "summary": "The VM's disks: size, what each takes, bus, backing image",
+                    "responses": {
+                        "200": _json({"type": "array", "items": _ref("Disk")}, "Its disks"),
+                        **_errors(401, 404, 502, 503),
+                    },
+                },
+                "post": {
+                    "summary": "Add an empty data disk (plugged in at once while the VM runs)",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("DiskSize")}}},
+                    "responses": {"201": _json(_ref("Disk"), "The new disk"), **_errors(401, 404, 409, 422, 502, 503)},
+                },
+            },
+            "/vms/{uuid}/disks/{dev}": {
+                "parameters": [UUID, {"name": "dev", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "patch": {
+                    "summary": "Grow a disk (at once while the VM runs); never shrink it",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("DiskSize")}}},
+                    "responses": {"200": _json(_ref("Disk"), "The disk"), **_errors(401, 404, 409, 422, 502, 503)},
+                },
+                "delete": {
+                    "summary": "Take a shut-off VM's data disk away and delete its volume",
+                    "responses": {"204": {"description": "Gone"}, **_errors(401, 404, 409, 502, 503)},
+                },
+            },
+            "/vms/{uuid}/nics": {
+                "parameters": [UUID],
+                "get": {
+                    "summary": "The VM's NICs: MAC, network, model, link",
+                    "responses": {
+                        "200": _json({"type": "array", "items": _ref("Nic")}, "Its NICs"),
+                        **_errors(401, 404, 502, 503),
+                    },
+                },
+                "post": {
+                    "summary": "Add a NIC (plugged in at once while the VM runs)",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("NicAdd")}}},
+                    "responses": {"201": _json(_ref("Nic"), "The new NIC"), **_errors(401, 404, 409, 422, 502, 503)},
+                },
+            },
+            "/vms/{uuid}/nics/{mac}": {
+                "parameters": [UUID, {"name": "mac", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "patch": {
+                    "summary": "Set a NIC's link up or down (at once), or its model (shut off)",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("NicPatch")}}},
+                    "responses": {"200": _json(_ref("Nic"), "The NIC"), **_errors(401, 404, 409, 422, 502, 503)},
+                },
+                "delete": {
+                    "summary": "Take a shut-off VM's NIC away",
+                    "responses": {"204": {"description": "Gone"}, **_errors(401, 404, 409, 502, 503)},
+                },
+            },
             "/vms/{uuid}/cdrom": {
                 "parameters": [UUID],
                 "post": {

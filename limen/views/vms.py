@@ -7,7 +7,15 @@ from flask import Blueprint, current_app, jsonify, redirect, render_template, re
 from flask_login import current_user
 
 from .. import runtime, vms
-from ..errors import InvalidState, QuotaExceeded, ValidationFailed, VMBusy
+from ..errors import (
+    DiskNotFound,
+    InvalidState,
+    LimenError,
+    NicNotFound,
+    QuotaExceeded,
+    ValidationFailed,
+    VMBusy,
+)
 
 bp = Blueprint("vms", __name__)
 
@@ -118,11 +126,23 @@ def action(vm_uuid, action):
 
 def _detail_page(vm_uuid) -> dict:
     uuid = str(vm_uuid)
-    return {
+    page = {
         **vms.snapshot_card(current_user, uuid),
         **vms.detail(current_user, uuid),
         **vms.settings(current_user, uuid),
     }
+    for card, listed in (
+        ("disks", vms.disks.of),
+        ("nics", vms.nics.of),
+        ("drives", vms.disks.drives),
+        ("boot_order", vms.disks.boot_order),
+    ):
+        try:
+            page[card] = listed(current_user, uuid)
+        except LimenError:
+            page[card] = None  # libvirt cannot say now; the page still shows the rest
+    page["network_choices"] = vms.network.choices()
+    return page
 
 
 @bp.get("/vms/<uuid:vm_uuid>")
@@ -148,6 +168,55 @@ def edit(vm_uuid):
 def guest(vm_uuid):
     """The Details page's Guest card, which polls itself while the VM runs."""
     return render_template("vms/_guest.html", vm=vms.get_vm(current_user, str(vm_uuid)))
+
+
+def _device_changed(vm_uuid, call, card: str, done: str):
+    """Run a change to a disk or a NIC (``card``); the page again with what was wrong, or
+    with what was done."""
+    try:
+        call()
+    except (ValidationFailed, QuotaExceeded, InvalidState, VMBusy, DiskNotFound, NicNotFound) as e:
+        page = _detail_page(vm_uuid)
+        return render_template(
+            "vms/detail.html", **page, **{f"{card}_form": request.form, f"{card}_problem": e}
+        ), e.status
+    return redirect(url_for("vms.detail", vm_uuid=vm_uuid, done=done))
+
+
+@bp.post("/vms/<uuid:vm_uuid>/disks")
+def add_disk(vm_uuid):
+    return _device_changed(
+        vm_uuid, lambda: vms.disks.add(current_user, str(vm_uuid), request.form), "disk", "disk-added"
+    )
+
+
+@bp.post("/vms/<uuid:vm_uuid>/disks/<dev>/grow")
+def grow_disk(vm_uuid, dev):
+    return _device_changed(
+        vm_uuid, lambda: vms.disks.grow(current_user, str(vm_uuid), dev, request.form), "disk", "disk-grown"
+    )
+
+
+@bp.post("/vms/<uuid:vm_uuid>/disks/<dev>/delete")
+def remove_disk(vm_uuid, dev):
+    return _device_changed(vm_uuid, lambda: vms.disks.remove(current_user, str(vm_uuid), dev), "disk", "disk-removed")
+
+
+@bp.post("/vms/<uuid:vm_uuid>/nics")
+def add_nic(vm_uuid):
+    return _device_changed(vm_uuid, lambda: vms.nics.add(current_user, str(vm_uuid), request.form), "nic", "nic-added")
+
+
+@bp.post("/vms/<uuid:vm_uuid>/nics/<mac>/change")
+def change_nic(vm_uuid, mac):
+    return _device_changed(
+        vm_uuid, lambda: vms.nics.change(current_user, str(vm_uuid), mac, request.form), "nic", "nic-changed"
+    )
+
+
+@bp.post("/vms/<uuid:vm_uuid>/nics/<mac>/delete")
+def remove_nic(vm_uuid, mac):
+    return _device_changed(vm_uuid, lambda: vms.nics.remove(current_user, str(vm_uuid), mac), "nic", "nic-removed")
 
 
 @bp.post("/vms/<uuid:vm_uuid>/cdrom")

@@ -1,6 +1,6 @@
 """VM use cases, one module per seam: ``queries`` (the table, a page, one VM), ``create``
 (validation and the request), ``actions`` (start … delete, the CD-ROM, adopt and forget),
-``edit`` (name, description, autostart, vCPUs and memory), ``network`` (NICs and forwarded
+``edit`` (name, description, autostart, vCPUs and memory), ``disks``, ``nics``, ``network`` (NICs and forwarded
 ports), ``snapshots`` (take, revert, delete), ``clone`` and ``jobs`` (the background work those
 requests queue). ``lifecycle`` holds what they share: which state allows
 which action, and the one way an action is queued.
@@ -8,7 +8,11 @@ which action, and the one way an action is queued.
 Views call these functions and render; importing the package registers the job handlers.
 """
 
-from . import jobs  # noqa: F401  (registers the Operation handlers)
+from . import (
+    disks,
+    jobs,  # noqa: F401  (registers the Operation handlers)
+    nics,
+)
 from .actions import adopt, eject, forget, insert_iso, request_action, request_delete, start_or_join
 from .clone import request_clone
 from .create import create_choices, request_create, validate
@@ -25,6 +29,7 @@ __all__ = [
     "adopt",
     "create_choices",
     "detail",
+    "disks",
     "edit",
     "eject",
     "forget",
@@ -32,6 +37,7 @@ __all__ = [
     "hypervisor_problem",
     "insert_iso",
     "list_snapshots",
+    "nics",
     "operation",
     "owners",
     "remove_forward",

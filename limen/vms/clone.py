@@ -21,7 +21,7 @@ from ..models import CREATING, VM, Operation, User
 from ..operations import OpContext, handler
 from .create import GIB, NAME_RE, add_new
 from .jobs import create_failed, create_interrupted, define, domain_spec, seed_for
-from .lifecycle import idle, not_owned, submit, volume_name
+from .lifecycle import data_volume_prefix, idle, not_owned, submit, volume_name
 from .queries import get_vm
 
 FULL, LINKED = "full", "linked"
@@ -66,6 +66,12 @@ def request_clone(user: User, vm_uuid: str, form: Mapping[str, Any]) -> Operatio
         current = runtime.get().sync.refresh(source.uuid)
         if current is None or current.state != "shutoff":
             raise InvalidState(f"Shut the VM down to clone it (it is {current.state if current else 'missing'}).")
+        data = runtime.get().hypervisor.disks.names(data_volume_prefix(source.uuid))
+        if data:
+            raise InvalidState(
+                f"LIMEN clones a VM's boot disk, and this one has {len(data)} data disk{'s' if len(data) > 1 else ''}"
+                " too: take them away first, or make the new VM and copy what they hold."
+            )
         values = dict(
             vcpus=source.vcpus,
             memory_mib=source.memory_mib,

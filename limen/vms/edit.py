@@ -1,6 +1,6 @@
 """Changing a VM after it is made: its name (while it is shut off) and description, autostart
-with the host, and its vCPUs and memory (at once where the running VM can take them, else from
-its next start).
+with the host, its vCPUs and memory (at once where the running VM can take them, else from its
+next start), and the drives it boots from, in order (from its next start).
 
 One request may change several of them. All are checked before any is made; then they are
 made under the VM's lock, one short libvirt call each, and if one fails the domain gets its
@@ -26,7 +26,7 @@ from .lifecycle import idle, not_owned
 from .queries import get_vm
 
 DESCRIPTION_MAX = 1000  # characters
-FIELDS = ("name", "description", "autostart", "vcpus", "memory_mib")
+FIELDS = ("name", "description", "autostart", "vcpus", "memory_mib", "boot_order")
 _TRUE, _FALSE = ("1", "on", "true", "yes"), ("0", "off", "false", "no", "")
 
 
@@ -66,6 +66,7 @@ def change(user: User, vm_uuid: str, form: Mapping[str, Any]) -> tuple[VM, list[
             "name": vm.name,
             "description": vm.description or "",
             "autostart": hv.domains.autostart(vm.uuid) if "autostart" in wanted else None,
+            "boot_order": hv.vm_disks.boot_order(vm.uuid) if "boot_order" in wanted else None,
             "vcpus": vm.pending_vcpus or vm.vcpus,  # what the VM is set to: its next start brings it
             "memory_mib": vm.pending_memory_mib or vm.memory_mib,
         }
@@ -87,6 +88,8 @@ def change(user: User, vm_uuid: str, form: Mapping[str, Any]) -> tuple[VM, list[
         for field in ("name", "description"):
             if field in new:
                 setattr(row, field, new[field])
+        if "boot_order" in new:  # what the CD-ROM card says
+            row.boot_cdrom = hv.vm_disks.drives(uuid).get(new["boot_order"][0]) == "cdrom"
         try:
             db.session.flush()  # a name taken meanwhile is refused before libvirt is touched
         except IntegrityError:
@@ -125,6 +128,8 @@ def _apply(uuid: str, old: dict[str, Any], new: dict[str, Any]) -> Resources | N
         if "autostart" in new:
             domains.set_autostart(uuid, new["autostart"])
         now = domains.resize(uuid, new["vcpus"], new["memory_mib"]) if "vcpus" in new or "memory_mib" in new else None
+        if "boot_order" in new:
+            runtime.get().hypervisor.vm_disks.set_boot_order(uuid, new["boot_order"])
         if "name" in new:
             domains.rename(uuid, new["name"])
     except LimenError:
@@ -167,6 +172,17 @@ def _validate(vm: VM, form: Mapping[str, Any]) -> dict[str, Any]:
             wanted["autostart"] = False
         else:
             errors["autostart"] = "Say on or off."
+    if "boot_order" in form:
+        raw = form.getlist("boot_order") if hasattr(form, "getlist") else form["boot_order"]
+        devs = [str(d).strip() for d in ([raw] if isinstance(raw, str) else raw or []) if str(d).strip()]
+        drives = hv.vm_disks.drives(vm.uuid)
+        if not devs:
+            errors["boot_order"] = "Choose at least one drive to boot from."
+        elif len(set(devs)) != len(devs):
+            errors["boot_order"] = "Name each drive once."
+        elif unknown := [d for d in devs if d not in drives]:
+            errors["boot_order"] = f"The VM has no drive {unknown[0]}; it has {', '.join(drives)}."
+        wanted["boot_order"] = devs
     if "vcpus" in form or "memory_mib" in form:
         host = hv.host.limits()
         for field, low, high, unit in (
@@ -199,7 +215,9 @@ def _detail(c: Change) -> str:
             return "on" if value else "off"
         if c.field == "description":
             return repr(value if len(value) <= 100 else value[:100] + "…")
+        if c.field == "boot_order":
+            return ", ".join(value) or "nothing"
         return f"{value} MiB" if c.field == "memory_mib" else str(value)
 
-    label = {"vcpus": "vCPUs", "memory_mib": "memory"}.get(c.field, c.field)
+    label = {"vcpus": "vCPUs", "memory_mib": "memory", "boot_order": "boot order"}.get(c.field, c.field)
     return f"{label}: {shown(c.old)} → {shown(c.new)}"

@@ -12,7 +12,7 @@ from ..errors import LimenError, PortInUse, RebootTimeout, ShutdownCutShort, Shu
 from ..extensions import db
 from ..models import CREATING, ERROR, VM, Operation
 from ..operations import OpContext, handler
-from .lifecycle import WAITING_FOR_POWER_OFF, seed_name, volume_name
+from .lifecycle import WAITING_FOR_POWER_OFF, data_volume_prefix, seed_name, volume_name
 
 
 def _vm(ctx: OpContext) -> VM | None:
@@ -221,8 +221,10 @@ def run_delete(ctx: OpContext) -> None:
         ctx.step("Removing the VM definition")
         hv.domains.undefine(ctx.vm_uuid, keep_nvram=adopted)
     if not adopted:  # an adopted VM's disks are not LIMEN's: they stay
-        ctx.step("Deleting the disk")
+        ctx.step("Deleting the disks")
         hv.disks.delete_volume(volume_name(ctx.vm_uuid))
+        for data in hv.disks.names(data_volume_prefix(ctx.vm_uuid)):
+            hv.disks.delete_volume(data)
         hv.disks.delete_volume(seed_name(ctx.vm_uuid))
     vm = _vm(ctx)
     if vm is not None:

@@ -35,6 +35,11 @@ def volume_name(vm_uuid: str) -> str:
     return f"{vm_uuid}.qcow2"
 
 
+def data_volume_prefix(vm_uuid: str) -> str:
+    """What a VM's data disks' volumes are named by: ``<uuid>-data-<n>.qcow2``."""
+    return f"{vm_uuid}-data-"
+
+
 def seed_name(vm_uuid: str) -> str:
     """The cloud-init seed ISO of a VM made from a cloud image."""
     return f"{vm_uuid}-seed.iso"

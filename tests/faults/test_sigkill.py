@@ -13,7 +13,7 @@ pytestmark = pytest.mark.qemu
 
 CREATE_STEPS = ["Queued", "Creating the disk", "Defining the VM", "Starting the VM",
                 "Waiting for it to run"]
-DELETE_STEPS = ["Queued", "Powering off", "Removing the VM definition", "Deleting the disk"]
+DELETE_STEPS = ["Queued", "Powering off", "Removing the VM definition", "Deleting the disks"]
 LIBVIRT_STATES = {"running", "paused", "shutting-down", "shutoff", "crashed", "suspended", "nostate"}
 
 
