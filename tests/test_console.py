@@ -10,7 +10,7 @@ import libvirt
 import pytest
 from sqlalchemy import select, update
 
-from helpers import (Browserless, add_user, close_code, get_ticket, open_console,
+from helpers import (Browserless, add_user, audit_rows, close_code, get_ticket, open_console,
                       receive_exactly, wait_until)
 from limen import runtime
 from limen.extensions import db
@@ -94,6 +94,9 @@ def test_a_stopped_vm_is_started_and_bridged_both_ways(app, admin, vm, base, lib
     assert session.bytes_to_client == 70_000 + len(BANNER)
     assert starts(app, vm) == 1
     assert ticket["ticket"] not in caplog.text  # never in a log line, the request line included
+    # The audit log names the VM, as it does for every other action.
+    assert {(e.action, e.vm_name) for e in audit_rows(app, vm_uuid=vm)} >= {("console.open", "screen"),
+                                                                           ("console.close", "screen")}
 
 
 def test_when_the_vnc_server_hangs_up_the_browser_is_told(app, admin, libvirt_conn, base):

@@ -6,21 +6,12 @@ import pytest
 
 from helpers import Api, add_user, admin_password, signed_in, token_for
 from limen import runtime
+from test_edit import made_vm
 
 
 @pytest.fixture
 def api(app):
     return Api(app, token_for(app, "admin", admin_password(app)))
-
-
-def made_vm(api, name="disky", running=False) -> str:
-    created = api("POST", "/vms", {"name": name, "vcpus": 1, "memory_mib": 64, "disk_gib": 1})
-    assert created.status_code == 202, created.json
-    api.wait_op(created.json["operation"]["id"])
-    vm = created.json["vm"]["uuid"]
-    if not running:
-        api.wait_op(api("POST", f"/vms/{vm}/actions/force-off").json["operation"]["id"])
-    return vm
 
 
 def volumes(app) -> list[str]:
@@ -29,7 +20,7 @@ def volumes(app) -> list[str]:
 
 
 def test_the_disks_are_listed_with_their_size_and_bus(app, api):
-    vm = made_vm(api)
+    vm = made_vm(api, "disky")
     [disk] = api("GET", f"/vms/{vm}/disks").json
     assert (disk["dev"], disk["bus"], disk["volume"], disk["capacity_bytes"]) == ("vda", "virtio", f"{vm}.qcow2", 1024**3)
     page = signed_in(app, "admin", admin_password(app)).client.get(f"/vms/{vm}").text
@@ -37,7 +28,7 @@ def test_the_disks_are_listed_with_their_size_and_bus(app, api):
 
 
 def test_bad_sizes_shrinking_and_missing_disks_are_refused_and_change_nothing(app, api):
-    vm = made_vm(api)
+    vm = made_vm(api, "disky")
     before = volumes(app), api("GET", f"/vms/{vm}").json["disk_gib"]
     with app.app_context():
         free = runtime.get().hypervisor.disks.free_bytes() // 1024**3
@@ -72,7 +63,7 @@ def test_a_new_disk_must_fit_the_owners_disk_quota(app, api):
 
 
 def test_a_disk_that_cannot_be_plugged_in_leaves_no_volume(app, api):
-    vm = made_vm(api, running=True)  # the test driver plugs nothing into a running VM
+    vm = made_vm(api, "disky", running=True)  # the test driver plugs nothing into a running VM
     before = volumes(app)
     refused = api("POST", f"/vms/{vm}/disks", {"gib": 1})
     assert (refused.status_code, refused.json["error"]["code"]) == (409, "VM_STATE_CONFLICT")

@@ -141,7 +141,9 @@ def test_a_vm_whose_domain_vanished_shows_missing(admin, libvirt_conn):
     dom.destroy()
     dom.undefine()
     admin.wait_state("vanish", "missing")
-    assert 'a-delete' in admin.row_html("vanish") and "a-start" not in admin.row_html("vanish")
+    row = admin.row_html("vanish")
+    assert 'a-delete' in row and "a-start" not in row
+    assert "console-link" not in row  # there is no screen to open
 
 
 # -- actions ------------------------------------------------------------------------------
@@ -181,6 +183,7 @@ def test_pause_and_resume(app, admin, libvirt_conn):
     row = admin.row_html("held")
     assert "(paused by a user)" in row
     assert "a-resume" in row and "a-force-off" in row and "a-pause" not in row and "a-shutdown" not in row
+    assert 'data-confirm="Force off held? It is like pulling the plug' in row  # asked before it is done
     assert _act(admin, app, "held", "pause").status_code == 409  # already paused: refused, nothing queued
 
     assert _act(admin, app, "held", "resume").status_code == 202

@@ -30,7 +30,7 @@ from ..errors import (
 )
 from ..extensions import db, limiter, rows_changed
 from ..hypervisor import serial
-from ..models import ConsoleSession, Operation, User, utcnow
+from ..models import VM, ConsoleSession, Operation, User, utcnow
 from . import frames, standing, tickets
 from .bridge import Bridge, Far
 from .tickets import SCREEN, SERIAL
@@ -275,7 +275,9 @@ def _audit(action: str, result: str, user_id: int | None, vm_uuid: str, detail: 
     """Console opens and closes in the audit log; a failure to record is logged, never raised."""
     try:
         user = db.session.get(User, user_id) if user_id is not None else None
-        audit.record(action, result, actor=user, vm_uuid=vm_uuid, detail=detail)
+        # Named as every other row names a VM, once the user was let in (a refusal may be a probe).
+        vm = db.session.scalar(select(VM).where(VM.uuid == vm_uuid)) if result == "ok" else None
+        audit.record(action, result, actor=user, vm=vm, vm_uuid=vm_uuid, detail=detail)
         db.session.commit()
     except Exception:
         log.exception("console vm %s: auditing %s failed", vm_uuid, action)

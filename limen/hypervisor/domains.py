@@ -152,7 +152,7 @@ class Domains:
     @translated
     def resize(self, uuid: str, vcpus: int, memory_mib: int) -> domain_xml.Resources:
         """Give the domain this many vCPUs and this much memory from its next start (its
-        definition; the vCPUs' maximum grows to them if it must, and the memory is its own
+        definition; vCPUs can be plugged in up to the host's count, and the memory is its own
         maximum). While it runs, what can change at once does: vCPUs added up to its maximum
         (never removed: that needs the guest's help), and memory through the balloon up to what
         it started with; a refusal there leaves the change for the next start. Returns what it
@@ -160,7 +160,9 @@ class Domains:
         dom = self._dom(uuid)
         was = domain_xml.resources(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
         # A guest without a balloon driver would use all of its maximum: it starts with no more.
-        wanted = domain_xml.Resources(vcpus, max(was.max_vcpus, vcpus), memory_mib, memory_mib)
+        # vCPUs can be plugged in up to the host's count (a VM made before LIMEN offered that gets it).
+        most = max(was.max_vcpus, vcpus, self.host.limits().cpus)
+        wanted = domain_xml.Resources(vcpus, most, memory_mib, memory_mib)
         self.connection.get().defineXML(domain_xml.with_resources(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), wanted))
         if not dom.isActive():
             return wanted

@@ -73,6 +73,13 @@ def body_limits() -> None:
         request.max_content_length = 2**63 - 1  # None would mean MAX_CONTENT_LENGTH again
 
 
+# What LIMEN says for the refusals Werkzeug words for a developer.
+_IN_OUR_WORDS = {
+    404: "There is nothing at this address: the link may be old, or mistyped.",
+    405: "This address does not take that kind of request.",
+}
+
+
 def register(app: Flask) -> None:
     app.register_blueprint(auth.bp)
     app.register_blueprint(health.bp)
@@ -129,7 +136,8 @@ def register(app: Flask) -> None:
         )
         message = f"Too many attempts. Try again in {wait} s."
         if request.endpoint == "auth.login" and not wants_json():
-            return render_template("login.html", error=message), 429, {"Retry-After": str(wait)}
+            page = render_template("login.html", error=message, username=request.form.get("username", ""))
+            return page, 429, {"Retry-After": str(wait)}
         response = make_response(limen_error(TooManyAttempts(message)))
         response.headers["Retry-After"] = str(wait)
         return response
@@ -155,7 +163,8 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException):
-        return limen_error(RequestRefused(err.code or 500, err.description or err.name))
+        said = _IN_OUR_WORDS.get(err.code or 500, err.description or err.name)
+        return limen_error(RequestRefused(err.code or 500, said))
 
     @app.errorhandler(Exception)
     def unexpected(err: Exception):

@@ -35,7 +35,8 @@ def login():
             session.clear()  # nothing from before the sign-in carries over
             login_user(user)
             return redirect(_safe_next(request.args.get("next")))
-    return render_template("login.html", error=error), 401 if error else 200
+    # A failed sign-in keeps the username: the password is what to type again.
+    return render_template("login.html", error=error, username=request.form.get("username", "")), 401 if error else 200
 
 
 @bp.post("/logout")

@@ -41,7 +41,7 @@ def boot_order(user: User, vm_uuid: str) -> list[str]:
 
 
 def is_boot(vm: VM, disk: Disk) -> bool:
-    return disk.volume == volume_name(vm.uuid) or (vm.adopted and disk.volume is None)
+    return disk.volume == volume_name(vm.uuid)
 
 
 def _ours(user: User, vm_uuid: str) -> VM:

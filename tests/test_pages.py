@@ -1,0 +1,28 @@
+"""What every page does for a person (fast tier): a failed sign-in keeps the username, an
+error page speaks plainly and keeps its code small, and the site has an icon."""
+from helpers import Browserless, admin_password, signed_in
+
+
+def test_a_failed_sign_in_keeps_the_username_and_asks_for_the_password(app):
+    b = Browserless(app.test_client())
+    refused = b.login("admin", "not-the-password")
+    assert refused.status_code == 401
+    assert 'name="username" autocomplete="username" required value="admin"' in refused.text
+    assert 'type="password" autocomplete="current-password" required autofocus' in refused.text
+
+
+def test_an_error_page_says_what_happened_in_plain_words(app):
+    admin = signed_in(app, "admin", admin_password(app))
+    page = admin.client.get("/no/such/page")
+    assert page.status_code == 404
+    assert "<h1>Not found</h1>" in page.text
+    assert "There is nothing at this address" in page.text and "requested URL" not in page.text
+    assert "<code>NOT_FOUND</code>" in page.text
+    assert admin.client.get("/api/v1/nope", headers={"Accept": "application/json"}).json["error"]["code"] == "NOT_FOUND"
+
+
+def test_every_page_has_the_sites_icon(app):
+    page = Browserless(app.test_client()).client.get("/login").text
+    assert '<link rel="icon" href="/static/img/favicon.svg" type="image/svg+xml">' in page
+    icon = app.test_client().get("/static/img/favicon.svg")
+    assert icon.status_code == 200 and icon.data.startswith(b"<svg")
