@@ -1,6 +1,6 @@
 """What every page does for a person (fast tier): a failed sign-in keeps the username, an
 error page speaks plainly and keeps its code small, and the site has an icon."""
-from helpers import Browserless, admin_password, signed_in
+from helpers import Browserless, add_user, admin_password, signed_in
 
 
 def test_a_failed_sign_in_keeps_the_username_and_asks_for_the_password(app):
@@ -26,3 +26,12 @@ def test_every_page_has_the_sites_icon(app):
     assert '<link rel="icon" href="/static/img/favicon.svg" type="image/svg+xml">' in page
     icon = app.test_client().get("/static/img/favicon.svg")
     assert icon.status_code == 200 and icon.data.startswith(b"<svg")
+
+
+def test_the_create_form_shows_the_quota_and_starts_within_it(app):
+    add_user(app, "bob", "bob-password-1", quota_memory_mib=300, quota_disk_gib=4, quota_vcpus=None)
+    page = signed_in(app, "bob", "bob-password-1").client.get("/").text
+    assert "0 MiB of 300 MiB memory" in page and "0 GiB of 4 GiB disk" in page
+    assert 'name="memory_mib" type="number" value="300"' in page  # not 512: it would not fit
+    assert 'name="disk_gib" type="number" value="4"' in page
+    assert 'name="vcpus" type="number" value="1"' in page

@@ -136,8 +136,8 @@ def register(app: Flask) -> None:
         )
         message = f"Too many attempts. Try again in {wait} s."
         if request.endpoint == "auth.login" and not wants_json():
-            page = render_template("login.html", error=message, username=request.form.get("username", ""))
-            return page, 429, {"Retry-After": str(wait)}
+            # The body is not read (the refusal comes before it): the username is not known here.
+            return render_template("login.html", error=message), 429, {"Retry-After": str(wait)}
         response = make_response(limen_error(TooManyAttempts(message)))
         response.headers["Retry-After"] = str(wait)
         return response

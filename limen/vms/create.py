@@ -50,7 +50,10 @@ def create_choices(user: User) -> dict[str, object]:
     except LimenError:
         uefi = False
     library = media.library(user)
+    account = accounts.account_of(user)
     return dict(
+        account=account,
+        defaults=_defaults(account),
         isos=[m for m in library if m.kind == ISO],
         images=[m for m in library if m.kind == IMAGE],
         os_kinds=KINDS,
@@ -59,6 +62,24 @@ def create_choices(user: User) -> dict[str, object]:
         networks=network.choices(),
         default_network=current_app.config["NETWORK"],
     )
+
+
+DEFAULTS = {"vcpus": 1, "memory_mib": 512, "disk_gib": 10}
+
+
+def _defaults(account: accounts.Account) -> dict[str, int]:
+    """What the create form starts with: LIMEN's defaults, made smaller where the user's quota
+    has less room left (and still room for the smallest VM)."""
+    q, u = account.quota, account.usage
+    defaults = dict(DEFAULTS)
+    for field, limit, used, low in (
+        ("vcpus", q.vcpus, u.vcpus, 1),
+        ("memory_mib", q.memory_mib, u.memory_mib, MIN_MEMORY_MIB),
+        ("disk_gib", q.disk_gib, u.disk_gib, 1),
+    ):
+        if limit is not None and low <= limit - used < defaults[field]:
+            defaults[field] = limit - used
+    return defaults
 
 
 def _source(user: User, form: Form, errors: dict[str, str]) -> tuple[Medium | None, Medium | None]:
