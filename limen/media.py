@@ -97,8 +97,32 @@ def users_of(medium: Medium) -> list[str]:
 
 
 def library_page(user: User) -> dict[str, object]:
-    """The library page: the media, who uses each, and (for admins) the files to register."""
-    return dict(library=library(user), users=in_use(user), unregistered=unregistered(user) if user.is_admin else [])
+    """The library page: the media, who uses each, those whose file is gone, and (for admins)
+    the files to register."""
+    media = library(user)
+    return dict(
+        library=media,
+        users=in_use(user),
+        gone=gone(media),
+        unregistered=unregistered(user) if user.is_admin else [],
+    )
+
+
+def gone(media: list[Medium]) -> set[int]:
+    """The ids of the media whose file is no longer in the pool (deleted behind LIMEN's back);
+    none while libvirt cannot say."""
+    try:
+        files = runtime.get().hypervisor.media.files()
+    except LimenError:
+        return set()
+    return {m.id for m in media if m.volume not in files}
+
+
+def usable(user: User, kind: str | None = None) -> list[Medium]:
+    """The library's media whose file is there: what a new VM or a drive can be given."""
+    media = library(user, kind)
+    missing = gone(media)
+    return [m for m in media if m.id not in missing]
 
 
 def in_use(user: User) -> dict[int, list[str]]:

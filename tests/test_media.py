@@ -156,6 +156,19 @@ def test_only_admins_manage_media_and_everyone_sees_the_library(app, admin, libv
 
 
 # -- VMs from the library --------------------------------------------------------------------
+def test_a_medium_whose_file_was_deleted_behind_limens_back_says_so_and_is_not_offered(app, admin, libvirt_conn):
+    iso = library_iso(app, libvirt_conn, "vanishing")
+    library_iso(app, libvirt_conn, "staying")
+    libvirt_conn.storagePoolLookupByName(app.config["MEDIA_POOL"]).storageVolLookupByName("vanishing.iso").delete(0)
+    page = admin.client.get("/media/").text
+    assert 'vanishing <span class="badge s-missing" title="Its file was deleted outside LIMEN">file missing</span>' in page
+    assert "staying</td>" in page
+    table = admin.client.get("/").text
+    assert f'value="iso:{iso}"' not in table and ">staying</option>" in table  # not offered for a new VM
+    deleted = admin.client.post(f"/media/{iso}/delete", data={"csrf_token": admin.csrf})
+    assert deleted.status_code == 302 and "vanishing" not in admin.client.get("/media/").text
+
+
 def test_a_vm_installed_from_an_iso_has_it_in_its_drive_and_boots_it_first(app, admin, libvirt_conn):
     iso = library_iso(app, libvirt_conn, "debian-12")
     assert admin.create(name="install-me", source=f"iso:{iso}").status_code == 201

@@ -49,7 +49,7 @@ def create_choices(user: User) -> dict[str, object]:
         uefi = runtime.get().hypervisor.host.uefi_available()
     except LimenError:
         uefi = False
-    library = media.library(user)
+    library = media.usable(user)
     account = accounts.account_of(user)
     return dict(
         account=account,

@@ -121,7 +121,7 @@ def detail(user: User, vm_uuid: str) -> dict[str, object]:
     """One VM as its Details page shows it: the VM, its OS profile, and the ISOs its drive
     can take."""
     vm = get_vm(user, vm_uuid)
-    return dict(vm=vm, profile=vm.profile, isos=media.library(user, ISO), ssh_command=ssh_command(vm))
+    return dict(vm=vm, profile=vm.profile, isos=media.usable(user, ISO), ssh_command=ssh_command(vm))
 
 
 def operation(user: User, op_id: int) -> Operation:
