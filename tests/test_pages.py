@@ -35,3 +35,9 @@ def test_the_create_form_shows_the_quota_and_starts_within_it(app):
     assert 'name="memory_mib" type="number" value="300"' in page  # not 512: it would not fit
     assert 'name="disk_gib" type="number" value="4"' in page
     assert 'name="vcpus" type="number" value="1"' in page
+
+
+def test_the_api_docs_show_the_schemas_as_json_reads(app):
+    page = signed_in(app, "admin", admin_password(app)).client.get("/api/docs").text
+    assert "\\u0027" not in page and "\\u003c" not in page
+    assert "the VM&#39;s pending says so" in page  # an apostrophe, escaped as text in the page

@@ -5,6 +5,7 @@ Every call but POST /auth/tokens and GET /openapi.json needs ``Authorization: Be
 ``{"error": {"code", "message", "details"}}`` with the codes the pages use.
 """
 
+import json
 from datetime import UTC, datetime
 
 from flask import Blueprint, g, jsonify, render_template, request
@@ -388,4 +389,10 @@ docs_bp = Blueprint("api_docs", __name__)
 def docs():
     """The OpenAPI document as a page: rendered here, from the same dict, with no script."""
     root = request.url_root.rstrip("/")
-    return render_template("api_docs.html", spec=contract.document(root + PREFIX), root=root)
+    spec = contract.document(root + PREFIX)
+    # As JSON reads, not as a script would need it (tojson escapes ' < > & as \u0027 …): the
+    # page escapes it as text.
+    schemas = {
+        name: json.dumps(schema, indent=2, ensure_ascii=False) for name, schema in spec["components"]["schemas"].items()
+    }
+    return render_template("api_docs.html", spec=spec, schemas=schemas, root=root)

@@ -286,15 +286,21 @@ VM_PATCH = {
             "minItems": 1,
             "description": "the drives (disk and CD-ROM devs: vda, sdb …) it boots from, in order, from its next start",
         },
-        "vcpus": {"type": "integer", "minimum": 1, "description": "the VM shut off; within the host and the quota"},
+        "vcpus": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "within the host and the quota; a running VM gets more at once up to its maximum, "
+            "else at its next start (the VM's pending says so)",
+        },
         "memory_mib": {
             "type": "integer",
             "minimum": 1,
-            "description": "the VM shut off; within the host and the quota",
+            "description": "within the host and the quota; a running VM's balloon gives or takes at once up to "
+            "what it started with, else at its next start",
         },
     },
-    "description": "any of the fields: all are checked before any is changed, and a change that fails undoes "
-    "the ones made before it",
+    "description": "any of the fields: all are checked before any is changed, and a change that fails gives "
+    "the VM its definition back",
     "examples": [{"memory_mib": 2048, "vcpus": 2}, {"name": "web-old", "autostart": False}],
 }
 SNAPSHOT_CREATE = {

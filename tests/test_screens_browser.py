@@ -1,0 +1,40 @@
+"""Every page on a phone and on a laptop, in headless Chromium (browser tier): nothing is wider
+than the window (a wide table scrolls in its own box)."""
+import pytest
+
+from helpers import Api, admin_password, token_for
+
+pytestmark = pytest.mark.browser
+WIDTHS = (360, 1366)
+
+
+def test_no_page_is_wider_than_the_window(app, live_server, page):
+    api = Api(app, token_for(app, "admin", admin_password(app)))
+    created = api("POST", "/vms", {"name": "a-vm-with-a-rather-long-name-for-a-phone", "vcpus": 1,
+                                   "memory_mib": 64, "disk_gib": 1})
+    api.wait_op(created.json["operation"]["id"])
+    vm = created.json["vm"]["uuid"]
+    api("PATCH", f"/vms/{vm}", {"description": "a-description-without-any-space-" * 8})
+    base = live_server(app)
+    pages = ["/", f"/vms/{vm}", f"/vms/{vm}/serial", "/media/", "/account", "/admin/users", "/admin/users/admin",
+             "/admin/audit", "/api/docs", "/no/such/page"]
+    wide = []
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 800})
+        page.goto(f"{base}/login")
+        page.fill("input[name=username]", "admin")
+        page.fill("input[name=password]", admin_password(app))
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{base}/")
+        for path in pages:
+            page.goto(base + path)
+            scroll, inner = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+            if scroll > inner:
+                wide.append(f"{path} at {width} px: {scroll} px wide")
+        page.goto(f"{base}/account")
+        page.locator("form.who button").click()  # signed out: the sign-in page too
+        page.wait_for_url(f"{base}/login")
+        scroll, inner = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        if scroll > inner:
+            wide.append(f"/login at {width} px: {scroll} px wide")
+    assert wide == []
