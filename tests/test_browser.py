@@ -30,7 +30,7 @@ def test_sign_in_create_and_watch_the_row_turn_running_without_a_reload(qemu_app
     row = page.locator("#vm-rows tr", has_text=name)
     expect(row).to_have_count(1)
     expect(page.get_by_text(name, exact=True)).to_have_count(1)  # in the table, nowhere else
-    expect(page.locator("main > *")).to_have_count(4)  # message area, form, owner filter, table
+    expect(page.locator("main > *")).to_have_count(5)  # message area, heading, form, owner filter, table
     expect(row).to_have_attribute("data-state", "running", timeout=60_000)
     expect(row.locator(".badge")).to_have_text("running")
     expect(page.locator("input[name=name]")).to_have_value("")  # a fresh form for the next one

@@ -65,6 +65,10 @@ def test_a_running_vm_gets_a_vcpu_at_once_and_more_memory_at_its_next_start(qemu
     plugged = api("PATCH", f"/vms/{vm}", {"vcpus": 2})
     assert (plugged.json["vcpus"], plugged.json["pending"]) == (2, None), plugged.json
     assert dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE) == 2  # QEMU runs a second vCPU now
+    # QEMU could not bring back a memory snapshot holding that vCPU: refused before libvirt is asked.
+    refused = api("POST", f"/vms/{vm}/snapshots", {"name": "after-plugging"})
+    assert (refused.status_code, refused.json["error"]["code"]) == (409, "SNAPSHOT_UNSUPPORTED"), refused.json
+    assert dom.snapshotNum(0) == 0
     later = api("PATCH", f"/vms/{vm}", {"memory_mib": 256})  # more than it started with
     assert (later.json["memory_mib"], later.json["pending"]) == (128, {"vcpus": 2, "memory_mib": 256})
     assert "256 MiB at next start" in admin.row_html(name)

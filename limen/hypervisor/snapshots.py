@@ -58,7 +58,8 @@ class Snapshots:
     @translated
     def check_supported(self, uuid: str) -> None:
         """SNAPSHOT_UNSUPPORTED, before anything is asked of libvirt, for a domain whose
-        writable disks are not all qcow2 or whose firmware keeps its variables in pflash."""
+        writable disks are not all qcow2, whose firmware keeps its variables in pflash, or which
+        runs with a vCPU plugged in since it started."""
         root = ET.fromstring(self.connection.get().lookupByUUIDString(uuid).XMLDesc(0))
         for disk in root.iterfind("./devices/disk"):
             if disk.find("readonly") is not None or disk.get("device") in ("cdrom", "floppy"):
@@ -72,6 +73,13 @@ class Snapshots:
         loader = root.find("./os/loader")
         if root.find("./os").get("firmware") == "efi" or (loader is not None and loader.get("type") == "pflash"):  # type: ignore[union-attr]
             raise SnapshotUnsupported(f"It boots UEFI firmware, whose variables are in pflash. {WHAT_TO_DO}")
+        # A running domain's snapshot holds its memory, and QEMU brings it back in a process
+        # started with the vCPUs it had at its start: one plugged in since cannot be restored.
+        if root.find("./vcpus/vcpu[@enabled='yes'][@hotpluggable='yes']") is not None:
+            raise SnapshotUnsupported(
+                "A vCPU was plugged in since the VM started, and QEMU cannot bring back a snapshot of its memory "
+                "then. Shut the VM down and start it again (it keeps its vCPUs), then take the snapshot."
+            )
 
     @translated
     def create(self, uuid: str, name: str, description: str) -> SnapshotInfo:
