@@ -21,7 +21,10 @@ def _volume_xml(name: str, capacity: str, unit: str, fmt: str, backing_path: str
     ET.SubElement(vol, "name").text = name
     ET.SubElement(vol, "capacity", unit=unit).text = capacity
     ET.SubElement(vol, "allocation").text = "0"
-    ET.SubElement(ET.SubElement(vol, "target"), "format", type=fmt)
+    target = ET.SubElement(vol, "target")
+    ET.SubElement(target, "format", type=fmt)
+    if fmt == "qcow2":  # version 3: it can grow while it holds internal snapshots (version 2 cannot)
+        ET.SubElement(target, "compat").text = "1.1"
     if backing_path:
         backing = ET.SubElement(vol, "backingStore")
         ET.SubElement(backing, "path").text = backing_path

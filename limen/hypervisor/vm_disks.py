@@ -112,13 +112,21 @@ class VMDisks:
         disk = self._find(uuid, dev)
         if disk.volume is None or disk.capacity is None:
             raise InvalidState(f"The disk {dev} is not a volume of LIMEN's pool; LIMEN leaves it as it is.")
-        if dom.isActive():
-            dom.blockResize(dev, gib * GIB, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
-        else:
-            try:
+        try:
+            if dom.isActive():
+                dom.blockResize(dev, gib * GIB, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+            else:
                 self.connection.get().storageVolLookupByPath(disk.path).resize(gib * GIB, 0)
-            except libvirt.libvirtError as e:
-                raise StorageFailed(f"cannot grow {disk.volume}: {e.get_error_message()}") from None
+        except libvirt.libvirtError as e:
+            said = e.get_error_message() or ""
+            if "which has snapshots" in said:  # a qcow2 of version 2 (LIMEN makes version 3)
+                raise InvalidState(
+                    f"The disk {dev} is an older qcow2 (version 2), which cannot grow while it holds snapshots: "
+                    "delete the VM's snapshots, then grow it."
+                ) from None
+            if dom.isActive():
+                raise
+            raise StorageFailed(f"cannot grow {disk.volume}: {said}") from None
 
     @translated
     def remove(self, uuid: str, dev: str) -> str:
