@@ -25,7 +25,12 @@
     if (!flash) return;
     var p = document.createElement("p");
     p.className = "error";
-    p.textContent = text;
+    p.textContent = text + " ";
+    var dismiss = document.createElement("button");
+    dismiss.type = "button";
+    dismiss.className = "dismiss";
+    dismiss.textContent = "Dismiss";
+    p.append(dismiss);
     flash.replaceChildren(p);
   }
   document.addEventListener("htmx:sendError", function () {
@@ -39,9 +44,16 @@
     });
   }, 1000);
 
-  // A successful request clears an old message.
+  // An action's answer stays until the next action's replaces it, or the person dismisses it:
+  // a poll (a GET; after its swap htmx may name the body as its element) never clears it.
   document.addEventListener("htmx:afterRequest", function (e) {
     var flash = document.getElementById("flash");
-    if (e.detail.successful && flash && !e.detail.elt.hasAttribute("data-poll")) flash.replaceChildren();
+    var verb = e.detail.requestConfig && e.detail.requestConfig.verb;
+    if (e.detail.successful && flash && verb && verb !== "get") flash.replaceChildren();
+  });
+  document.addEventListener("click", function (e) {
+    if (e.target.closest && e.target.closest("#flash button.dismiss")) {
+      document.getElementById("flash").replaceChildren();
+    }
   });
 })();

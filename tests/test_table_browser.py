@@ -1,0 +1,60 @@
+"""The VM table for a person, in headless Chromium (browser tier): what an action answers
+stays on the page while the table polls, and so does the keyboard's focus."""
+import pytest
+from playwright.sync_api import expect
+
+from helpers import Api, admin_password, token_for
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def table(make_app, node_xml, live_server, page):
+    """(page, api, uuid of a second VM): the table, signed in as admin, polling twice a second,
+    with two running VMs: "steady", and "busy" that the test pauses and resumes so that polls
+    bring new rows."""
+    app = make_app(LIBVIRT_URI=f"test://{node_xml}", POLL_INTERVAL=0.5)
+    api = Api(app, token_for(app, "admin", admin_password(app)))
+    for name in ("steady", "busy"):
+        created = api("POST", "/vms", {"name": name, "vcpus": 1, "memory_mib": 64, "disk_gib": 1})
+        api.wait_op(created.json["operation"]["id"])
+    base = live_server(app)
+    page.goto(f"{base}/login")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", admin_password(app))
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#vm-rows tr", has_text="steady")).to_have_attribute("data-state", "running")
+    return page, api, created.json["vm"]["uuid"]
+
+
+def changed_polls(page, api, busy: str, count: int) -> None:
+    """``count`` polls that each bring new rows: "busy" is paused or resumed before each."""
+    for n in range(count):
+        action = "pause" if n % 2 == 0 else "resume"
+        with page.expect_response(lambda r: "/vms/rows" in r.url and r.status == 200, timeout=10_000):
+            api.wait_op(api("POST", f"/vms/{busy}/actions/{action}").json["operation"]["id"])
+        page.wait_for_function("state => document.querySelector('#vm-rows tr[data-name=busy]')?.dataset.state "
+                               "=== state", arg="paused" if action == "pause" else "running")
+
+
+def test_an_actions_error_survives_three_polls(table):
+    page, api, busy = table
+    row = page.locator("#vm-rows tr", has_text="steady")
+    # A button for an action the row does not offer now (as a row a moment old would): Resume.
+    row.locator("button.a-shutdown").evaluate("b => b.setAttribute('formaction', b.formAction.replace('/shutdown', '/resume'))")
+    row.locator("button.a-shutdown").click()
+    message = page.locator("#flash")
+    expect(message).to_contain_text("Cannot resume a VM that is running")
+    changed_polls(page, api, busy, 3)
+    expect(message).to_contain_text("Cannot resume a VM that is running")
+    message.get_by_role("button", name="Dismiss").click()  # until the person dismisses it
+    expect(message).to_be_empty()
+
+
+def test_focus_survives_a_poll(table):
+    page, api, busy = table
+    page.locator("#vm-rows tr", has_text="steady").locator("a.details-link").focus()
+    changed_polls(page, api, busy, 3)
+    focused = page.evaluate("document.activeElement && [document.activeElement.tagName, "
+                            "document.activeElement.className, document.activeElement.closest('tr')?.dataset.name]")
+    assert focused == ["A", "details-link", "steady"]
