@@ -8,20 +8,26 @@ from ..accounts.quotas import MAX_QUOTA
 from ..accounts.tokens import MAX_DAYS
 from ..accounts.users import MAX_PASSWORD, MIN_PASSWORD, USERNAME_RE
 from ..errors import ValidationFailed
-from ..vms.create import MIN_MEMORY_MIB, NAME_RE
-from ..vms.snapshots import MAX_DESCRIPTION
-from ..vms.snapshots import NAME_RE as SNAPSHOT_NAME_RE
+from ..vms.create import MIN_MEMORY_MIB
+from .api_vm_schema import (
+    DISK,
+    DISK_SIZE,
+    NAME,
+    NIC,
+    NIC_ADD,
+    NIC_PATCH,
+    SNAPSHOT,
+    SNAPSHOT_CREATE,
+    STAMP,
+    VM_CLONE,
+    VM_PATCH,
+)
 
 # Only a request's shape is checked here (fields, their JSON types); the values are judged by
 # the use cases, the same code and words as on the pages. Patterns and bounds below document
 # those rules, and are taken from them.
 SHAPE = {"type", "required", "additionalProperties", "enum", "minProperties"}
 
-NAME = {
-    "type": "string",
-    "pattern": NAME_RE.pattern,
-    "description": "1 to 63 lower-case letters, digits and hyphens, not starting with a hyphen",
-}
 QUOTA = {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_QUOTA, "description": "null: the configured default"}
 
 # -- request bodies --
@@ -149,7 +155,6 @@ USER_PATCH = {
 }
 
 # -- answers --
-STAMP = {"type": ["string", "null"], "format": "date-time"}
 ERROR = {
     "type": "object",
     "required": ["error"],
@@ -200,135 +205,6 @@ FORWARD_ADD = {
         "protocol": {"enum": ["tcp", "udp"], "description": "tcp unless said"},
     },
     "examples": [{"guest_port": 80}],
-}
-VM_CLONE = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["name"],
-    "properties": {
-        "name": NAME,
-        "disk": {
-            "enum": ["full", "linked"],
-            "description": "full (a copy, the default) or linked (an overlay on the source's disk: the source "
-            "may not start, change or be deleted while linked clones exist)",
-        },
-        "ci_password": {
-            "type": "string",
-            "description": "a VM made from a cloud image: the clone's account password (the source's is not kept)",
-        },
-    },
-    "examples": [{"name": "web-2", "disk": "linked"}],
-}
-DISK = {
-    "type": "object",
-    "required": ["dev", "bus", "volume", "capacity_bytes", "allocation_bytes", "backing"],
-    "properties": {
-        "dev": {"type": "string", "description": "the guest's name for it (vda, vdb, sda …): how LIMEN names it"},
-        "bus": {"type": "string"},
-        "volume": {"type": ["string", "null"], "description": "its volume in LIMEN's pool"},
-        "capacity_bytes": {"type": ["integer", "null"], "description": "what the guest sees"},
-        "allocation_bytes": {"type": ["integer", "null"], "description": "what its file really takes"},
-        "backing": {"type": ["string", "null"], "description": "the file it reads through to"},
-    },
-}
-DISK_SIZE = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["gib"],
-    "properties": {
-        "gib": {
-            "type": "integer",
-            "minimum": 1,
-            "description": "a new disk's size, or the size to grow one to (never less than it has)",
-        }
-    },
-    "examples": [{"gib": 10}],
-}
-NIC_MODEL = {"enum": ["virtio", "e1000e", "e1000"], "description": "what the guest sees (it needs a driver for it)"}
-NIC = {
-    "type": "object",
-    "required": ["mac", "network", "model", "link"],
-    "properties": {
-        "mac": {"type": "string", "description": "libvirt chose it; LIMEN names the NIC by it"},
-        "network": {"type": "string", "description": '"user", "network:NAME" or "bridge:NAME"'},
-        "model": {"type": "string"},
-        "link": {"enum": ["up", "down"]},
-    },
-}
-NIC_ADD = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "network": {"type": "string", "description": "as at create; the configured NETWORK unless said"},
-        "model": {**NIC_MODEL, "description": "the VM's OS profile's model unless said"},
-    },
-    "examples": [{"network": "user"}],
-}
-NIC_PATCH = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "link": {"enum": ["up", "down"], "description": "at once while the VM runs"},
-        "model": {**NIC_MODEL, "description": "the VM shut off"},
-    },
-    "examples": [{"link": "down"}],
-}
-VM_PATCH = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "name": {**NAME, "description": NAME["description"] + "; the VM shut off (its seed's hostname stays)"},
-        "description": {"type": "string", "description": "free text, up to 1000 characters"},
-        "autostart": {"type": "boolean", "description": "whether it starts when the host does"},
-        "boot_order": {
-            "type": "array",
-            "items": {"type": "string"},
-            "minItems": 1,
-            "description": "the drives (disk and CD-ROM devs: vda, sdb …) it boots from, in order, from its next start",
-        },
-        "vcpus": {
-            "type": "integer",
-            "minimum": 1,
-            "description": "within the host and the quota; a running VM gets more at once up to its maximum, "
-            "else at its next start (the VM's pending says so)",
-        },
-        "memory_mib": {
-            "type": "integer",
-            "minimum": 1,
-            "description": "within the host and the quota; a running VM's balloon gives or takes at once up to "
-            "what it started with, else at its next start",
-        },
-    },
-    "description": "any of the fields: all are checked before any is changed, and a change that fails gives "
-    "the VM its definition back",
-    "examples": [{"memory_mib": 2048, "vcpus": 2}, {"name": "web-old", "autostart": False}],
-}
-SNAPSHOT_CREATE = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["name"],
-    "properties": {
-        "name": {
-            "type": "string",
-            "pattern": SNAPSHOT_NAME_RE.pattern,
-            "description": "1 to 63 letters, digits, dots, hyphens and underscores",
-        },
-        "description": {"type": "string", "maxLength": MAX_DESCRIPTION},
-    },
-    "examples": [{"name": "before-upgrade", "description": "apt full-upgrade next"}],
-}
-SNAPSHOT = {
-    "type": "object",
-    "required": ["name", "description", "created_at", "vm_state", "memory", "parent", "current"],
-    "properties": {
-        "name": {"type": "string"},
-        "description": {"type": "string"},
-        "created_at": STAMP,
-        "vm_state": {"type": "string", "description": "the VM's state when it was taken (running, shutoff)"},
-        "memory": {"type": "boolean", "description": "it holds the VM's memory: reverting resumes the guest"},
-        "parent": {"type": ["string", "null"], "description": "the snapshot it was taken after"},
-        "current": {"type": "boolean", "description": "the one the VM was last taken or reverted to"},
-    },
 }
 VM = {
     "type": "object",
