@@ -135,19 +135,29 @@ class StateSync:
     def _stopped(self, uuid: str) -> None:
         """A VM was seen shut off after another state: it has what it is set to now, so
         nothing waits for its next start any more (limen.vms.edit)."""
+        seen = db.session.execute(
+            select(VM.vcpus, VM.memory_mib, VM.pending_vcpus, VM.pending_memory_mib).where(VM.uuid == uuid)
+        ).first()
+        db.session.commit()  # no database connection held while libvirt answers
+        if seen is None:
+            return
         try:
             r = self.hypervisor.domains.resources(uuid)
         except LimenError as e:
             log.warning("vm %s: its vCPUs and memory could not be read: %s", uuid, e)
             return
-        differs = (
-            (VM.vcpus != r.vcpus)
-            | (VM.memory_mib != r.memory_mib)
-            | VM.pending_vcpus.is_not(None)
-            | VM.pending_memory_mib.is_not(None)
+        # Written only over the row as it was read: an edit that changed it meanwhile wrote what
+        # libvirt had then, and wins.
+        unchanged = (
+            (VM.vcpus == seen[0])
+            & (VM.memory_mib == seen[1])
+            & VM.pending_vcpus.is_not_distinct_from(seen[2])
+            & VM.pending_memory_mib.is_not_distinct_from(seen[3])
         )
         values = dict(vcpus=r.vcpus, memory_mib=r.memory_mib, pending_vcpus=None, pending_memory_mib=None)
-        self._commit(bool(rows_changed(update(VM).where(VM.uuid == uuid, differs).values(**values))))
+        if tuple(seen) == (r.vcpus, r.memory_mib, None, None):
+            return
+        self._commit(bool(rows_changed(update(VM).where(VM.uuid == uuid, unchanged).values(**values))))
 
     def hand_back(self, uuid: str, *, error: str | None = None) -> None:
         """An Operation gives up the row it owned: with ``error``, the row is an ``error``

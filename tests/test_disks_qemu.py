@@ -53,6 +53,11 @@ def test_data_disks_come_and_go_and_disks_grow(qemu_admin, qemu_host):
     grown = api("PATCH", f"/vms/{vm}/disks/vda", {"gib": 2})
     assert grown.json["capacity_bytes"] == 2 * GIB and pool_volumes(qemu_host, app)[f"{vm}.qcow2"] == 2 * GIB
     assert api("GET", f"/vms/{vm}").json["disk_gib"] == 4  # 2 + 2: what the quota counts
+    # While a snapshot holds the VM's disks as they are, none comes or goes.
+    for method, path, body in (("POST", f"/vms/{vm}/disks", {"gib": 1}), ("DELETE", f"/vms/{vm}/disks/vdb", None)):
+        refused = api(method, path, body)
+        assert refused.status_code == 409 and "delete them first" in refused.json["error"]["message"], refused.json
+    api.wait_op(api("DELETE", f"/vms/{vm}/snapshots/before-growing").json["operation"]["id"])
 
     # Running: a disk plugged in at once, and a disk grown by QEMU itself.
     api.wait_op(api("POST", f"/vms/{vm}/actions/start").json["operation"]["id"])

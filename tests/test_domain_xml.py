@@ -60,6 +60,17 @@ def test_the_boot_order_is_read_and_set_per_drive():
         raise AssertionError("an unknown drive was taken")
 
 
+def test_a_nic_that_boots_keeps_booting_after_the_drives():
+    dom = ET.fromstring(build(SPEC))
+    for boot in dom.findall("./os/boot"):
+        dom.find("os").remove(boot)
+    ET.SubElement(dom.find("./devices/interface"), "boot", order="1")  # network boot first, as virt-install can
+    ET.SubElement(dom.find("./devices/disk[@device='disk']"), "boot", order="2")
+    ordered = ET.fromstring(with_boot_order(ET.tostring(dom, encoding="unicode"), ["vda"]))
+    assert ordered.find("./devices/disk/boot").get("order") == "1"
+    assert ordered.find("./devices/interface/boot").get("order") == "2"
+
+
 def test_every_vm_has_a_serial_line_and_seabios_writes_on_it():
     root = ET.fromstring(build(SPEC))
     assert root.find("devices/serial[@type='pty']/target").get("port") == "0"

@@ -265,8 +265,9 @@ def boot_order(xml: str) -> list[str]:
 
 
 def with_boot_order(xml: str, devs: list[str]) -> str:
-    """The domain XML booting from these drives (target devs), in this order, and from no
-    other: per-device <boot order>, without <os><boot>. An unknown dev: ValueError."""
+    """The domain XML booting from these drives (target devs), in this order, and from no other
+    drive: per-device <boot order>, without <os><boot>. A NIC or host device that boots keeps
+    doing so, after them. An unknown dev: ValueError."""
     dom = ET.fromstring(xml)
     drives = _drives(dom)
     unknown = [dev for dev in devs if dev not in drives]
@@ -275,11 +276,15 @@ def with_boot_order(xml: str, devs: list[str]) -> str:
     os_ = _find(dom, "os")
     for boot in os_.findall("boot"):
         os_.remove(boot)
+    drive_els = set(drives.values())
+    others = []  # a NIC or a host device that boots too: after the drives, in its own order
     for el in _find(dom, "devices"):
         for boot in el.findall("boot"):
+            if el not in drive_els:
+                others.append((int(boot.get("order", "0") or 0), el))
             el.remove(boot)
-    for n, dev in enumerate(devs, 1):
-        drives[dev].append(ET.Element("boot", order=str(n)))
+    for n, el in enumerate([drives[dev] for dev in devs] + [el for _, el in sorted(others, key=lambda o: o[0])], 1):
+        el.append(ET.Element("boot", order=str(n)))
     return ET.tostring(dom, encoding="unicode")
 
 
@@ -301,6 +306,11 @@ def with_resources(xml: str, r: Resources) -> str:
 
 
 _KIB = {"b": 1 / 1024, "bytes": 1 / 1024, "KiB": 1, "k": 1, "MiB": 1024, "M": 1024, "GiB": 1024**2, "G": 1024**2}
+
+
+def has_topology(xml: str) -> bool:
+    """Whether the domain fixes its CPU topology (sockets, cores and threads, whose product is its vCPUs' maximum)."""
+    return ET.fromstring(xml).find("./cpu/topology") is not None
 
 
 def resources(xml: str) -> Resources:

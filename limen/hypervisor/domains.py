@@ -158,12 +158,18 @@ class Domains:
         it started with; a refusal there leaves the change for the next start. Returns what it
         runs with now."""
         dom = self._dom(uuid)
-        was = domain_xml.resources(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        defined = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)  # secrets kept
+        was = domain_xml.resources(defined)
+        # vCPUs can be plugged in up to the host's count (a VM made before LIMEN offered that gets
+        # it), unless its definition fixes a CPU topology, whose count is its own.
+        most = (
+            max(was.max_vcpus, vcpus)
+            if domain_xml.has_topology(defined)
+            else max(was.max_vcpus, vcpus, self.host.limits().cpus)
+        )
         # A guest without a balloon driver would use all of its maximum: it starts with no more.
-        # vCPUs can be plugged in up to the host's count (a VM made before LIMEN offered that gets it).
-        most = max(was.max_vcpus, vcpus, self.host.limits().cpus)
         wanted = domain_xml.Resources(vcpus, most, memory_mib, memory_mib)
-        self.connection.get().defineXML(domain_xml.with_resources(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), wanted))
+        self.connection.get().defineXML(domain_xml.with_resources(defined, wanted))
         if not dom.isActive():
             return wanted
         live = domain_xml.resources(dom.XMLDesc(0))

@@ -112,6 +112,8 @@ class VMDisks:
         disk = self._find(uuid, dev)
         if disk.volume is None or disk.capacity is None:
             raise InvalidState(f"The disk {dev} is not a volume of LIMEN's pool; LIMEN leaves it as it is.")
+        if gib * GIB <= disk.capacity:  # QEMU would cut it short: never
+            raise InvalidState(f"The disk {dev} has {disk.capacity / GIB:g} GiB already; LIMEN grows disks only.")
         try:
             if dom.isActive():
                 dom.blockResize(dev, gib * GIB, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)

@@ -100,6 +100,7 @@ def add(user: User, vm_uuid: str, form: Mapping[str, Any]) -> Disk:
     gib = _size(form)
     hv = runtime.get().hypervisor
     with idle(vm.uuid, wait=False):
+        _no_snapshots(vm, "add a disk")
         prefix, uuid, bus = data_volume_prefix(vm.uuid), vm.uuid, vm.disk_bus
         taken = set(hv.disks.names(prefix))
         volume = next(f"{prefix}{n}.qcow2" for n in itertools.count(1) if f"{prefix}{n}.qcow2" not in taken)
@@ -116,9 +117,9 @@ def grow(user: User, vm_uuid: str, dev: str, form: Mapping[str, Any]) -> Disk:
     partition and file system, as cloud-init does at boot)."""
     vm = _ours(user, vm_uuid)
     hv = runtime.get().hypervisor
-    has = math.ceil((_find(vm, dev).capacity or 0) / GIB)
-    gib = _size(form, dev, has)
-    with idle(vm.uuid, wait=False):
+    with idle(vm.uuid, wait=False):  # the size it has, read under the lock: no other grow slips in
+        has = math.ceil((_find(vm, dev).capacity or 0) / GIB)
+        gib = _size(form, dev, has)
         uuid = vm.uuid
         row = _claimed(vm, gib - has, f"{dev} grown", lambda: hv.vm_disks.grow(uuid, dev, gib))
         audit.record("vm.disk-grow", actor=user, vm=row, detail=f"{dev}: {has} GiB → {gib} GiB")
@@ -135,10 +136,19 @@ def remove(user: User, vm_uuid: str, dev: str) -> None:
         disk = _find(vm, dev)
         if is_boot(vm, disk):
             raise InvalidState("The boot disk cannot be taken away; delete the VM to remove it.")
+        _no_snapshots(vm, "take a disk away")
         hv.vm_disks.remove(vm.uuid, dev)
         vm.disk_gib = max(0, vm.disk_gib - math.ceil((disk.capacity or 0) / GIB))
         audit.record("vm.disk-remove", actor=user, vm=vm, detail=f"{dev}: {disk.volume} deleted")
         db.session.commit()
+
+
+def _no_snapshots(vm: VM, what: str) -> None:
+    """A snapshot holds the VM's definition: reverting to one made before a disk came would drop
+    the disk from it (its volume left behind), one made before a disk went would name a volume
+    that is gone."""
+    if runtime.get().hypervisor.snapshots.list(vm.uuid):
+        raise InvalidState(f"The VM has snapshots, which hold its disks as they are: delete them first, then {what}.")
 
 
 def _find(vm: VM, dev: str) -> Disk:

@@ -117,19 +117,21 @@ def _counted(vm: VM, field: str, value: Any, replaces: bool) -> int:
 
 
 def _apply(uuid: str, old: dict[str, Any], new: dict[str, Any]) -> Resources | None:
-    """Make the changes in libvirt (the name last: nothing after it can fail); on a failure,
-    give the domain its definition and autostart back, and raise. Returns what the VM runs
-    with after a resize (None without one)."""
-    domains = runtime.get().hypervisor.domains
+    """Make the changes in libvirt; on a failure, give the domain its definition, autostart and
+    description back, and raise. A running VM's vCPUs and memory come last (then nothing after
+    them can fail: a rename is for a shut-off VM), since what they change at once stays.
+    Returns what the VM runs with after a resize (None without one)."""
+    hv = runtime.get().hypervisor
+    domains = hv.domains
     before = domains.definition(uuid)
     try:
         if "description" in new:
             domains.set_description(uuid, new["description"])
         if "autostart" in new:
             domains.set_autostart(uuid, new["autostart"])
-        now = domains.resize(uuid, new["vcpus"], new["memory_mib"]) if "vcpus" in new or "memory_mib" in new else None
         if "boot_order" in new:
-            runtime.get().hypervisor.vm_disks.set_boot_order(uuid, new["boot_order"])
+            hv.vm_disks.set_boot_order(uuid, new["boot_order"])
+        now = domains.resize(uuid, new["vcpus"], new["memory_mib"]) if "vcpus" in new or "memory_mib" in new else None
         if "name" in new:
             domains.rename(uuid, new["name"])
     except LimenError:
@@ -137,6 +139,8 @@ def _apply(uuid: str, old: dict[str, Any], new: dict[str, Any]) -> Resources | N
         domains.restore(before)
         if "autostart" in new:
             domains.set_autostart(uuid, old["autostart"])
+        if "description" in new:  # a running VM's own, too
+            domains.set_description(uuid, old["description"])
         raise
     return now
 

@@ -97,8 +97,7 @@ def change(user: User, vm_uuid: str, mac: str, form: Mapping[str, Any]) -> Inter
                 hv.vm_nics.set_link(vm.uuid, nic.mac, link == "up")
                 done.append(f"link: {'up' if nic.link_up else 'down'} → {link}")
         except LimenError:
-            if done:
-                hv.domains.restore(before)
+            hv.domains.restore(before)
             raise
         if done:
             audit.record("vm.nic-change", actor=user, vm=vm, detail=f"{nic.mac}: {', '.join(done)}")
