@@ -40,6 +40,7 @@ RULES: dict[str, str] = {
     "users.view": ADMIN,
     "users.manage": ADMIN,
     "audit.view": ADMIN,
+    "host.view": ADMIN,  # the host overview
     "media.list": SIGNED_IN,  # to choose one for a new VM or a CD-ROM drive
     "media.manage": ADMIN,  # upload, register, delete
 }

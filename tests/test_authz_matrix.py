@@ -8,13 +8,13 @@ The security headers are checked on every HTML response the matrix produces.
 import shutil
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from helpers import Browserless, add_user, admin_password, close_code, get_ticket, open_console, \
     receive_exactly, signed_in, start_app, uuid_of, wait_until
 from limen import runtime
 from limen.extensions import db
-from limen.models import VM, ApiToken, Operation, User
+from limen.models import VM, ApiToken, Operation, User, utcnow
 from test_console import BANNER, adopt, ws_url
 
 ROLES = ("anonymous", "other", "owner", "admin")
@@ -56,6 +56,7 @@ MATRIX = {
     ("vms.forget", "POST"): ("/vms/{vm}/forget", {}, expect(SIGN_IN, 404, 403, 409)),
     ("vms.adopt", "POST"): ("/unmanaged/{vm}/adopt", {"owner": "alice"}, expect(SIGN_IN, 403, 403, 404)),
     ("vms.detail", "GET"): ("/vms/{vm}", None, VM_ROUTE),
+    ("vms.host", "GET"): ("/host", None, ADMIN_PAGE),
     ("vms.guest", "GET"): ("/vms/{vm}/guest", None, VM_ROUTE),
     ("vms.edit", "POST"): ("/vms/{vm}/edit", {"description": "by {role}"}, VM_POST),
     # libvirt's test driver plugs no disk into a running VM (409) and resizes none (502); the
@@ -229,12 +230,16 @@ def matrix_app(make_app, node_xml, tmp_path, signed_in_instance):
     # The guest watch writes what a new VM's guest tells (here: no agent) a few seconds after it
     # runs, into the snapshots of whichever request happens then: not in this app.
     app = make_app(LIBVIRT_URI=f"test://{node_xml}", GUEST_POLL_INTERVAL=3600)
+    with app.app_context():  # used just now (last_used_at is written at most once a minute): no
+        # refused request of this case writes it, however long the module has run
+        db.session.execute(update(ApiToken).values(last_used_at=utcnow()))
+        db.session.commit()
     by_role = {}
     for role, (cookie, csrf, api) in held.items():
         b = Browserless(app.test_client())
         b.client.set_cookie("session", cookie)
         b.csrf, b.api = csrf, api
-        if api:  # used in this minute, as clients() leaves it (last_used_at is written once a minute)
+        if api:
             assert app.test_client().get("/api/v1/vms", headers=api).status_code == 200
         by_role[role] = b
     return app, by_role

@@ -1,6 +1,6 @@
 """What every page does for a person (fast tier): a failed sign-in keeps the username, an
 error page speaks plainly and keeps its code small, and the site has an icon."""
-from helpers import Browserless, add_user, admin_password, signed_in
+from helpers import Api, Browserless, add_user, admin_password, signed_in, token_for
 
 
 def test_a_failed_sign_in_keeps_the_username_and_asks_for_the_password(app):
@@ -41,3 +41,21 @@ def test_the_api_docs_show_the_schemas_as_json_reads(app):
     page = signed_in(app, "admin", admin_password(app)).client.get("/api/docs").text
     assert "\\u0027" not in page and "\\u003c" not in page
     assert "the VM&#39;s pending says so" in page  # an apostrophe, escaped as text in the page
+
+
+def test_the_host_overview_shows_capacity_against_what_the_vms_take(app):
+    api = Api(app, token_for(app, "admin", admin_password(app)))
+    for name, vcpus, memory in (("runs", 2, 128), ("rests", 1, 64)):
+        created = api("POST", "/vms", {"name": name, "vcpus": vcpus, "memory_mib": memory, "disk_gib": 1})
+        api.wait_op(created.json["operation"]["id"])
+    api.wait_op(api("POST", f"/vms/{created.json['vm']['uuid']}/actions/force-off").json["operation"]["id"])
+    admin = signed_in(app, "admin", admin_password(app))
+    page = admin.client.get("/host").text
+    cpus = 16  # the test driver's node
+    assert f'<tr data-resource="cpus"><th>vCPUs</th><td>{cpus}</td><td>2</td><td>3</td>' in page
+    assert "<td>128 MiB</td><td>192 MiB</td>" in page  # running, and committed
+    assert f'data-pool="{app.config["STORAGE_POOL"]}"' in page
+    assert '<span class="badge s-running">running</span> 1' in page and '<span class="badge s-shutoff">shutoff</span> 1' in page
+    assert "libvirt 9." in page and "New VMs run" in page
+    add_user(app, "bob", "bob-password-1")
+    assert signed_in(app, "bob", "bob-password-1").client.get("/host").status_code == 403

@@ -14,6 +14,31 @@ class HostLimits:
     memory_mib: int
 
 
+@dataclass(frozen=True)
+class PoolUsage:
+    name: str
+    active: bool
+    capacity: int  # bytes
+    allocation: int
+    available: int
+
+
+@dataclass(frozen=True)
+class HostOverview:
+    cpus: int
+    memory_mib: int
+    free_memory_mib: int | None  # None: the driver does not say
+    libvirt_version: str
+    hypervisor: str  # "QEMU 7.2.0"
+    domain_type: str  # what new VMs run as: kvm, or qemu (emulation)
+    domain_type_reason: str  # why, when it is not KVM
+    pools: list[PoolUsage]
+
+
+def _version(number: int) -> str:
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+
+
 class Host:
     def __init__(self, connection: Connection, domain_type: str = ""):
         self.connection = connection
@@ -25,6 +50,38 @@ class Host:
     def limits(self) -> HostLimits:
         _model, memory_mib, cpus, *_ = self.connection.get().getInfo()
         return HostLimits(cpus=cpus, memory_mib=memory_mib)
+
+    @translated
+    def overview(self) -> HostOverview:
+        """The host for an admin's overview: its size, free memory, versions, what new VMs run
+        as (and why, when it is not KVM) and each storage pool's use."""
+        conn = self.connection.get()
+        _model, memory_mib, cpus, *_ = conn.getInfo()
+        try:
+            free: int | None = conn.getFreeMemory() // 2**20
+        except libvirt.libvirtError:
+            free = None
+        domain_type, _arch = self.guest_choice()
+        if domain_type == "kvm":
+            reason = ""
+        elif self.domain_type:
+            reason = f"configured: LIMEN_DOMAIN_TYPE={self.domain_type}"
+        else:
+            reason = "libvirt offers no KVM here (no /dev/kvm, or not usable): QEMU emulates the CPU"
+        pools = []
+        for pool in conn.listAllStoragePools():
+            _state, capacity, allocation, available = pool.info()
+            pools.append(PoolUsage(pool.name(), bool(pool.isActive()), capacity, allocation, available))
+        return HostOverview(
+            cpus=cpus,
+            memory_mib=memory_mib,
+            free_memory_mib=free,
+            libvirt_version=_version(conn.getLibVersion()),
+            hypervisor=f"{conn.getType()} {_version(conn.getVersion())}",
+            domain_type=domain_type,
+            domain_type_reason=reason,
+            pools=sorted(pools, key=lambda p: p.name),
+        )
 
     @translated
     def guest_choice(self) -> tuple[str, str]:

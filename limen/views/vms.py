@@ -145,6 +145,12 @@ def _detail_page(vm_uuid) -> dict:
     return page
 
 
+@bp.get("/host")
+def host():
+    """The host overview (admins)."""
+    return render_template("host.html", **vms.host_overview(current_user))
+
+
 @bp.get("/vms/<uuid:vm_uuid>")
 def detail(vm_uuid):
     """One VM: its hardware and OS profile, its settings, its install media, and the CD-ROM drive."""

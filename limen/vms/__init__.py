@@ -19,6 +19,7 @@ from .create import create_choices, request_create, validate
 from .edit import change as edit
 from .edit import settings
 from .network import add_forward, remove_forward
+from .overview import host_overview
 from .queries import Row, detail, get_vm, hypervisor_problem, operation, owners, row, table, table_page, unmanaged
 from .snapshots import card as snapshot_card
 from .snapshots import list_snapshots, request_revert, request_snapshot, request_snapshot_delete, tree
@@ -34,6 +35,7 @@ __all__ = [
     "eject",
     "forget",
     "get_vm",
+    "host_overview",
     "hypervisor_problem",
     "insert_iso",
     "list_snapshots",
