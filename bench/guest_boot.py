@@ -101,6 +101,26 @@ class Api:
         return self._call(method, path, body)
 
 
+def remove_vm(api: "Api | None", conn: libvirt.virConnect, vm_uuid: str) -> None:
+    """Delete the VM (and so its snapshots) through LIMEN; if LIMEN cannot, with libvirt calls
+    (the pool's removal takes its disk)."""
+    if api is not None:
+        try:
+            api("DELETE", f"/vms/{vm_uuid}")
+            wait_until(lambda: gone(conn, vm_uuid), 120, "the VM's delete")
+            return
+        except Exception as e:  # LIMEN could not: libvirt directly
+            print(f"cleanup: LIMEN did not delete the VM ({e}); removing its domain directly", file=sys.stderr)
+    try:
+        dom = conn.lookupByUUIDString(vm_uuid)
+        if dom.isActive():
+            dom.destroy()
+        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+    except libvirt.libvirtError as e:
+        if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+            print(f"cleanup: could not remove domain {vm_uuid}: {e.get_error_message()}", file=sys.stderr)
+
+
 def limen_round(api: Api, conn, image_id: int, key: str, name: str) -> tuple[float, float, float, str]:
     """(seconds to the SSH banner, to LIMEN showing the address, to the agent reporting it, uuid)."""
     start = time.monotonic()

@@ -28,7 +28,6 @@ VM, its volumes, the pools, LIMEN's instance folder) is removed, however it ends
     .venv/bin/python bench/serial.py [--rounds 3] [--samples 200] [--keep]
 """
 import argparse
-import json
 import os
 import re
 import secrets
@@ -49,6 +48,7 @@ from pathlib import Path
 import libvirt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from guest_boot import Api, remove_vm
 from console import (
     BIN,
     ROOT,
@@ -77,28 +77,6 @@ KILL_LINE, ENTER = b"\x15", b"\r"  # Ctrl-U empties the getty's login buffer
 ECHOES = {LETTER: b"x", BACKSPACE: b"\b \b"}
 CHUNK = 64 * 1024
 EVENTS = libvirt.VIR_STREAM_EVENT_READABLE | libvirt.VIR_STREAM_EVENT_ERROR | libvirt.VIR_STREAM_EVENT_HANGUP
-
-
-class Api:
-    """LIMEN's JSON API with a bearer token (the admin's)."""
-
-    def __init__(self, limen: Limen):
-        self.base = limen.base
-        password = (limen.instance / "initial-admin-password").read_text().strip()
-        self.token = self._call("POST", "/auth/tokens", {"username": "admin", "password": password,
-                                                          "name": "bench"}, auth=False)["token"]
-
-    def _call(self, method: str, path: str, body=None, auth: bool = True):
-        headers = {"Content-Type": "application/json"}
-        if auth:
-            headers["Authorization"] = f"Bearer {self.token}"
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"{self.base}/api/v1{path}", data=data, method=method, headers=headers)
-        with urllib.request.urlopen(request, timeout=60) as r:
-            return json.loads(r.read() or b"null")
-
-    def __call__(self, method: str, path: str, body=None):
-        return self._call(method, path, body)
 
 
 # -- the two clients: send bytes; receive what has come (with when its first byte came) ----
@@ -354,29 +332,6 @@ def wait_state(api: Api, vm_uuid: str, state: str, timeout: float) -> None:
             raise BenchError(f"the VM is {vm['state']} ({vm['state_reason']}), not {state}, after {timeout:g} s;"
                              f" its operation: {vm['operation']}")
         time.sleep(0.5)
-
-
-def gone(conn: libvirt.virConnect, vm_uuid: str) -> bool:
-    return vm_uuid not in {d.UUIDString() for d in conn.listAllDomains()}
-
-
-def remove_vm(api: Api | None, conn: libvirt.virConnect, vm_uuid: str) -> None:
-    """Delete the VM through LIMEN; if LIMEN cannot, remove its domain with libvirt calls."""
-    if api is not None:
-        try:
-            api("DELETE", f"/vms/{vm_uuid}")
-            wait_until(lambda: gone(conn, vm_uuid), 120, "the VM's delete")
-            return
-        except Exception as e:  # LIMEN could not: libvirt directly
-            print(f"cleanup: LIMEN did not delete the VM ({e}); removing its domain directly", file=sys.stderr)
-    try:
-        dom = conn.lookupByUUIDString(vm_uuid)
-        if dom.isActive():
-            dom.destroy()
-        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
-    except libvirt.libvirtError as e:
-        if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-            print(f"cleanup: could not remove domain {vm_uuid}: {e.get_error_message()}", file=sys.stderr)
 
 
 def summary(times: list[float]) -> str:

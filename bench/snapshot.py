@@ -56,7 +56,7 @@ import libvirt
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from console import BIN, ROOT, BenchError, Limen, cpu_seconds, free_port, log_tail, remove_pool, wait_until
 from guest_boot import Api as _Api
-from guest_boot import banner, first_time
+from guest_boot import banner, first_time, remove_vm
 
 BOOT_TIMEOUT = 400  # seconds from the create request to the SSH banner: a TCG boot takes 50-90 here
 SETTLE_TIMEOUT = 300  # seconds more for cloud-init to finish
@@ -191,29 +191,6 @@ def bare_round(dom: libvirt.virDomain, server_cpu, name: str) -> tuple[float, fl
 def disk_mib(path: str) -> float:
     """What the VM's qcow2 file takes on the disk (its data and its internal snapshots')."""
     return os.stat(path).st_blocks * 512 / MIB
-
-
-def gone(conn: libvirt.virConnect, vm_uuid: str) -> bool:
-    return vm_uuid not in {d.UUIDString() for d in conn.listAllDomains()}
-
-
-def remove_vm(api: Api | None, conn: libvirt.virConnect, vm_uuid: str) -> None:
-    """Delete the VM (and so its snapshots) through LIMEN; if LIMEN cannot, with libvirt calls."""
-    if api is not None:
-        try:
-            api("DELETE", f"/vms/{vm_uuid}")
-            wait_until(lambda: gone(conn, vm_uuid), 120, "the VM's delete")
-            return
-        except Exception as e:  # LIMEN could not: libvirt directly (the pool's removal takes the disk)
-            print(f"cleanup: LIMEN did not delete the VM ({e}); removing its domain directly", file=sys.stderr)
-    try:
-        dom = conn.lookupByUUIDString(vm_uuid)
-        if dom.isActive():
-            dom.destroy()
-        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
-    except libvirt.libvirtError as e:
-        if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-            print(f"cleanup: could not remove domain {vm_uuid}: {e.get_error_message()}", file=sys.stderr)
 
 
 def spread(values: list[float]) -> str:
