@@ -248,6 +248,11 @@ def _drives(dom: ET.Element) -> dict[str, ET.Element]:
     }
 
 
+def drives(xml: str) -> dict[str, str]:
+    """dev -> "disk" or "cdrom": the drives a domain can boot from."""
+    return {dev: el.get("device", "disk") for dev, el in _drives(ET.fromstring(xml)).items()}
+
+
 def boot_order(xml: str) -> list[str]:
     """The drives (target devs) the domain boots from, in order: its per-device <boot order>,
     or its <os><boot dev> read as its first CD-ROM drive and its first disk."""

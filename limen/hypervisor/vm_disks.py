@@ -148,19 +148,17 @@ class VMDisks:
         return disk.volume
 
     @translated
-    def drives(self, uuid: str) -> dict[str, str]:
-        """dev -> "disk" or "cdrom": what the domain can boot from."""
-        xml = ET.fromstring(self._dom(uuid).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-        return {
-            str(el.find("target").get("dev")): el.get("device", "disk")  # type: ignore[union-attr]
-            for el in xml.findall("./devices/disk")
-            if el.get("device", "disk") in ("disk", "cdrom") and el.find("target") is not None
-        }
+    def boot(self, uuid: str) -> tuple[dict[str, str], list[str]]:
+        """From the definition (the next start), in one read: the drives the domain can boot
+        from (dev -> "disk" or "cdrom"), and those it boots from, in order."""
+        xml = self._dom(uuid).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        return domain_xml.drives(xml), domain_xml.boot_order(xml)
 
-    @translated
+    def drives(self, uuid: str) -> dict[str, str]:
+        return self.boot(uuid)[0]
+
     def boot_order(self, uuid: str) -> list[str]:
-        """The drives (target devs) the domain boots from from its next start, in order."""
-        return domain_xml.boot_order(self._dom(uuid).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        return self.boot(uuid)[1]
 
     @translated
     def set_boot_order(self, uuid: str, devs: list[str]) -> None:

@@ -172,7 +172,7 @@ def clone_vm(vm_uuid):
 def _one_vm(vm: VM, op: Operation | None = None) -> dict:
     """One VM's answer: the table's fields, and what only libvirt knows (its boot order)."""
     try:
-        boot_order = vms.disks.boot_order(g.api_user, vm.uuid)
+        _drives, boot_order = vms.disks.boot(g.api_user, vm.uuid)
     except LimenError:
         boot_order = None
     return {**_vm(vm, op), "boot_order": boot_order}

@@ -131,16 +131,15 @@ def _detail_page(vm_uuid) -> dict:
         **vms.detail(current_user, uuid),
         **vms.settings(current_user, uuid),
     }
-    for card, listed in (
-        ("disks", vms.disks.of),
-        ("nics", vms.nics.of),
-        ("drives", vms.disks.drives),
-        ("boot_order", vms.disks.boot_order),
-    ):
+    for card, listed in (("disks", vms.disks.of), ("nics", vms.nics.of)):
         try:
             page[card] = listed(current_user, uuid)
         except LimenError:
             page[card] = None  # libvirt cannot say now; the page still shows the rest
+    try:
+        page["drives"], page["boot_order"] = vms.disks.boot(current_user, uuid)
+    except LimenError:
+        page["drives"] = page["boot_order"] = None
     page["network_choices"] = vms.network.choices()
     return page
 

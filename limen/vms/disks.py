@@ -28,16 +28,11 @@ def of(user: User, vm_uuid: str) -> list[Disk]:
     return runtime.get().hypervisor.vm_disks.of(vm.uuid)
 
 
-def drives(user: User, vm_uuid: str) -> dict[str, str]:
-    """dev -> "disk" or "cdrom": the drives the VM can boot from."""
+def boot(user: User, vm_uuid: str) -> tuple[dict[str, str], list[str]]:
+    """The drives the VM can boot from (dev -> "disk" or "cdrom"), and those it boots from, in
+    order, from its next start."""
     vm = get_vm(user, vm_uuid)
-    return runtime.get().hypervisor.vm_disks.drives(vm.uuid)
-
-
-def boot_order(user: User, vm_uuid: str) -> list[str]:
-    """The drives (disk and CD-ROM devs) the VM boots from, in order, from its next start."""
-    vm = get_vm(user, vm_uuid)
-    return runtime.get().hypervisor.vm_disks.boot_order(vm.uuid)
+    return runtime.get().hypervisor.vm_disks.boot(vm.uuid)
 
 
 def is_boot(vm: VM, disk: Disk) -> bool:
