@@ -8,7 +8,7 @@ While an Operation owns the VM (``creating``, ``deleting``) that operation sets 
 from datetime import UTC, datetime
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from . import hashing
@@ -113,6 +113,9 @@ class VM(Model):
     # "hostname", "os", "source", "interfaces": [{"mac", "model", "network", "addresses"}]}.
     address: Mapped[str | None] = mapped_column(String(64))
     guest: Mapped[dict | None] = mapped_column(JSON)
+    # Bumped by the database (triggers: migration f8a0b2c4d6e9) whenever the row or one of its
+    # Operations changes: the table's poll sends the rows whose version passed the page's.
+    row_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0", index=True)
 
     @property
     def profile(self) -> Profile:

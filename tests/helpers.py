@@ -5,6 +5,7 @@ import secrets
 import shutil
 import socket
 import time
+import uuid as uuidlib
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from sqlalchemy import select
 
 from limen import create_app, runtime
 from limen.extensions import db
-from limen.models import AuditEvent
+from limen.models import VM, AuditEvent, User
 
 
 # -- waiting and naming -------------------------------------------------------------------
@@ -374,3 +375,21 @@ class Reader:
             self.buffer += self.ws.receive(timeout=remaining) or b""
         data, self.buffer = self.buffer[:size], self.buffer[size:]
         return data
+
+
+def make_fleet(app, count: int) -> None:
+    """``count`` VMs named vm-000 …, defined on the test driver and known to LIMEN, the even
+    ones running; settled by the state sync."""
+    hv = runtime.get(app).hypervisor
+    with app.app_context():
+        admin = db.session.scalar(db.select(User).where(User.username == "admin"))
+        for i in range(count):
+            vm_uuid, name = str(uuidlib.uuid4()), f"vm-{i:03d}"
+            hv.disks.create_volume(f"{vm_uuid}.qcow2", 1)
+            hv.domains.define(uuid=vm_uuid, name=name, vcpus=1 + i % 4, memory_mib=64, volume=f"{vm_uuid}.qcow2")
+            if i % 2 == 0:
+                hv.domains.start(vm_uuid)
+            db.session.add(VM(uuid=vm_uuid, name=name, owner_id=admin.id, vcpus=1 + i % 4, memory_mib=64,
+                              disk_gib=1, state="nostate"))
+        db.session.commit()
+        runtime.get(app).sync.resync_all()

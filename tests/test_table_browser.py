@@ -3,7 +3,7 @@ stays on the page while the table polls, and so does the keyboard's focus."""
 import pytest
 from playwright.sync_api import expect
 
-from helpers import Api, admin_password, token_for
+from helpers import Api, admin_password, make_fleet, token_for
 
 pytestmark = pytest.mark.browser
 
@@ -58,3 +58,62 @@ def test_focus_survives_a_poll(table):
     focused = page.evaluate("document.activeElement && [document.activeElement.tagName, "
                             "document.activeElement.className, document.activeElement.closest('tr')?.dataset.name]")
     assert focused == ["A", "details-link", "steady"]
+
+
+@pytest.fixture
+def fleet_page(make_app, node_xml, live_server, page):
+    """The table of 60 VMs (vm-000 …, the even ones running), signed in as admin."""
+    app = make_app(LIBVIRT_URI=f"test://{node_xml}")
+    make_fleet(app, 60)
+    base = live_server(app)
+    page.goto(f"{base}/login")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", admin_password(app))
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#vm-count")).to_contain_text("1–50 of 60 VMs")
+    return page, base
+
+
+def shows(page, names: list[str]) -> None:
+    """Wait until the table's first rows are ``names``."""
+    page.wait_for_function("names => JSON.stringify([...document.querySelectorAll('#vm-rows tr[data-name]')]"
+                           ".slice(0, names.length).map(r => r.dataset.name)) === JSON.stringify(names)",
+                           arg=names, timeout=10_000)
+
+
+def test_search_sort_and_page_are_kept_in_the_url_and_back_and_forward_walk_them(fleet_page):
+    page, base = fleet_page
+    page.keyboard.press("/")  # "/" goes to the search
+    expect(page.locator("#vm-search")).to_be_focused()
+    page.keyboard.type("vm-0")
+    expect(page).to_have_url(f"{base}/?q=vm-0")
+    expect(page.locator("#vm-count")).to_contain_text("1–50 of 60 VMs match this search")
+    page.select_option("#vm-state-filter", "running")
+    expect(page).to_have_url(f"{base}/?q=vm-0&state=running")
+    expect(page.locator("#vm-count")).to_contain_text("1–30 of 30")
+    page.locator("#sort-name").click()  # by name, the other way
+    expect(page).to_have_url(f"{base}/?q=vm-0&state=running&dir=desc")
+    shows(page, ["vm-058", "vm-056", "vm-054"])
+
+    page.select_option("#vm-state-filter", "")  # the sort stays with a new filter
+    expect(page).to_have_url(f"{base}/?q=vm-0&dir=desc")
+    page.locator("#page-next").click()
+    expect(page).to_have_url(f"{base}/?q=vm-0&dir=desc&page=2")
+    expect(page.locator("#vm-count")).to_contain_text("51–60 of 60")
+    shows(page, [f"vm-{i:03d}" for i in range(9, -1, -1)])
+
+    page.go_back()
+    expect(page).to_have_url(f"{base}/?q=vm-0&dir=desc")
+    expect(page.locator("#vm-count")).to_contain_text("1–50 of 60")
+    page.go_back()
+    expect(page).to_have_url(f"{base}/?q=vm-0&state=running&dir=desc")
+    expect(page.locator("#vm-state-filter")).to_have_value("running")
+    shows(page, ["vm-058", "vm-056", "vm-054"])
+    page.go_forward()
+    page.go_forward()
+    expect(page).to_have_url(f"{base}/?q=vm-0&dir=desc&page=2")
+    expect(page.locator("#vm-count")).to_contain_text("51–60 of 60")
+    expect(page.locator("#vm-search")).to_have_value("vm-0")
+    page.reload()  # a link shows the same table
+    expect(page.locator("#vm-count")).to_contain_text("51–60 of 60")
+    shows(page, [f"vm-{i:03d}" for i in range(9, -1, -1)])

@@ -24,51 +24,56 @@ def is_htmx() -> bool:
     return request.headers.get("HX-Request") == "true"
 
 
-def _owner() -> str:
-    """The admin's owner filter, carried by the page, its polls and its forms."""
-    return request.args.get("owner", "") if current_user.is_admin else ""
+def _view() -> vms.table.View:
+    """The table's search, filters, sort and page, carried by the page's URL, its polls and
+    its forms."""
+    return vms.table.View.parse(request.args, current_user)
 
 
-_MARK = "limen-rows-version"
-
-
-def _seen(token: str, owner: str) -> str:
+def _seen(token: str, view: vms.table.View) -> str:
     """The change counter as this user's table carries it: opaque, so that no tenant reads
     from it how often anything changed."""
     key = current_app.config["SECRET_KEY"].encode()
-    return hmac.new(key, f"{token}:{current_user.id}:{owner}".encode(), hashlib.sha256).hexdigest()[:16]
+    return hmac.new(key, f"{token}:{current_user.id}:{view}".encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def _around(view: vms.table.View) -> tuple[list, str | None]:
+    """What the table shows besides the VMs' rows: the domains LIMEN does not manage (on the
+    first page) and why libvirt cannot be reached."""
+    return vms.unmanaged(current_user) if view.page == 1 else [], vms.hypervisor_problem()
+
+
+def _extras(unmanaged: list, problem: str | None) -> tuple:
+    return [(d.uuid, d.state, d.state_reason) for d in unmanaged], problem
 
 
 def _table() -> dict:
-    """What the rows partial needs. Its version is the change counter read before the rows (a
-    change in between shows at the next poll) and a digest of the rows as this user sees them,
-    so that a poll after someone else's change answers as if nothing happened (204)."""
-    token, owner = runtime.get().changes.token, _owner()
-    table = dict(
-        owner=owner,
-        rows=vms.table(current_user, owner),
-        unmanaged=vms.unmanaged(current_user),
+    """What the table needs. Its version is three parts: the change counter read before the
+    rows (a change in between shows at the next poll), the largest row version the page shows,
+    and a digest of which rows it shows."""
+    token, view = runtime.get().changes.token, _view()
+    page = vms.table.page(current_user, view)
+    unmanaged, problem = _around(page.view)
+    shown = vms.table.digest(page, *_extras(unmanaged, problem))
+    return dict(
+        view=page.view,
+        page=page,
+        rows=page.rows,
+        unmanaged=unmanaged,
         owners=vms.owners(current_user),
-        hypervisor_problem=vms.hypervisor_problem(),
+        hypervisor_problem=problem,
+        version=f"{_seen(token, view)}.{page.since}.{shown}",
     )
-    # Digested without the version and the CSRF token (signed with the time: new every second).
-    shown = render_template("vms/_rows.html", version=_MARK, csrf_token=lambda: _MARK, **table)
-    table["version"] = f"{_seen(token, owner)}.{hashlib.sha256(shown.encode()).hexdigest()[:16]}"
-    return table
-
-
-def _rows_response(status: int = 200):
-    return render_template("vms/_rows.html", **_table()), status
 
 
 def _done(status: int = 200):
     """After a change: the rows for htmx, a short JSON answer for a script on the page (the
     console's Resume), the page for a plain form."""
     if is_htmx():
-        return _rows_response(status)
+        return render_template("vms/_rows.html", oob_poll=True, **_table()), status
     if request.accept_mimetypes.best == "application/json":
         return jsonify(accepted=True), status
-    return redirect(url_for("vms.index", owner=_owner() or None))
+    return redirect(url_for("vms.index") + _view().query())
 
 
 @bp.get("/")
@@ -78,15 +83,28 @@ def index():
 
 @bp.get("/vms/rows")
 def rows():
-    """The table body for htmx polls: 204 and no body when nothing this user sees changed since
-    ``v``: at once when nothing changed at all, else once the rows are rendered again."""
-    seen, _, digest = request.args.get("v", "").partition(".")
-    if seen == _seen(runtime.get().changes.token, _owner()):
+    """The table for htmx polls, as the page's version ``v`` asks: 204 and no body when nothing
+    this user sees changed (at once when nothing changed at all); the rows that changed when
+    only they did; else the page's rows whole."""
+    seen, _, rest = request.args.get("v", "").partition(".")
+    since, _, shown = rest.partition(".")
+    token, view = runtime.get().changes.token, _view()
+    if seen == _seen(token, view):
         return "", 204
-    table = _table()
-    if table["version"].partition(".")[2] == digest:
-        return "", 204  # others' changes: the page keeps its version, and asks again
-    return render_template("vms/_rows.html", **table)
+    if since.isdigit():
+        now = vms.table.versions(current_user, view)
+        if vms.table.digest(now, *_extras(*_around(now.view))) == shown:
+            changed = now.changed(int(since))
+            if not changed:
+                return "", 204  # others' changes: the page keeps its version, and asks again
+            return render_template(
+                "vms/_changed.html",
+                rows=vms.table.changed_rows(current_user, changed),
+                view=now.view,
+                owners=vms.owners(current_user),
+                version=f"{_seen(token, view)}.{now.since}.{shown}",
+            )
+    return render_template("vms/_poll.html", oob_rows=True, **_table())
 
 
 @bp.post("/vms")
@@ -111,7 +129,7 @@ def create():
             **_table(),
         ), e.status
     if not is_htmx():
-        return redirect(url_for("vms.index", owner=_owner() or None))
+        return redirect(url_for("vms.index") + _view().query())
     # A fresh form, and the table with the new row swapped in out of band.
     return render_template(
         "vms/_create_form.html", form={}, errors={}, oob_rows=True, **vms.create_choices(current_user), **_table()

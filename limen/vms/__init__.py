@@ -1,4 +1,5 @@
-"""VM use cases, one module per seam: ``queries`` (the table, a page, one VM), ``create``
+"""VM use cases, one module per seam: ``queries`` (a row, a page for the API, one VM), ``table`` (the
+table as a person browses it: search, sort, pages, polls of what changed), ``create``
 (validation and the request), ``actions`` (start … delete, the CD-ROM, adopt and forget),
 ``edit`` (name, description, autostart, vCPUs and memory), ``disks``, ``nics``, ``network`` (NICs and forwarded
 ports), ``snapshots`` (take, revert, delete), ``clone`` and ``jobs`` (the background work those
@@ -12,6 +13,7 @@ from . import (
     disks,
     jobs,  # noqa: F401  (registers the Operation handlers)
     nics,
+    table,
 )
 from .actions import adopt, eject, forget, insert_iso, request_action, request_delete, start_or_join
 from .clone import request_clone
@@ -20,7 +22,7 @@ from .edit import change as edit
 from .edit import settings
 from .network import add_forward, remove_forward
 from .overview import host_overview
-from .queries import Row, detail, get_vm, hypervisor_problem, operation, owners, row, table, table_page, unmanaged
+from .queries import Row, detail, get_vm, hypervisor_problem, operation, owners, row, table_page, unmanaged
 from .snapshots import card as snapshot_card
 from .snapshots import list_snapshots, request_revert, request_snapshot, request_snapshot_delete, tree
 

@@ -85,19 +85,13 @@ def _visible_query(user: User, owner: str = "", state: str = "") -> Select[VM]:
     return query.order_by(VM.name)
 
 
-def _rows(user: User, vms: list[VM]) -> list[Row]:
+def rows_for(user: User, vms: list[VM]) -> list[Row]:
     """Each VM with its latest Operation, unless that one is done (as the table shows it)."""
     latest = (select(func.max(Operation.id)).group_by(Operation.vm_uuid)).scalar_subquery()
     ops = db.session.scalars(select(Operation).where(Operation.id.in_(latest), Operation.state != "done")).all()
     by_vm = {op.vm_uuid: op for op in ops}
     admin = may(user, "vm.forget")
     return [Row(vm, by_vm.get(vm.uuid), admin) for vm in vms]
-
-
-def table(user: User, owner: str = "") -> list[Row]:
-    """The rows ``user`` may see; an admin may narrow them to one owner's."""
-    query = _visible_query(user, owner).options(selectinload(VM.owner))
-    return _rows(user, list(db.session.scalars(query)))
 
 
 def table_page(
@@ -107,7 +101,7 @@ def table_page(
     query = _visible_query(user, owner, state)
     total = db.session.scalar(select(func.count()).select_from(query.subquery())) or 0
     vms = db.session.scalars(query.options(selectinload(VM.owner)).limit(per_page).offset((number - 1) * per_page))
-    return _rows(user, list(vms)), total
+    return rows_for(user, list(vms)), total
 
 
 def row(user: User, vm_uuid: str) -> Row:

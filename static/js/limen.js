@@ -3,8 +3,11 @@
   "use strict";
 
   // Poll only while the tab is visible; ask at once when it becomes visible again.
+  // Nor while an action a person started in the table waits for its answer: that answer
+  // brings the rows, and a poll's swap would take away the form it is meant for.
   document.addEventListener("htmx:beforeRequest", function (e) {
-    if (document.hidden && e.detail.elt.hasAttribute("data-poll")) e.preventDefault();
+    if (!e.detail.elt.hasAttribute("data-poll")) return;
+    if (document.hidden || document.querySelector("#vm-rows .htmx-request")) e.preventDefault();
   });
   document.addEventListener("visibilitychange", function () {
     if (!document.hidden) htmx.trigger(document.body, "limen:poll");
@@ -51,6 +54,36 @@
     var verb = e.detail.requestConfig && e.detail.requestConfig.verb;
     if (e.detail.successful && flash && verb && verb !== "get") flash.replaceChildren();
   });
+  // A search's URL names only what is set: "/?q=web", not "/?q=web&state=&owner=".
+  document.addEventListener("htmx:configRequest", function (e) {
+    if (e.detail.verb !== "get" || !e.detail.elt.closest("#vm-filters")) return;
+    var empty = [];
+    e.detail.formData.forEach(function (value, key) { if (value === "") empty.push(key); });
+    empty.forEach(function (key) { e.detail.formData.delete(key); });
+  });
+
+  // Back and Forward bring back a table htmx kept; its search form says what the URL says
+  // (what was typed since belongs to a later page of the history).
+  document.addEventListener("htmx:historyRestore", function () {
+    var form = document.getElementById("vm-filters");
+    if (!form) return;
+    var args = new URLSearchParams(window.location.search);
+    Array.prototype.forEach.call(form.querySelectorAll("input[type=search], select"), function (field) {
+      field.value = args.get(field.name) || "";
+    });
+  });
+
+  // "/" goes to the search, as in most tables on the web (not while typing in a field).
+  document.addEventListener("keydown", function (e) {
+    var search = document.querySelector("input[type=search][aria-keyshortcuts='/']");
+    var typing = e.target.closest && e.target.closest("input, textarea, select, [contenteditable]");
+    if (e.key === "/" && search && !typing && !e.ctrlKey && !e.metaKey && !e.altKey) {
+      e.preventDefault();
+      search.focus();
+      search.select();
+    }
+  });
+
   document.addEventListener("click", function (e) {
     if (e.target.closest && e.target.closest("#flash button.dismiss")) {
       document.getElementById("flash").replaceChildren();

@@ -1,0 +1,204 @@
+"""The VM table as a person browses it: a search, filters and a sort kept in the URL, pages of
+50, and polls that cost what changed.
+
+Each VM row carries a version the database bumps when the row or one of its Operations
+changes (``VM.row_version``). A page remembers the largest version it shows and a digest of
+which rows it shows in which order; a poll then reads only the page's uuids and versions, and
+answers with the rows whose version passed the page's, or with the whole page when its rows
+came, left or moved. Versions are times, so they tell nobody how often anything else changed.
+"""
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from urllib.parse import urlencode
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import selectinload
+
+from ..access import visible_vms
+from ..extensions import db
+from ..models import VM, User
+from .queries import Row, rows_for
+
+PER_PAGE = 50
+SORTS = {
+    "name": VM.name,
+    "owner": User.username,
+    "state": VM.state,
+    "address": VM.address,
+    "vcpus": VM.vcpus,
+    "memory": VM.memory_mib,
+    "disk": VM.disk_gib,
+    "created": VM.created_at,
+}
+SEARCH_MAX = 63  # a name is at most 63 characters
+
+
+@dataclass(frozen=True)
+class View:
+    """What the table shows: a name search, a state, an owner (admins), a sort and a page. A
+    value the table cannot use (a column that does not exist, a page past the end) is read as
+    its default, as a link someone shortened by hand should still show a table."""
+
+    q: str = ""
+    state: str = ""
+    owner: str = ""
+    sort: str = "name"
+    desc: bool = False
+    page: int = 1
+
+    @classmethod
+    def parse(cls, args: Mapping[str, str], user: User) -> "View":
+        sort = args.get("sort", "name")
+        if sort not in SORTS or (sort == "owner" and not user.is_admin):
+            sort = "name"
+        page = args.get("page", "1")
+        return cls(
+            q=args.get("q", "").strip()[:SEARCH_MAX],
+            state=args.get("state", "")[:16],
+            owner=args.get("owner", "")[:80] if user.is_admin else "",
+            sort=sort,
+            desc=args.get("dir") == "desc",
+            page=int(page) if page.isdigit() and 0 < int(page) < 10**6 else 1,
+        )
+
+    def args(self, **changes: object) -> dict[str, str]:
+        """The view's query parameters, without those at their default (``changes`` first)."""
+        view = replace(self, **changes)  # type: ignore[arg-type]
+        every = dict(q=view.q, state=view.state, owner=view.owner, sort=view.sort, dir="desc" if view.desc else "")
+        every["page"] = str(view.page) if view.page != 1 else ""
+        every["sort"] = "" if view.sort == "name" else view.sort
+        return {k: v for k, v in every.items() if v}
+
+    def query(self, **changes: object) -> str:
+        """The view as a query string ("" or "?…"), for links and forms."""
+        args = self.args(**changes)
+        return f"?{urlencode(args)}" if args else ""
+
+    def sorted_by(self, column: str) -> "View":
+        """The view sorted by ``column``: ascending, or the other way when it already is."""
+        return replace(self, sort=column, desc=not self.desc if self.sort == column else False, page=1)
+
+
+@dataclass
+class Page:
+    view: View
+    rows: list[Row]
+    total: int
+    pages: int
+    states: list[str]  # the states the search and owner leave, for the state filter
+
+    @property
+    def first(self) -> int:
+        return (self.view.page - 1) * PER_PAGE + 1 if self.rows else 0
+
+    @property
+    def last(self) -> int:
+        return self.first + len(self.rows) - 1 if self.rows else 0
+
+    @property
+    def since(self) -> int:
+        """The largest version the page shows."""
+        return max((r.vm.row_version for r in self.rows), default=0)
+
+    @property
+    def members(self) -> list[str]:
+        return [r.vm.uuid for r in self.rows]
+
+
+def _filtered(user: User, view: View, state: bool = True) -> Select[tuple[VM]]:
+    query = visible_vms(user)
+    if view.owner or view.sort == "owner":
+        query = query.join(VM.owner)
+    if view.owner:
+        query = query.where(User.username == view.owner)
+    if view.q:
+        query = query.where(VM.name.contains(view.q, autoescape=True))
+    if state and view.state:
+        query = query.where(VM.state == view.state)
+    return query
+
+
+def _ordered(query: Select, view: View) -> Select:
+    column = SORTS[view.sort]
+    ordered = column.desc() if view.desc else column.asc()
+    return query.order_by(ordered.nulls_last(), VM.name.desc() if view.desc else VM.name)
+
+
+def _count(query: Select) -> int:
+    return db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
+
+
+def _clamped(view: View, total: int) -> View:
+    pages = max(1, math.ceil(total / PER_PAGE))
+    return view if view.page <= pages else replace(view, page=pages)
+
+
+def page(user: User, view: View) -> Page:
+    """One page of the rows ``user`` may see, as ``view`` asks."""
+    query = _filtered(user, view)
+    total = _count(query)
+    view = _clamped(view, total)
+    found = db.session.scalars(
+        _ordered(query, view).options(selectinload(VM.owner)).limit(PER_PAGE).offset((view.page - 1) * PER_PAGE)
+    )
+    states = db.session.scalars(_filtered(user, view, state=False).with_only_columns(VM.state).distinct())
+    return Page(
+        view,
+        rows_for(user, list(found)),
+        total,
+        max(1, math.ceil(total / PER_PAGE)),
+        sorted({*states, view.state} - {""}),
+    )
+
+
+@dataclass
+class Versions:
+    """A page as a poll sees it: each row's uuid and version, in order, and the count."""
+
+    view: View
+    found: list[tuple[str, int]]
+    total: int
+
+    @property
+    def members(self) -> list[str]:
+        return [uuid for uuid, _ in self.found]
+
+    @property
+    def since(self) -> int:
+        return max((version for _, version in self.found), default=0)
+
+    def changed(self, since: int) -> list[str]:
+        return [uuid for uuid, version in self.found if version > since]
+
+
+def versions(user: User, view: View) -> Versions:
+    """The uuid and version of each row on the page ``view`` asks for, and how many there are
+    in all: what a poll compares, without reading the rows."""
+    query = _filtered(user, view)
+    total = _count(query)
+    view = _clamped(view, total)
+    found = db.session.execute(
+        _ordered(query, view)
+        .with_only_columns(VM.uuid, VM.row_version)
+        .limit(PER_PAGE)
+        .offset((view.page - 1) * PER_PAGE)
+    )
+    return Versions(view, [(uuid, version) for uuid, version in found], total)
+
+
+def changed_rows(user: User, uuids: list[str]) -> list[Row]:
+    """The rows of ``uuids`` (that ``user`` may see), for a poll that sends only them."""
+    found = db.session.scalars(visible_vms(user).where(VM.uuid.in_(uuids)).options(selectinload(VM.owner)))
+    by_uuid = {vm.uuid: vm for vm in found}
+    return rows_for(user, [by_uuid[u] for u in uuids if u in by_uuid])
+
+
+def digest(shown: "Page | Versions", *extra: object) -> str:
+    """A short digest of what a page shows beyond its rows' contents (which rows, in which
+    order, how many in all, the page, and ``extra``: a banner), to tell a poll whether only
+    rows changed."""
+    parts = (shown.members, shown.total, shown.view.page, extra)
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
