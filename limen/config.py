@@ -89,6 +89,8 @@ class Config:
     PRUNE_INTERVAL = 3600
     # How often an open VM table asks whether anything changed, in seconds.
     POLL_INTERVAL = 2
+    # How many VMs one page of the table shows.
+    TABLE_PAGE_SIZE = 50
     # Each user's quotas, unless an admin sets that user's own; None means no limit.
     QUOTA_VMS = 10
     QUOTA_VCPUS = 16

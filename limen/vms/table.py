@@ -1,5 +1,5 @@
-"""The VM table as a person browses it: a search, filters and a sort kept in the URL, pages of
-50, and polls that cost what changed.
+"""The VM table as a person browses it: a search, filters and a sort kept in the URL, pages (of
+TABLE_PAGE_SIZE), and polls that cost what changed.
 
 Each VM row carries a version the database bumps when the row or one of its Operations
 changes (``VM.row_version``). A page remembers the largest version it shows and a digest of
@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from urllib.parse import urlencode
 
+from flask import current_app
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import selectinload
 
@@ -22,7 +23,6 @@ from ..extensions import db
 from ..models import VM, User
 from .queries import Row, rows_for
 
-PER_PAGE = 50
 SORTS = {
     "name": VM.name,
     "owner": User.username,
@@ -92,7 +92,7 @@ class Page:
 
     @property
     def first(self) -> int:
-        return (self.view.page - 1) * PER_PAGE + 1 if self.rows else 0
+        return (self.view.page - 1) * _per_page() + 1 if self.rows else 0
 
     @property
     def last(self) -> int:
@@ -106,6 +106,10 @@ class Page:
     @property
     def members(self) -> list[str]:
         return [r.vm.uuid for r in self.rows]
+
+
+def _per_page() -> int:
+    return max(1, int(current_app.config["TABLE_PAGE_SIZE"]))
 
 
 def _filtered(user: User, view: View, state: bool = True) -> Select[tuple[VM]]:
@@ -132,7 +136,7 @@ def _count(query: Select) -> int:
 
 
 def _clamped(view: View, total: int) -> View:
-    pages = max(1, math.ceil(total / PER_PAGE))
+    pages = max(1, math.ceil(total / _per_page()))
     return view if view.page <= pages else replace(view, page=pages)
 
 
@@ -142,14 +146,14 @@ def page(user: User, view: View) -> Page:
     total = _count(query)
     view = _clamped(view, total)
     found = db.session.scalars(
-        _ordered(query, view).options(selectinload(VM.owner)).limit(PER_PAGE).offset((view.page - 1) * PER_PAGE)
+        _ordered(query, view).options(selectinload(VM.owner)).limit(_per_page()).offset((view.page - 1) * _per_page())
     )
     states = db.session.scalars(_filtered(user, view, state=False).with_only_columns(VM.state).distinct())
     return Page(
         view,
         rows_for(user, list(found)),
         total,
-        max(1, math.ceil(total / PER_PAGE)),
+        max(1, math.ceil(total / _per_page())),
         sorted({*states, view.state} - {""}),
     )
 
@@ -183,8 +187,8 @@ def versions(user: User, view: View) -> Versions:
     found = db.session.execute(
         _ordered(query, view)
         .with_only_columns(VM.uuid, VM.row_version)
-        .limit(PER_PAGE)
-        .offset((view.page - 1) * PER_PAGE)
+        .limit(_per_page())
+        .offset((view.page - 1) * _per_page())
     )
     return Versions(view, [(uuid, version) for uuid, version in found], total)
 
