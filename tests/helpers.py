@@ -393,3 +393,12 @@ def make_fleet(app, count: int) -> None:
                               disk_gib=1, state="nostate"))
         db.session.commit()
         runtime.get(app).sync.resync_all()
+
+
+def click_console(row) -> None:
+    """Open the console from a table row (a Playwright locator): its link is at hand while
+    the VM runs, and in the row's menu ("More") otherwise."""
+    link = row.locator("a.console-link")
+    if not link.is_visible():
+        row.locator("summary").click()
+    link.click()

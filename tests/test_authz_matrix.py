@@ -31,7 +31,7 @@ ADMIN_PAGE = expect(SIGN_IN, 403, 403, 200)
 ADMIN_POST = expect(SIGN_IN, 403, 403, 302)
 PASSWORD = {"password": "a-new-password-1", "confirm": "a-new-password-1"}
 
-# (endpoint, method) -> (path, form, expected status per role). In the path, {vm} is a VM of
+# (endpoint, method) -> (path, form, expected status per role). In the path and the form, {vm} is a VM of
 # the owner's (each role that may act gets its own), {user} the owner's username.
 MATRIX = {
     ("static", "GET"): ("/static/css/limen.css", None, expect(200, 200, 200, 200)),
@@ -49,6 +49,7 @@ MATRIX = {
     ("vms.create", "POST"): ("/vms", {"name": "made-by-{role}", "vcpus": "1", "memory_mib": "64",
                                       "disk_gib": "1"}, expect(SIGN_IN, 302, 302, 302)),
     ("vms.action", "POST"): ("/vms/{vm}/force-off", {}, VM_POST),
+    ("vms.bulk", "POST"): ("/vms/bulk/force-off", {"vm": "{vm}"}, expect(SIGN_IN, 404, 202, 202)),
     ("vms.status", "GET"): ("/vms/{vm}/status", None, VM_ROUTE),
     ("vms.delete", "POST"): ("/vms/{vm}/delete", {}, VM_POST),
     # Admins only. The VM runs, so forgetting it is refused even for an admin (409); and it
@@ -275,7 +276,7 @@ def test_the_matrix(matrix_app, endpoint, method):
         b = by_role[role]
         vm = vms.get(role, vms["owner"])
         url = path.format(vm=vm, user="alice", role=role, **_ids(app, vm))
-        data = {k: v.format(role=role) if isinstance(v, str) else v for k, v in (form or {}).items()}
+        data = {k: v.format(role=role, vm=vm) if isinstance(v, str) else v for k, v in (form or {}).items()}
         before = snapshot(app, libvirt_conn)
         if url.startswith("/api/"):  # a token and JSON; no cookie, no CSRF token
             response = app.test_client().open(url, method=method, headers=b.api,

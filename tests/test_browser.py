@@ -38,6 +38,7 @@ def test_sign_in_create_and_watch_the_row_turn_running_without_a_reload(qemu_app
 
     # Delete asks first: "cancel" keeps the VM; "OK" deletes it, still without a reload.
     page.once("dialog", lambda dialog: dialog.dismiss())
+    row.get_by_text("More").click()  # the row's menu holds all but its first action
     row.locator("button", has_text="Delete").click()
     expect(row).to_have_attribute("data-state", "running")
     page.once("dialog", lambda dialog: dialog.accept())
@@ -114,7 +115,7 @@ def test_the_row_shows_the_address_without_a_reload_and_the_details_the_ssh_comm
     expect(row.locator("td.address")).to_have_text("192.168.0.1", timeout=20_000)
     assert loads == [], "the page reloaded"
 
-    row.get_by_role("link", name="Details").click()
+    row.get_by_role("link", name="reachable").click()  # its name leads to its page
     expect(page.locator(".ssh-command")).to_have_text(f"ssh -p {ports.start} <user>@127.0.0.1")
     nic = page.locator("#guest table.nics tbody tr")
     expect(nic).to_have_count(1)

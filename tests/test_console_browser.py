@@ -8,7 +8,7 @@ import libvirt
 import pytest
 from playwright.sync_api import expect
 
-from helpers import admin_password, unique_name, uuid_of, wait_until
+from helpers import admin_password, click_console, unique_name, uuid_of, wait_until
 from limen import runtime
 from test_media_qemu import screen_text
 
@@ -54,7 +54,7 @@ PHASES = """() => {
 def test_the_console_of_a_stopped_vm_shows_its_screen_and_sends_ctrl_alt_del(stopped_vm, page):
     app, base, name = stopped_vm
     page.add_init_script(f"({PHASES})()")
-    page.locator("#vm-rows tr", has_text=name).get_by_role("link", name="Console").click()
+    click_console(page.locator("#vm-rows tr", has_text=name))
     status = page.locator("#console-status")
     expect(status).to_have_text("Connected", timeout=60_000)
     page.wait_for_function(NON_BLANK, timeout=30_000)
@@ -99,7 +99,7 @@ def test_a_refused_ticket_shows_its_sentence(stopped_vm, page):
     page.route("**/console/ticket?kind=screen", spoil)
     sockets = []
     page.on("websocket", lambda ws: sockets.append(ws.url))
-    page.locator("#vm-rows tr", has_text=name).get_by_role("link", name="Console").click()
+    click_console(page.locator("#vm-rows tr", has_text=name))
     status = page.locator("#console-status")
     expect(status).to_have_attribute("data-code", "TICKET_INVALID", timeout=30_000)
     expect(status).to_contain_text("This console link has expired or was already used. Press Reconnect")
@@ -116,7 +116,7 @@ def test_a_vm_that_cannot_start_says_why_in_the_page(stopped_vm, page, qemu_host
     uuid = uuid_of(app, name)
     qemu_host.storagePoolLookupByName(app.config["STORAGE_POOL"]).storageVolLookupByName(
         f"{uuid}.qcow2").delete(0)
-    page.locator("#vm-rows tr", has_text=name).get_by_role("link", name="Console").click()
+    click_console(page.locator("#vm-rows tr", has_text=name))
     status = page.locator("#console-status")
     expect(status).to_have_attribute("data-code", "VM_START_FAILED", timeout=60_000)
     expect(status).to_contain_text("The hypervisor could not start the VM")
@@ -131,7 +131,7 @@ def test_a_paused_vms_console_says_why_and_resume_connects_it(stopped_vm, page, 
     row = page.locator("#vm-rows tr", has_text=name)
     expect(row).to_have_attribute("data-state", "paused", timeout=30_000)
     expect(row.locator(".state")).to_contain_text("paused by a user")
-    row.get_by_role("link", name="Console").click()
+    click_console(row)
     status = page.locator("#console-status")
     expect(status).to_have_attribute("data-code", "VM_PAUSED", timeout=30_000)
     expect(status).to_contain_text("The VM is paused. Resume it to use its console.")
@@ -147,7 +147,7 @@ def test_one_console_over_the_users_limit_names_the_limit(stopped_vm, page):
     app, base, name = stopped_vm
     app.config["CONSOLES_PER_USER"] = 1
     row = page.locator("#vm-rows tr", has_text=name)
-    row.get_by_role("link", name="Console").click()
+    click_console(row)
     status = page.locator("#console-status")
     expect(status).to_have_text("Connected", timeout=60_000)
     second = page.context.new_page()  # the same user, a second tab

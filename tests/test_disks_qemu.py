@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 import libvirt
 import pytest
 
-from helpers import Api, admin_password, token_for, unique_name, uuid_of
+from helpers import Api, admin_password, token_for, unique_name
 
 pytestmark = pytest.mark.qemu
 GIB = 1024**3

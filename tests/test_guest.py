@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from playwright.sync_api import expect
 
-from helpers import Api, admin_password, find_row, unique_name, wait_until
+from helpers import Api, admin_password, click_console, find_row, unique_name, wait_until
 
 pytestmark = pytest.mark.guest
 PASSWORD = "serial-line-4-tester"  # the account's password, for a sign-in on the serial console
@@ -72,7 +72,7 @@ def test_a_person_signs_in_on_the_serial_console_in_the_browser(guest_limen, vm,
     page.fill("input[name=username]", "admin")
     page.fill("input[name=password]", admin_password(guest_limen.app))
     page.get_by_role("button", name="Sign in").click()
-    page.locator("#vm-rows tr", has_text=name).get_by_role("link", name="Console").click()
+    click_console(page.locator("#vm-rows tr", has_text=name))
     page.get_by_role("navigation", name="Console").get_by_role("link", name="Serial").click()
     expect(page.locator("#console-status")).to_have_text("Connected. Press Enter for a prompt.", timeout=60_000)
     screen = page.locator("#terminal .xterm-rows")

@@ -7,6 +7,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from helpers import click_console
 from test_console_browser import stopped_vm  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.qemu]
@@ -18,7 +19,7 @@ def terminal_text(page) -> str:
 
 def test_the_serial_tab_shows_the_line_and_a_second_page_may_take_it_over(stopped_vm, page):  # noqa: F811
     app, base, name = stopped_vm
-    page.locator("#vm-rows tr", has_text=name).get_by_role("link", name="Console").click()
+    click_console(page.locator("#vm-rows tr", has_text=name))
     page.get_by_role("navigation", name="Console").get_by_role("link", name="Serial").click()
     expect(page).to_have_title(f"{name} · serial console · LIMEN")
     status = page.locator("#console-status")
@@ -48,7 +49,7 @@ def test_the_serial_tab_shows_the_line_and_a_second_page_may_take_it_over(stoppe
 def test_the_terminal_fits_its_window(stopped_vm, page):  # noqa: F811
     app, base, name = stopped_vm
     page.set_viewport_size({"width": 800, "height": 600})
-    page.locator("#vm-rows tr", has_text=name).get_by_role("link", name="Console").click()
+    click_console(page.locator("#vm-rows tr", has_text=name))
     page.get_by_role("link", name="Serial").click()
     terminal = page.locator("#terminal")
     expect(terminal).to_have_attribute("data-cols", re.compile(r"\d+"))

@@ -80,7 +80,7 @@ def test_gunicorn_serves_limen_and_runs_its_background_work(serve):
 
     def running():
         rows = opener.open(f"{base}/vms/rows").read().decode()
-        return re.search(r'data-state="running">\s*<td class="name">served</td>', rows)
+        return re.search(r'data-name="served" data-state="running"', rows)
 
     wait_until(running, 10, "the VM to run (the worker's background threads)")
     # Only LIMEN's user reads what the instance folder holds: password hashes, the secret key.

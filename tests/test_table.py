@@ -4,9 +4,9 @@ import re
 
 import pytest
 
-from helpers import find_row, make_fleet, uuid_of, wait_until
+from helpers import add_user, find_row, make_fleet, signed_in, uuid_of, wait_until
 from limen.extensions import db
-from limen.models import VM
+from limen.models import VM, Operation
 
 HTMX = {"HX-Request": "true"}
 ROW_IDS = re.compile(r'<tr id="vm-([0-9a-f-]{36})"')
@@ -101,3 +101,32 @@ def test_the_database_bumps_a_rows_version_on_every_write(app, admin):
         db.session.commit()
         after = db.session.scalar(db.select(VM.row_version))
     assert after > before > 0
+
+
+def test_bulk_force_off_queues_one_operation_each_and_says_what_became_of_each(app, admin):
+    make_fleet(app, 6)  # vm-000, 002 and 004 run
+    ticked = [uuid_of(app, name) for name in ("vm-000", "vm-002", "vm-001")]
+    answer = admin.client.post("/vms/bulk/force-off", data={"vm": ticked}, headers={**HTMX, "X-CSRFToken": admin.csrf})
+    assert answer.status_code == 202
+    assert "Forcing off 2 VMs: vm-000, vm-002." in answer.text
+    assert "vm-001: <strong>VM_STATE_CONFLICT</strong> Cannot force-off a VM that is shutoff." in answer.text
+    for name in ("vm-000", "vm-002"):
+        admin.wait_state(name, "shutoff")
+    assert admin.row_state("vm-004") == "running"
+    with app.app_context():
+        ops = db.session.scalars(db.select(Operation).where(Operation.kind == "force-off")).all()
+    assert sorted(op.vm_uuid for op in ops) == sorted(ticked[:2])
+
+    nothing = admin.client.post("/vms/bulk/start", data={}, headers={**HTMX, "X-CSRFToken": admin.csrf})
+    assert nothing.status_code == 422 and "Tick at least one VM first." in nothing.text
+
+
+def test_a_bulk_action_never_reaches_another_users_vm(app, admin, libvirt_conn):
+    make_fleet(app, 1)  # the admin's vm-000, running
+    add_user(app, "bob", "bob-password-1")
+    bob = signed_in(app, "bob", "bob-password-1")
+    answer = bob.client.post("/vms/bulk/force-off", data={"vm": [uuid_of(app, "vm-000")]},
+                             headers={**HTMX, "X-CSRFToken": bob.csrf})
+    assert answer.status_code == 404
+    assert "a VM that is not there: <strong>VM_NOT_FOUND</strong>" in answer.text and "vm-000" not in answer.text
+    assert libvirt_conn.lookupByName("vm-000").isActive()

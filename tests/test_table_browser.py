@@ -42,6 +42,7 @@ def test_an_actions_error_survives_three_polls(table):
     row = page.locator("#vm-rows tr", has_text="steady")
     # A button for an action the row does not offer now (as a row a moment old would): Resume.
     row.locator("button.a-shutdown").evaluate("b => b.setAttribute('formaction', b.formAction.replace('/shutdown', '/resume'))")
+    row.locator("summary").click()
     row.locator("button.a-shutdown").click()
     message = page.locator("#flash")
     expect(message).to_contain_text("Cannot resume a VM that is running")
@@ -117,3 +118,33 @@ def test_search_sort_and_page_are_kept_in_the_url_and_back_and_forward_walk_them
     page.reload()  # a link shows the same table
     expect(page.locator("#vm-count")).to_contain_text("51–60 of 60")
     shows(page, [f"vm-{i:03d}" for i in range(9, -1, -1)])
+
+
+def test_bulk_shutdown_of_three_vms_says_what_became_of_each(fleet_page):
+    page, base = fleet_page
+    for name in ("vm-000", "vm-002", "vm-004", "vm-001"):  # three running, and one shut off
+        page.locator(f"#vm-rows tr[data-name={name}] input[type=checkbox]").check()
+    page.locator("#bulk-shutdown").click()
+    message = page.locator("#flash")
+    expect(message).to_contain_text("Shutting down 3 VMs: vm-000, vm-002, vm-004.")
+    expect(message).to_contain_text("vm-001: VM_STATE_CONFLICT Cannot shutdown a VM that is shutoff.")
+    for name in ("vm-000", "vm-002", "vm-004"):
+        expect(page.locator(f"#vm-rows tr[data-name={name}]")).to_have_attribute("data-state", "shutoff")
+    expect(page.locator("#vm-rows tr[data-name=vm-006]")).to_have_attribute("data-state", "running")
+    expect(page.locator("#vm-rows input[type=checkbox]:checked")).to_have_count(0)  # done with them
+    expect(message).to_contain_text("Shutting down 3 VMs")  # the polls since leave it
+
+
+def test_a_ticked_box_and_an_open_menu_survive_their_rows_update(table):
+    page, api, busy = table
+    row = page.locator("#vm-rows tr[data-name=busy]")
+    row.locator("input[type=checkbox]").check()
+    row.locator("summary").focus()
+    page.keyboard.press("Enter")  # a menu opens with Enter
+    expect(row.locator("details.menu")).to_have_attribute("open", "")
+    changed_polls(page, api, busy, 2)  # each brings this very row anew
+    expect(row.locator("input[type=checkbox]")).to_be_checked()
+    expect(row.locator("details.menu")).to_have_attribute("open", "")
+    page.keyboard.press("Escape")  # and closes with Escape
+    expect(row.locator("details.menu")).not_to_have_attribute("open", "")
+    expect(row.locator("summary")).to_be_focused()

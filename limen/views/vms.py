@@ -142,6 +142,19 @@ def action(vm_uuid, action):
     return _done(202)
 
 
+@bp.post("/vms/bulk/<any(start, shutdown, 'force-off'):action>")
+def bulk(action):
+    """One Operation for each VM ticked; the rows, and a sentence of what became of each. 202
+    when any was queued; else the refusals' status (409 when they differ)."""
+    done = vms.request_bulk(current_user, action, request.form.getlist("vm"))
+    statuses = {e.status for _name, e in done.refused}
+    status = 202 if done.queued else (statuses.pop() if len(statuses) == 1 else 409)
+    if is_htmx():
+        return render_template("vms/_bulk.html", done=done, oob_poll=True, **_table()), status
+    choices = vms.create_choices(current_user)
+    return render_template("vms/index.html", form={}, errors={}, done=done, **choices, **_table()), status
+
+
 def _detail_page(vm_uuid) -> dict:
     uuid = str(vm_uuid)
     page = {

@@ -15,7 +15,7 @@ from . import (
     nics,
     table,
 )
-from .actions import adopt, eject, forget, insert_iso, request_action, request_delete, start_or_join
+from .actions import adopt, eject, forget, insert_iso, request_action, request_bulk, request_delete, start_or_join
 from .clone import request_clone
 from .create import create_choices, request_create, validate
 from .edit import change as edit
@@ -46,6 +46,7 @@ __all__ = [
     "owners",
     "remove_forward",
     "request_action",
+    "request_bulk",
     "request_clone",
     "request_create",
     "request_delete",

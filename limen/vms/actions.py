@@ -1,6 +1,8 @@
 """Acting on a VM: start, shutdown, force-off, reboot, pause, resume and delete (each an Operation), the
 CD-ROM drive, and the rows LIMEN did not make (adopt) or libvirt no longer has (forget)."""
 
+from dataclasses import dataclass, field
+
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
@@ -52,6 +54,44 @@ def request_action(user: User, vm_uuid: str, action: str) -> Operation:
         if action == "start":
             not_a_base(vm)
         return submit(user, vm, action)
+
+
+BULK = ("start", "shutdown", "force-off")
+BULK_MAX = 500  # VMs one request may act on (the most a page of the table can show, and more)
+
+
+@dataclass
+class Bulk:
+    """What a bulk action did: the VMs it queued an Operation for, by name, and those it
+    could not, each with the error that says why."""
+
+    action: str
+    queued: list[tuple[str, Operation]] = field(default_factory=list)
+    refused: list[tuple[str, LimenError]] = field(default_factory=list)
+
+
+def request_bulk(user: User, action: str, vm_uuids: list[str]) -> Bulk:
+    """Start, shut down or force off each VM of ``vm_uuids``: one Operation for each, as if
+    asked one at a time (so each is checked, refused and audited on its own)."""
+    if action not in BULK:
+        raise InvalidState(f"Unknown bulk action {action}.")
+    wanted = list(dict.fromkeys(vm_uuids))
+    if not wanted:
+        raise ValidationFailed({"vm": "Tick at least one VM first."})
+    if len(wanted) > BULK_MAX:
+        raise ValidationFailed({"vm": f"At most {BULK_MAX} VMs at once."})
+    done = Bulk(action)
+    for vm_uuid in wanted:
+        try:
+            name = get_vm(user, vm_uuid).name
+        except VMNotFound as e:
+            done.refused.append(("a VM that is not there", e))
+            continue
+        try:
+            done.queued.append((name, request_action(user, vm_uuid, action)))
+        except LimenError as e:  # audited as refused by request_action
+            done.refused.append((name, e))
+    return done
 
 
 @audit.refusals("vm.delete", subject="vm_uuid")

@@ -49,10 +49,11 @@
 
   // An action's answer stays until the next action's replaces it, or the person dismisses it:
   // a poll (a GET; after its swap htmx may name the body as its element) never clears it.
-  document.addEventListener("htmx:afterRequest", function (e) {
+  // (Cleared as the next action leaves: its answer may bring a message of its own.)
+  document.addEventListener("htmx:beforeRequest", function (e) {
     var flash = document.getElementById("flash");
     var verb = e.detail.requestConfig && e.detail.requestConfig.verb;
-    if (e.detail.successful && flash && verb && verb !== "get") flash.replaceChildren();
+    if (flash && verb && verb !== "get") flash.replaceChildren();
   });
   // A search's URL names only what is set: "/?q=web", not "/?q=web&state=&owner=".
   document.addEventListener("htmx:configRequest", function (e) {
@@ -88,5 +89,54 @@
     if (e.target.closest && e.target.closest("#flash button.dismiss")) {
       document.getElementById("flash").replaceChildren();
     }
+  });
+
+  // The table's rows are swapped as they change: the boxes a person ticked stay ticked, and
+  // the menu they opened stays open (each has an id that outlives its row's element).
+  var ticked = new Set(), opened = new Set();
+  document.addEventListener("change", function (e) {
+    var box = e.target;
+    if (box.id === "select-all") {
+      document.querySelectorAll("#vm-rows input[form=bulk]").forEach(function (b) {
+        b.checked = box.checked;
+        if (box.checked) ticked.add(b.value); else ticked.delete(b.value);
+      });
+    } else if (box.matches && box.matches("#vm-rows input[form=bulk]")) {
+      if (box.checked) ticked.add(box.value); else ticked.delete(box.value);
+    }
+  });
+  document.addEventListener("toggle", function (e) {
+    if (!e.target.matches || !e.target.matches("details.menu")) return;
+    if (e.target.open) opened.add(e.target.id); else opened.delete(e.target.id);
+  }, true);
+  function restoreRows() {
+    document.querySelectorAll("#vm-rows input[form=bulk]").forEach(function (b) {
+      b.checked = ticked.has(b.value);
+    });
+    document.querySelectorAll("#vm-rows details.menu").forEach(function (menu) {
+      if (opened.has(menu.id) && !menu.open) menu.open = true;
+    });
+    var all = document.getElementById("select-all");
+    var boxes = document.querySelectorAll("#vm-rows input[form=bulk]");
+    if (all) all.checked = boxes.length > 0 && Array.prototype.every.call(boxes, function (b) { return b.checked; });
+  }
+  document.addEventListener("htmx:afterSettle", restoreRows);
+  document.addEventListener("htmx:oobAfterSwap", restoreRows);
+  // A bulk action done: its boxes are cleared, as its answer says what became of them.
+  document.addEventListener("htmx:afterRequest", function (e) {
+    if (e.detail.successful && e.detail.elt.closest && e.detail.elt.closest("#bulk")) {
+      ticked.clear();
+      restoreRows();
+    }
+  });
+
+  // Escape closes the open menu and gives the focus back to its button.
+  document.addEventListener("keydown", function (e) {
+    if (e.key !== "Escape") return;
+    var menu = e.target.closest && e.target.closest("details.menu[open]");
+    menu = menu || document.querySelector("details.menu[open]");
+    if (!menu) return;
+    menu.open = false;
+    menu.querySelector("summary").focus();
   });
 })();
