@@ -14,6 +14,10 @@ table (its first page of 50):
   a page of 50, searched and sorted   goal < 50 ms
   the first page, 10,000 against 1,000   goal <= 1.5x: the cost grows with the page, not the fleet
 
+Stats sampling: 1,000 VMs on the test driver (half running), sampled for their graphs as
+LIMEN does every 5 s (limen.stats): the CPU time one sample costs (libvirt's call, in-process
+for the test driver, and the rates), as a share of one core over the interval (goal < 2%).
+
 Each round: renders, then a burst of polls. A benchmark reports and does not fail: exit status 0
 whether the goals are met or missed.
 
@@ -165,6 +169,24 @@ def scaling(args) -> None:
           f" (goal <= 1.5: {'met' if big_ms / small_ms <= 1.5 else 'MISSED'})")
 
 
+def sampling(args) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        app = setup(Path(tmp), args.vms)
+        sampler = runtime.get(app).stats
+        sampler.sample()
+        costs = []
+        for _ in range(args.rounds):
+            start = time.thread_time()
+            sampler.sample()
+            costs.append(time.thread_time() - start)
+        running = len(runtime.get(app).hypervisor.counters.running())
+        runtime.stop(app)
+    share = statistics.median(costs) / sampler.interval
+    print(f"stats sampling of {running} running VMs (of {args.vms}), every {sampler.interval:g} s")
+    print(f"  CPU per sample {statistics.median(costs) * 1e3:.2f} ms: {share:.3%} of one core"
+          f" (goal < 2%: {'met' if share < 0.02 else 'MISSED'})")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vms", type=int, default=1000)
@@ -173,6 +195,7 @@ def main() -> int:
     args = parser.parse_args()
     polls(args)
     scaling(args)
+    sampling(args)
     return 0
 
 

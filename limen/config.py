@@ -79,6 +79,10 @@ class Config:
     RESYNC_INTERVAL = 30
     # How often running guests are asked for their addresses, hostname and OS, in seconds.
     GUEST_POLL_INTERVAL = 3.0
+    # How often every running VM's counters are sampled for its graphs, in seconds, and how
+    # long the graphs reach back (kept in memory).
+    STATS_INTERVAL = 5.0
+    STATS_KEEP = 3600
     # How long LIMEN keeps, in days (None: for good), what only grows; older rows are deleted at
     # start and then every PRUNE_INTERVAL seconds (limen/retention.py).
     RETAIN_AUDIT_DAYS = 365

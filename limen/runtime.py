@@ -24,6 +24,7 @@ from .hypervisor import Hypervisor, event_loop_alive
 from .metrics import Metrics
 from .operations import Runner
 from .retention import Pruner
+from .stats import StatsSampler
 from .sync import StateSync
 
 _KEY = "limen.runtime"
@@ -39,6 +40,7 @@ class Runtime:
     pruner: Pruner
     changes: Changes
     metrics: Metrics
+    stats: StatsSampler
     started: bool = False
 
 
@@ -75,7 +77,8 @@ def init_app(app: Flask) -> Runtime:
     guests = GuestWatch(app, hypervisor, changes, cfg["GUEST_POLL_INTERVAL"])
     pruner = Pruner(app, float(cfg["PRUNE_INTERVAL"]))
     metrics.watch(hypervisor, sync, lambda: dict(pruner.pruned))
-    runtime = Runtime(hypervisor, Runner(app, cfg["WORKERS"]), sync, guests, pruner, changes, metrics)
+    stats = StatsSampler(app, hypervisor, cfg["STATS_INTERVAL"], cfg["STATS_KEEP"])
+    runtime = Runtime(hypervisor, Runner(app, cfg["WORKERS"]), sync, guests, pruner, changes, metrics, stats)
     app.extensions[_KEY] = runtime
     return runtime
 
@@ -90,6 +93,7 @@ def start(app: Flask) -> None:
             fn()
     runtime.sync.start()
     runtime.guests.start()
+    runtime.stats.start()
     runtime.pruner.start()
     runtime.started = True
     atexit.register(stop, app)
@@ -101,6 +105,7 @@ def stop(app: Flask) -> None:
         return
     runtime.started = False
     runtime.pruner.stop()
+    runtime.stats.stop()
     runtime.guests.stop()
     runtime.sync.stop()
     runtime.runner.shutdown()

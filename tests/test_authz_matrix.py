@@ -51,6 +51,7 @@ MATRIX = {
     ("vms.action", "POST"): ("/vms/{vm}/force-off", {}, VM_POST),
     ("vms.bulk", "POST"): ("/vms/bulk/force-off", {"vm": "{vm}"}, expect(SIGN_IN, 404, 202, 202)),
     ("vms.status", "GET"): ("/vms/{vm}/status", None, VM_ROUTE),
+    ("vms.stats", "GET"): ("/vms/{vm}/stats", None, VM_ROUTE),
     ("vms.delete", "POST"): ("/vms/{vm}/delete", {}, VM_POST),
     # Admins only. The VM runs, so forgetting it is refused even for an admin (409); and it
     # is not an unmanaged domain, so there is nothing to adopt (404).
@@ -126,6 +127,7 @@ MATRIX = {
     ("api.remove_forward", "DELETE"): ("/api/v1/vms/{vm}/forwards/999", None, expect(401, 404, 404, 404)),
     ("api.act", "POST"): ("/api/v1/vms/{vm}/actions/force-off", {}, expect(401, 404, 202, 202)),
     ("api.console_ticket", "POST"): ("/api/v1/vms/{vm}/console", {}, expect(401, 404, 201, 201)),
+    ("api.vm_stats", "GET"): ("/api/v1/vms/{vm}/stats", None, expect(401, 404, 200, 200)),
     ("api.clone_vm", "POST"): ("/api/v1/vms/{vm}/clone", {"name": "api-clone-{role}"}, expect(401, 404, 409, 409)),
     ("api.list_snapshots", "GET"): ("/api/v1/vms/{vm}/snapshots", None, expect(401, 404, 200, 200)),
     ("api.take_snapshot", "POST"): ("/api/v1/vms/{vm}/snapshots", {"name": "api-{role}"}, expect(401, 404, 202, 202)),

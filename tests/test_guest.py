@@ -1,11 +1,12 @@
 """The guest tier: a real Debian 12 cloud image obeys LIMEN. One VM is made through LIMEN's
 HTTP interface and booted (under TCG, tens of seconds); the tests run in order on it: its seed
-and agent, the serial console, pause, a memory snapshot, reboot and shutdown, a shut-off
+and agent, its graphs under a CPU burst, the serial console, pause, a memory snapshot, reboot and shutdown, a shut-off
 snapshot, a clone of it, run beside it, and last what is changed while it runs: a vCPU and
 memory, a disk, a NIC's link."""
 import re
 import select
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -62,6 +63,47 @@ def test_the_agent_reports_the_address_hostname_and_os(guest_limen, vm, qemu_hos
     assert row is not None and "10.0.2.15" in row.cells
     card = guest_limen.admin.client.get(f"/vms/{vm_uuid}/guest").text
     assert "connected" in card and "Debian GNU/Linux 12" in card and "addresses from the guest agent" in card
+
+
+def cpu_now(page) -> float | None:
+    """The CPU the VM's page says its guest uses now, in %."""
+    found = re.search(r"now ([\d.]+) %", page.locator("#readout-cpu").text_content() or "")
+    return float(found.group(1)) if found else None
+
+
+def test_the_graphs_follow_a_cpu_burst_made_in_the_guest(guest_limen, vm, live_server, page):
+    name, vm_uuid = vm
+    api = Api(guest_limen.app, guest_limen.token)
+    base = live_server(guest_limen.app)
+    page.goto(f"{base}/login")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", admin_password(guest_limen.app))
+    page.get_by_role("button", name="Sign in").click()
+    page.goto(f"{base}/vms/{vm_uuid}")
+    expect(page.locator("#graph-cpu canvas")).to_have_count(1)  # the line is drawn
+    # SSH's handshake is work for a guest under TCG: the session is open before the burst.
+    burst = subprocess.Popen(guest_limen.ssh_args(vm_uuid, "read go && timeout 5 sh -c 'while :; do :; done'; echo done"),
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        def idle() -> bool:
+            cpu = api("GET", f"/vms/{vm_uuid}/stats").json["cpu_percent"]
+            return len(cpu) >= 2 and all(c is not None and c < 50 for c in cpu[-2:])
+
+        wait_until(idle, 120, "the guest to be idle for two samples")
+        wait_until(lambda: (now := cpu_now(page)) is not None and now < 50, 30, "the page to show the idle guest")
+        started = time.time()
+        burst.stdin.write("go\n")
+        burst.stdin.flush()
+        wait_until(lambda: (cpu_now(page) or 0) >= 50, 30, "the page to show the burst")
+        assert burst.communicate(timeout=60)[0].strip() == "done"
+    finally:
+        burst.kill()
+    ended = time.time()
+    series = api("GET", f"/vms/{vm_uuid}/stats").json
+    during = [c for t, c in zip(series["t"], series["cpu_percent"]) if started < t <= ended + series["interval"]]
+    assert max(during) >= 50, (series["t"], series["cpu_percent"], started, ended)
+    assert all(m is not None and m > 100 for m in series["memory_mib"][-3:])  # memory in use, in MiB
+    wait_until(lambda: (now := cpu_now(page)) is not None and now < 50, 30, "the page to show the guest idle again")
 
 
 def test_a_person_signs_in_on_the_serial_console_in_the_browser(guest_limen, vm, live_server, page):

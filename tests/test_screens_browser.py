@@ -1,5 +1,6 @@
 """Every page on a phone and on a laptop, in headless Chromium (browser tier): nothing is wider
-than the window (a wide table scrolls in its own box)."""
+than the window (a wide table scrolls in its own box), and axe-core finds nothing, in the light
+scheme and the dark one."""
 from pathlib import Path
 
 import pytest
@@ -63,10 +64,11 @@ def test_axe_finds_nothing_on_any_page(app, live_server, page):
     api.wait_op(api("POST", f"/vms/{vm}/actions/pause").json["operation"]["id"])  # the paused badge too
     base = live_server(app)
     found = []
-    for width in WIDTHS:
+    for scheme, width in [(scheme, width) for scheme in ("light", "dark") for width in WIDTHS]:
+        page.emulate_media(color_scheme=scheme)  # the page follows prefers-color-scheme
         page.set_viewport_size({"width": width, "height": 800})
         page.goto(f"{base}/login")
-        found += [f"/login at {width} px: {v}" for v in axe_violations(page)]
+        found += [f"/login at {width} px, {scheme}: {v}" for v in axe_violations(page)]
         page.fill("input[name=username]", "admin")
         page.fill("input[name=password]", admin_password(app))
         page.get_by_role("button", name="Sign in").click()
@@ -74,7 +76,7 @@ def test_axe_finds_nothing_on_any_page(app, live_server, page):
         for path in ("/", f"/vms/{vm}", f"/vms/{vm}/console", f"/vms/{vm}/serial", "/media/", "/account",
                      "/admin/users", "/admin/users/admin", "/admin/audit", "/host", "/api/docs", "/no/such/page"):
             page.goto(base + path)
-            found += [f"{path} at {width} px: {v}" for v in axe_violations(page)]
+            found += [f"{path} at {width} px, {scheme}: {v}" for v in axe_violations(page)]
         page.goto(f"{base}/account")
         page.locator("form.who button").click()
         page.wait_for_url(f"{base}/login")

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from ..errors import StorageFailed
 from .connection import Connection, event_loop_alive, set_call_deadline
+from .counters import Counters, DomainCounters
 from .display import Display
 from .domain_xml import Resources, parse_network
 from .domains import Domains
@@ -26,6 +27,7 @@ from .vm_nics import Interface, VMNics
 __all__ = [
     "ACTIVE_STATES",
     "Attachment",
+    "Counters",
     "Disk",
     "DomainState",
     "Forward",
@@ -72,6 +74,7 @@ class Hypervisor:
         self.snapshots = Snapshots(self.connection)
         self.networks = Networks(self.connection)
         self.guests = Guests(self.connection)
+        self.counters = DomainCounters(self.connection)
 
     def close(self) -> None:
         self.connection.close()

@@ -131,6 +131,9 @@ def build(spec: DomainSpec) -> str:
     # shutdown where the guest runs one (and the channel says whether it is connected).
     channel = _sub(devices, "channel", type="unix")
     _sub(channel, "target", type="virtio", name=GUEST_AGENT)
+    # The balloon reports the guest's own memory use every few seconds, for the graphs.
+    balloon = _sub(devices, "memballoon", model="virtio")
+    _sub(balloon, "stats", period="5")
     return ET.tostring(dom, encoding="unicode")
 
 

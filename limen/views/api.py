@@ -178,6 +178,11 @@ def _one_vm(vm: VM, op: Operation | None = None) -> dict:
     return {**_vm(vm, op), "boot_order": boot_order}
 
 
+@bp.get("/vms/<uuid:vm_uuid>/stats")
+def vm_stats(vm_uuid):
+    return jsonify(vms.stats(g.api_user, str(vm_uuid)))
+
+
 @bp.get("/vms/<uuid:vm_uuid>")
 def get_vm(vm_uuid):
     row = vms.row(g.api_user, str(vm_uuid))

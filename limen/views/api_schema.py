@@ -19,6 +19,7 @@ from .api_vm_schema import (
     SNAPSHOT,
     SNAPSHOT_CREATE,
     STAMP,
+    STATS,
     VM_CLONE,
     VM_PATCH,
 )
@@ -351,6 +352,7 @@ SCHEMAS = {
     "VMClone": VM_CLONE,
     "VMPatch": VM_PATCH,
     "Disk": DISK,
+    "Stats": STATS,
     "DiskSize": DISK_SIZE,
     "Nic": NIC,
     "NicAdd": NIC_ADD,

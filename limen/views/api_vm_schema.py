@@ -140,3 +140,25 @@ SNAPSHOT = {
         "current": {"type": "boolean", "description": "the one the VM was last taken or reverted to"},
     },
 }
+
+
+_SERIES = {"type": "array", "items": {"type": ["number", "null"]}}
+STATS = {
+    "type": "object",
+    "description": "The VM's recent past, a point per interval while it ran, oldest first (null: not known); "
+    "kept in LIMEN's memory, so the series starts anew when LIMEN restarts",
+    "properties": {
+        "interval": {"type": "number", "description": "seconds between samples"},
+        "t": {
+            "type": "array",
+            "items": {"type": "number"},
+            "description": "each point's time, seconds since the epoch",
+        },
+        "cpu_percent": {**_SERIES, "description": "of all its vCPUs"},
+        "memory_mib": {**_SERIES, "description": "in use, as the guest reports it (else QEMU's resident memory)"},
+        "disk_read_bps": {**_SERIES, "description": "bytes a second, all its disks"},
+        "disk_write_bps": _SERIES,
+        "net_rx_bps": {**_SERIES, "description": "bytes a second, all its NICs"},
+        "net_tx_bps": _SERIES,
+    },
+}

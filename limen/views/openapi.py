@@ -118,6 +118,13 @@ def document(server: str) -> dict:
                     "responses": {"201": _json(_ref("ConsoleTicket"), "The ticket"), **_errors(401, 404, 422)},
                 },
             },
+            "/vms/{uuid}/stats": {
+                "parameters": [UUID],
+                "get": {
+                    "summary": "The VM's CPU, memory, disk and network over the last hour (its graphs)",
+                    "responses": {"200": _json(_ref("Stats"), "Its series"), **_errors(401, 404)},
+                },
+            },
             "/vms/{uuid}/disks": {
                 "parameters": [UUID],
                 "get": {

@@ -299,6 +299,12 @@ def status(vm_uuid):
     )
 
 
+@bp.get("/vms/<uuid:vm_uuid>/stats")
+def stats(vm_uuid):
+    """The VM's graphs' series (JSON), as the API's GET /api/v1/vms/{uuid}/stats."""
+    return jsonify(vms.stats(current_user, str(vm_uuid)))
+
+
 @bp.post("/vms/<uuid:vm_uuid>/clone")
 def clone(vm_uuid):
     """A new VM from this shut-off VM's disk; the table shows it being made."""

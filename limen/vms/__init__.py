@@ -22,7 +22,7 @@ from .edit import change as edit
 from .edit import settings
 from .network import add_forward, remove_forward
 from .overview import host_overview
-from .queries import Row, detail, get_vm, hypervisor_problem, operation, owners, row, table_page, unmanaged
+from .queries import Row, detail, get_vm, hypervisor_problem, operation, owners, row, stats, table_page, unmanaged
 from .snapshots import card as snapshot_card
 from .snapshots import list_snapshots, request_revert, request_snapshot, request_snapshot_delete, tree
 
@@ -57,6 +57,7 @@ __all__ = [
     "settings",
     "snapshot_card",
     "start_or_join",
+    "stats",
     "table",
     "table_page",
     "tree",

@@ -118,6 +118,12 @@ def detail(user: User, vm_uuid: str) -> dict[str, object]:
     return dict(vm=vm, profile=vm.profile, isos=media.usable(user, ISO), ssh_command=ssh_command(vm))
 
 
+def stats(user: User, vm_uuid: str) -> dict[str, object]:
+    """The VM's recent CPU, memory, disk and network, as its graphs draw them."""
+    vm = get_vm(user, vm_uuid)
+    return runtime.get().stats.series(vm.uuid)
+
+
 def operation(user: User, op_id: int) -> Operation:
     """An Operation, if ``user`` requested it or may see its VM (admins: all). Another user's
     answers as a missing one does, so ids cannot be probed."""

@@ -1,0 +1,113 @@
+"""Each running VM's recent past, for its graphs: CPU, memory, disk and network.
+
+A thread asks libvirt every STATS_INTERVAL seconds for every running domain's counters, in one
+call, and keeps for each VM a ring of points of the last STATS_KEEP seconds: the rates between
+two samples. The rings live in memory only, so a restart starts the graphs anew; a VM that
+stops keeps its points until they age out, and its next start begins a new line (a counter is
+never compared across a stop).
+"""
+
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+from flask import Flask
+
+from .errors import HypervisorUnavailable
+from .hypervisor import Counters, Hypervisor
+
+log = logging.getLogger(__name__)
+
+FIELDS = ("cpu_percent", "memory_mib", "disk_read_bps", "disk_write_bps", "net_rx_bps", "net_tx_bps")
+
+
+@dataclass(frozen=True)
+class Point:
+    at: float  # seconds since the epoch
+    values: tuple[float | None, ...]  # in the order of FIELDS
+
+
+def _rate(now: int, before: int, seconds: float) -> float | None:
+    """Bytes a second; None when the counter went back (the VM restarted in between)."""
+    return None if now < before else (now - before) / seconds
+
+
+def point(before: Counters, now: Counters) -> Point | None:
+    """What happened between two samples of one VM; None if they are not in order."""
+    seconds = now.at - before.at
+    if seconds <= 0:
+        return None
+    cpu = None
+    if now.cpu_ns is not None and before.cpu_ns is not None and now.cpu_ns >= before.cpu_ns:
+        cpu = min(100.0, (now.cpu_ns - before.cpu_ns) / (seconds * 1e9 * now.vcpus) * 100)
+    memory = None if now.memory_kib is None else now.memory_kib / 1024
+    return Point(
+        now.at,
+        (
+            cpu,
+            memory,
+            _rate(now.read_bytes, before.read_bytes, seconds),
+            _rate(now.write_bytes, before.write_bytes, seconds),
+            _rate(now.rx_bytes, before.rx_bytes, seconds),
+            _rate(now.tx_bytes, before.tx_bytes, seconds),
+        ),
+    )
+
+
+class StatsSampler:
+    def __init__(self, app: Flask, hypervisor: Hypervisor, interval: float, keep: float):
+        self.app, self.hypervisor, self.interval, self.keep = app, hypervisor, float(interval), float(keep)
+        self._size = max(2, int(self.keep // self.interval))
+        self._lock = threading.Lock()
+        self._series: dict[str, deque[Point]] = {}
+        self._last: dict[str, Counters] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="limen-stats", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread:
+            self._stop.set()
+            self._thread.join(timeout=15)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sample()
+            except HypervisorUnavailable:
+                pass  # the sync says so; the graphs show a gap
+            except Exception:
+                log.exception("stats sample failed")
+
+    def sample(self) -> None:
+        """One round: every running VM's counters, and a point for each that was sampled before."""
+        found = self.hypervisor.counters.running()
+        with self._lock:
+            running = set()
+            for now in found:
+                running.add(now.uuid)
+                before, self._last[now.uuid] = self._last.get(now.uuid), now
+                new = point(before, now) if before else None
+                if new is not None:
+                    self._series.setdefault(now.uuid, deque(maxlen=self._size)).append(new)
+            for uuid in set(self._last) - running:  # stopped: its next start is a new line
+                del self._last[uuid]
+            if found:
+                oldest = found[0].at - self.keep
+                for uuid in [u for u, points in self._series.items() if points[-1].at < oldest]:
+                    del self._series[uuid]
+
+    def series(self, uuid: str) -> dict[str, object]:
+        """The VM's points, oldest first: their times and a list per field (None: not known)."""
+        with self._lock:
+            points = list(self._series.get(uuid, ()))
+        series: dict[str, object] = {"interval": self.interval, "t": [round(p.at, 3) for p in points]}
+        for i, field in enumerate(FIELDS):
+            series[field] = [None if (v := p.values[i]) is None else round(v, 2) for p in points]
+        return series

@@ -1,0 +1,81 @@
+// A VM's graphs on its page: the series LIMEN samples (GET /vms/<uuid>/stats), drawn with
+// uPlot and read again every interval while the tab is visible. Each graph also says in words
+// what it shows now and at its peak.
+(function () {
+  "use strict";
+  var LABELS = {
+    cpu_percent: "CPU", memory_mib: "in use", disk_read_bps: "read", disk_write_bps: "written",
+    net_rx_bps: "received", net_tx_bps: "sent"
+  };
+  var COLORS = ["#2454d6", "#c2410c"];
+  var HEIGHT = 140;
+
+  function human(v, unit) {
+    if (v === null || v === undefined) return "—";
+    if (unit === "B/s") {
+      var units = ["B/s", "KiB/s", "MiB/s", "GiB/s"], i = 0;
+      while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+      return (i && v < 10 ? v.toFixed(1) : Math.round(v)) + " " + units[i];
+    }
+    if (unit === "%") return (v < 10 ? v.toFixed(1) : Math.round(v)) + " %";
+    return Math.round(v) + " " + unit;
+  }
+  function known(values) { return values.filter(function (v) { return v !== null; }); }
+  function peak(values) { var k = known(values); return k.length ? Math.max.apply(null, k) : null; }
+  function latest(values) { var k = known(values); return k.length ? k[k.length - 1] : null; }
+
+  var section = document.getElementById("graphs");
+  if (!section || !window.uPlot) return;
+  var graphs = Array.prototype.map.call(section.querySelectorAll("figure.graph"), function (fig) {
+    return {
+      fig: fig, box: fig.querySelector(".plot"), readout: fig.querySelector(".readout"),
+      fields: fig.dataset.fields.split(" "), unit: fig.dataset.unit, plot: null
+    };
+  });
+
+  function options(g) {
+    var css = getComputedStyle(document.documentElement);
+    var ink = css.getPropertyValue("--muted").trim(), line = css.getPropertyValue("--line").trim();
+    var axis = { stroke: ink, grid: { stroke: line, width: 1 }, ticks: { stroke: line, width: 1 } };
+    return {
+      width: g.box.clientWidth || 300, height: HEIGHT, legend: { show: false },
+      scales: { y: { range: g.unit === "%" ? [0, 100] : function (u, min, max) { return [0, max > 0 ? max * 1.1 : 1]; } } },
+      axes: [axis, Object.assign({ size: 72, values: function (u, ticks) {
+        return ticks.map(function (v) { return human(v, g.unit); });
+      } }, axis)],
+      series: [{}].concat(g.fields.map(function (f, i) { return { label: LABELS[f], stroke: COLORS[i], width: 1.5 }; }))
+    };
+  }
+
+  function draw(data) {
+    graphs.forEach(function (g) {
+      if (!data.t.length) {
+        g.readout.textContent = "no samples yet: they come while the VM runs";
+      } else {
+        g.readout.textContent = g.fields.map(function (f) {
+          return (g.fields.length > 1 ? LABELS[f] + " " : "") + "now " + human(latest(data[f]), g.unit) +
+            ", peak " + human(peak(data[f]), g.unit);
+        }).join("; ");
+      }
+      var columns = [data.t].concat(g.fields.map(function (f) { return data[f]; }));
+      if (g.plot) g.plot.setData(columns);
+      else g.plot = new window.uPlot(options(g), columns, g.box);
+    });
+  }
+
+  function refresh() {
+    if (document.hidden) return;
+    fetch(section.dataset.statsUrl, { headers: { Accept: "application/json" }, credentials: "same-origin" })
+      .then(function (r) { if (!r.ok) throw new Error("status " + r.status); return r.json(); })
+      .then(draw)
+      .catch(function (e) {
+        graphs.forEach(function (g) { g.readout.textContent = "LIMEN did not answer (" + e.message + "); trying again"; });
+      });
+  }
+  refresh();
+  setInterval(refresh, Math.max(1, parseFloat(section.dataset.interval)) * 1000);
+  document.addEventListener("visibilitychange", refresh);
+  window.addEventListener("resize", function () {
+    graphs.forEach(function (g) { if (g.plot) g.plot.setSize({ width: g.box.clientWidth, height: HEIGHT }); });
+  });
+})();
