@@ -161,3 +161,17 @@ def test_a_pause_libvirt_has_no_reason_for_is_explained_by_qemus_run_state(qemu_
     admin.wait_state(name, "running", 30)
     assert _act(admin, app, name, "delete").status_code == 202
     admin.wait_state(name, None, 30)
+
+
+def test_a_running_vms_screen_is_a_png_of_what_qemu_shows(qemu_admin):
+    """QEMU answers libvirt's screenshot with a PPM image: LIMEN gives the page a PNG of it."""
+    import struct
+
+    app, admin = qemu_admin()
+    name = unique_name()
+    assert admin.create(name=name, memory_mib="128", disk_gib="1").status_code == 201
+    admin.wait_state(name, "running", START)
+    shot = admin.client.get(f"/vms/{uuid_of(app, name)}/screen.png")
+    assert shot.status_code == 200 and shot.data.startswith(b"\x89PNG\r\n\x1a\n")
+    width, height, depth, colour = struct.unpack(">IIBB", shot.data[16:26])
+    assert 320 <= width <= 2048 and 200 <= height <= 2048 and (depth, colour) == (8, 2)

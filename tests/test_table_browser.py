@@ -52,6 +52,35 @@ def test_an_actions_error_survives_three_polls(table):
     expect(message).to_be_empty()
 
 
+def stale_resume(page, name: str) -> None:
+    """Press what a row a moment old would offer: Resume, on a VM that runs (answered 409)."""
+    row = page.locator(f"#vm-rows tr[data-name={name}]")
+    if row.locator("details.menu[open]").count() == 0:
+        row.locator("summary").click()
+    row.locator("button.a-shutdown").evaluate("b => b.setAttribute('formaction', b.formAction.replace('/shutdown', '/resume'))")
+    row.locator("button.a-shutdown").click()
+
+
+def test_an_answer_stays_until_a_newer_one_about_the_same_vm(table):
+    page, api, busy = table
+    answers = page.locator("#flash > *")
+    stale_resume(page, "steady")
+    expect(answers).to_have_count(1)
+    expect(answers.first).to_contain_text("Cannot resume a VM that is running")
+    busy_row = page.locator("#vm-rows tr[data-name=busy]")
+    busy_row.locator("summary").click()
+    busy_row.locator("button.a-pause").click()  # an action on another VM: steady's answer stays
+    expect(busy_row).to_have_attribute("data-state", "paused")
+    expect(answers).to_have_count(1)
+    expect(answers.first).to_contain_text("Cannot resume a VM that is running")
+    stale_resume(page, "steady")  # a newer answer about steady takes the place of the older
+    expect(answers).to_have_count(1)
+    steady = page.locator("#vm-rows tr[data-name=steady]")
+    steady.locator("button.a-pause").click()  # (its menu is still open) and one that succeeds leaves none
+    expect(steady).to_have_attribute("data-state", "paused")
+    expect(answers).to_have_count(0)
+
+
 def test_focus_survives_a_poll(table):
     page, api, busy = table
     page.locator("#vm-rows tr", has_text="steady").locator("a.details-link").focus()

@@ -146,11 +146,13 @@ def register(app: Flask) -> None:
     def limen_error(err: LimenError):
         log.info("%s %s -> %s", request.method, request.path, err)
         if is_htmx():
-            # Errors go to the page's message area, whatever element asked.
+            # Errors go to the page's message area, whatever element asked, above the answers
+            # about other VMs (limen.js takes away this VM's older one as the request leaves).
+            about = (request.view_args or {}).get("vm_uuid")
             return (
-                render_template("_flash.html", error=err),
+                render_template("_flash.html", error=err, about=about),
                 err.status,
-                {"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"},
+                {"HX-Retarget": "#flash", "HX-Reswap": "afterbegin"},
             )
         if wants_json():
             headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else {}

@@ -18,6 +18,7 @@ from ..errors import (
 )
 
 bp = Blueprint("vms", __name__)
+TASKS = 50  # the operations the tasks page lists
 
 
 def is_htmx() -> bool:
@@ -66,9 +67,16 @@ def _table() -> dict:
     )
 
 
-def _done(status: int = 200):
+def _done(status: int = 200, vm_uuid: str | None = None):
     """After a change: the rows for htmx, a short JSON answer for a script on the page (the
-    console's Resume), the page for a plain form."""
+    console's Resume), the page for a plain form. An action asked from the VM's own page
+    (``back=detail``) answers with that page's head, or that page."""
+    if vm_uuid and request.form.get("back") == "detail":
+        if request.path.endswith(("/delete", "/forget")):  # the page is going: back to the table
+            return ("", status, {"HX-Redirect": url_for("vms.index")}) if is_htmx() else redirect(url_for("vms.index"))
+        if is_htmx():
+            return render_template("vms/_hub_head.html", row=vms.row(current_user, vm_uuid)), status
+        return redirect(url_for("vms.detail", vm_uuid=vm_uuid))
     if is_htmx():
         return render_template("vms/_rows.html", oob_poll=True, **_table()), status
     if request.accept_mimetypes.best == "application/json":
@@ -139,7 +147,7 @@ def create():
 @bp.post("/vms/<uuid:vm_uuid>/<any(start, shutdown, 'force-off', reboot, pause, resume):action>")
 def action(vm_uuid, action):
     vms.request_action(current_user, str(vm_uuid), action)
-    return _done(202)
+    return _done(202, str(vm_uuid))
 
 
 @bp.post("/vms/bulk/<any(start, shutdown, 'force-off'):action>")
@@ -172,6 +180,8 @@ def _detail_page(vm_uuid) -> dict:
     except LimenError:
         page["drives"] = page["boot_order"] = None
     page["network_choices"] = vms.network.choices()
+    page["row"] = vms.row(current_user, uuid)
+    page.update(vms.history(current_user, uuid))
     return page
 
 
@@ -179,6 +189,26 @@ def _detail_page(vm_uuid) -> dict:
 def host():
     """The host overview (admins)."""
     return render_template("host.html", **vms.host_overview(current_user))
+
+
+@bp.get("/vms/<uuid:vm_uuid>/screen.png")
+def screen(vm_uuid):
+    """The running VM's screen now (PNG), for its page's thumbnail."""
+    return current_app.response_class(
+        vms.screen(current_user, str(vm_uuid)), mimetype="image/png", headers={"Cache-Control": "no-store"}
+    )
+
+
+@bp.get("/vms/<uuid:vm_uuid>/head")
+def head(vm_uuid):
+    """The VM page's head (htmx polls): its state and the actions it allows."""
+    return render_template("vms/_hub_head.html", row=vms.row(current_user, str(vm_uuid)))
+
+
+@bp.get("/tasks")
+def tasks():
+    """The operations this user asked for, with their steps and results."""
+    return render_template("tasks.html", found=vms.tasks(current_user, TASKS), limit=TASKS)
 
 
 @bp.get("/vms/<uuid:vm_uuid>")
@@ -357,14 +387,14 @@ def delete_snapshot(vm_uuid, name):
 @bp.post("/vms/<uuid:vm_uuid>/delete")
 def delete(vm_uuid):
     vms.request_delete(current_user, str(vm_uuid))
-    return _done(202)
+    return _done(202, str(vm_uuid))
 
 
 @bp.post("/vms/<uuid:vm_uuid>/forget")
 def forget(vm_uuid):
     """An admin drops a missing VM's row; libvirt and disks are not touched."""
     vms.forget(current_user, str(vm_uuid))
-    return _done()
+    return _done(vm_uuid=str(vm_uuid))
 
 
 @bp.post("/unmanaged/<uuid:vm_uuid>/adopt")

@@ -22,7 +22,21 @@ from .edit import change as edit
 from .edit import settings
 from .network import add_forward, remove_forward
 from .overview import host_overview
-from .queries import Row, detail, get_vm, hypervisor_problem, operation, owners, row, stats, table_page, unmanaged
+from .queries import (
+    Row,
+    detail,
+    get_vm,
+    history,
+    hypervisor_problem,
+    operation,
+    owners,
+    row,
+    screen,
+    stats,
+    table_page,
+    tasks,
+    unmanaged,
+)
 from .snapshots import card as snapshot_card
 from .snapshots import list_snapshots, request_revert, request_snapshot, request_snapshot_delete, tree
 
@@ -37,6 +51,7 @@ __all__ = [
     "eject",
     "forget",
     "get_vm",
+    "history",
     "host_overview",
     "hypervisor_problem",
     "insert_iso",
@@ -54,12 +69,14 @@ __all__ = [
     "request_snapshot",
     "request_snapshot_delete",
     "row",
+    "screen",
     "settings",
     "snapshot_card",
     "start_or_join",
     "stats",
     "table",
     "table_page",
+    "tasks",
     "tree",
     "unmanaged",
     "validate",

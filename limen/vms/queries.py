@@ -11,7 +11,7 @@ from .. import media, runtime
 from ..access import may, visible_vms, vm_for
 from ..errors import OperationNotFound, VMNotFound
 from ..extensions import db
-from ..models import CREATING, DELETING, ERROR, ISO, MISSING, VM, Operation, UnmanagedDomain, User, utcnow
+from ..models import CREATING, DELETING, ERROR, ISO, MISSING, VM, AuditEvent, Operation, UnmanagedDomain, User, utcnow
 from .lifecycle import ACTIONS, MAY_OVERTAKE, WAITING_FOR_POWER_OFF
 from .network import ssh_command
 
@@ -116,6 +116,55 @@ def detail(user: User, vm_uuid: str) -> dict[str, object]:
     can take."""
     vm = get_vm(user, vm_uuid)
     return dict(vm=vm, profile=vm.profile, isos=media.usable(user, ISO), ssh_command=ssh_command(vm))
+
+
+def screen(user: User, vm_uuid: str) -> bytes:
+    """The running VM's screen now, as a PNG (its page's thumbnail)."""
+    vm = get_vm(user, vm_uuid, "vm.console")
+    return runtime.get().hypervisor.display.screenshot(vm.uuid)
+
+
+def history(user: User, vm_uuid: str, limit: int = 10) -> dict[str, list]:
+    """What was done to the VM lately, newest first: its Operations (with their steps) and the
+    audit log's entries about it."""
+    vm = get_vm(user, vm_uuid)
+    ops = db.session.scalars(
+        select(Operation).where(Operation.vm_uuid == vm.uuid).order_by(Operation.id.desc()).limit(limit)
+    )
+    events = db.session.scalars(
+        select(AuditEvent).where(AuditEvent.vm_uuid == vm.uuid).order_by(AuditEvent.id.desc()).limit(limit)
+    )
+    return dict(operations=list(ops), events=list(events))
+
+
+@dataclass
+class Task:
+    op: Operation
+    vm_name: str  # the VM's name now, or as the audit log last named it once it is gone
+    vm_exists: bool
+
+
+def tasks(user: User, limit: int = 50) -> list[Task]:
+    """The Operations ``user`` asked for, newest first, with the name of the VM each was on."""
+    ops = list(
+        db.session.scalars(
+            select(Operation).where(Operation.user_id == user.id).order_by(Operation.id.desc()).limit(limit)
+        )
+    )
+    uuids = {op.vm_uuid for op in ops}
+    names = dict(db.session.execute(select(VM.uuid, VM.name).where(VM.uuid.in_(uuids))).all())
+    gone = uuids - set(names)
+    said = {}
+    if gone:
+        found = db.session.execute(
+            select(AuditEvent.vm_uuid, AuditEvent.vm_name)
+            .where(AuditEvent.vm_uuid.in_(gone), AuditEvent.vm_name.is_not(None))
+            .order_by(AuditEvent.id)
+        )
+        said = {uuid: name for uuid, name in found}
+    return [
+        Task(op, names.get(op.vm_uuid) or said.get(op.vm_uuid) or op.vm_uuid[:8], op.vm_uuid in names) for op in ops
+    ]
 
 
 def stats(user: User, vm_uuid: str) -> dict[str, object]:

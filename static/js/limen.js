@@ -3,11 +3,11 @@
   "use strict";
 
   // Poll only while the tab is visible; ask at once when it becomes visible again.
-  // Nor while an action a person started in the table waits for its answer: that answer
-  // brings the rows, and a poll's swap would take away the form it is meant for.
+  // Nor while an action a person started waits for its answer: that answer brings what the
+  // poll would, and a poll's swap would take away the form it is meant for.
   document.addEventListener("htmx:beforeRequest", function (e) {
     if (!e.detail.elt.hasAttribute("data-poll")) return;
-    if (document.hidden || document.querySelector("#vm-rows .htmx-request")) e.preventDefault();
+    if (document.hidden || document.querySelector("form.htmx-request, button.htmx-request")) e.preventDefault();
   });
   document.addEventListener("visibilitychange", function () {
     if (!document.hidden) htmx.trigger(document.body, "limen:poll");
@@ -22,19 +22,33 @@
     }
   }, true);
 
+  // The message area holds answers, newest first, each about one VM (data-about: its UUID) or
+  // about the page (""). An answer stays until dismissed or until a newer one about the same
+  // VM comes: a request takes away the older answer about what it acts on as it leaves.
+  function about(path) {
+    var found = /\/vms\/([0-9a-f-]{36})(\/|$)/.exec(path || "");
+    return found ? found[1] : "";
+  }
+  function forget(subject) {
+    document.querySelectorAll("#flash > [data-about]").forEach(function (answer) {
+      if (answer.dataset.about === subject) answer.remove();
+    });
+  }
   // A request that never reached the server still deserves a sentence.
   function say(text) {
     var flash = document.getElementById("flash");
     if (!flash) return;
+    forget("");
     var p = document.createElement("p");
     p.className = "error";
+    p.dataset.about = "";
     p.textContent = text + " ";
     var dismiss = document.createElement("button");
     dismiss.type = "button";
     dismiss.className = "dismiss";
     dismiss.textContent = "Dismiss";
     p.append(dismiss);
-    flash.replaceChildren(p);
+    flash.prepend(p);
   }
   document.addEventListener("htmx:sendError", function () {
     say("LIMEN did not answer. Check that the server is running; the page retries on its own.");
@@ -47,14 +61,15 @@
     });
   }, 1000);
 
-  // An action's answer stays until the next action's replaces it, or the person dismisses it:
-  // a poll (a GET; after its swap htmx may name the body as its element) never clears it.
-  // (Cleared as the next action leaves: its answer may bring a message of its own.)
   document.addEventListener("htmx:beforeRequest", function (e) {
-    var flash = document.getElementById("flash");
-    var verb = e.detail.requestConfig && e.detail.requestConfig.verb;
-    if (flash && verb && verb !== "get") flash.replaceChildren();
+    var config = e.detail.requestConfig;
+    if (config && config.verb !== "get") forget(about(config.path));
   });
+  document.addEventListener("click", function (e) {
+    var dismiss = e.target.closest && e.target.closest("#flash button.dismiss");
+    if (dismiss) (dismiss.closest("#flash > *") || dismiss).remove();
+  });
+
   // A search's URL names only what is set: "/?q=web", not "/?q=web&state=&owner=".
   document.addEventListener("htmx:configRequest", function (e) {
     if (e.detail.verb !== "get" || !e.detail.elt.closest("#vm-filters")) return;
@@ -85,11 +100,6 @@
     }
   });
 
-  document.addEventListener("click", function (e) {
-    if (e.target.closest && e.target.closest("#flash button.dismiss")) {
-      document.getElementById("flash").replaceChildren();
-    }
-  });
 
   // The table's rows are swapped as they change: the boxes a person ticked stay ticked, and
   // the menu they opened stays open (each has an id that outlives its row's element).

@@ -1,6 +1,28 @@
-// A VM's graphs on its page: the series LIMEN samples (GET /vms/<uuid>/stats), drawn with
-// uPlot and read again every interval while the tab is visible. Each graph also says in words
-// what it shows now and at its peak.
+// A VM's page: a thumbnail of its screen, and its graphs.
+(function () {
+  "use strict";
+  // The screen's thumbnail: a new picture every few seconds while the tab is visible.
+  var shot = document.getElementById("thumbnail");
+  if (!shot) return;
+  var img = shot.querySelector("img"), caption = shot.querySelector("figcaption");
+  function reload() {
+    if (!document.hidden) img.src = shot.dataset.src + "?t=" + Date.now();
+  }
+  img.addEventListener("load", function () {
+    img.hidden = false;
+    caption.textContent = "The screen at " + new Date().toLocaleTimeString() + "; open the console to use it.";
+  });
+  img.addEventListener("error", function () {
+    img.hidden = true;
+    caption.textContent = "No picture of the screen now: the VM is not running.";
+  });
+  reload();
+  setInterval(reload, Math.max(1, parseFloat(shot.dataset.interval)) * 1000);
+})();
+
+// Its graphs: the series LIMEN samples (GET /vms/<uuid>/stats), drawn with uPlot and read
+// again every interval while the tab is visible. Each graph also says in words what it shows
+// now and at its peak.
 (function () {
   "use strict";
   var LABELS = {

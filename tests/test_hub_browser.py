@@ -1,0 +1,43 @@
+"""A VM's page as its hub, in headless Chromium (browser tier): a picture of its screen, and
+its actions, whose answers the page shows in place."""
+import pytest
+from playwright.sync_api import expect
+
+from helpers import Api, admin_password, token_for
+
+pytestmark = pytest.mark.browser
+
+
+def test_the_vm_page_shows_its_screen_and_acts_in_place(make_app, node_xml, live_server, page):
+    app = make_app(LIBVIRT_URI=f"test://{node_xml}", POLL_INTERVAL=0.5)
+    api = Api(app, token_for(app, "admin", admin_password(app)))
+    created = api("POST", "/vms", {"name": "hubbed", "vcpus": 1, "memory_mib": 64, "disk_gib": 1})
+    api.wait_op(created.json["operation"]["id"])
+    base = live_server(app)
+    page.goto(f"{base}/login")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", admin_password(app))
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("link", name="hubbed").click()  # the table's name leads to the page
+
+    thumbnail = page.locator("#thumbnail img")
+    expect(thumbnail).to_be_visible()
+    assert thumbnail.evaluate("img => img.naturalWidth") > 0
+    expect(page.locator("#thumbnail figcaption")).to_contain_text("The screen at")
+
+    loads = []
+    page.on("load", lambda _page: loads.append(1))
+    head = page.locator("#vm-head")
+    head.get_by_role("button", name="Pause").click()
+    expect(head.locator(".badge")).to_have_text("paused")
+    expect(head.get_by_role("button", name="Resume")).to_be_visible()
+    expect(page.locator("#thumbnail figcaption")).to_contain_text("The screen at")
+    head.get_by_role("button", name="Resume").click()
+    expect(head.locator(".badge")).to_have_text("running")
+    assert loads == [], "the page reloaded"
+
+    page.get_by_role("link", name="Operations", exact=True).click()
+    rows = page.locator("#task-rows tr")
+    expect(rows.first).to_contain_text("resume")
+    expect(rows.nth(1)).to_contain_text("pause")
+    expect(rows.nth(2)).to_contain_text("create")
