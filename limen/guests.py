@@ -7,7 +7,6 @@ agent. A VM that is no longer running keeps its NICs and loses its addresses at 
 """
 
 import logging
-import threading
 import time
 
 from flask import Flask
@@ -18,6 +17,7 @@ from .errors import HypervisorUnavailable, LimenError
 from .extensions import cut, db
 from .hypervisor import GuestInfo, Hypervisor
 from .models import CREATING, DELETING, ERROR, MISSING, VM
+from .periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -56,33 +56,20 @@ def _stale(guest: dict | None) -> bool:
     return guest is None or guest.get("agent") == "connected" or any(n["addresses"] for n in guest["interfaces"])
 
 
-class GuestWatch:
+class GuestWatch(Periodic):
+    name = "limen-guests"
+
     def __init__(self, app: Flask, hypervisor: Hypervisor, changes: Changes, interval: float):
-        self.app, self.hypervisor, self.changes, self.interval = app, hypervisor, changes, interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(interval)
+        self.app, self.hypervisor, self.changes = app, hypervisor, changes
         self._later: dict[str, float] = {}  # slow guests' UUIDs → when to ask them again
 
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="limen-guests", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._thread:
-            self._stop.set()
-            self._thread.join(timeout=15)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                with self.app.app_context():
-                    self.poll()
-            except HypervisorUnavailable:
-                pass  # the sync says so; the next round tries again
-            except Exception:
-                log.exception("guest poll failed")
+    def round(self) -> None:
+        try:
+            with self.app.app_context():
+                self.poll()
+        except HypervisorUnavailable:
+            pass  # the sync says so; the next round tries again
 
     def poll(self) -> None:
         """One round: ask every running guest, and every stopped VM whose row still shows a
@@ -93,7 +80,7 @@ class GuestWatch:
         db.session.commit()  # no database connection held while guests answer
         changed = False
         for uuid, state, address, guest in rows:
-            if self._stop.is_set():
+            if self.stopping:
                 break
             if (state != "running" and not _stale(guest)) or self._later.get(uuid, 0) > time.monotonic():
                 continue

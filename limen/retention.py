@@ -7,7 +7,6 @@ what was deleted (limen_pruned_rows_total, by kind).
 """
 
 import logging
-import threading
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -16,40 +15,28 @@ from sqlalchemy import ColumnElement, delete, exists, select
 
 from .extensions import db, rows_changed
 from .models import AuditEvent, ConsoleSession, ConsoleTicket, LoginSession, Operation, utcnow
+from .periodic import Periodic
 
 log = logging.getLogger(__name__)
 BATCH = 1000  # rows per transaction: the database is never locked for long
 
 
-class Pruner:
+class Pruner(Periodic):
+    name = "limen-prune"
+    at_start = True
+
     def __init__(self, app: Flask, interval: float):
-        self.app, self.interval = app, interval
+        super().__init__(interval)
+        self.app = app
         self.pruned: Counter[str] = Counter()  # kind → rows deleted by this process
         self.rounds = 0  # rounds the thread has finished
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="limen-prune", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._thread:
-            self._stop.set()
-            self._thread.join(timeout=15)
-            self._thread = None
-
-    def _run(self) -> None:
-        while True:
-            try:
-                with self.app.app_context():
-                    self.prune()
-            except Exception:
-                log.exception("pruning failed; next round in %g s", self.interval)
+    def round(self) -> None:
+        try:
+            with self.app.app_context():
+                self.prune()
+        finally:
             self.rounds += 1
-            if self._stop.wait(self.interval):
-                return
 
     def prune(self) -> Counter[str]:
         """One round: each kind's old rows, in batches. Returns what this round deleted."""

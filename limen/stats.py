@@ -7,7 +7,6 @@ stops keeps its points until they age out, and its next start begins a new line 
 never compared across a stop).
 """
 
-import logging
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -16,8 +15,7 @@ from flask import Flask
 
 from .errors import HypervisorUnavailable
 from .hypervisor import Counters, Hypervisor
-
-log = logging.getLogger(__name__)
+from .periodic import Periodic
 
 FIELDS = ("cpu_percent", "memory_mib", "disk_read_bps", "disk_write_bps", "net_rx_bps", "net_tx_bps")
 
@@ -55,35 +53,22 @@ def point(before: Counters, now: Counters) -> Point | None:
     )
 
 
-class StatsSampler:
+class StatsSampler(Periodic):
+    name = "limen-stats"
+
     def __init__(self, app: Flask, hypervisor: Hypervisor, interval: float, keep: float):
-        self.app, self.hypervisor, self.interval, self.keep = app, hypervisor, float(interval), float(keep)
+        super().__init__(interval)
+        self.app, self.hypervisor, self.keep = app, hypervisor, float(keep)
         self._size = max(2, int(self.keep // self.interval))
         self._lock = threading.Lock()
         self._series: dict[str, deque[Point]] = {}
         self._last: dict[str, Counters] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="limen-stats", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._thread:
-            self._stop.set()
-            self._thread.join(timeout=15)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.sample()
-            except HypervisorUnavailable:
-                pass  # the sync says so; the graphs show a gap
-            except Exception:
-                log.exception("stats sample failed")
+    def round(self) -> None:
+        try:
+            self.sample()
+        except HypervisorUnavailable:
+            pass  # the sync says so; the graphs show a gap
 
     def sample(self) -> None:
         """One round: every running VM's counters, and a point for each that was sampled before."""

@@ -402,3 +402,11 @@ def click_console(row) -> None:
     if not link.is_visible():
         row.locator("summary").click()
     link.click()
+
+
+def sign_in_page(page, base: str, app, username: str = "admin", password: str | None = None) -> None:
+    """Sign in through the browser (a Playwright page) on the app served at ``base``."""
+    page.goto(f"{base}/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password or admin_password(app))
+    page.get_by_role("button", name="Sign in").click()

@@ -3,7 +3,7 @@ its actions, whose answers the page shows in place."""
 import pytest
 from playwright.sync_api import expect
 
-from helpers import Api, admin_password, token_for
+from helpers import Api, admin_password, sign_in_page, token_for
 
 pytestmark = pytest.mark.browser
 
@@ -14,10 +14,7 @@ def test_the_vm_page_shows_its_screen_and_acts_in_place(make_app, node_xml, live
     created = api("POST", "/vms", {"name": "hubbed", "vcpus": 1, "memory_mib": 64, "disk_gib": 1})
     api.wait_op(created.json["operation"]["id"])
     base = live_server(app)
-    page.goto(f"{base}/login")
-    page.fill("input[name=username]", "admin")
-    page.fill("input[name=password]", admin_password(app))
-    page.get_by_role("button", name="Sign in").click()
+    sign_in_page(page, base, app)
     page.get_by_role("link", name="hubbed").click()  # the table's name leads to the page
 
     thumbnail = page.locator("#thumbnail img")

@@ -3,7 +3,7 @@ stays on the page while the table polls, and so does the keyboard's focus."""
 import pytest
 from playwright.sync_api import expect
 
-from helpers import Api, admin_password, make_fleet, token_for
+from helpers import Api, admin_password, make_fleet, sign_in_page, token_for
 
 pytestmark = pytest.mark.browser
 
@@ -19,10 +19,7 @@ def table(make_app, node_xml, live_server, page):
         created = api("POST", "/vms", {"name": name, "vcpus": 1, "memory_mib": 64, "disk_gib": 1})
         api.wait_op(created.json["operation"]["id"])
     base = live_server(app)
-    page.goto(f"{base}/login")
-    page.fill("input[name=username]", "admin")
-    page.fill("input[name=password]", admin_password(app))
-    page.get_by_role("button", name="Sign in").click()
+    sign_in_page(page, base, app)
     expect(page.locator("#vm-rows tr", has_text="steady")).to_have_attribute("data-state", "running")
     return page, api, created.json["vm"]["uuid"]
 
@@ -81,6 +78,27 @@ def test_an_answer_stays_until_a_newer_one_about_the_same_vm(table):
     expect(answers).to_have_count(0)
 
 
+def test_an_answer_is_not_lost_to_polls_that_come_due_while_it_is_awaited(table):
+    """A poll would swap in the row whose form waits for its answer (its VM changed
+    meanwhile), and htmx would drop the answer: polls wait until the answer is in."""
+    page, api, busy = table
+    held = []
+    page.route("**/start*", lambda route: held.append(route))  # the server is slow to answer
+    page.evaluate("window.duePolls = 0; document.addEventListener('htmx:beforeRequest', "
+                  "e => { if (e.detail.elt.hasAttribute('data-poll')) window.duePolls++; })")
+    row = page.locator("#vm-rows tr[data-name=steady]")
+    row.locator("summary").click()
+    row.locator("button.a-shutdown").evaluate("b => b.setAttribute('formaction', b.formAction.replace('/shutdown', '/start'))")
+    row.locator("button.a-shutdown").click()
+    steady = next(vm for vm in api("GET", "/vms").json["items"] if vm["name"] == "steady")
+    api.wait_op(api("POST", f"/vms/{steady['uuid']}/actions/pause").json["operation"]["id"])
+    page.wait_for_function("() => window.duePolls >= 3", timeout=10_000)
+    assert len(held) == 1
+    held[0].continue_()
+    expect(page.locator("#flash")).to_contain_text("Cannot start a VM that is paused")
+    expect(row).to_have_attribute("data-state", "paused")  # and the polls go on
+
+
 def test_focus_survives_a_poll(table):
     page, api, busy = table
     page.locator("#vm-rows tr", has_text="steady").locator("a.details-link").focus()
@@ -96,10 +114,7 @@ def fleet_page(make_app, node_xml, live_server, page):
     app = make_app(LIBVIRT_URI=f"test://{node_xml}")
     make_fleet(app, 60)
     base = live_server(app)
-    page.goto(f"{base}/login")
-    page.fill("input[name=username]", "admin")
-    page.fill("input[name=password]", admin_password(app))
-    page.get_by_role("button", name="Sign in").click()
+    sign_in_page(page, base, app)
     expect(page.locator("#vm-count")).to_contain_text("1–50 of 60 VMs")
     return page, base
 
