@@ -8,7 +8,9 @@ never compared across a stop).
 """
 
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from flask import Flask
@@ -56,9 +58,11 @@ def point(before: Counters, now: Counters) -> Point | None:
 class StatsSampler(Periodic):
     name = "limen-stats"
 
-    def __init__(self, app: Flask, hypervisor: Hypervisor, interval: float, keep: float):
+    def __init__(
+        self, app: Flask, hypervisor: Hypervisor, interval: float, keep: float, clock: Callable[[], float] = time.time
+    ):
         super().__init__(interval)
-        self.app, self.hypervisor, self.keep = app, hypervisor, float(keep)
+        self.app, self.hypervisor, self.keep, self.clock = app, hypervisor, float(keep), clock
         self._size = max(2, int(self.keep // self.interval))
         self._lock = threading.Lock()
         self._series: dict[str, deque[Point]] = {}
@@ -83,14 +87,20 @@ class StatsSampler(Periodic):
                     self._series.setdefault(now.uuid, deque(maxlen=self._size)).append(new)
             for uuid in set(self._last) - running:  # stopped: its next start is a new line
                 del self._last[uuid]
-            if found:
-                oldest = found[0].at - self.keep
-                for uuid in [u for u, points in self._series.items() if points[-1].at < oldest]:
-                    del self._series[uuid]
+            self._prune(self.clock() - self.keep)
+
+    def _prune(self, oldest: float) -> None:
+        """Drop the points older than ``oldest``, and the VMs left with none (lock held)."""
+        for uuid, points in list(self._series.items()):
+            while points and points[0].at < oldest:
+                points.popleft()
+            if not points:
+                del self._series[uuid]
 
     def series(self, uuid: str) -> dict[str, object]:
         """The VM's points, oldest first: their times and a list per field (None: not known)."""
         with self._lock:
+            self._prune(self.clock() - self.keep)
             points = list(self._series.get(uuid, ()))
         series: dict[str, object] = {"interval": self.interval, "t": [round(p.at, 3) for p in points]}
         for i, field in enumerate(FIELDS):

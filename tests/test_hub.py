@@ -2,7 +2,7 @@
 allows, kept true by a poll; what was done to the VM lately; and each user's own operations."""
 import re
 
-from helpers import add_user, find_row, signed_in, uuid_of
+from helpers import add_user, signed_in, uuid_of
 
 HTMX = {"HX-Request": "true"}
 
@@ -43,6 +43,11 @@ def test_the_vm_page_offers_what_its_state_allows_and_acts_in_place(admin, app):
     admin.wait_state("hub", "shutoff")
     gone = admin.client.post(f"/vms/{uuid}/delete", data={"back": "detail"}, headers={**HTMX, "X-CSRFToken": admin.csrf})
     assert gone.status_code == 202 and gone.headers["HX-Redirect"] == "/"
+    admin.wait_state("hub", None)
+    # A page left open on it hears once that it is gone, and stops asking (htmx: 286).
+    last = admin.client.get(f"/vms/{uuid}/head", headers=HTMX)
+    assert last.status_code == 286 and "This VM is gone" in last.text
+    assert admin.client.get(f"/vms/{uuid}/head").status_code == 404
 
 
 def test_the_operations_page_lists_the_users_own_with_steps_and_results(admin, app):
@@ -63,8 +68,25 @@ def test_the_operations_page_lists_the_users_own_with_steps_and_results(admin, a
     assert [(state, vm, kind) for state, vm, kind in rows] == [
         ("done", "bobs (gone)", "delete"), ("done", "bobs (gone)", "force-off"), ("done", "bobs (gone)", "create")]
     assert "<li>Defining the VM</li>" in page and "admins" not in page
-    assert find_row(admin.client.get("/tasks").text, "admins") is None  # a task row is not a VM row
     assert "admins" in admin.client.get("/tasks").text
+
+
+def test_a_vm_page_shows_its_owner_what_was_done_to_it_not_what_others_were_refused(admin, app):
+    add_user(app, "alice", "alice-password-1")
+    add_user(app, "bob", "bob-password-1")
+    alice, bob = signed_in(app, "alice", "alice-password-1"), signed_in(app, "bob", "bob-password-1")
+    alice.create(name="alices")
+    alice.wait_state("alices", "running")
+    uuid = uuid_of(app, "alices")
+    assert bob.htmx_post(f"/vms/{uuid}/force-off").status_code == 404  # a probe, audited as refused
+    assert admin.htmx_post(f"/vms/{uuid}/pause").status_code == 202  # an admin acts on it
+    admin.wait_state("alices", "paused")
+    history = alice.client.get(f"/vms/{uuid}").text
+    history = history[history.index('id="history"'):]
+    assert "<code>vm.pause</code> accepted" in history and "<code>vm.create</code>" in history
+    assert "bob" not in history and "VM_NOT_FOUND" not in history
+    everything = admin.client.get(f"/vms/{uuid}").text  # the audit log's readers see the refusal
+    assert "bob <code>vm.force-off</code> VM_NOT_FOUND" in everything
 
 
 def test_the_screen_is_a_png_while_the_vm_runs(admin, app, libvirt_conn):
@@ -95,3 +117,13 @@ def test_a_ppm_screen_becomes_the_same_pixels_in_a_png():
     rows = zlib.decompress(png[idat + 4:idat + 4 + size])
     assert rows == b"\x00" + pixels[:9] + b"\x00" + pixels[9:]
     assert png.endswith(b"IEND\xaeB`\x82")
+
+
+def test_a_ppm_that_is_not_whole_is_refused():
+    import pytest
+
+    from limen.hypervisor.display import png_from_ppm
+
+    for bad in (b"P6\n3 2\n255\n" + bytes(17), b"P6\n3\n", b"P5\n3 2\n255\n" + bytes(6), b"P6\n3 2\n65535\n"):
+        with pytest.raises(ValueError):
+            png_from_ppm(bad)

@@ -22,13 +22,17 @@ def test_the_vm_page_shows_its_screen_and_acts_in_place(make_app, node_xml, live
     assert thumbnail.evaluate("img => img.naturalWidth") > 0
     expect(page.locator("#thumbnail figcaption")).to_contain_text("The screen at")
 
+    caption = page.locator("#thumbnail figcaption")
+    first = caption.text_content()
+    expect(caption).not_to_have_text(first, timeout=15_000)  # a new picture, some seconds later
+    expect(caption).to_contain_text("The screen at")
+
     loads = []
     page.on("load", lambda _page: loads.append(1))
     head = page.locator("#vm-head")
     head.get_by_role("button", name="Pause").click()
     expect(head.locator(".badge")).to_have_text("paused")
     expect(head.get_by_role("button", name="Resume")).to_be_visible()
-    expect(page.locator("#thumbnail figcaption")).to_contain_text("The screen at")
     head.get_by_role("button", name="Resume").click()
     expect(head.locator(".badge")).to_have_text("running")
     assert loads == [], "the page reloaded"

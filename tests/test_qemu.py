@@ -175,3 +175,9 @@ def test_a_running_vms_screen_is_a_png_of_what_qemu_shows(qemu_admin):
     assert shot.status_code == 200 and shot.data.startswith(b"\x89PNG\r\n\x1a\n")
     width, height, depth, colour = struct.unpack(">IIBB", shot.data[16:26])
     assert 320 <= width <= 2048 and 200 <= height <= 2048 and (depth, colour) == (8, 2)
+    # Its pixels are all there: a row is a filter byte and three bytes a pixel.
+    import zlib
+
+    idat = shot.data.index(b"IDAT")
+    size = struct.unpack(">I", shot.data[idat - 4:idat])[0]
+    assert len(zlib.decompress(shot.data[idat + 4:idat + 4 + size])) == height * (1 + 3 * width)

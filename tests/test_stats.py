@@ -2,7 +2,7 @@
 ring of points per VM, and the API that serves them."""
 import pytest
 
-from helpers import Api, admin_password, token_for, uuid_of
+from helpers import Api, add_user, admin_password, signed_in, token_for, uuid_of
 from limen import runtime
 from limen.hypervisor import Counters
 from limen.stats import StatsSampler, point
@@ -37,7 +37,9 @@ class FakeCounters:
 def sampler():
     source = FakeCounters()
     hypervisor = type("Hv", (), {"counters": source})()
-    return StatsSampler(None, hypervisor, interval=5, keep=20), source
+    # The clock is the newest sample's time: what a sampler's clock reads as it samples.
+    return StatsSampler(None, hypervisor, interval=5, keep=20,
+                        clock=lambda: max((c.at for c in source.next), default=0.0)), source
 
 
 def test_the_ring_keeps_what_its_window_holds_and_a_stop_starts_a_new_line(sampler):
@@ -49,11 +51,11 @@ def test_the_ring_keeps_what_its_window_holds_and_a_stop_starts_a_new_line(sampl
     assert series["t"] == [15.0, 20.0, 25.0, 30.0] and series["cpu_percent"] == [20.0] * 4
     assert stats.series("nobody") == {"interval": 5.0, "t": [], **{f: [] for f in series if f not in ("interval", "t")}}
 
-    source.next = []  # "a" stopped: its points stay until they age out
+    source.next = [counters("b", at=30.0)]  # "a" stopped: its points stay until they age out
     stats.sample()
     source.next = [counters("a", at=40.0, cpu_ns=0, vcpus=1), counters("b", at=40.0)]
-    stats.sample()  # started again: no point across the stop
-    assert stats.series("a")["t"] == [15.0, 20.0, 25.0, 30.0]
+    stats.sample()  # started again: no point across the stop, and 15 s is older than the window
+    assert stats.series("a")["t"] == [20.0, 25.0, 30.0]
     source.next = [counters("a", at=45.0, cpu_ns=5 * 10**9, vcpus=1), counters("b", at=45.0)]
     stats.sample()
     assert stats.series("a")["t"][-1] == 45.0 and stats.series("a")["cpu_percent"][-1] == 100.0
@@ -75,3 +77,7 @@ def test_the_api_and_the_page_serve_a_vms_series_to_those_who_may_see_it(make_ap
     # The test driver counts no CPU or memory (null), and no bytes.
     assert len(series["t"]) >= 1 and series["cpu_percent"][-1] is None and series["disk_read_bps"][-1] == 0.0
     assert api("GET", "/vms/00000000-0000-0000-0000-000000000000/stats").status_code == 404
+    page = signed_in(app, "admin", admin_password(app)).client.get(f"/vms/{vm_uuid}/stats")
+    assert page.status_code == 200 and page.json == series
+    add_user(app, "bob", "bob-password-1")
+    assert signed_in(app, "bob", "bob-password-1").client.get(f"/vms/{vm_uuid}/stats").status_code == 404

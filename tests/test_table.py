@@ -130,3 +130,25 @@ def test_a_bulk_action_never_reaches_another_users_vm(app, admin, libvirt_conn):
     assert answer.status_code == 404
     assert "a VM that is not there: <strong>VM_NOT_FOUND</strong>" in answer.text and "vm-000" not in answer.text
     assert libvirt_conn.lookupByName("vm-000").isActive()
+
+
+def test_a_whole_body_answer_brings_the_count_and_the_pages_with_it(app, admin):
+    app.config["TABLE_PAGE_SIZE"] = 3
+    make_fleet(app, 3)
+    page = admin.client.get("/").text
+    assert "1–3 of 3 VMs" in page and 'id="vm-pager" aria-label="Pages of VMs" hidden' in page
+    url = poll_url(page)
+    assert admin.create(name="a-fourth").status_code == 201
+    answer = admin.client.get(url, headers=HTMX).text
+    assert '<p class="count" id="vm-count" aria-live="polite" hx-swap-oob="true">1–3 of 4 VMs' in answer
+    assert 'id="page-next"' in answer and "Page 1 of 2" in answer
+
+
+def test_an_operation_alone_bumps_its_vms_version(app, admin):
+    make_fleet(app, 1)
+    with app.app_context():
+        vm_uuid, before = db.session.execute(db.select(VM.uuid, VM.row_version)).one()
+        db.session.add(Operation(kind="start", vm_uuid=vm_uuid, state="failed", steps=[]))
+        db.session.commit()
+        after = db.session.scalar(db.select(VM.row_version))
+    assert after > before

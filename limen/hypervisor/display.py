@@ -7,7 +7,7 @@ import zlib
 
 import libvirt
 
-from ..errors import VMNotRunning, VNCUnreachable
+from ..errors import HypervisorError, VMNotRunning, VNCUnreachable
 from . import domain_xml
 from .connection import Connection, is_error, translated
 
@@ -77,7 +77,12 @@ class Display:
                 pass
             raise
         image = b"".join(chunks)
-        return image if mime == "image/png" else png_from_ppm(image)
+        if mime == "image/png":
+            return image
+        try:
+            return png_from_ppm(image)
+        except ValueError as e:
+            raise HypervisorError(f"the screenshot ({mime}) could not be read: {e}") from None
 
 
 def png_from_ppm(ppm: bytes) -> bytes:
@@ -90,11 +95,13 @@ def png_from_ppm(ppm: bytes) -> bytes:
         while ppm[at : at + 1].isspace():
             at += 1
         if ppm[at : at + 1] == b"#":
-            at = ppm.index(b"\n", at) + 1
+            at = ppm.find(b"\n", at) + 1 or len(ppm)
             continue
         end = at
         while ppm[end : end + 1].isdigit():
             end += 1
+        if end == at:
+            raise ValueError("a PPM header without its width, height and maximum")
         fields.append(int(ppm[at:end]))
         at = end
     width, height, maximum = fields
@@ -102,6 +109,8 @@ def png_from_ppm(ppm: bytes) -> bytes:
         raise ValueError(f"a PPM image of {maximum + 1} levels a channel")
     pixels = memoryview(ppm)[at + 1 :]
     row = width * 3
+    if len(pixels) < row * height:
+        raise ValueError(f"a PPM image of {width} x {height} with {len(pixels)} bytes of pixels")
     raw = b"".join(b"\x00" + pixels[y * row : (y + 1) * row] for y in range(height))
 
     def chunk(kind: bytes, data: bytes) -> bytes:

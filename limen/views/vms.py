@@ -15,6 +15,7 @@ from ..errors import (
     QuotaExceeded,
     ValidationFailed,
     VMBusy,
+    VMNotFound,
 )
 
 bp = Blueprint("vms", __name__)
@@ -52,8 +53,8 @@ def _table() -> dict:
     """What the table needs. Its version is three parts: the change counter read before the
     rows (a change in between shows at the next poll), the largest row version the page shows,
     and a digest of which rows it shows."""
-    token, view = runtime.get().changes.token, _view()
-    page = vms.table.page(current_user, view)
+    token = runtime.get().changes.token
+    page = vms.table.page(current_user, _view())
     unmanaged, problem = _around(page.view)
     shown = vms.table.digest(page, *_extras(unmanaged, problem))
     return dict(
@@ -63,7 +64,7 @@ def _table() -> dict:
         unmanaged=unmanaged,
         owners=vms.owners(current_user),
         hypervisor_problem=problem,
-        version=f"{_seen(token, view)}.{page.since}.{shown}",
+        version=f"{_seen(token, page.view)}.{page.since}.{shown}",
     )
 
 
@@ -99,7 +100,7 @@ def rows():
     token, view = runtime.get().changes.token, _view()
     if seen == _seen(token, view):
         return "", 204
-    if since.isdigit():
+    if since.isascii() and since.isdigit():
         now = vms.table.versions(current_user, view)
         if vms.table.digest(now, *_extras(*_around(now.view))) == shown:
             changed = now.changed(int(since))
@@ -201,8 +202,15 @@ def screen(vm_uuid):
 
 @bp.get("/vms/<uuid:vm_uuid>/head")
 def head(vm_uuid):
-    """The VM page's head (htmx polls): its state and the actions it allows."""
-    return render_template("vms/_hub_head.html", row=vms.row(current_user, str(vm_uuid)))
+    """The VM page's head (htmx polls): its state and the actions it allows. Once the VM is
+    gone, htmx is given a head that says so, with 286: it stops polling."""
+    try:
+        row = vms.row(current_user, str(vm_uuid))
+    except VMNotFound as gone:
+        if not is_htmx():
+            raise
+        return render_template("vms/_hub_gone.html", error=gone), 286
+    return render_template("vms/_hub_head.html", row=row)
 
 
 @bp.get("/tasks")
@@ -358,8 +366,7 @@ def _snapshots_changed(vm_uuid, status: int = 202, **page):
     if is_htmx():
         return render_template("vms/_snapshots.html", **vms.snapshot_card(current_user, str(vm_uuid)), **page), status
     if status >= 400:  # a plain form: the whole page, with what was wrong
-        whole = {**vms.snapshot_card(current_user, str(vm_uuid)), **vms.detail(current_user, str(vm_uuid))}
-        return render_template("vms/detail.html", **whole, **page), status
+        return render_template("vms/detail.html", **_detail_page(vm_uuid), **page), status
     return redirect(url_for("vms.detail", vm_uuid=vm_uuid))
 
 

@@ -84,12 +84,11 @@ def request_bulk(user: User, action: str, vm_uuids: list[str]) -> Bulk:
     for vm_uuid in wanted:
         try:
             name = get_vm(user, vm_uuid).name
-        except VMNotFound as e:
-            done.refused.append(("a VM that is not there", e))
-            continue
+        except VMNotFound:
+            name = "a VM that is not there"
         try:
             done.queued.append((name, request_action(user, vm_uuid, action)))
-        except LimenError as e:  # audited as refused by request_action
+        except LimenError as e:  # audited as refused by request_action, as if asked alone
             done.refused.append((name, e))
     return done
 

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import selectinload
 
 from .. import media, runtime
@@ -108,7 +108,7 @@ def row(user: User, vm_uuid: str) -> Row:
     """One VM's row, as the table shows it."""
     vm = get_vm(user, vm_uuid)
     op = db.session.scalar(select(Operation).where(Operation.vm_uuid == vm.uuid).order_by(Operation.id.desc()).limit(1))
-    return Row(vm, op if op is not None and op.state != "done" else None)
+    return Row(vm, op if op is not None and op.state != "done" else None, may(user, "vm.forget"))
 
 
 def detail(user: User, vm_uuid: str) -> dict[str, object]:
@@ -126,15 +126,21 @@ def screen(user: User, vm_uuid: str) -> bytes:
 
 def history(user: User, vm_uuid: str, limit: int = 10) -> dict[str, list]:
     """What was done to the VM lately, newest first: its Operations (with their steps) and the
-    audit log's entries about it."""
+    audit log's entries about it, since it was made (a UUID may have been another VM's). Those
+    who may not read the audit log see what they did themselves and what was done to the VM,
+    not what others were refused."""
     vm = get_vm(user, vm_uuid)
     ops = db.session.scalars(
-        select(Operation).where(Operation.vm_uuid == vm.uuid).order_by(Operation.id.desc()).limit(limit)
+        select(Operation)
+        .where(Operation.vm_uuid == vm.uuid, Operation.created_at >= vm.created_at)
+        .order_by(Operation.id.desc())
+        .limit(limit)
     )
-    events = db.session.scalars(
-        select(AuditEvent).where(AuditEvent.vm_uuid == vm.uuid).order_by(AuditEvent.id.desc()).limit(limit)
-    )
-    return dict(operations=list(ops), events=list(events))
+    events = select(AuditEvent).where(AuditEvent.vm_uuid == vm.uuid, AuditEvent.at >= vm.created_at)
+    if not may(user, "audit.view"):
+        events = events.where(or_(AuditEvent.actor_id == user.id, AuditEvent.result.in_(("ok", "accepted"))))
+    found = db.session.scalars(events.order_by(AuditEvent.id.desc()).limit(limit))
+    return dict(operations=list(ops), events=list(found))
 
 
 @dataclass

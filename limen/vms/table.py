@@ -61,7 +61,7 @@ class View:
             owner=args.get("owner", "")[:80] if user.is_admin else "",
             sort=sort,
             desc=args.get("dir") == "desc",
-            page=int(page) if page.isdigit() and 0 < int(page) < 10**6 else 1,
+            page=int(page) if page.isascii() and page.isdigit() and 0 < int(page) < 10**6 else 1,
         )
 
     def args(self, **changes: object) -> dict[str, str]:

@@ -2,9 +2,10 @@
 Operations changes, so that the table's poll sends only the rows that changed
 
 Triggers, not the ORM, bump it: the state sync and the guest watch write with plain UPDATE
-statements, and a trigger sees every write. The version is the time in microseconds, or one
-more than the largest version when the clock has not moved on: it grows in the order the writes
-commit (SQLite lets one writer in at a time), and the numbers tell nobody how much else changed.
+statements, and a trigger sees every write. The version is the time in microseconds (SQLite's clock
+has milliseconds), or one more than the largest version when the clock has not moved on: it
+grows in the order the writes commit (SQLite lets one writer in at a time), and the numbers tell
+little of what else changed (at most how many rows were written within the same millisecond).
 
 A later migration that rebuilds the ``vm`` table (Alembic's batch mode on SQLite) drops these
 triggers and must create them again (tests/test_vms.py checks that a change bumps the version).

@@ -65,6 +65,19 @@
     var config = e.detail.requestConfig;
     if (config && config.verb !== "get") forget(about(config.path));
   });
+  // A poll's error is a newer answer about its VM too: it takes the place of the older one.
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    var config = e.detail.requestConfig;
+    if (e.detail.isError && config && config.verb === "get") forget(about(config.path));
+  });
+  // Any other request (an action, a new search) makes what a poll on its way brings stale:
+  // that poll is called off, and the answer brings a poller of its own.
+  document.addEventListener("htmx:beforeRequest", function (e) {
+    if (e.detail.elt.hasAttribute("data-poll")) return;
+    document.querySelectorAll("[data-poll]").forEach(function (poller) {
+      htmx.trigger(poller, "htmx:abort");
+    });
+  });
   document.addEventListener("click", function (e) {
     var dismiss = e.target.closest && e.target.closest("#flash button.dismiss");
     if (dismiss) (dismiss.closest("#flash > *") || dismiss).remove();

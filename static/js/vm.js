@@ -74,9 +74,11 @@
       if (!data.t.length) {
         g.readout.textContent = "no samples yet: they come while the VM runs";
       } else {
+        // "now" only while the points are current; a VM that stopped shows its last value.
+        var fresh = Date.now() / 1000 - data.t[data.t.length - 1] < 3 * data.interval;
         g.readout.textContent = g.fields.map(function (f) {
-          return (g.fields.length > 1 ? LABELS[f] + " " : "") + "now " + human(latest(data[f]), g.unit) +
-            ", peak " + human(peak(data[f]), g.unit);
+          return (g.fields.length > 1 ? LABELS[f] + " " : "") + (fresh ? "now " : "last ") +
+            human(latest(data[f]), g.unit) + ", peak " + human(peak(data[f]), g.unit);
         }).join("; ");
       }
       var columns = [data.t].concat(g.fields.map(function (f) { return data[f]; }));
