@@ -76,7 +76,10 @@ class StatsSampler(Periodic):
 
     def sample(self) -> None:
         """One round: every running VM's counters, and a point for each that was sampled before."""
-        found = self.hypervisor.counters.running()
+        self.record(self.hypervisor.counters.running())
+
+    def record(self, found: list[Counters]) -> None:
+        """Keep a round of counters (every running VM's): a point for each VM sampled before."""
         with self._lock:
             running = set()
             for now in found:

@@ -51,10 +51,10 @@ MATRIX = {
     ("vms.action", "POST"): ("/vms/{vm}/force-off", {}, VM_POST),
     ("vms.bulk", "POST"): ("/vms/bulk/force-off", {"vm": "{vm}"}, expect(SIGN_IN, 404, 202, 202)),
     ("vms.status", "GET"): ("/vms/{vm}/status", None, VM_ROUTE),
-    ("vms.stats", "GET"): ("/vms/{vm}/stats", None, VM_ROUTE),
-    ("vms.head", "GET"): ("/vms/{vm}/head", None, VM_ROUTE),
-    ("vms.screen", "GET"): ("/vms/{vm}/screen.png", None, VM_ROUTE),
-    ("vms.tasks", "GET"): ("/tasks", None, expect(SIGN_IN, 200, 200, 200)),
+    ("hub.stats", "GET"): ("/vms/{vm}/stats", None, VM_ROUTE),
+    ("hub.head", "GET"): ("/vms/{vm}/head", None, VM_ROUTE),
+    ("hub.screen", "GET"): ("/vms/{vm}/screen.png", None, VM_ROUTE),
+    ("hub.tasks", "GET"): ("/tasks", None, expect(SIGN_IN, 200, 200, 200)),
     ("vms.delete", "POST"): ("/vms/{vm}/delete", {}, VM_POST),
     # Admins only. The VM runs, so forgetting it is refused even for an admin (409); and it
     # is not an unmanaged domain, so there is nothing to adopt (404).

@@ -25,42 +25,34 @@ def test_a_point_is_the_rates_between_two_samples():
     assert unknown.values[:2] == (None, None)
 
 
-class FakeCounters:
-    def __init__(self):
-        self.next: list[Counters] = []
-
-    def running(self):
-        return self.next
-
-
 @pytest.fixture
 def sampler():
-    source = FakeCounters()
-    hypervisor = type("Hv", (), {"counters": source})()
-    # The clock is the newest sample's time: what a sampler's clock reads as it samples.
-    return StatsSampler(None, hypervisor, interval=5, keep=20,
-                        clock=lambda: max((c.at for c in source.next), default=0.0)), source
+    """A sampler whose rounds the test hands it (``record``), with a clock at the newest one."""
+    now = [0.0]
+    stats = StatsSampler(None, None, interval=5, keep=20, clock=lambda: now[0])
+
+    def record(*found: Counters) -> None:
+        now[0] = max((c.at for c in found), default=now[0])
+        stats.record(list(found))
+
+    return stats, record
 
 
 def test_the_ring_keeps_what_its_window_holds_and_a_stop_starts_a_new_line(sampler):
-    stats, source = sampler
+    stats, record = sampler
     for n in range(7):  # 4 points fit in 20 s at 5 s
-        source.next = [counters("a", at=5.0 * n, cpu_ns=n * 10**9, vcpus=1)]
-        stats.sample()
+        record(counters("a", at=5.0 * n, cpu_ns=n * 10**9, vcpus=1))
     series = stats.series("a")
     assert series["t"] == [15.0, 20.0, 25.0, 30.0] and series["cpu_percent"] == [20.0] * 4
     assert stats.series("nobody") == {"interval": 5.0, "t": [], **{f: [] for f in series if f not in ("interval", "t")}}
 
-    source.next = [counters("b", at=30.0)]  # "a" stopped: its points stay until they age out
-    stats.sample()
-    source.next = [counters("a", at=40.0, cpu_ns=0, vcpus=1), counters("b", at=40.0)]
-    stats.sample()  # started again: no point across the stop, and 15 s is older than the window
+    record(counters("b", at=30.0))  # "a" stopped: its points stay until they age out
+    record(counters("a", at=40.0, cpu_ns=0, vcpus=1), counters("b", at=40.0))
+    # Started again: no point across the stop; and 15 s is older than the window.
     assert stats.series("a")["t"] == [20.0, 25.0, 30.0]
-    source.next = [counters("a", at=45.0, cpu_ns=5 * 10**9, vcpus=1), counters("b", at=45.0)]
-    stats.sample()
+    record(counters("a", at=45.0, cpu_ns=5 * 10**9, vcpus=1), counters("b", at=45.0))
     assert stats.series("a")["t"][-1] == 45.0 and stats.series("a")["cpu_percent"][-1] == 100.0
-    source.next = [counters("b", at=100.0)]
-    stats.sample()  # "a"'s last point is older than the window: gone
+    record(counters("b", at=100.0))  # "a"'s last point is older than the window: gone
     assert stats.series("a")["t"] == []
 
 

@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException, SecurityError
 from ..errors import CSRFFailed, LimenError, NotSignedIn, RequestRefused, TooManyAttempts
 from ..extensions import limiter, login_manager
 from ..hypervisor import set_call_deadline
-from . import admin, api, auth, console, health, limits, media, vms
+from . import admin, api, auth, console, health, hub, limits, media, vms
 from .vms import is_htmx
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ def register(app: Flask) -> None:
     app.register_blueprint(auth.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(vms.bp)
+    app.register_blueprint(hub.bp)
     app.register_blueprint(console.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(media.bp)

@@ -15,11 +15,9 @@ from ..errors import (
     QuotaExceeded,
     ValidationFailed,
     VMBusy,
-    VMNotFound,
 )
 
 bp = Blueprint("vms", __name__)
-TASKS = 50  # the operations the tasks page lists
 
 
 def is_htmx() -> bool:
@@ -192,33 +190,6 @@ def host():
     return render_template("host.html", **vms.host_overview(current_user))
 
 
-@bp.get("/vms/<uuid:vm_uuid>/screen.png")
-def screen(vm_uuid):
-    """The running VM's screen now (PNG), for its page's thumbnail."""
-    return current_app.response_class(
-        vms.screen(current_user, str(vm_uuid)), mimetype="image/png", headers={"Cache-Control": "no-store"}
-    )
-
-
-@bp.get("/vms/<uuid:vm_uuid>/head")
-def head(vm_uuid):
-    """The VM page's head (htmx polls): its state and the actions it allows. Once the VM is
-    gone, htmx is given a head that says so, with 286: it stops polling."""
-    try:
-        row = vms.row(current_user, str(vm_uuid))
-    except VMNotFound as gone:
-        if not is_htmx():
-            raise
-        return render_template("vms/_hub_gone.html", error=gone), 286
-    return render_template("vms/_hub_head.html", row=row)
-
-
-@bp.get("/tasks")
-def tasks():
-    """The operations this user asked for, with their steps and results."""
-    return render_template("tasks.html", found=vms.tasks(current_user, TASKS), limit=TASKS)
-
-
 @bp.get("/vms/<uuid:vm_uuid>")
 def detail(vm_uuid):
     """One VM: its hardware and OS profile, its settings, its install media, and the CD-ROM drive."""
@@ -335,12 +306,6 @@ def status(vm_uuid):
         step=row.op.step if row.op and row.op.active else None,
         error={"code": failure.error_code, "message": failure.error_message} if failure else None,
     )
-
-
-@bp.get("/vms/<uuid:vm_uuid>/stats")
-def stats(vm_uuid):
-    """The VM's graphs' series (JSON), as the API's GET /api/v1/vms/{uuid}/stats."""
-    return jsonify(vms.stats(current_user, str(vm_uuid)))
 
 
 @bp.post("/vms/<uuid:vm_uuid>/clone")
