@@ -144,7 +144,7 @@ def create_token():
 @bp.get("/vms")
 def list_vms():
     number, per_page = _whole("page", 1, 1, 10**6), _whole("per_page", 100, 1, 500)
-    rows, total = vms.table_page(
+    rows, total = vms.table.api_page(
         g.api_user,
         owner=request.args.get("owner", ""),
         state=request.args.get("state", ""),

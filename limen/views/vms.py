@@ -66,12 +66,13 @@ def _table() -> dict:
     )
 
 
-def _done(status: int = 200, vm_uuid: str | None = None):
+def _done(status: int = 200, vm_uuid: str | None = None, gone: bool = False):
     """After a change: the rows for htmx, a short JSON answer for a script on the page (the
     console's Resume), the page for a plain form. An action asked from the VM's own page
-    (``back=detail``) answers with that page's head, or that page."""
+    (``back=detail``) answers with that page's head, or that page; or, when the VM is
+    ``gone`` (deleted, forgotten), with the table."""
     if vm_uuid and request.form.get("back") == "detail":
-        if request.path.endswith(("/delete", "/forget")):  # the page is going: back to the table
+        if gone:
             return ("", status, {"HX-Redirect": url_for("vms.index")}) if is_htmx() else redirect(url_for("vms.index"))
         if is_htmx():
             return render_template("vms/_hub_head.html", row=vms.row(current_user, vm_uuid)), status
@@ -108,7 +109,6 @@ def rows():
                 "vms/_changed.html",
                 rows=vms.table.changed_rows(current_user, changed),
                 view=now.view,
-                owners=vms.owners(current_user),
                 version=f"{_seen(token, view)}.{now.since}.{shown}",
             )
     return render_template("vms/_poll.html", oob_rows=True, **_table())
@@ -359,14 +359,14 @@ def delete_snapshot(vm_uuid, name):
 @bp.post("/vms/<uuid:vm_uuid>/delete")
 def delete(vm_uuid):
     vms.request_delete(current_user, str(vm_uuid))
-    return _done(202, str(vm_uuid))
+    return _done(202, str(vm_uuid), gone=True)
 
 
 @bp.post("/vms/<uuid:vm_uuid>/forget")
 def forget(vm_uuid):
     """An admin drops a missing VM's row; libvirt and disks are not touched."""
     vms.forget(current_user, str(vm_uuid))
-    return _done(vm_uuid=str(vm_uuid))
+    return _done(vm_uuid=str(vm_uuid), gone=True)
 
 
 @bp.post("/unmanaged/<uuid:vm_uuid>/adopt")

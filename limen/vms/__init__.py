@@ -1,4 +1,4 @@
-"""VM use cases, one module per seam: ``queries`` (a row, a page for the API, one VM), ``table`` (the
+"""VM use cases, one module per seam: ``queries`` (a row, one VM and what it did), ``table`` (the
 table as a person browses it: search, sort, pages, polls of what changed), ``create``
 (validation and the request), ``actions`` (start … delete, the CD-ROM, adopt and forget),
 ``edit`` (name, description, autostart, vCPUs and memory), ``disks``, ``nics``, ``network`` (NICs and forwarded
@@ -33,7 +33,6 @@ from .queries import (
     row,
     screen,
     stats,
-    table_page,
     tasks,
     unmanaged,
 )
@@ -75,7 +74,6 @@ __all__ = [
     "start_or_join",
     "stats",
     "table",
-    "table_page",
     "tasks",
     "tree",
     "unmanaged",

@@ -1,14 +1,13 @@
-"""Reading VMs: the table's rows, one page of them for the API, one VM, its Operations."""
+"""Reading VMs: the table's rows, one VM, its Operations, its history, its graphs and screen."""
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import Select, func, or_, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy import func, or_, select
 
 from .. import media, runtime
-from ..access import may, visible_vms, vm_for
+from ..access import may, vm_for
 from ..errors import OperationNotFound, VMNotFound
 from ..extensions import db
 from ..models import CREATING, DELETING, ERROR, ISO, MISSING, VM, AuditEvent, Operation, UnmanagedDomain, User, utcnow
@@ -75,16 +74,6 @@ def hypervisor_problem() -> str | None:
     return runtime.get().sync.problem
 
 
-def _visible_query(user: User, owner: str = "", state: str = "") -> Select[VM]:
-    """The VMs ``user`` may see, by name; an admin may narrow them to one owner's."""
-    query = visible_vms(user)
-    if owner and user.is_admin:
-        query = query.join(VM.owner).where(User.username == owner)
-    if state:
-        query = query.where(VM.state == state)
-    return query.order_by(VM.name)
-
-
 def rows_for(user: User, vms: list[VM]) -> list[Row]:
     """Each VM with its latest Operation, unless that one is done (as the table shows it)."""
     latest = (select(func.max(Operation.id)).group_by(Operation.vm_uuid)).scalar_subquery()
@@ -92,16 +81,6 @@ def rows_for(user: User, vms: list[VM]) -> list[Row]:
     by_vm = {op.vm_uuid: op for op in ops}
     admin = may(user, "vm.forget")
     return [Row(vm, by_vm.get(vm.uuid), admin) for vm in vms]
-
-
-def table_page(
-    user: User, *, owner: str = "", state: str = "", number: int = 1, per_page: int = 100
-) -> tuple[list[Row], int]:
-    """One page of the rows ``user`` may see, by name, and how many there are in all."""
-    query = _visible_query(user, owner, state)
-    total = db.session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    vms = db.session.scalars(query.options(selectinload(VM.owner)).limit(per_page).offset((number - 1) * per_page))
-    return rows_for(user, list(vms)), total
 
 
 def row(user: User, vm_uuid: str) -> Row:

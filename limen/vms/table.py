@@ -87,8 +87,11 @@ class Page:
     view: View
     rows: list[Row]
     total: int
-    pages: int
     states: list[str]  # the states the search and owner leave, for the state filter
+
+    @property
+    def pages(self) -> int:
+        return _pages(self.total)
 
     @property
     def first(self) -> int:
@@ -135,27 +138,39 @@ def _count(query: Select) -> int:
     return db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
 
 
-def _clamped(view: View, total: int) -> View:
-    pages = max(1, math.ceil(total / _per_page()))
-    return view if view.page <= pages else replace(view, page=pages)
+def _pages(total: int) -> int:
+    return max(1, math.ceil(total / _per_page()))
+
+
+def _window(user: User, view: View) -> tuple[Select, int, View]:
+    """The query of what ``view`` finds, how many it finds, and the view with its page within
+    their pages (a page past the end is the last)."""
+    query = _filtered(user, view)
+    total = _count(query)
+    if view.page > _pages(total):
+        view = replace(view, page=_pages(total))
+    return _ordered(query, view).limit(_per_page()).offset((view.page - 1) * _per_page()), total, view
 
 
 def page(user: User, view: View) -> Page:
     """One page of the rows ``user`` may see, as ``view`` asks."""
-    query = _filtered(user, view)
-    total = _count(query)
-    view = _clamped(view, total)
-    found = db.session.scalars(
-        _ordered(query, view).options(selectinload(VM.owner)).limit(_per_page()).offset((view.page - 1) * _per_page())
-    )
+    query, total, view = _window(user, view)
+    found = db.session.scalars(query.options(selectinload(VM.owner)))
     states = db.session.scalars(_filtered(user, view, state=False).with_only_columns(VM.state).distinct())
-    return Page(
-        view,
-        rows_for(user, list(found)),
-        total,
-        max(1, math.ceil(total / _per_page())),
-        sorted({*states, view.state} - {""}),
+    return Page(view, rows_for(user, list(found)), total, sorted({*states, view.state} - {""}))
+
+
+def api_page(
+    user: User, *, owner: str = "", state: str = "", number: int = 1, per_page: int = 100
+) -> tuple[list[Row], int]:
+    """One page of the API's list: the rows ``user`` may see by name (an admin's narrowed to
+    ``owner``), and how many there are in all. A page past the end is empty."""
+    view = View(state=state, owner=owner if user.is_admin else "")
+    query = _filtered(user, view)
+    found = db.session.scalars(
+        _ordered(query, view).options(selectinload(VM.owner)).limit(per_page).offset((number - 1) * per_page)
     )
+    return rows_for(user, list(found)), _count(query)
 
 
 @dataclass
@@ -181,15 +196,8 @@ class Versions:
 def versions(user: User, view: View) -> Versions:
     """The uuid and version of each row on the page ``view`` asks for, and how many there are
     in all: what a poll compares, without reading the rows."""
-    query = _filtered(user, view)
-    total = _count(query)
-    view = _clamped(view, total)
-    found = db.session.execute(
-        _ordered(query, view)
-        .with_only_columns(VM.uuid, VM.row_version)
-        .limit(_per_page())
-        .offset((view.page - 1) * _per_page())
-    )
+    query, total, view = _window(user, view)
+    found = db.session.execute(query.with_only_columns(VM.uuid, VM.row_version))
     return Versions(view, [(uuid, version) for uuid, version in found], total)
 
 
