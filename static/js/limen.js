@@ -136,8 +136,11 @@
     document.querySelectorAll("#vm-rows input[form=bulk]").forEach(function (b) {
       b.checked = ticked.has(b.value);
     });
-    document.querySelectorAll("#vm-rows details.menu").forEach(function (menu) {
-      if (opened.has(menu.id) && !menu.open) menu.open = true;
+    // Only a menu new to the page is opened here: one already seen is as the person left it
+    // (its toggle event may not have come yet, so "opened" can be a moment behind).
+    document.querySelectorAll("#vm-rows details.menu:not([data-seen])").forEach(function (menu) {
+      menu.dataset.seen = "";
+      if (opened.has(menu.id)) menu.open = true;
     });
     var all = document.getElementById("select-all");
     var boxes = document.querySelectorAll("#vm-rows input[form=bulk]");
@@ -159,6 +162,7 @@
     var menu = e.target.closest && e.target.closest("details.menu[open]");
     menu = menu || document.querySelector("details.menu[open]");
     if (!menu) return;
+    opened.delete(menu.id);
     menu.open = false;
     menu.querySelector("summary").focus();
   });
