@@ -59,6 +59,27 @@ class User(UserMixin, Model):
         return not self.disabled
 
 
+LOCAL_HOST = 1  # the id of the host LIMEN runs beside: the first host, never removed
+
+
+class Host(Model):
+    """A libvirt host whose VMs LIMEN manages. The first is the local one, reached by the
+    configured LIBVIRT_URI (its ``uri`` is None); an admin adds others by their libvirt URI
+    (limen.hosts). An SSH host's key is pinned here when the admin saves it: LIMEN refuses the
+    host if it ever shows another."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    uri: Mapped[str | None] = mapped_column(String(255), unique=True)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    host_key: Mapped[str | None] = mapped_column(String(1024))  # "ssh-ed25519 AAAA…", as first seen
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def local(self) -> bool:
+        return self.uri is None
+
+
 # States LIMEN sets itself; all others are libvirt's, as named by limen.hypervisor.
 CREATING, DELETING, ERROR, MISSING = "creating", "deleting", "error", "missing"
 
@@ -69,6 +90,8 @@ class VM(Model):
     name: Mapped[str] = mapped_column(String(63), unique=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
     owner: Mapped[User] = relationship()
+    host_id: Mapped[int] = mapped_column(ForeignKey("host.id"), index=True, default=LOCAL_HOST, server_default="1")
+    host: Mapped[Host] = relationship()
     vcpus: Mapped[int]
     memory_mib: Mapped[int]
     disk_gib: Mapped[int]
@@ -164,6 +187,7 @@ class UnmanagedDomain(Model):
     admins, who may adopt it (give it an owner)."""
 
     uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("host.id"), index=True, default=LOCAL_HOST, server_default="1")
     name: Mapped[str] = mapped_column(String(255))
     state: Mapped[str] = mapped_column(String(16))
     state_reason: Mapped[str | None] = mapped_column(String(512))

@@ -66,6 +66,8 @@ def test_a_database_from_before_migrations_is_upgraded_with_its_data(make_app, n
     with again.app_context():
         assert db.session.scalar(text("SELECT version_num FROM alembic_version")) == head()
         assert db.session.scalar(select(VM.name)) == "old-vm"
+        old = db.session.scalar(select(VM))
+        assert (old.host.name, old.host.local) == ("local", True)  # every VM is the first host's
         assert db.session.scalar(select(User.quota_vms).where(User.username == "admin")) is None
     assert signed_in(again, "admin", password).client.get("/").status_code == 200
     assert signed_in(again, "Alice", "alice-password-1").client.get("/").status_code == 200
