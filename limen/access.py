@@ -41,6 +41,7 @@ RULES: dict[str, str] = {
     "users.manage": ADMIN,
     "audit.view": ADMIN,
     "host.view": ADMIN,  # the host overview
+    "host.manage": ADMIN,  # add, disable and remove hosts; their keys
     "media.list": SIGNED_IN,  # to choose one for a new VM or a CD-ROM drive
     "media.manage": ADMIN,  # upload, register, delete
 }

@@ -16,7 +16,7 @@ from .changes import Changes
 from .errors import HypervisorUnavailable, LimenError
 from .extensions import cut, db
 from .hypervisor import GuestInfo, Hypervisor
-from .models import CREATING, DELETING, ERROR, MISSING, VM
+from .models import CREATING, DELETING, ERROR, LOCAL_HOST, MISSING, VM
 from .periodic import Periodic
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,11 @@ def _stale(guest: dict | None) -> bool:
 class GuestWatch(Periodic):
     name = "limen-guests"
 
-    def __init__(self, app: Flask, hypervisor: Hypervisor, changes: Changes, interval: float):
+    def __init__(
+        self, app: Flask, hypervisor: Hypervisor, changes: Changes, interval: float, host_id: int = LOCAL_HOST
+    ):
         super().__init__(interval)
-        self.app, self.hypervisor, self.changes = app, hypervisor, changes
+        self.app, self.hypervisor, self.changes, self.host_id = app, hypervisor, changes, host_id
         self._later: dict[str, float] = {}  # slow guests' UUIDs → when to ask them again
 
     def round(self) -> None:
@@ -75,7 +77,9 @@ class GuestWatch(Periodic):
         """One round: ask every running guest, and every stopped VM whose row still shows a
         guest's answer (or none yet); write the rows that changed."""
         rows = db.session.execute(
-            select(VM.uuid, VM.state, VM.address, VM.guest).where(VM.state.not_in((CREATING, DELETING, MISSING, ERROR)))
+            select(VM.uuid, VM.state, VM.address, VM.guest).where(
+                VM.host_id == self.host_id, VM.state.not_in((CREATING, DELETING, MISSING, ERROR))
+            )
         ).all()
         db.session.commit()  # no database connection held while guests answer
         changed = False

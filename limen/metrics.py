@@ -1,5 +1,5 @@
 """GET /metrics, for Prometheus: VMs by state, operations by kind and result, console sessions
-open, libvirt reconnects and whether it is reachable, how long libvirt's events wait before
+open, each host's libvirt reconnects and whether it is reachable, how long libvirt's events wait before
 the table shows them, and the rows pruned as past their retention.
 
 Counts come from the database when scraped (so they survive restarts and need no
@@ -23,9 +23,12 @@ if TYPE_CHECKING:
     from .sync import StateSync
 
 
+Hosts = Callable[[], list[tuple[str, "Hypervisor", "StateSync"]]]
+
+
 class _FromDatabase:
-    def __init__(self, app: Flask, hypervisor: "Hypervisor", sync: "StateSync", pruned: Callable[[], dict[str, int]]):
-        self.app, self.hypervisor, self.sync, self.pruned = app, hypervisor, sync, pruned
+    def __init__(self, app: Flask, hosts: Hosts, pruned: Callable[[], dict[str, int]]):
+        self.app, self.hosts, self.pruned = app, hosts, pruned
 
     def collect(self) -> Iterator[Metric]:
         with self.app.app_context():
@@ -54,14 +57,17 @@ class _FromDatabase:
         yield finished
         yield active
         yield GaugeMetricFamily("limen_console_sessions_open", "Console sessions open", value=consoles)
-        yield CounterMetricFamily(
-            "limen_libvirt_reconnects",
-            "Times LIMEN connected to libvirt again",
-            value=max(0, self.hypervisor.connection.generation - 1),
+        reconnects = CounterMetricFamily(
+            "limen_libvirt_reconnects", "Times LIMEN connected to a host's libvirt again", labels=["host"]
         )
-        yield GaugeMetricFamily(
-            "limen_libvirt_reachable", "1 when LIMEN reaches libvirt", value=1 if self.sync.reachable else 0
+        reachable = GaugeMetricFamily(
+            "limen_libvirt_reachable", "1 when LIMEN reaches a host's libvirt", labels=["host"]
         )
+        for name, hypervisor, sync in self.hosts():
+            reconnects.add_metric([name], max(0, hypervisor.connection.generation - 1))
+            reachable.add_metric([name], 1 if sync.reachable else 0)
+        yield reconnects
+        yield reachable
         pruned = CounterMetricFamily(
             "limen_pruned_rows", "Rows deleted as older than their retention, by kind", labels=["kind"]
         )
@@ -81,10 +87,10 @@ class Metrics:
             registry=self.registry,
         )
 
-    def watch(self, hypervisor: "Hypervisor", sync: "StateSync", pruned: Callable[[], dict[str, int]]) -> None:
-        """Count from the database, and report the connection, the sync and the pruning, when
-        scraped."""
-        self.registry.register(_FromDatabase(self.app, hypervisor, sync, pruned))
+    def watch(self, hosts: Hosts, pruned: Callable[[], dict[str, int]]) -> None:
+        """Count from the database, and report each host's connection and sync (``hosts``: their
+        names, hypervisors and syncs now) and the pruning, when scraped."""
+        self.registry.register(_FromDatabase(self.app, hosts, pruned))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

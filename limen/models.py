@@ -188,6 +188,7 @@ class UnmanagedDomain(Model):
 
     uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
     host_id: Mapped[int] = mapped_column(ForeignKey("host.id"), index=True, default=LOCAL_HOST, server_default="1")
+    host: Mapped[Host] = relationship()
     name: Mapped[str] = mapped_column(String(255))
     state: Mapped[str] = mapped_column(String(16))
     state_reason: Mapped[str | None] = mapped_column(String(512))

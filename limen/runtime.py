@@ -1,27 +1,31 @@
-"""The long-lived parts of a LIMEN process, one ``Runtime`` per app: the hypervisor
-connection, the operation runner, the state sync, the guest watch, the pruner, the change
-counter and the metrics.
+"""The long-lived parts of a LIMEN process, one ``Runtime`` per app: for each enabled host its
+hypervisor connection, state sync, guest watch and sampler (``HostRuntime``); and the
+operation runner, the pruner, the change counter and the metrics.
 
 ``init_app`` builds them without starting anything, so that CLI commands and tests that only
 need the database stay cheap. ``start`` is called once by the serving process (gunicorn's
-post_worker_init hook, or a test fixture): it recovers what a previous process left
-unfinished (the runner's interrupted Operations, and whatever the use cases registered with
-``at_start``) and starts the sync, guest-watch and pruning threads. Only one process may serve a database.
+post_worker_init hook, or a test fixture): it reads the hosts, recovers what a previous process
+left unfinished (the runner's interrupted Operations, and whatever the use cases registered
+with ``at_start``) and starts each host's threads and the pruner. Only one process may serve a database.
 """
 
 import atexit
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import Flask, current_app
-from sqlalchemy import text
+from sqlalchemy import select, text
 
+from . import remote
 from .changes import Changes
-from .errors import LimenError
+from .errors import HostDisabled, LimenError
 from .extensions import db
 from .guests import GuestWatch
-from .hypervisor import Hypervisor, event_loop_alive
+from .hypervisor import Hypervisor, SSHTarget, event_loop_alive
 from .metrics import Metrics
+from .models import LOCAL_HOST, VM
+from .models import Host as HostRow
 from .operations import Runner
 from .retention import Pruner
 from .stats import StatsSampler
@@ -32,22 +36,128 @@ _AT_START: list[Callable[[], object]] = []
 
 
 @dataclass
-class Runtime:
+class HostRuntime:
+    """One libvirt host's long-lived parts: its connection (with its events and keepalive),
+    its state sync (with its reconnect backoff), its guest watch and its usage sampler. A host
+    that cannot be reached holds up none of the others."""
+
+    id: int
+    name: str
     hypervisor: Hypervisor
-    runner: Runner
     sync: StateSync
     guests: GuestWatch
+    stats: StatsSampler
+
+    def start(self) -> None:
+        self.sync.start()
+        self.guests.start()
+        self.stats.start()
+
+    def stop(self) -> None:
+        self.stats.stop()
+        self.guests.stop()
+        self.sync.stop()
+        self.hypervisor.close()
+
+
+@dataclass
+class Runtime:
+    app: Flask
+    hosts: dict[int, HostRuntime]  # the enabled hosts, by id
+    runner: Runner
     pruner: Pruner
     changes: Changes
     metrics: Metrics
-    stats: StatsSampler
     started: bool = False
+    _hosts_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def local(self) -> HostRuntime:
+        """The host LIMEN runs beside (its install media live there)."""
+        return self.hosts[LOCAL_HOST]
+
+    @property
+    def hypervisor(self) -> Hypervisor:
+        return self.local.hypervisor
+
+    @property
+    def sync(self) -> StateSync:
+        return self.local.sync
+
+    @property
+    def stats(self) -> StatsSampler:
+        return self.local.stats
+
+    def host(self, host_id: int) -> HostRuntime:
+        """An enabled host's parts (HOST_DISABLED for a host an admin disabled)."""
+        if host_id not in self.hosts:  # added since (or by another process): read the table again
+            self.refresh_hosts()
+        try:
+            return self.hosts[host_id]
+        except KeyError:
+            raise HostDisabled() from None
+
+    def _build(self, row: HostRow) -> HostRuntime:
+        cfg, path = self.app.config, self.app.instance_path
+        uri, ssh = cfg["LIBVIRT_URI"], None
+        if not row.local:
+            known_hosts = remote.known_hosts_file(path, row.id, row.uri or "", row.host_key)
+            uri = remote.libvirt_uri(row.uri or "", path, known_hosts)
+            host, port, user = remote.ssh_endpoint(row.uri or "")
+            ssh = SSHTarget(host, port, user, str(remote.key_file(path)), str(known_hosts))
+        sync: StateSync
+        hypervisor = Hypervisor(
+            uri,
+            disk_pool=cfg["STORAGE_POOL"],
+            disk_dir=cfg["STORAGE_DIR"],
+            media_pool=cfg["MEDIA_POOL"],
+            media_dir=cfg["MEDIA_DIR"],
+            network=cfg["NETWORK"],
+            cpu_mode=cfg["CPU_MODE"],
+            domain_type=cfg["DOMAIN_TYPE"],
+            on_domain_event=lambda uuid: sync.notify(uuid),
+            timeout=float(cfg["LIBVIRT_TIMEOUT"]),
+            ssh=ssh,
+        )
+        sync = StateSync(self.app, hypervisor, self.changes, cfg["RESYNC_INTERVAL"], self.metrics.event_lag, row.id)
+        return HostRuntime(
+            row.id,
+            row.name,
+            hypervisor,
+            sync,
+            GuestWatch(self.app, hypervisor, self.changes, cfg["GUEST_POLL_INTERVAL"], row.id),
+            StatsSampler(self.app, hypervisor, cfg["STATS_INTERVAL"], cfg["STATS_KEEP"]),
+        )
+
+    def refresh_hosts(self) -> None:
+        """Make the running hosts what the host table says: a host added or enabled gets its
+        parts (started, when this process serves), one disabled or removed loses them. Called at
+        start-up and by the hosts' use cases (limen.hosts) after each change."""
+        with self._hosts_lock, self.app.app_context():
+            rows = {h.id: h for h in db.session.scalars(select(HostRow).where(HostRow.enabled))}
+            db.session.expunge_all()
+            for host_id in set(self.hosts) - set(rows) - {LOCAL_HOST}:
+                gone = self.hosts.pop(host_id)
+                if self.started:
+                    gone.stop()
+            for host_id, row in rows.items():
+                if host_id not in self.hosts:
+                    self.hosts[host_id] = self._build(row)
+                    if self.started:
+                        self.hosts[host_id].start()
 
 
 def get(app: Flask | None = None) -> Runtime:
     """The Runtime of ``app``, or of the app in context."""
     runtime: Runtime = (app or current_app).extensions[_KEY]
     return runtime
+
+
+def on(vm_uuid: str) -> HostRuntime:
+    """The parts of the host a VM lives on (its row says which; the local host's for a VM
+    LIMEN has no row for)."""
+    host_id = db.session.scalar(select(VM.host_id).where(VM.uuid == vm_uuid))
+    return get().host(host_id or LOCAL_HOST)
 
 
 def at_start(fn: Callable[[], object]) -> Callable[[], object]:
@@ -59,27 +169,13 @@ def at_start(fn: Callable[[], object]) -> Callable[[], object]:
 
 def init_app(app: Flask) -> Runtime:
     cfg = app.config
-    changes = Changes(app)
-    hypervisor = Hypervisor(
-        cfg["LIBVIRT_URI"],
-        disk_pool=cfg["STORAGE_POOL"],
-        disk_dir=cfg["STORAGE_DIR"],
-        media_pool=cfg["MEDIA_POOL"],
-        media_dir=cfg["MEDIA_DIR"],
-        network=cfg["NETWORK"],
-        cpu_mode=cfg["CPU_MODE"],
-        domain_type=cfg["DOMAIN_TYPE"],
-        on_domain_event=lambda uuid: sync.notify(uuid),
-        timeout=float(cfg["LIBVIRT_TIMEOUT"]),
-    )
     metrics = Metrics(app)
-    sync = StateSync(app, hypervisor, changes, cfg["RESYNC_INTERVAL"], metrics.event_lag)
-    guests = GuestWatch(app, hypervisor, changes, cfg["GUEST_POLL_INTERVAL"])
     pruner = Pruner(app, float(cfg["PRUNE_INTERVAL"]))
-    metrics.watch(hypervisor, sync, lambda: dict(pruner.pruned))
-    stats = StatsSampler(app, hypervisor, cfg["STATS_INTERVAL"], cfg["STATS_KEEP"])
-    runtime = Runtime(hypervisor, Runner(app, cfg["WORKERS"]), sync, guests, pruner, changes, metrics, stats)
+    runtime = Runtime(app, {}, Runner(app, cfg["WORKERS"]), pruner, Changes(app), metrics)
     app.extensions[_KEY] = runtime
+    local = HostRow(id=LOCAL_HOST, name="local", uri=None, enabled=True)
+    runtime.hosts[LOCAL_HOST] = runtime._build(local)  # before the database is asked: always there
+    metrics.watch(lambda: [(h.name, h.hypervisor, h.sync) for h in runtime.hosts.values()], lambda: dict(pruner.pruned))
     return runtime
 
 
@@ -87,13 +183,13 @@ def start(app: Flask) -> None:
     runtime = get(app)
     if runtime.started:
         return
+    runtime.refresh_hosts()
     runtime.runner.recover()
     with app.app_context():
         for fn in _AT_START:
             fn()
-    runtime.sync.start()
-    runtime.guests.start()
-    runtime.stats.start()
+    for host in list(runtime.hosts.values()):
+        host.start()
     runtime.pruner.start()
     runtime.started = True
     atexit.register(stop, app)
@@ -105,11 +201,9 @@ def stop(app: Flask) -> None:
         return
     runtime.started = False
     runtime.pruner.stop()
-    runtime.stats.stop()
-    runtime.guests.stop()
-    runtime.sync.stop()
+    for host in list(runtime.hosts.values()):
+        host.stop()
     runtime.runner.shutdown()
-    runtime.hypervisor.close()
 
 
 def health() -> dict[str, str]:

@@ -23,7 +23,7 @@ from .changes import Changes
 from .errors import HypervisorUnavailable, LimenError
 from .extensions import cut, db, rows_changed
 from .hypervisor import DomainState, Forward, Hypervisor
-from .models import CREATING, DELETING, ERROR, MISSING, VM, UnmanagedDomain, utcnow
+from .models import CREATING, DELETING, ERROR, LOCAL_HOST, MISSING, VM, UnmanagedDomain, utcnow
 from .models import Forward as ForwardRow
 
 log = logging.getLogger(__name__)
@@ -43,15 +43,20 @@ def _desired(current: DomainState | None) -> tuple[str, str | None]:
     return current.state, cut(current.reason, REASON_LENGTH) if current.reason else None
 
 
-def _write(uuid: str, current: DomainState | None) -> bool:
-    """Write what libvirt reports for one VM into its row, unless an Operation owns the row.
-    A vanished domain makes the row ``missing``, except an ``error`` row, whose reason
-    already says why it has no domain. Does not commit."""
+def _write(host_id: int, uuid: str, current: DomainState | None) -> bool:
+    """Write what host ``host_id``'s libvirt reports for one VM into its row, if the VM is that
+    host's and no Operation owns the row. A vanished domain makes the row ``missing``, except an
+    ``error`` row, whose reason already says why it has no domain. Does not commit."""
     state, reason = _desired(current)
     keep = (*OWNED_BY_OPERATION, ERROR) if current is None else OWNED_BY_OPERATION
     changed = rows_changed(
         update(VM)
-        .where(VM.uuid == uuid, VM.state.not_in(keep), (VM.state != state) | VM.state_reason.is_distinct_from(reason))
+        .where(
+            VM.uuid == uuid,
+            VM.host_id == host_id,
+            VM.state.not_in(keep),
+            (VM.state != state) | VM.state_reason.is_distinct_from(reason),
+        )
         .values(state=state, state_reason=reason, state_seen_at=utcnow())
     )
     if changed:
@@ -60,7 +65,8 @@ def _write(uuid: str, current: DomainState | None) -> bool:
 
 
 class StateSync:
-    """The thread that applies libvirt's events to the rows, resyncs, and reconnects.
+    """The thread that applies one host's libvirt events to the rows of its VMs, resyncs, and
+    reconnects.
 
     When libvirt cannot be reached it says so (``reachable``, which the table shows as a
     banner) and retries with a growing pause, at most ``MAX_BACKOFF`` seconds, so that LIMEN
@@ -70,9 +76,15 @@ class StateSync:
     MIN_BACKOFF, MAX_BACKOFF = 0.25, 2.0
 
     def __init__(
-        self, app: Flask, hypervisor: Hypervisor, changes: Changes, interval: float, event_lag: Histogram | None = None
+        self,
+        app: Flask,
+        hypervisor: Hypervisor,
+        changes: Changes,
+        interval: float,
+        event_lag: Histogram | None = None,
+        host_id: int = LOCAL_HOST,
     ):
-        self.app = app
+        self.app, self.host_id = app, host_id
         self.hypervisor = hypervisor
         self.changes = changes
         # Reading libvirt and writing a row are one step under it; use cases that write what
@@ -108,7 +120,7 @@ class StateSync:
         """Read one VM's state from libvirt and record it; returns what libvirt said."""
         with self.state_lock:
             current = self.hypervisor.domains.state(uuid)
-            changed = _write(uuid, current)
+            changed = _write(self.host_id, uuid, current)
             self._commit(changed)
         if changed and current is not None and current.state == "running":
             self._started(uuid)
@@ -168,7 +180,9 @@ class StateSync:
             else:
                 state, reason = ERROR, cut(error, REASON_LENGTH)
             db.session.execute(
-                update(VM).where(VM.uuid == uuid).values(state=state, state_reason=reason, state_seen_at=utcnow())
+                update(VM)
+                .where(VM.uuid == uuid, VM.host_id == self.host_id)
+                .values(state=state, state_reason=reason, state_seen_at=utcnow())
             )
             self._commit(True)
         if state == "shutoff":
@@ -240,20 +254,22 @@ class StateSync:
         with self.state_lock:
             domains = self.hypervisor.domains.all_states()
             self._generation = self.hypervisor.connection.generation
-            known = set(db.session.scalars(select(VM.uuid)))
+            known = set(db.session.scalars(select(VM.uuid)))  # on any host: none is unmanaged here
             rows = db.session.execute(
-                select(VM.uuid, VM.state, VM.state_reason).where(VM.state.not_in(OWNED_BY_OPERATION))
+                select(VM.uuid, VM.state, VM.state_reason).where(
+                    VM.host_id == self.host_id, VM.state.not_in(OWNED_BY_OPERATION)
+                )
             )
             changed = False
             started: list[str] = []
             stopped: list[str] = []
             for uuid, state, reason in rows.all():
                 current = domains[uuid][1] if uuid in domains else None
-                if (state, reason) != _desired(current) and _write(uuid, current):
+                if (state, reason) != _desired(current) and _write(self.host_id, uuid, current):
                     changed = True
                     if current is not None and current.state in ("running", "shutoff"):
                         (started if current.state == "running" else stopped).append(uuid)
-            changed |= _record_unmanaged({u: d for u, d in domains.items() if u not in known})
+            changed |= _record_unmanaged(self.host_id, {u: d for u, d in domains.items() if u not in known})
             self._commit(changed)
         for uuid in started:
             self._started(uuid)
@@ -263,7 +279,7 @@ class StateSync:
     def _apply_events(self, uuids: set[str]) -> None:
         """Refresh the rows the events name; an event about a domain LIMEN has no row for (one
         another tool defined or removed) updates the unmanaged list by a resync."""
-        known = set(db.session.scalars(select(VM.uuid).where(VM.uuid.in_(uuids))))
+        known = set(db.session.scalars(select(VM.uuid).where(VM.uuid.in_(uuids), VM.host_id == self.host_id)))
         if known != uuids:
             self.resync_all()
             return
@@ -271,10 +287,13 @@ class StateSync:
             self.refresh(uuid)
 
 
-def _record_unmanaged(domains: dict[str, tuple[str, DomainState]]) -> bool:
-    """Make the unmanaged list what ``domains`` says; True when it changed. Does not commit."""
+def _record_unmanaged(host_id: int, domains: dict[str, tuple[str, DomainState]]) -> bool:
+    """Make the unmanaged list of host ``host_id`` what ``domains`` says; True when it changed.
+    Does not commit."""
     changed = False
-    listed = {row.uuid: row for row in db.session.scalars(select(UnmanagedDomain))}
+    listed = {
+        row.uuid: row for row in db.session.scalars(select(UnmanagedDomain).where(UnmanagedDomain.host_id == host_id))
+    }
     for uuid, gone in listed.items():
         if uuid not in domains:
             db.session.delete(gone)
@@ -282,7 +301,9 @@ def _record_unmanaged(domains: dict[str, tuple[str, DomainState]]) -> bool:
     for uuid, (name, current) in domains.items():
         row = listed.get(uuid)
         if row is None:
-            db.session.add(UnmanagedDomain(uuid=uuid, name=name, state=current.state, state_reason=current.reason))
+            db.session.add(
+                UnmanagedDomain(uuid=uuid, host_id=host_id, name=name, state=current.state, state_reason=current.reason)
+            )
             changed = True
         elif (row.name, row.state, row.state_reason) != (name, current.state, current.reason):
             row.name, row.state, row.state_reason, row.seen_at = name, current.state, current.reason, utcnow()

@@ -23,7 +23,7 @@ os.environ.setdefault("LIMEN_PASSWORD_HASH_METHOD", CHEAP_HASH)
 _STARTED = time.monotonic()
 
 pytest_plugins = ["fixtures.apps", "fixtures.qemu", "fixtures.served", "fixtures.browser", "fixtures.consoles",
-                  "fixtures.guest"]
+                  "fixtures.guest", "fixtures.hosts"]
 
 
 # -- the tier guard -----------------------------------------------------------------------

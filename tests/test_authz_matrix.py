@@ -114,6 +114,14 @@ MATRIX = {
                                     ADMIN_POST),
     ("admin.reset_password", "POST"): ("/admin/users/{user}/password", PASSWORD, ADMIN_POST),
     ("admin.audit_log", "GET"): ("/admin/audit", None, ADMIN_PAGE),
+    ("hosts.index", "GET"): ("/admin/hosts", None, ADMIN_PAGE),
+    # Nothing answers on port 1: the test connects, and says the host cannot be reached.
+    ("hosts.probe", "POST"): ("/admin/hosts/probe", {"name": "h-{role}", "uri": "qemu+ssh://root@127.0.0.1:1/system"},
+                              expect(SIGN_IN, 403, 403, 503)),
+    ("hosts.add", "POST"): ("/admin/hosts", {"name": "h-{role}", "uri": "qemu+ssh://root@127.0.0.1:1/system",
+                                             "host_key": "not-a-key"}, expect(SIGN_IN, 403, 403, 422)),
+    ("hosts.enable", "POST"): ("/admin/hosts/1/enable", {}, ADMIN_POST),  # it is already
+    ("hosts.remove", "POST"): ("/admin/hosts/1/remove", {}, expect(SIGN_IN, 403, 403, 422)),  # the local host stays
     # The API: bearer tokens (each role its own; anonymous none), JSON bodies, no cookies.
     ("auth.create_token", "POST"): ("/account/tokens", {"name": "t"}, expect(SIGN_IN, 201, 201, 201)),
     ("auth.revoke_token", "POST"): ("/account/tokens/{token}/revoke", {}, expect(SIGN_IN, 404, 302, 302)),

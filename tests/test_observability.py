@@ -26,8 +26,8 @@ def test_metrics_count_vms_operations_and_consoles(app, admin, anon, libvirt_con
     assert metrics[("limen_operations_total", (("kind", "force-off"), ("result", "done")))] == 1
     assert not any(name == "limen_operations_active" for name, _ in metrics)
     assert metrics[("limen_console_sessions_open", ())] == 0
-    assert metrics[("limen_libvirt_reachable", ())] == 1
-    assert metrics[("limen_libvirt_reconnects_total", ())] == 0
+    assert metrics[("limen_libvirt_reachable", (("host", "local"),))] == 1
+    assert metrics[("limen_libvirt_reconnects_total", (("host", "local"),))] == 0
     assert "counted" not in anon.client.get("/metrics").text  # counts, never names
 
 

@@ -20,7 +20,7 @@ def test_no_page_is_wider_than_the_window(app, live_server, page):
     api("PATCH", f"/vms/{vm}", {"description": "a-description-without-any-space-" * 8})
     base = live_server(app)
     pages = ["/", f"/vms/{vm}", f"/vms/{vm}/serial", "/media/", "/account", "/admin/users", "/admin/users/admin",
-             "/admin/audit", "/host", "/tasks", "/api/docs", "/no/such/page"]
+             "/admin/audit", "/admin/hosts", "/host", "/tasks", "/api/docs", "/no/such/page"]
     wide = []
     for width in WIDTHS:
         page.set_viewport_size({"width": width, "height": 800})
@@ -74,7 +74,7 @@ def test_axe_finds_nothing_on_any_page(app, live_server, page):
         page.get_by_role("button", name="Sign in").click()
         page.wait_for_url(f"{base}/")
         for path in ("/", f"/vms/{vm}", f"/vms/{vm}/console", f"/vms/{vm}/serial", "/media/", "/account",
-                     "/admin/users", "/admin/users/admin", "/admin/audit", "/host", "/tasks", "/api/docs", "/no/such/page"):
+                     "/admin/users", "/admin/users/admin", "/admin/audit", "/admin/hosts", "/host", "/tasks", "/api/docs", "/no/such/page"):
             page.goto(base + path)
             found += [f"{path} at {width} px, {scheme}: {v}" for v in axe_violations(page)]
         page.goto(f"{base}/account")

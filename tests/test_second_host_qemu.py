@@ -5,38 +5,13 @@ migrates live with its disk."""
 import os
 import subprocess
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import libvirt
 import pytest
 
-from helpers import free_port_range, unique_name, wait_until
+from helpers import unique_name, wait_until
 
 pytestmark = pytest.mark.qemu
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "second-host"
-
-
-@pytest.fixture(scope="module")
-def second_host(tmp_path_factory):
-    """(URI, the directory of its known_hosts): a second host, stopped and removed afterwards.
-    libvirt's SSH transports need an event loop running, as LIMEN always has one."""
-    from limen.hypervisor.connection import ensure_event_loop
-
-    ensure_event_loop()
-    root = tmp_path_factory.mktemp("second-host")
-    key = root / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    home = root / "host"
-    port = free_port_range(1).start
-    started = subprocess.run([str(SCRIPT), "start", str(home), str(port), f"{key}.pub"],
-                             capture_output=True, text=True, timeout=120)
-    try:
-        assert started.returncode == 0, started.stderr
-        uri = started.stdout.strip()
-        yield f"{uri}?keyfile={key}&known_hosts={root / 'known_hosts'}&known_hosts_verify=auto", root
-    finally:
-        stopped = subprocess.run([str(SCRIPT), "stop", str(home)], capture_output=True, text=True, timeout=120)
-        assert stopped.returncode == 0, stopped.stderr
 
 
 def host_uuid(conn: libvirt.virConnect) -> str:
@@ -44,7 +19,7 @@ def host_uuid(conn: libvirt.virConnect) -> str:
 
 
 def test_the_second_host_is_another_libvirt_whose_key_is_pinned(second_host, qemu_host):
-    uri, root = second_host
+    uri, root = second_host.test_uri, second_host.known_hosts.parent
     remote = libvirt.open(uri)
     try:
         assert host_uuid(remote) != host_uuid(qemu_host)
@@ -68,7 +43,7 @@ def test_the_second_host_is_another_libvirt_whose_key_is_pinned(second_host, qem
 
 
 def test_a_vm_of_this_host_migrates_live_with_its_disk_to_the_second(second_host, qemu_host):
-    uri, _root = second_host
+    uri = second_host.test_uri
     remote = libvirt.open(uri)
     name, pool = unique_name("migrated"), unique_name("pool")
     target = f"/var/lib/limen/{pool}"  # the same path on both hosts; the second's is its own

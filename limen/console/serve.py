@@ -71,14 +71,14 @@ def audited_refusal() -> bool:
 
 def open_screen(vm_uuid: str) -> tuple[Far, Callable[[], LimenError]]:
     """The VM's VNC server; its end is VNC_CLOSED."""
-    return runtime.get().hypervisor.display.open(vm_uuid, current_app.config["VNC_CONNECT_TIMEOUT"]), VNCClosed
+    return runtime.on(vm_uuid).hypervisor.display.open(vm_uuid, current_app.config["VNC_CONNECT_TIMEOUT"]), VNCClosed
 
 
 def open_serial(vm_uuid: str, session_id: int, take_over: bool) -> tuple[Far, Callable[[], LimenError]]:
     """The VM's serial line, which one client holds at a time: SERIAL_BUSY names who holds it,
     unless ``take_over``. Its end says whether the VM closed it (SERIAL_CLOSED) or someone took
     it over (SERIAL_TAKEN_OVER, by whom)."""
-    hypervisor = runtime.get().hypervisor
+    hypervisor = runtime.on(vm_uuid).hypervisor
     try:
         line = hypervisor.serial.open(vm_uuid, take_over)
     except SerialBusy:

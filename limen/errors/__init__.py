@@ -5,7 +5,7 @@ The same code reaches the HTML page, the JSON API and the logs, so a person who 
 "VM_START_FAILED" and an operator reading the log talk about the same thing.
 
 The codes live in one module per seam: ``access`` (who may ask, and what), ``vms`` (VMs,
-libvirt, storage, snapshots, media) and ``console``; ``base`` has the root and the catalogue.
+libvirt, storage, snapshots, media), ``hosts`` and ``console``; ``base`` has the root and the catalogue.
 """
 
 from .access import (
@@ -52,6 +52,7 @@ from .console import (
     VNCSecurityFailed,
     VNCUnreachable,
 )
+from .hosts import HostDisabled, HostInUse, HostKeyMismatch, HostNotFound, HostUnreachable
 from .vms import (
     DiskNotFound,
     ForwardNotFound,
@@ -95,6 +96,11 @@ __all__ = [
     "DiskNotFound",
     "ForbiddenOrigin",
     "ForwardNotFound",
+    "HostDisabled",
+    "HostInUse",
+    "HostKeyMismatch",
+    "HostNotFound",
+    "HostUnreachable",
     "HypervisorError",
     "HypervisorUnavailable",
     "InvalidState",

@@ -21,6 +21,7 @@ from .pools import Pool
 from .serial import Serial, SerialLine
 from .snapshots import SnapshotInfo, Snapshots
 from .states import ACTIVE_STATES, DomainState
+from .tunnel import SSHTarget, Tunnel
 from .vm_disks import Disk, VMDisks
 from .vm_nics import Interface, VMNics
 
@@ -38,6 +39,7 @@ __all__ = [
     "Nic",
     "Pool",
     "Resources",
+    "SSHTarget",
     "SerialLine",
     "SnapshotInfo",
     "event_loop_alive",
@@ -60,6 +62,7 @@ class Hypervisor:
         domain_type: str = "",
         on_domain_event: Callable[[str | None], None] | None = None,
         timeout: float = 5.0,
+        ssh: SSHTarget | None = None,
     ):
         self.uri = uri
         self.connection = Connection(uri, on_domain_event or (lambda uuid: None), timeout)
@@ -69,7 +72,8 @@ class Hypervisor:
         self.domains = Domains(self.connection, self.host, self.disks, self.media, network, cpu_mode)
         self.vm_disks = VMDisks(self.connection, self.disks)
         self.vm_nics = VMNics(self.connection)
-        self.display = Display(self.connection)
+        self.tunnel = Tunnel(ssh) if ssh is not None else None  # another host's, for its consoles
+        self.display = Display(self.connection, self.tunnel)
         self.serial = Serial(self.connection)
         self.snapshots = Snapshots(self.connection)
         self.networks = Networks(self.connection)
@@ -77,6 +81,8 @@ class Hypervisor:
         self.counters = DomainCounters(self.connection)
 
     def close(self) -> None:
+        if self.tunnel is not None:
+            self.tunnel.close()
         self.connection.close()
 
     def medium_users(self, volume: str) -> list[str]:

@@ -17,7 +17,7 @@ from typing import ParamSpec, TypeVar
 
 import libvirt
 
-from ..errors import HypervisorError, HypervisorUnavailable, InvalidState, LimenError, VMNotFound
+from ..errors import HostUnreachable, HypervisorError, HypervisorUnavailable, InvalidState, LimenError, VMNotFound
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,9 @@ class Connection:
     def __init__(self, uri: str, on_domain_event, timeout: float = 5.0):
         self.uri = uri
         self.timeout = timeout
+        # Another host's libvirt (a transport in the scheme: qemu+libssh://…) that cannot be
+        # reached is HOST_UNREACHABLE; the local one is HYPERVISOR_UNAVAILABLE.
+        self._unavailable = HostUnreachable if "+" in uri.partition(":")[0] else HypervisorUnavailable
         self.generation = 0
         self.changed = threading.Condition()  # notified on every lifecycle and reboot event
         self.events = 0  # counts them, under ``changed``
@@ -201,16 +204,16 @@ class Connection:
         # Half the deadline from when the opening began: while libvirtd stays silent, later
         # callers are refused at once rather than each wait anew.
         if not opening.done.wait(max(0.0, opening.started + self.timeout / 2 - time.monotonic())):
-            raise HypervisorUnavailable(f"libvirtd did not answer {self.uri} within {self.timeout / 2:g} s")
+            raise self._unavailable(f"libvirtd did not answer {self.uri} within {self.timeout / 2:g} s")
         with self._lock:
             if self._opening is opening:  # the first back installs it
                 self._opening = None
                 if opening.conn is not None:
                     self._install(opening.conn)
             if opening.error is not None:
-                raise HypervisorUnavailable(f"cannot connect to {self.uri}: {opening.error}")
+                raise self._unavailable(f"cannot connect to {self.uri}: {opening.error}")
             if self._conn is None:
-                raise HypervisorUnavailable(f"the connection to {self.uri} was lost as it opened")
+                raise self._unavailable(f"the connection to {self.uri} was lost as it opened")
             return self._conn
 
     def answering(self) -> bool:
@@ -221,7 +224,7 @@ class Connection:
     def check_answering(self) -> None:
         """HypervisorUnavailable if libvirtd does not answer (``answering``)."""
         if not self.answering():
-            raise HypervisorUnavailable(f"libvirtd at {self.uri} has not answered for over {self.timeout / 2:g} s")
+            raise self._unavailable(f"libvirtd at {self.uri} has not answered for over {self.timeout / 2:g} s")
 
     def _install(self, conn: libvirt.virConnect) -> None:
         """Keepalive, the close callback, the event callbacks and the watchdog: a connection

@@ -1,5 +1,6 @@
 """The host itself: its size, and what new guests can be (domain type, arch, firmware)."""
 
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 import libvirt
@@ -45,11 +46,31 @@ class Host:
         self.domain_type = domain_type  # "": KVM when offered, else TCG
         self._guest: tuple[str, str] | None = None
         self._firmware: set[str] | None = None
+        self._uuid: str | None = None
 
     @translated
     def limits(self) -> HostLimits:
         _model, memory_mib, cpus, *_ = self.connection.get().getInfo()
         return HostLimits(cpus=cpus, memory_mib=memory_mib)
+
+    @translated
+    def free_memory_mib(self) -> int:
+        """Memory the host has free now (its size, where the driver cannot say)."""
+        conn = self.connection.get()
+        try:
+            return int(conn.getFreeMemory() // 2**20)
+        except libvirt.libvirtError as e:
+            if not is_error(e, libvirt.VIR_ERR_NO_SUPPORT):
+                raise
+            return int(conn.getInfo()[1])
+
+    @translated
+    def uuid(self) -> str:
+        """libvirt's UUID of the host: one machine reached by two URIs has one."""
+        if self._uuid is None:
+            caps = ET.fromstring(self.connection.get().getCapabilities())
+            self._uuid = caps.findtext("./host/uuid") or ""
+        return self._uuid
 
     @translated
     def overview(self) -> HostOverview:

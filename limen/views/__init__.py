@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException, SecurityError
 from ..errors import CSRFFailed, LimenError, NotSignedIn, RequestRefused, TooManyAttempts
 from ..extensions import limiter, login_manager
 from ..hypervisor import set_call_deadline
-from . import admin, api, auth, console, health, hub, limits, media, vms
+from . import admin, api, auth, console, health, hosts, hub, limits, media, vms
 from .vms import is_htmx
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ def register(app: Flask) -> None:
     app.register_blueprint(hub.bp)
     app.register_blueprint(console.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(hosts.bp)
     app.register_blueprint(media.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(api.docs_bp)

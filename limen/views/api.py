@@ -100,6 +100,7 @@ def _vm(vm: VM, op: Operation | None = None) -> dict:
         "image": vm.image.name if vm.image else None,
         "boot_cdrom": vm.boot_cdrom,
         "network": vm.network,
+        "host": vm.host.name,
         "forwards": [_forward(f) for f in vm.forwards],
         "address": vm.address if running else None,
         "guest_agent": guest.get("agent") if running else None,

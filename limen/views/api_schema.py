@@ -60,6 +60,12 @@ VM_CREATE = {
             'ports; the default unless the host is set up otherwise), "network:<name>" (a libvirt network), '
             '"bridge:<name>" (a host bridge) or "none"',
         },
+        "host": {
+            "type": "string",
+            "maxLength": 63,
+            "description": 'the host to make it on, by name, or "auto" (the default: the enabled host with the most '
+            "free memory that has the network asked for; a VM built on install media is made on the local host)",
+        },
         "ci_user": {"type": "string", "description": "image only: the account cloud-init makes (default limen)"},
         "ci_ssh_key": {"type": "string", "description": "image only: its OpenSSH public key"},
         "ci_password": {
@@ -244,6 +250,7 @@ VM = {
         "image": {"type": ["string", "null"], "description": "the cloud image its disk is built on"},
         "boot_cdrom": {"type": "boolean"},
         "network": {"type": ["string", "null"], "description": "user, network:<name>, bridge:<name> or none"},
+        "host": {"type": "string", "description": "the host it lives on"},
         "forwards": {
             "type": "array",
             "description": "host ports forwarded to a user-mode guest (SSH: guest_port 22)",

@@ -39,12 +39,13 @@ def _seen(token: str, view: vms.table.View) -> str:
 
 def _around(view: vms.table.View) -> tuple[list, str | None]:
     """What the table shows besides the VMs' rows: the domains LIMEN does not manage (on the
-    first page) and why libvirt cannot be reached."""
+    first page) and why the local libvirt cannot be reached."""
     return vms.unmanaged(current_user) if view.page == 1 else [], vms.hypervisor_problem()
 
 
 def _extras(unmanaged: list, problem: str | None) -> tuple:
-    return [(d.uuid, d.state, d.state_reason) for d in unmanaged], problem
+    """What a poll compares besides the rows: a host going down or coming back redraws them."""
+    return [(d.uuid, d.state, d.state_reason) for d in unmanaged], problem, vms.host_problems()
 
 
 def _table() -> dict:
@@ -61,7 +62,9 @@ def _table() -> dict:
         rows=page.rows,
         unmanaged=unmanaged,
         owners=vms.owners(current_user),
+        host_filter=vms.host_names(),
         hypervisor_problem=problem,
+        several_hosts=vms.several_hosts(),
         version=f"{_seen(token, page.view)}.{page.since}.{shown}",
     )
 
@@ -109,6 +112,7 @@ def rows():
                 "vms/_changed.html",
                 rows=vms.table.changed_rows(current_user, changed),
                 view=now.view,
+                several_hosts=vms.several_hosts(),
                 version=f"{_seen(token, view)}.{now.since}.{shown}",
             )
     return render_template("vms/_poll.html", oob_rows=True, **_table())

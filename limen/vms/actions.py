@@ -25,7 +25,7 @@ def start_or_join(user: User, vm_uuid: str) -> Operation | None:
     with idle(vm.uuid, join=_JOINS) as joined:
         if joined is not None:
             return joined
-        current = runtime.get().sync.refresh(vm.uuid)
+        current = runtime.on(vm.uuid).sync.refresh(vm.uuid)
         if current is None:
             raise VMNotFound("libvirt has no domain for this VM any more.")
         if current.state == "running":
@@ -46,7 +46,7 @@ def request_action(user: User, vm_uuid: str, action: str) -> Operation:
     vm = get_vm(user, vm_uuid, f"vm.{action}")
     not_owned(vm)
     with idle(vm.uuid, action):
-        current = runtime.get().sync.refresh(vm.uuid)
+        current = runtime.on(vm.uuid).sync.refresh(vm.uuid)
         if current is None:
             raise InvalidState("libvirt has no domain for this VM any more; it can only be deleted.")
         if current.state not in ACTIONS[action]:
@@ -97,7 +97,7 @@ def request_bulk(user: User, action: str, vm_uuids: list[str]) -> Bulk:
 def request_delete(user: User, vm_uuid: str) -> Operation:
     vm = get_vm(user, vm_uuid, "vm.delete")
     not_owned(vm)
-    runtime.get().hypervisor.host.limits()  # libvirt unreachable: 503 now, not a delete that cannot run
+    runtime.on(vm.uuid).hypervisor.host.limits()  # libvirt unreachable: 503 now, not a delete that cannot run
     with idle(vm.uuid):
         not_a_base(vm)
         vm.state = DELETING
@@ -122,7 +122,7 @@ def insert_iso(user: User, vm_uuid: str, medium_id: object, boot: bool = False) 
         vm.iso_id = iso.id  # recorded first: a delete from here on sees that it is in use
         db.session.commit()
         try:
-            runtime.get().hypervisor.domains.change_cdrom(vm.uuid, iso.volume, True if boot else None)
+            runtime.on(vm.uuid).hypervisor.domains.change_cdrom(vm.uuid, iso.volume, True if boot else None)
         except LimenError:
             vm.iso_id, vm.boot_cdrom = before
             db.session.commit()
@@ -140,7 +140,7 @@ def eject(user: User, vm_uuid: str, boot_from_disk: bool = False) -> VM:
     vm = get_vm(user, vm_uuid, "vm.media")
     not_owned(vm)
     with idle(vm.uuid):
-        runtime.get().hypervisor.domains.change_cdrom(vm.uuid, None, False if boot_from_disk else None)
+        runtime.on(vm.uuid).hypervisor.domains.change_cdrom(vm.uuid, None, False if boot_from_disk else None)
         vm.iso_id = None
         vm.boot_cdrom = vm.boot_cdrom and not boot_from_disk
         audit.record("vm.eject", actor=user, vm=vm, detail="boot from disk" if boot_from_disk else None)
@@ -154,7 +154,7 @@ def forget(user: User, vm_uuid: str) -> None:
     """Drop a missing VM's row (an admin's call: its domain went elsewhere). libvirt and any
     disk are not touched; deleting is the owner's way to remove the disk too."""
     vm = get_vm(user, vm_uuid, "vm.forget")
-    with idle(vm.uuid), runtime.get().sync.state_lock:  # the sync must not find the domain meanwhile
+    with idle(vm.uuid), runtime.on(vm.uuid).sync.state_lock:  # the sync must not find the domain meanwhile
         gone = rows_changed(delete(VM).where(VM.uuid == vm.uuid, VM.state == MISSING))
         if not gone:
             db.session.rollback()
@@ -168,12 +168,14 @@ def adopt(user: User, vm_uuid: str, owner_name: str) -> VM:
     """Give a domain another tool made an owner: it becomes a LIMEN VM. Its disks stay its own
     (deleting it in LIMEN keeps them)."""
     authorize(user, "vm.adopt")
-    if db.session.get(UnmanagedDomain, vm_uuid) is None:
+    found = db.session.get(UnmanagedDomain, vm_uuid)
+    if found is None:
         raise VMNotFound("LIMEN lists no unmanaged domain with this UUID.")
+    host_id = found.host_id
     owner = accounts.user_named(owner_name)
     if owner is None:
         raise ValidationFailed({"owner": f"There is no user {owner_name}."})
-    rt = runtime.get()
+    rt = runtime.get().host(host_id)
     name, vcpus, memory_mib = rt.hypervisor.domains.specs(vm_uuid)
     taken = {"name": f"A LIMEN VM is named {name} already; rename one of them first."}
     if len(name) > 63:
@@ -193,6 +195,7 @@ def adopt(user: User, vm_uuid: str, owner_name: str) -> VM:
             raise VMNotFound("That domain is gone, or was adopted meanwhile.")
         vm = VM(
             uuid=vm_uuid,
+            host_id=host_id,
             name=name,
             owner_id=owner.id,
             vcpus=vcpus,

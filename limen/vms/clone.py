@@ -29,7 +29,7 @@ FULL, LINKED = "full", "linked"
 
 def _validate(source: VM, form: Mapping[str, Any]) -> tuple[str, str, str | None]:
     """(name, disk, password hash) of a clone request; ValidationFailed naming each field."""
-    hv = runtime.get().hypervisor
+    hv = runtime.on(source.uuid).hypervisor
     errors = {}
     name = str(form.get("name", "") or "").strip()
     disk = str(form.get("disk", FULL) or FULL)
@@ -63,10 +63,10 @@ def request_clone(user: User, vm_uuid: str, form: Mapping[str, Any]) -> Operatio
         raise InvalidState("LIMEN clones the VMs it made; an adopted VM's disks are not LIMEN's.")
     name, disk, password_hash = _validate(source, form)
     with idle(source.uuid):
-        current = runtime.get().sync.refresh(source.uuid)
+        current = runtime.on(source.uuid).sync.refresh(source.uuid)
         if current is None or current.state != "shutoff":
             raise InvalidState(f"Shut the VM down to clone it (it is {current.state if current else 'missing'}).")
-        data = runtime.get().hypervisor.disks.names(data_volume_prefix(source.uuid))
+        data = runtime.on(source.uuid).hypervisor.disks.names(data_volume_prefix(source.uuid))
         if data:
             raise InvalidState(
                 f"LIMEN clones a VM's boot disk, and this one has {len(data)} data disk{'s' if len(data) > 1 else ''}"
@@ -89,7 +89,7 @@ def request_clone(user: User, vm_uuid: str, form: Mapping[str, Any]) -> Operatio
             ci.update(password=True, password_hash=password_hash)
         else:
             ci["password"] = False  # the source's password hash was not kept
-        owner_id, source_uuid, image_id = user.id, source.uuid, source.image_id
+        owner_id, source_uuid, image_id, host_id = user.id, source.uuid, source.image_id, source.host_id
         size = (source.vcpus, source.memory_mib, source.disk_gib)
         db.session.commit()  # the claim's write comes first
         accounts.claim(owner_id, *size)
@@ -99,6 +99,7 @@ def request_clone(user: User, vm_uuid: str, form: Mapping[str, Any]) -> Operatio
         clone = VM(
             uuid=str(uuidlib.uuid4()),
             name=name,
+            host_id=host_id,  # its disk is made from the source's, in the same pool
             owner_id=owner_id,
             state=CREATING,
             boot_cdrom=False,
@@ -111,7 +112,7 @@ def request_clone(user: User, vm_uuid: str, form: Mapping[str, Any]) -> Operatio
 
 @handler("clone", on_failure=create_failed, on_interrupted=create_interrupted)
 def run_clone(ctx: OpContext) -> None:
-    rt = runtime.get()
+    rt = runtime.on(ctx.vm_uuid)
     hv = rt.hypervisor
     params = ctx.op.params or {}
     clone = db.session.scalar(select(VM).where(VM.uuid == ctx.vm_uuid))

@@ -16,9 +16,9 @@ from ..access import authorize
 from ..errors import LimenError, PortInUse, ValidationFailed
 from ..extensions import db
 from ..forms import whole_number
-from ..models import CREATING, IMAGE, ISO, VM, Medium, Operation, User
+from ..models import CREATING, IMAGE, ISO, LOCAL_HOST, VM, Medium, Operation, User
 from ..profiles import FIRMWARE, KINDS, Profile, profile
-from . import network
+from . import network, placement
 from .lifecycle import submit
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -39,6 +39,7 @@ class VMSpec:
     image_id: int | None = None  # built on this cloud image, with a cloud-init seed
     cloud_init: dict[str, Any] | None = None
     network: str = "user"  # what its NIC is attached to (vms.network)
+    host_id: int = LOCAL_HOST  # where it is made (vms.placement)
 
 
 def create_choices(user: User) -> dict[str, object]:
@@ -60,6 +61,7 @@ def create_choices(user: User) -> dict[str, object]:
         firmwares=FIRMWARE,
         uefi=uefi,
         networks=network.choices(),
+        hosts=placement.choices(),
         default_network=current_app.config["NETWORK"],
     )
 
@@ -148,12 +150,12 @@ def validate(user: User, form: Form) -> VMSpec:
     vcpus = _whole(form, "vcpus", errors)
     memory_mib = _whole(form, "memory_mib", errors)
     disk_gib = _whole(form, "disk_gib", errors)
-    hv = runtime.get().hypervisor
     iso, image = _source(user, form, errors)
     source = iso or image
     chosen = _profile(form, source.os_kind if source else "linux", errors)
     cloud = _cloud_init(form, errors) if image is not None else None
-    attached = network.validate(form, errors)
+    host_runtime, attached = placement.place(form, errors, uses_media=source is not None)
+    hv = host_runtime.hypervisor
 
     if not NAME_RE.fullmatch(name):
         errors["name"] = "Use 1 to 63 lower-case letters, digits and hyphens, starting with a letter or digit."
@@ -178,7 +180,16 @@ def validate(user: User, form: Form) -> VMSpec:
     if errors or vcpus is None or memory_mib is None or disk_gib is None:
         raise ValidationFailed(errors)
     return VMSpec(
-        name, vcpus, memory_mib, disk_gib, chosen, iso.id if iso else None, image.id if image else None, cloud, attached
+        name,
+        vcpus,
+        memory_mib,
+        disk_gib,
+        chosen,
+        iso.id if iso else None,
+        image.id if image else None,
+        cloud,
+        attached,
+        host_runtime.id,
     )
 
 
@@ -201,6 +212,7 @@ def request_create(user: User, form: Form) -> Operation:
     vm = VM(
         uuid=str(uuidlib.uuid4()),
         name=spec.name,
+        host_id=spec.host_id,
         owner_id=owner_id,
         vcpus=spec.vcpus,
         memory_mib=spec.memory_mib,

@@ -25,14 +25,14 @@ GIB = 1024**3
 def of(user: User, vm_uuid: str) -> list[Disk]:
     """The VM's disks, as it runs (or starts)."""
     vm = get_vm(user, vm_uuid)
-    return runtime.get().hypervisor.vm_disks.of(vm.uuid)
+    return runtime.on(vm.uuid).hypervisor.vm_disks.of(vm.uuid)
 
 
 def boot(user: User, vm_uuid: str) -> tuple[dict[str, str], list[str]]:
     """The drives the VM can boot from (dev -> "disk" or "cdrom"), and those it boots from, in
     order, from its next start."""
     vm = get_vm(user, vm_uuid)
-    return runtime.get().hypervisor.vm_disks.boot(vm.uuid)
+    return runtime.on(vm.uuid).hypervisor.vm_disks.boot(vm.uuid)
 
 
 def is_boot(vm: VM, disk: Disk) -> bool:
@@ -47,10 +47,10 @@ def _ours(user: User, vm_uuid: str) -> VM:
     return vm
 
 
-def _size(form: Mapping[str, Any], dev: str | None = None, has: int = 0) -> int:
+def _size(vm: VM, form: Mapping[str, Any], dev: str | None = None, has: int = 0) -> int:
     """The size asked for, in GiB: a whole number, more than the disk ``dev`` has (a new disk:
-    at least 1), and what it adds must fit in the pool."""
-    hv = runtime.get().hypervisor
+    at least 1), and what it adds must fit in the pool of the VM's host."""
+    hv = runtime.on(vm.uuid).hypervisor
     gib = whole_number(form.get("gib", ""))
     if gib is None:
         raise ValidationFailed({"gib": "Enter a whole number of GiB."})
@@ -92,8 +92,8 @@ def _claimed(vm: VM, gib: int, what: str, change: Callable[[], object]) -> VM:
 def add(user: User, vm_uuid: str, form: Mapping[str, Any]) -> Disk:
     """A new, empty data disk of ``form["gib"]`` GiB."""
     vm = _ours(user, vm_uuid)
-    gib = _size(form)
-    hv = runtime.get().hypervisor
+    gib = _size(vm, form)
+    hv = runtime.on(vm.uuid).hypervisor
     with idle(vm.uuid, wait=False):
         _no_snapshots(vm, "add a disk")
         prefix, uuid, bus = data_volume_prefix(vm.uuid), vm.uuid, vm.disk_bus
@@ -111,10 +111,10 @@ def grow(user: User, vm_uuid: str, dev: str, form: Mapping[str, Any]) -> Disk:
     """Grow a disk to ``form["gib"]`` GiB, at once while the VM runs (the guest then grows its
     partition and file system, as cloud-init does at boot)."""
     vm = _ours(user, vm_uuid)
-    hv = runtime.get().hypervisor
+    hv = runtime.on(vm.uuid).hypervisor
     with idle(vm.uuid, wait=False):  # the size it has, read under the lock: no other grow slips in
         has = math.ceil((_find(vm, dev).capacity or 0) / GIB)
-        gib = _size(form, dev, has)
+        gib = _size(vm, form, dev, has)
         uuid = vm.uuid
         row = _claimed(vm, gib - has, f"{dev} grown", lambda: hv.vm_disks.grow(uuid, dev, gib))
         audit.record("vm.disk-grow", actor=user, vm=row, detail=f"{dev}: {has} GiB → {gib} GiB")
@@ -126,7 +126,7 @@ def grow(user: User, vm_uuid: str, dev: str, form: Mapping[str, Any]) -> Disk:
 def remove(user: User, vm_uuid: str, dev: str) -> None:
     """Take a shut-off VM's data disk away, and delete its volume."""
     vm = _ours(user, vm_uuid)
-    hv = runtime.get().hypervisor
+    hv = runtime.on(vm.uuid).hypervisor
     with idle(vm.uuid, wait=False):
         disk = _find(vm, dev)
         if is_boot(vm, disk):
@@ -142,12 +142,12 @@ def _no_snapshots(vm: VM, what: str) -> None:
     """A snapshot holds the VM's definition: reverting to one made before a disk came would drop
     the disk from it (its volume left behind), one made before a disk went would name a volume
     that is gone."""
-    if runtime.get().hypervisor.snapshots.list(vm.uuid):
+    if runtime.on(vm.uuid).hypervisor.snapshots.list(vm.uuid):
         raise InvalidState(f"The VM has snapshots, which hold its disks as they are: delete them first, then {what}.")
 
 
 def _find(vm: VM, dev: str) -> Disk:
-    for disk in runtime.get().hypervisor.vm_disks.of(vm.uuid):
+    for disk in runtime.on(vm.uuid).hypervisor.vm_disks.of(vm.uuid):
         if disk.dev == dev:
             return disk
     raise DiskNotFound(f"The VM has no disk {dev}.")

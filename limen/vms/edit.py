@@ -41,7 +41,7 @@ def settings(user: User, vm_uuid: str) -> dict[str, object]:
     """What the Details page shows beyond the row: autostart, and what the VM runs with and
     its maximums (each None while libvirt cannot say)."""
     vm = get_vm(user, vm_uuid)
-    domains = runtime.get().hypervisor.domains
+    domains = runtime.on(vm.uuid).hypervisor.domains
     try:
         return dict(autostart=domains.autostart(vm.uuid), live=domains.resources(vm.uuid, live=True))
     except LimenError:
@@ -56,10 +56,10 @@ def change(user: User, vm_uuid: str, form: Mapping[str, Any]) -> tuple[VM, list[
     from its next start: the row then says they are pending."""
     vm = get_vm(user, vm_uuid, "vm.edit")
     not_owned(vm)
-    hv = runtime.get().hypervisor
+    hv = runtime.on(vm.uuid).hypervisor
     wanted = _validate(vm, form)
     with idle(vm.uuid, wait=False):
-        current = runtime.get().sync.refresh(vm.uuid)
+        current = runtime.on(vm.uuid).sync.refresh(vm.uuid)
         if current is None:
             raise InvalidState("libvirt has no domain for this VM any more.")
         old = {
@@ -121,7 +121,7 @@ def _apply(uuid: str, old: dict[str, Any], new: dict[str, Any]) -> Resources | N
     description back, and raise. A running VM's vCPUs and memory come last (then nothing after
     them can fail: a rename is for a shut-off VM), since what they change at once stays.
     Returns what the VM runs with after a resize (None without one)."""
-    hv = runtime.get().hypervisor
+    hv = runtime.on(uuid).hypervisor
     domains = hv.domains
     before = domains.definition(uuid)
     try:
@@ -150,7 +150,7 @@ def _validate(vm: VM, form: Mapping[str, Any]) -> dict[str, Any]:
     libvirt before the name has passed the pattern."""
     errors: dict[str, str] = {}
     wanted: dict[str, Any] = {}
-    hv = runtime.get().hypervisor
+    hv = runtime.on(vm.uuid).hypervisor
     if "name" in form:
         name = str(form["name"] or "").strip()
         if not NAME_RE.fullmatch(name):

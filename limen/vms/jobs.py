@@ -20,13 +20,13 @@ def _vm(ctx: OpContext) -> VM | None:
 
 
 def _wait_running(uuid: str) -> None:
-    runtime.get().hypervisor.domains.wait_for_state(
+    runtime.on(uuid).hypervisor.domains.wait_for_state(
         uuid, {"running"}, current_app.config["START_TIMEOUT"], VMNotRunning
     )
 
 
 def create_failed(ctx: OpContext, err: LimenError) -> None:
-    runtime.get().sync.hand_back(ctx.vm_uuid, error=f"{err.code}: {err.message}")
+    runtime.on(ctx.vm_uuid).sync.hand_back(ctx.vm_uuid, error=f"{err.code}: {err.message}")
 
 
 def create_interrupted(op: Operation, err: LimenError) -> bool:
@@ -38,7 +38,7 @@ def create_interrupted(op: Operation, err: LimenError) -> bool:
     if vm.state not in (CREATING, ERROR):
         return True
     reason = f"{err.code}: {err.message}"
-    hv = runtime.get().hypervisor
+    hv = runtime.on(vm.uuid).hypervisor
     try:
         if hv.domains.state(vm.uuid) is not None:
             hv.domains.destroy(vm.uuid)
@@ -84,7 +84,8 @@ def seed_for(vm: VM) -> bytes | None:
 def define(ctx: OpContext, spec: dict[str, Any], seed: bytes | None) -> None:
     """A new VM's last steps before it may run (its disk is made): its seed, if it has one,
     and its definition, each undone if a later step fails."""
-    hv, uuid = runtime.get().hypervisor, spec["uuid"]
+    uuid = spec["uuid"]
+    hv = runtime.on(uuid).hypervisor
     if seed is not None:
         ctx.step("Writing the cloud-init seed")
         hv.disks.upload(seed_name(uuid), len(seed), [seed])
@@ -97,7 +98,7 @@ def define(ctx: OpContext, spec: dict[str, Any], seed: bytes | None) -> None:
 
 @handler("create", on_failure=create_failed, on_interrupted=create_interrupted)
 def run_create(ctx: OpContext) -> None:
-    rt = runtime.get()
+    rt = runtime.on(ctx.vm_uuid)
     hv = rt.hypervisor
     vm = _vm(ctx)
     assert vm is not None, "a create's row exists until the create ends"
@@ -128,7 +129,7 @@ def run_create(ctx: OpContext) -> None:
 
 @handler("start")
 def run_start(ctx: OpContext) -> None:
-    rt = runtime.get()
+    rt = runtime.on(ctx.vm_uuid)
     ctx.step("Starting the VM")
     rt.hypervisor.domains.start(ctx.vm_uuid)
     ctx.step("Waiting for it to run")
@@ -146,7 +147,7 @@ def run_start(ctx: OpContext) -> None:
 
 @handler("shutdown")
 def run_shutdown(ctx: OpContext) -> None:
-    rt = runtime.get()
+    rt = runtime.on(ctx.vm_uuid)
     ctx.step("Asking the guest to shut down (guest agent, else ACPI)")
     rt.hypervisor.domains.shutdown(ctx.vm_uuid)
     ctx.step(WAITING_FOR_POWER_OFF)
@@ -163,8 +164,8 @@ def run_shutdown(ctx: OpContext) -> None:
 @handler("force-off")
 def run_force_off(ctx: OpContext) -> None:
     ctx.step("Powering off")
-    runtime.get().hypervisor.domains.destroy(ctx.vm_uuid)
-    runtime.get().sync.refresh(ctx.vm_uuid)
+    runtime.on(ctx.vm_uuid).hypervisor.domains.destroy(ctx.vm_uuid)
+    runtime.on(ctx.vm_uuid).sync.refresh(ctx.vm_uuid)
 
 
 @handler("reboot")
@@ -172,31 +173,31 @@ def run_reboot(ctx: OpContext) -> None:
     timeout = current_app.config["SHUTDOWN_TIMEOUT"]
     ctx.step(f"Asking the guest to reboot; waiting up to {timeout:g} s for it to restart")
     try:
-        runtime.get().hypervisor.domains.reboot(ctx.vm_uuid, timeout, RebootTimeout)
+        runtime.on(ctx.vm_uuid).hypervisor.domains.reboot(ctx.vm_uuid, timeout, RebootTimeout)
     finally:
-        runtime.get().sync.refresh(ctx.vm_uuid)
+        runtime.on(ctx.vm_uuid).sync.refresh(ctx.vm_uuid)
 
 
 @handler("pause")
 def run_pause(ctx: OpContext) -> None:
     ctx.step("Pausing")
     try:
-        runtime.get().hypervisor.domains.pause(ctx.vm_uuid)
+        runtime.on(ctx.vm_uuid).hypervisor.domains.pause(ctx.vm_uuid)
     finally:
-        runtime.get().sync.refresh(ctx.vm_uuid)
+        runtime.on(ctx.vm_uuid).sync.refresh(ctx.vm_uuid)
 
 
 @handler("resume")
 def run_resume(ctx: OpContext) -> None:
     ctx.step("Resuming")
     try:
-        runtime.get().hypervisor.domains.resume(ctx.vm_uuid)
+        runtime.on(ctx.vm_uuid).hypervisor.domains.resume(ctx.vm_uuid)
     finally:
-        runtime.get().sync.refresh(ctx.vm_uuid)
+        runtime.on(ctx.vm_uuid).sync.refresh(ctx.vm_uuid)
 
 
 def _delete_failed(ctx: OpContext, err: LimenError) -> None:
-    rt = runtime.get()
+    rt = runtime.on(ctx.vm_uuid)
     try:
         exists = rt.hypervisor.domains.state(ctx.vm_uuid) is not None
     except LimenError:  # libvirt gone too: say so, and let the owner delete again
@@ -211,7 +212,7 @@ def _delete_failed(ctx: OpContext, err: LimenError) -> None:
 def run_delete(ctx: OpContext) -> None:
     """Every step checks what is there first, so a delete interrupted anywhere is carried on
     after a restart."""
-    hv = runtime.get().hypervisor
+    hv = runtime.on(ctx.vm_uuid).hypervisor
     vm = _vm(ctx)
     adopted = vm is not None and vm.adopted
     db.session.commit()

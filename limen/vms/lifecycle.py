@@ -67,7 +67,7 @@ def active_operation(vm_uuid: str) -> Operation | None:
 def not_a_base(vm: VM) -> None:
     """VM_HAS_LINKED_CLONES while linked clones read the VM's disk: writing it would change
     what they hold. (libvirt unreachable: the action that follows says so.)"""
-    hv = runtime.get().hypervisor
+    hv = runtime.on(vm.uuid).hypervisor
     try:
         clones = hv.disks.backed_by(hv.disks.path(volume_name(vm.uuid)))
     except LimenError:

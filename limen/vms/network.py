@@ -15,7 +15,7 @@ from .. import audit, runtime
 from ..access import vm_for
 from ..errors import ForwardNotFound, LimenError, PortInUse, ValidationFailed
 from ..extensions import db
-from ..hypervisor import Attachment, parse_network
+from ..hypervisor import Attachment, Hypervisor, parse_network
 from ..models import VM, Forward, User
 from .lifecycle import idle, not_owned
 
@@ -31,9 +31,9 @@ def choices() -> list[Attachment]:
         return [Attachment("user")]
 
 
-def validate(form: Mapping[str, Any], errors: dict[str, str]) -> str:
-    """The form's ``network`` (default: the configured one), checked against what libvirt
-    has; a problem goes into ``errors["network"]``."""
+def validate(form: Mapping[str, Any], errors: dict[str, str], hv: Hypervisor) -> str:
+    """The form's ``network`` (default: the configured one), checked against what the host
+    ``hv`` has; a problem goes into ``errors["network"]``."""
     chosen = str(form.get("network", "") or current_app.config["NETWORK"]).strip()
     try:
         kind, name = parse_network(chosen)
@@ -43,7 +43,7 @@ def validate(form: Mapping[str, Any], errors: dict[str, str]) -> str:
     if kind == "none":
         return kind
     chosen = f"{kind}:{name}" if name else kind  # a bare name is a libvirt network, as NETWORK takes it
-    offered = {a.choice: a for a in runtime.get().hypervisor.networks.attachments()}
+    offered = {a.choice: a for a in hv.networks.attachments()}
     found = offered.get(chosen)
     if found is None:
         what = "libvirt network" if kind == "network" else "host bridge"
@@ -112,9 +112,9 @@ def _described(f: Forward) -> str:
 
 def _apply_if_running(vm_uuid: str) -> None:
     """A VM whose QEMU runs gets its forwards now; one that is off gets them at its start."""
-    current = runtime.get().hypervisor.domains.state(vm_uuid)
+    current = runtime.on(vm_uuid).hypervisor.domains.state(vm_uuid)
     if current is not None and current.state in ("running", "paused"):
-        runtime.get().sync.apply_forwards(vm_uuid)
+        runtime.on(vm_uuid).sync.apply_forwards(vm_uuid)
 
 
 @audit.refusals("vm.forward-add", subject="vm_uuid")

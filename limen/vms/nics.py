@@ -21,7 +21,7 @@ from .queries import get_vm
 
 def of(user: User, vm_uuid: str) -> list[Interface]:
     vm = get_vm(user, vm_uuid)
-    return runtime.get().hypervisor.vm_nics.of(vm.uuid)
+    return runtime.on(vm.uuid).hypervisor.vm_nics.of(vm.uuid)
 
 
 def _vm(user: User, vm_uuid: str) -> VM:
@@ -41,14 +41,14 @@ def _model(form: Mapping[str, Any], default: str) -> str:
 def add(user: User, vm_uuid: str, form: Mapping[str, Any]) -> Interface:
     vm = _vm(user, vm_uuid)
     errors: dict[str, str] = {}
-    attached = network.validate(form, errors)
+    attached = network.validate(form, errors, runtime.on(vm.uuid).hypervisor)
     if attached == "none" and not errors:
         errors["network"] = "A NIC is attached to something: user mode, a libvirt network or a host bridge."
     if errors:
         raise ValidationFailed(errors)
     model = _model(form, vm.nic_model)
     with idle(vm.uuid, wait=False):
-        nic = runtime.get().hypervisor.vm_nics.add(vm.uuid, attached, model)
+        nic = runtime.on(vm.uuid).hypervisor.vm_nics.add(vm.uuid, attached, model)
         if vm.network in (None, "none"):
             vm.network = attached
         audit.record("vm.nic-add", actor=user, vm=vm, detail=f"{nic.mac} on {nic.network} ({nic.model})")
@@ -59,7 +59,7 @@ def add(user: User, vm_uuid: str, form: Mapping[str, Any]) -> Interface:
 @audit.refusals("vm.nic-remove", subject="vm_uuid")
 def remove(user: User, vm_uuid: str, mac: str) -> None:
     vm = _vm(user, vm_uuid)
-    hv = runtime.get().hypervisor
+    hv = runtime.on(vm.uuid).hypervisor
     with idle(vm.uuid, wait=False):
         nics = hv.vm_nics.of(vm.uuid)
         nic = _find(nics, mac)
@@ -84,7 +84,7 @@ def change(user: User, vm_uuid: str, mac: str, form: Mapping[str, Any]) -> Inter
     model = _model(form, "") if form.get("model") else None
     if link is None and model is None:
         raise ValidationFailed({"link": "Say what to change: link, or model."})
-    hv = runtime.get().hypervisor
+    hv = runtime.on(vm.uuid).hypervisor
     with idle(vm.uuid, wait=False):
         nic = _find(hv.vm_nics.of(vm.uuid), mac)
         before = hv.domains.definition(vm.uuid)

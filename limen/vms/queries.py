@@ -10,7 +10,21 @@ from .. import media, runtime
 from ..access import may, vm_for
 from ..errors import OperationNotFound, VMNotFound
 from ..extensions import db
-from ..models import CREATING, DELETING, ERROR, ISO, MISSING, VM, AuditEvent, Operation, UnmanagedDomain, User, utcnow
+from ..models import (
+    CREATING,
+    DELETING,
+    ERROR,
+    ISO,
+    LOCAL_HOST,
+    MISSING,
+    VM,
+    AuditEvent,
+    Host,
+    Operation,
+    UnmanagedDomain,
+    User,
+    utcnow,
+)
 from .lifecycle import ACTIONS, MAY_OVERTAKE, WAITING_FOR_POWER_OFF
 from .network import ssh_command
 
@@ -20,6 +34,7 @@ class Row:
     vm: VM
     op: Operation | None  # the VM's latest Operation when it is active or has failed
     may_forget: bool = False  # the viewer is an admin
+    host_problem: str | None = None  # why its host cannot be reached (its state is the last seen)
 
     @property
     def failure(self) -> Operation | None:
@@ -69,9 +84,33 @@ def owners(user: User) -> list[str]:
 
 
 def hypervisor_problem() -> str | None:
-    """Why libvirt cannot be reached right now (the table then shows the last known state
-    under a banner), or None."""
+    """Why the local host's libvirt cannot be reached right now (the table then shows the last
+    known state under a banner), or None."""
     return runtime.get().sync.problem
+
+
+def host_problems() -> dict[int, str]:
+    """Why each other host's VMs cannot be reached now, by host id: it is disabled, or its
+    libvirt does not answer (their rows say so, and show the last state seen)."""
+    rt, found = runtime.get(), {}
+    for host_id, name, enabled in db.session.execute(
+        select(Host.id, Host.name, Host.enabled).where(Host.id != LOCAL_HOST)
+    ):
+        problem = (rt.hosts[host_id].sync.problem if host_id in rt.hosts else None) if enabled else "disabled"
+        if problem:
+            found[host_id] = f"Host {name} {'is disabled' if problem == 'disabled' else 'is unreachable: ' + problem}"
+    return found
+
+
+def several_hosts() -> bool:
+    """Whether LIMEN has hosts besides the local one (the table then names each VM's)."""
+    return bool(db.session.scalar(select(Host.id).where(Host.id != LOCAL_HOST).limit(1)))
+
+
+def host_names() -> list[str]:
+    """Every host's name, for the table's filter (one host: none to filter by)."""
+    names = list(db.session.scalars(select(Host.name).order_by(Host.id)))
+    return names if len(names) > 1 else []
 
 
 def rows_for(user: User, vms: list[VM]) -> list[Row]:
@@ -80,14 +119,20 @@ def rows_for(user: User, vms: list[VM]) -> list[Row]:
     ops = db.session.scalars(select(Operation).where(Operation.id.in_(latest), Operation.state != "done")).all()
     by_vm = {op.vm_uuid: op for op in ops}
     admin = may(user, "vm.forget")
-    return [Row(vm, by_vm.get(vm.uuid), admin) for vm in vms]
+    problems = host_problems()
+    return [Row(vm, by_vm.get(vm.uuid), admin, problems.get(vm.host_id)) for vm in vms]
 
 
 def row(user: User, vm_uuid: str) -> Row:
     """One VM's row, as the table shows it."""
     vm = get_vm(user, vm_uuid)
     op = db.session.scalar(select(Operation).where(Operation.vm_uuid == vm.uuid).order_by(Operation.id.desc()).limit(1))
-    return Row(vm, op if op is not None and op.state != "done" else None, may(user, "vm.forget"))
+    return Row(
+        vm,
+        op if op is not None and op.state != "done" else None,
+        may(user, "vm.forget"),
+        host_problems().get(vm.host_id),
+    )
 
 
 def detail(user: User, vm_uuid: str) -> dict[str, object]:
@@ -100,7 +145,7 @@ def detail(user: User, vm_uuid: str) -> dict[str, object]:
 def screen(user: User, vm_uuid: str) -> bytes:
     """The running VM's screen now, as a PNG (its page's thumbnail)."""
     vm = get_vm(user, vm_uuid, "vm.console")
-    return runtime.get().hypervisor.display.screenshot(vm.uuid)
+    return runtime.on(vm.uuid).hypervisor.display.screenshot(vm.uuid)
 
 
 def history(user: User, vm_uuid: str, limit: int = 10) -> dict[str, list]:

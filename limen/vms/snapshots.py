@@ -27,7 +27,7 @@ MIB = 1024 * 1024
 def list_snapshots(user: User, vm_uuid: str) -> list[SnapshotInfo]:
     """The VM's snapshots, oldest first (an adopted VM's too: shown, and left alone)."""
     vm = get_vm(user, vm_uuid)
-    return runtime.get().hypervisor.snapshots.list(vm.uuid)
+    return runtime.on(vm.uuid).hypervisor.snapshots.list(vm.uuid)
 
 
 KINDS = ("snapshot", "revert", "snapshot-delete")
@@ -44,7 +44,7 @@ def card(user: User, vm_uuid: str) -> dict[str, object]:
         .limit(1)
     )
     try:
-        found = runtime.get().hypervisor.snapshots.list(vm.uuid)
+        found = runtime.on(vm.uuid).hypervisor.snapshots.list(vm.uuid)
         snapshots, unlisted = tree(found), None
         if vm.snapshots != len(found) and not (latest and latest.active):  # made with another tool
             vm.snapshots = len(found)
@@ -97,10 +97,10 @@ def request_snapshot(user: User, vm_uuid: str, form: Mapping[str, Any]) -> Opera
     """Take a snapshot: with memory while the VM runs, of its disks while it is shut off."""
     vm = _owned(user, vm_uuid)
     name, description = _validate(form)
-    hv = runtime.get().hypervisor
+    hv = runtime.on(vm.uuid).hypervisor
     with idle(vm.uuid):
         not_a_base(vm)
-        current = runtime.get().sync.refresh(vm.uuid)
+        current = runtime.on(vm.uuid).sync.refresh(vm.uuid)
         if current is None:
             raise InvalidState("libvirt has no domain for this VM any more.")
         if current.state not in ("running", "shutoff"):
@@ -137,7 +137,7 @@ def _on_snapshot(user: User, vm_uuid: str, name: str, kind: str) -> Operation:
     vm = _owned(user, vm_uuid)
     with idle(vm.uuid):
         not_a_base(vm)
-        if not runtime.get().hypervisor.snapshots.exists(vm.uuid, name):
+        if not runtime.on(vm.uuid).hypervisor.snapshots.exists(vm.uuid, name):
             raise SnapshotNotFound(f"The VM has no snapshot named {name}.")
         return submit(user, vm, kind, {"name": name}, name)
 
@@ -151,7 +151,7 @@ def _vm(uuid: str) -> VM:
 
 def _count(uuid: str, added_mib: int) -> None:
     """The VM's snapshot count from libvirt, and ``added_mib`` more (or less) on its quota."""
-    count = len(runtime.get().hypervisor.snapshots.list(uuid))
+    count = len(runtime.on(uuid).hypervisor.snapshots.list(uuid))
     vm = _vm(uuid)
     vm.snapshots = count
     vm.snapshot_mib = 0 if count == 0 else max(0, vm.snapshot_mib + added_mib)
@@ -159,16 +159,16 @@ def _count(uuid: str, added_mib: int) -> None:
 
 
 def _allocation_mib(uuid: str) -> int:
-    return runtime.get().hypervisor.disks.allocation(volume_name(uuid)) // MIB
+    return runtime.on(uuid).hypervisor.disks.allocation(volume_name(uuid)) // MIB
 
 
 def _snapshot_failed(ctx: OpContext, err: LimenError) -> None:
     """A snapshot libvirt did not make gives its claim back; one it made keeps it."""
     params = ctx.op.params or {}
     try:
-        taken = runtime.get().hypervisor.snapshots.exists(ctx.vm_uuid, params["name"])
+        taken = runtime.on(ctx.vm_uuid).hypervisor.snapshots.exists(ctx.vm_uuid, params["name"])
         _count(ctx.vm_uuid, 0 if taken else -int(params.get("claimed_mib", 0)))
-        runtime.get().sync.refresh(ctx.vm_uuid)
+        runtime.on(ctx.vm_uuid).sync.refresh(ctx.vm_uuid)
     except LimenError:
         pass  # libvirt unreachable: counted when the VM's snapshots are next changed
 
@@ -177,16 +177,16 @@ def _snapshot_interrupted(op: Operation, err: LimenError) -> bool:
     """After a restart: the snapshot libvirt finished is done (its claim stays, as nobody
     measured it), one it did not is not (its claim is given back)."""
     params = op.params or {}
-    taken = runtime.get().hypervisor.snapshots.exists(op.vm_uuid, params.get("name", ""))
+    taken = runtime.on(op.vm_uuid).hypervisor.snapshots.exists(op.vm_uuid, params.get("name", ""))
     _count(op.vm_uuid, 0 if taken else -int(params.get("claimed_mib", 0)))
-    runtime.get().sync.refresh(op.vm_uuid)
+    runtime.on(op.vm_uuid).sync.refresh(op.vm_uuid)
     return taken
 
 
 @handler("snapshot", on_failure=_snapshot_failed, on_interrupted=_snapshot_interrupted)
 def run_snapshot(ctx: OpContext) -> None:
     params = ctx.op.params or {}
-    hv = runtime.get().hypervisor
+    hv = runtime.on(ctx.vm_uuid).hypervisor
     before = _allocation_mib(ctx.vm_uuid)
     ctx.step(f"Taking snapshot {params['name']}")
     hv.snapshots.create(ctx.vm_uuid, params["name"], params.get("description", ""))
@@ -198,7 +198,7 @@ def run_snapshot(ctx: OpContext) -> None:
         grown = claimed  # not measured: the claim stands for it
     _count(ctx.vm_uuid, grown - claimed)
     try:
-        runtime.get().sync.refresh(ctx.vm_uuid)
+        runtime.on(ctx.vm_uuid).sync.refresh(ctx.vm_uuid)
     except LimenError:
         pass  # the snapshot is made and counted; the sync catches up with the state
 
@@ -206,14 +206,14 @@ def run_snapshot(ctx: OpContext) -> None:
 def _settle(op: Operation, err: LimenError) -> bool:
     """After a restart: libvirt finished or undid the call on its own; the row is made to match it."""
     _count(op.vm_uuid, 0)
-    runtime.get().sync.refresh(op.vm_uuid)
+    runtime.on(op.vm_uuid).sync.refresh(op.vm_uuid)
     return False
 
 
 @handler("revert", on_interrupted=_settle)
 def run_revert(ctx: OpContext) -> None:
     name = (ctx.op.params or {})["name"]
-    rt = runtime.get()
+    rt = runtime.on(ctx.vm_uuid)
     ctx.step(f"Reverting to snapshot {name}")
     try:
         rt.hypervisor.snapshots.revert(ctx.vm_uuid, name)
@@ -230,5 +230,5 @@ def run_snapshot_delete(ctx: OpContext) -> None:
     name = (ctx.op.params or {})["name"]
     before = _allocation_mib(ctx.vm_uuid)
     ctx.step(f"Deleting snapshot {name}")
-    runtime.get().hypervisor.snapshots.delete(ctx.vm_uuid, name)
+    runtime.on(ctx.vm_uuid).hypervisor.snapshots.delete(ctx.vm_uuid, name)
     _count(ctx.vm_uuid, min(0, _allocation_mib(ctx.vm_uuid) - before))

@@ -20,13 +20,14 @@ from sqlalchemy.orm import selectinload
 
 from ..access import visible_vms
 from ..extensions import db
-from ..models import VM, User
+from ..models import VM, Host, User
 from .queries import Row, rows_for
 
 SORTS = {
     "name": VM.name,
     "owner": User.username,
     "state": VM.state,
+    "host": Host.name,
     "address": VM.address,
     "vcpus": VM.vcpus,
     "memory": VM.memory_mib,
@@ -45,6 +46,7 @@ class View:
     q: str = ""
     state: str = ""
     owner: str = ""
+    host: str = ""
     sort: str = "name"
     desc: bool = False
     page: int = 1
@@ -59,6 +61,7 @@ class View:
             q=args.get("q", "").strip()[:SEARCH_MAX],
             state=args.get("state", "")[:16],
             owner=args.get("owner", "")[:80] if user.is_admin else "",
+            host=args.get("host", "")[:63],
             sort=sort,
             desc=args.get("dir") == "desc",
             page=int(page) if page.isascii() and page.isdigit() and 0 < int(page) < 10**6 else 1,
@@ -67,7 +70,14 @@ class View:
     def args(self, **changes: object) -> dict[str, str]:
         """The view's query parameters, without those at their default (``changes`` first)."""
         view = replace(self, **changes)  # type: ignore[arg-type]
-        every = dict(q=view.q, state=view.state, owner=view.owner, sort=view.sort, dir="desc" if view.desc else "")
+        every = dict(
+            q=view.q,
+            state=view.state,
+            owner=view.owner,
+            host=view.host,
+            sort=view.sort,
+            dir="desc" if view.desc else "",
+        )
         every["page"] = str(view.page) if view.page != 1 else ""
         every["sort"] = "" if view.sort == "name" else view.sort
         return {k: v for k, v in every.items() if v}
@@ -121,6 +131,10 @@ def _filtered(user: User, view: View, state: bool = True) -> Select[tuple[VM]]:
         query = query.join(VM.owner)
     if view.owner:
         query = query.where(User.username == view.owner)
+    if view.host or view.sort == "host":
+        query = query.join(VM.host)
+    if view.host:
+        query = query.where(Host.name == view.host)
     if view.q:
         query = query.where(VM.name.contains(view.q, autoescape=True))
     if state and view.state:
@@ -155,7 +169,7 @@ def _window(user: User, view: View) -> tuple[Select, int, View]:
 def page(user: User, view: View) -> Page:
     """One page of the rows ``user`` may see, as ``view`` asks."""
     query, total, view = _window(user, view)
-    found = db.session.scalars(query.options(selectinload(VM.owner)))
+    found = db.session.scalars(query.options(selectinload(VM.owner), selectinload(VM.host)))
     states = db.session.scalars(_filtered(user, view, state=False).with_only_columns(VM.state).distinct())
     return Page(view, rows_for(user, list(found)), total, sorted({*states, view.state} - {""}))
 
@@ -203,7 +217,9 @@ def versions(user: User, view: View) -> Versions:
 
 def changed_rows(user: User, uuids: list[str]) -> list[Row]:
     """The rows of ``uuids`` (that ``user`` may see), for a poll that sends only them."""
-    found = db.session.scalars(visible_vms(user).where(VM.uuid.in_(uuids)).options(selectinload(VM.owner)))
+    found = db.session.scalars(
+        visible_vms(user).where(VM.uuid.in_(uuids)).options(selectinload(VM.owner), selectinload(VM.host))
+    )
     by_uuid = {vm.uuid: vm for vm in found}
     return rows_for(user, [by_uuid[u] for u in uuids if u in by_uuid])
 

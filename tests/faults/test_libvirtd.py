@@ -88,7 +88,7 @@ def test_limen_rides_out_a_libvirtd_restart(limen, libvirtd):
     wait_until(lambda: "Hypervisor unreachable" not in limen.get("/vms/rows")[1], 5, "the banner to go")
     assert time.monotonic() - back < 5
     metrics = limen.get("/metrics")[1]
-    assert "limen_libvirt_reconnects_total 1.0" in metrics and "limen_libvirt_reachable 1.0" in metrics
+    assert 'limen_libvirt_reconnects_total{host="local"} 1.0' in metrics and 'limen_libvirt_reachable{host="local"} 1.0' in metrics
     assert limen.post(f"/vms/{uuid}/force-off") == 302  # actions work again
     wait_until(lambda: limen.row_state(name) == "shutoff", 15, f"{name} to show shutoff")
     # Events flow again: a change behind LIMEN's back shows without waiting for a resync.

@@ -1,0 +1,168 @@
+"""How LIMEN reaches a libvirt host other than its own: over SSH, with a key pair of its own
+and the host's key pinned.
+
+LIMEN makes one ed25519 key pair for all its hosts, at its first need, in the instance folder
+(``ssh/id_ed25519``, 0600); an admin puts its public half in root's ``authorized_keys`` on each
+host. A host's own key is seen at first contact (the connection test before it is saved), shown
+to the admin and kept in its row. Every connection after that verifies against a known_hosts
+file holding that key alone, written from the row: libvirt refuses a host that shows another.
+
+LIMEN speaks libvirt's ``libssh`` transport, in process (no ``ssh`` command is spawned): an
+admin may write ``qemu+ssh://`` or ``qemu+libssh://``, and both are reached that way. The query
+string is LIMEN's own (the key, the known_hosts file), so a URI an admin gives has none.
+"""
+
+import base64
+import binascii
+import hashlib
+import ipaddress
+import os
+import re
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+SCHEMES = ("qemu+ssh", "qemu+libssh")
+URI_LENGTH = 255  # Host.uri's column
+_USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
+_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _host_name_ok(name: str) -> bool:
+    """An IP address, or a DNS name of letters, digits and hyphens."""
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return 0 < len(name) <= 253 and all(_LABEL.fullmatch(label) for label in name.split("."))
+
+
+def uri_problem(uri: str) -> str | None:
+    """What is wrong with a host's libvirt URI as an admin typed it, or None."""
+    if not uri:
+        return "Give the host's libvirt URI, such as qemu+ssh://root@host.example/system."
+    if len(uri) > URI_LENGTH:
+        return f"At most {URI_LENGTH} characters."
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError:
+        return "Not a URI LIBVIRT can use: check the port."
+    if parts.scheme not in SCHEMES:
+        return "LIMEN reaches other hosts over SSH: the URI starts qemu+ssh:// (or qemu+libssh://)."
+    host = parts.hostname or ""
+    if not _host_name_ok(host):
+        return "Name the host, such as qemu+ssh://root@host.example/system."
+    if parts.username is not None and not _USER.fullmatch(parts.username):
+        return "The user name before @ is not one a host can have."
+    if parts.password is not None:
+        return "No password in the URI: LIMEN signs in with its own key."
+    if parts.path != "/system":
+        return "LIMEN manages a host's system libvirt: the URI ends with /system."
+    if parts.query or parts.fragment:
+        return "No ?… part: LIMEN adds what it needs (its key, the host's pinned key)."
+    if port is not None and not 0 < port < 65536:
+        return "The port must be between 1 and 65535."
+    return None
+
+
+def _ssh_dir(instance_path: str) -> Path:
+    path = Path(instance_path) / "ssh"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def key_file(instance_path: str) -> Path:
+    """LIMEN's private key, made at the first need (0600, readable by LIMEN's user only)."""
+    path = _ssh_dir(instance_path) / "id_ed25519"
+    if not path.exists():
+        key = Ed25519PrivateKey.generate()
+        private = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        )
+        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        fd = os.open(f"{path}.new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(private)
+        Path(f"{path}.pub").write_bytes(public + b" limen\n")
+        os.replace(f"{path}.new", path)  # two first needs at once: each whole, one wins
+    return path
+
+
+def public_key(instance_path: str) -> str:
+    """The line to put in a host's ``authorized_keys``."""
+    private = key_file(instance_path)
+    key = serialization.load_ssh_private_key(private.read_bytes(), password=None)
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return f"{public.decode()} limen"
+
+
+def _known_hosts_name(uri: str) -> str:
+    """How a known_hosts line names the host of ``uri``: ``name``, or ``[name]:port``."""
+    parts = urlsplit(uri)
+    host = parts.hostname or ""
+    return f"[{host}]:{parts.port}" if parts.port not in (None, 22) else host
+
+
+def known_hosts_file(instance_path: str, host_id: int | str, uri: str, host_key: str | None) -> Path:
+    """The known_hosts file of one host: its pinned key alone (empty when none is pinned yet)."""
+    path = _ssh_dir(instance_path) / f"known_hosts.{host_id}"
+    line = f"{_known_hosts_name(uri)} {host_key}\n" if host_key else ""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(line)
+    return path
+
+
+def forget(instance_path: str, host_id: int) -> None:
+    """Remove a host's known_hosts file (the host is no longer LIMEN's)."""
+    (_ssh_dir(instance_path) / f"known_hosts.{host_id}").unlink(missing_ok=True)
+
+
+def pinned_key(known_hosts: Path) -> str | None:
+    """The key ("ssh-ed25519 AAAA…") a known_hosts file holds, as libvirt wrote it at first contact."""
+    try:
+        for line in known_hosts.read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and not line.startswith("#"):
+                return f"{fields[1]} {fields[2]}"
+    except FileNotFoundError:
+        pass
+    return None
+
+
+def fingerprint(host_key: str) -> str:
+    """The key's SHA256 fingerprint, as ``ssh-keygen -l`` and ``ssh`` show it. ValueError for
+    what is not an SSH public key ("type base64", whose blob starts with its type)."""
+    kind, _, encoded = host_key.partition(" ")
+    try:
+        blob = base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        raise ValueError("not base64") from None
+    size = int.from_bytes(blob[:4], "big")
+    if blob[4 : 4 + size] != kind.encode() or len(blob) <= 4 + size:
+        raise ValueError("not an SSH public key of its type")
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def libvirt_uri(uri: str, instance_path: str, known_hosts: Path, *, first_contact: bool = False) -> str:
+    """The URI libvirt opens for a host: libssh, LIMEN's key, and the host's known_hosts file.
+    At ``first_contact`` an unknown host key is written into that file (and a known one that
+    differs is still refused); otherwise only the pinned key is accepted."""
+    parts = urlsplit(uri)
+    verify = "auto" if first_contact else "normal"
+    netloc = parts.netloc if parts.username else f"root@{parts.netloc}"
+    query = (
+        f"keyfile={quote(str(key_file(instance_path)))}&sshauth=privkey"
+        f"&known_hosts={quote(str(known_hosts))}&known_hosts_verify={verify}"
+    )
+    return f"qemu+libssh://{netloc}{parts.path}?{query}"
+
+
+def ssh_endpoint(uri: str) -> tuple[str, int, str]:
+    """(host, port, user) of the SSH server a host's URI names: LIMEN's consoles reach the
+    host's VNC servers through it (limen.hypervisor.tunnel)."""
+    parts = urlsplit(uri)
+    return parts.hostname or "", parts.port or 22, parts.username or "root"

@@ -1,0 +1,63 @@
+"""Where a new VM goes: the host the form names, or ("auto", the default) the enabled host with
+the most free memory among those that can take it: reachable, offering the network asked for,
+and, for a VM built on install media, the local host (the media library lives there)."""
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select
+
+from .. import runtime
+from ..errors import LimenError
+from ..extensions import db
+from ..models import LOCAL_HOST, Host
+from . import network
+
+AUTO = "auto"
+
+
+def choices() -> list[str]:
+    """The hosts a new VM may be put on by name (the form offers "auto" first)."""
+    return list(db.session.scalars(select(Host.name).where(Host.enabled).order_by(Host.id)))
+
+
+def _free_memory(host: runtime.HostRuntime) -> int | None:
+    """The host's free memory, or None when it cannot be reached now."""
+    if host.sync.problem:
+        return None
+    try:
+        return host.hypervisor.host.free_memory_mib()
+    except LimenError:
+        return None
+
+
+def place(form: Mapping[str, Any], errors: dict[str, str], *, uses_media: bool) -> tuple[runtime.HostRuntime, str]:
+    """(the host, the network choice) for a new VM; what is wrong goes into ``errors``
+    ("host" or "network"), and then the local host is returned for the rest of the checks."""
+    wanted = str(form.get("host", "") or AUTO).strip()
+    rt = runtime.get()
+    if wanted != AUTO:
+        host_id = db.session.scalar(select(Host.id).where(Host.name == wanted, Host.enabled))
+        if host_id is None:
+            errors["host"] = (
+                f'There is no enabled host named {wanted}; choose one of {", ".join(choices())}, or "auto".'
+            )
+            return rt.local, network.validate(form, errors, rt.local.hypervisor)
+        if uses_media and host_id != LOCAL_HOST:
+            errors["host"] = "Install media live on the local host: a VM built on one is made there."
+        host = rt.host(host_id)
+        return host, network.validate(form, errors, host.hypervisor)
+    if uses_media or len(rt.hosts) == 1:
+        return rt.local, network.validate(form, errors, rt.local.hypervisor)
+    ranked = sorted(
+        ((free, -h.id, h) for h in list(rt.hosts.values()) if (free := _free_memory(h)) is not None),
+        key=lambda t: (t[0], t[1]),
+        reverse=True,
+    )
+    for _free, _id, host in ranked:
+        found: dict[str, str] = {}
+        chosen = network.validate(form, found, host.hypervisor)
+        if not found:
+            return host, chosen
+    # None can: the local host's answer says why (its network, or libvirt unreachable).
+    return rt.local, network.validate(form, errors, rt.local.hypervisor)

@@ -1,0 +1,115 @@
+"""LIMEN with a second libvirt host (qemu tier): added by an admin over SSH with its key checked,
+VMs made there and run there, and that host going away while the local host's VMs keep
+working. The second host is scripts/second-host (tests/fixtures/hosts.py)."""
+import re
+
+import libvirt
+import pytest
+
+from helpers import Reader, find_row, get_ticket, open_console, wait_until
+from limen import remote, runtime
+from test_console_qemu import BANNER, ws_url
+
+pytestmark = pytest.mark.qemu
+
+
+def post(b, url: str, data: dict | None = None):
+    return b.client.post(url, data={**(data or {}), "csrf_token": b.csrf})
+
+
+def add_second(app, admin, second_host, name: str = "second"):
+    """The admin's way: LIMEN's key onto the host, a connection test, the key checked, added."""
+    second_host.authorize(remote.public_key(app.instance_path))
+    tried = post(admin, "/admin/hosts/probe", {"name": name, "uri": second_host.uri})
+    assert tried.status_code == 200, tried.text[-3000:]
+    assert remote.fingerprint(second_host.host_key) in tried.text  # what the admin checks on the host
+    shown = re.search(r'name="host_key" value="([^"]+)"', tried.text).group(1)
+    added = post(admin, "/admin/hosts", {"name": name, "uri": second_host.uri, "host_key": shown})
+    assert added.status_code == 302, added.text[-3000:]
+    return shown
+
+
+def host_cell(admin, name: str) -> str:
+    row = find_row(admin.rows(), name)
+    assert row is not None, name
+    return row.html
+
+
+def test_a_vm_made_on_the_second_host_runs_there_and_its_host_going_away_touches_only_its_row(
+        qemu_admin, qemu_host, second_host, live_server):
+    app, admin = qemu_admin()
+    add_second(app, admin, second_host)
+    hosts_page = admin.client.get("/admin/hosts").text
+    assert 'data-host="second"' in hosts_page and remote.fingerprint(second_host.host_key) in hosts_page
+
+    assert admin.create(name="far", host="second").status_code == 201
+    assert admin.create(name="near", host="local").status_code == 201
+    admin.wait_state("far", "running", 30)
+    admin.wait_state("near", "running", 30)
+    assert '<td class="host">second</td>' in host_cell(admin, "far")
+    assert '<td class="host">local</td>' in host_cell(admin, "near")
+    assert running_there(second_host) == {"far"}  # on the second host, and only there
+    assert "far" not in {d.name() for d in qemu_host.listAllDomains()}
+
+    # Its screen, through an SSH channel to the second host's 127.0.0.1 (libvirt hands over no
+    # socket on a remote connection). Both hosts share this machine's loopback, so the channel
+    # itself is what shows the way it went.
+    base, far = live_server(app), uuid_in(host_cell(admin, "far"))
+    ws = open_console(ws_url(base, far, get_ticket(admin, far).json["ticket"]), base)
+    try:
+        assert Reader(ws).read(12) == BANNER
+        tunnel = runtime.get(app).hosts[2].hypervisor.tunnel
+        assert tunnel is not None and tunnel._client.get_transport().is_active()
+    finally:
+        ws.close()
+
+    second_host.libvirtd("stop")
+    wait_until(lambda: "Host second is unreachable" in host_cell(admin, "far"), 30,
+               "the far VM's row to say its host is unreachable")
+    assert "unreachable" not in host_cell(admin, "near")  # the local host's rows are untouched
+    assert 'id="hypervisor-banner"' not in admin.rows()
+    assert admin.htmx_post(f"/vms/{uuid_in(host_cell(admin, 'near'))}/force-off").status_code == 202
+    admin.wait_state("near", "shutoff", 30)  # the local host keeps working
+
+    refused = admin.create(name="nowhere", host="second")
+    assert refused.status_code == 503 and "HOST_UNREACHABLE" in refused.text
+    assert find_row(admin.rows(), "nowhere") is None
+
+    second_host.libvirtd("start")
+    wait_until(lambda: "unreachable" not in host_cell(admin, "far"), 30, "the far VM's host to be back")
+    assert 'data-state="running"' in host_cell(admin, "far")  # its guest ran on meanwhile
+
+    assert post(admin, "/admin/hosts/2/remove").status_code == 409  # a VM lives there
+    assert post(admin, "/admin/hosts/2/disable").status_code == 302
+    wait_until(lambda: "Host second is disabled" in host_cell(admin, "far"), 10, "the row to say so")
+    assert admin.create(name="nowhere", host="second").status_code == 422
+    assert post(admin, "/admin/hosts/2/enable").status_code == 302
+
+    wait_until(lambda: admin.htmx_post(f"/vms/{far}/delete").status_code == 202, 30, "the delete to be taken")
+    wait_until(lambda: find_row(admin.rows(), "far") is None, 30, "the far VM to be deleted")
+    assert running_there(second_host) == set()  # gone from the second host
+    assert post(admin, "/admin/hosts/2/remove").status_code == 302
+    assert 'data-host="second"' not in admin.client.get("/admin/hosts").text
+
+
+def running_there(second_host) -> set[str]:
+    """The names of the domains the second host has, asked over a connection of the test's own."""
+    there = libvirt.open(second_host.test_uri)
+    try:
+        return {d.name() for d in there.listAllDomains()}
+    finally:
+        there.close()
+
+
+def uuid_in(row_html: str) -> str:
+    return re.search(r'id="vm-([0-9a-f-]{36})"', row_html).group(1)
+
+
+def test_a_host_that_shows_another_key_than_the_one_checked_is_refused(qemu_admin, second_host):
+    app, admin = qemu_admin()
+    second_host.authorize(remote.public_key(app.instance_path))
+    other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIErwO63EUNOzKeR5tkPzsp+IHn6vOS5Y/r1XxUBhVPXf"
+    refused = post(admin, "/admin/hosts", {"name": "second", "uri": second_host.uri, "host_key": other})
+    assert refused.status_code == 502
+    assert "HOST_KEY_MISMATCH" in refused.text
+    assert 'data-host="second"' not in admin.client.get("/admin/hosts").text
