@@ -34,6 +34,7 @@ RULES: dict[str, str] = {
     "vm.media": OWNER,  # put an ISO in its CD-ROM drive, eject it, choose the boot device
     "vm.forget": ADMIN,  # a missing VM's row, without touching libvirt
     "vm.adopt": ADMIN,  # a domain another tool made
+    "vm.migrate": ADMIN,  # move it to another host (and cancel that)
     "vm.list-all": ADMIN,
     "account.password": SIGNED_IN,
     "account.tokens": SIGNED_IN,

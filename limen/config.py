@@ -68,6 +68,7 @@ class Config:
     # Deadlines, in seconds.
     START_TIMEOUT = 30
     SHUTDOWN_TIMEOUT = 120
+    MIGRATION_TIMEOUT = 600  # a live migration still under way then is stopped
     # The console: how long it waits for a stopped VM to run, and for its VNC server to answer.
     CONSOLE_START_TIMEOUT = 30
     VNC_CONNECT_TIMEOUT = 5

@@ -61,6 +61,14 @@ def listing(user: Actor) -> list[HostStatus]:
     ]
 
 
+def status(user: Actor, host_id: int) -> HostStatus:
+    """One host, as ``listing`` shows it (HOST_NOT_FOUND when there is none)."""
+    found = [s for s in listing(user) if s.host.id == host_id]
+    if not found:
+        raise HostNotFound()
+    return found[0]
+
+
 def public_key(user: Actor) -> str:
     """The line for ``authorized_keys`` on each host (LIMEN's key pair is made at first need)."""
     authorize(user, "host.manage")

@@ -80,8 +80,9 @@ class Host(Model):
         return self.uri is None
 
 
-# States LIMEN sets itself; all others are libvirt's, as named by limen.hypervisor.
-CREATING, DELETING, ERROR, MISSING = "creating", "deleting", "error", "missing"
+# States LIMEN sets itself; all others are libvirt's, as named by limen.hypervisor. While a
+# VM migrates, its row is "migrating": neither host's sync writes it (limen.vms.migrate).
+CREATING, DELETING, ERROR, MISSING, MIGRATING = "creating", "deleting", "error", "missing", "migrating"
 
 
 class VM(Model):

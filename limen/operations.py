@@ -80,6 +80,11 @@ class OpContext:
         self.op.steps = [*self.op.steps, {"step": text, "at": utcnow().isoformat()}]
         db.session.commit()
 
+    def progress(self, text: str) -> None:
+        """Say how far the current step is (its text changes; no new step is recorded)."""
+        self.op.step = text
+        db.session.commit()
+
     def undo(self, description: str, fn: Callable[[], object]) -> None:
         self._undo.append((description, fn))
 

@@ -7,8 +7,10 @@ host. A host's own key is seen at first contact (the connection test before it i
 to the admin and kept in its row. Every connection after that verifies against a known_hosts
 file holding that key alone, written from the row: libvirt refuses a host that shows another.
 
-LIMEN speaks libvirt's ``libssh`` transport, in process (no ``ssh`` command is spawned): an
-admin may write ``qemu+ssh://`` or ``qemu+libssh://``, and both are reached that way. The query
+LIMEN speaks libvirt's ``libssh2`` transport, in process (no ``ssh`` command is spawned): an
+admin may write ``qemu+ssh://``, ``qemu+libssh://`` or ``qemu+libssh2://``, and each is reached
+that way. (libvirt 9.0's ``libssh`` transport crashed the process when a call was made on a
+connection while a migration ran on it; ``libssh2`` did not.) The query
 string is LIMEN's own (the key, the known_hosts file), so a URI an admin gives has none.
 """
 
@@ -24,7 +26,7 @@ from urllib.parse import quote, urlsplit
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-SCHEMES = ("qemu+ssh", "qemu+libssh")
+SCHEMES = ("qemu+ssh", "qemu+libssh", "qemu+libssh2")
 URI_LENGTH = 255  # Host.uri's column
 _USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
 _LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
@@ -148,7 +150,7 @@ def fingerprint(host_key: str) -> str:
 
 
 def libvirt_uri(uri: str, instance_path: str, known_hosts: Path, *, first_contact: bool = False) -> str:
-    """The URI libvirt opens for a host: libssh, LIMEN's key, and the host's known_hosts file.
+    """The URI libvirt opens for a host: libssh2, LIMEN's key, and the host's known_hosts file.
     At ``first_contact`` an unknown host key is written into that file (and a known one that
     differs is still refused); otherwise only the pinned key is accepted."""
     parts = urlsplit(uri)
@@ -158,7 +160,7 @@ def libvirt_uri(uri: str, instance_path: str, known_hosts: Path, *, first_contac
         f"keyfile={quote(str(key_file(instance_path)))}&sshauth=privkey"
         f"&known_hosts={quote(str(known_hosts))}&known_hosts_verify={verify}"
     )
-    return f"qemu+libssh://{netloc}{parts.path}?{query}"
+    return f"qemu+libssh2://{netloc}{parts.path}?{query}"
 
 
 def ssh_endpoint(uri: str) -> tuple[str, int, str]:

@@ -23,11 +23,11 @@ from .changes import Changes
 from .errors import HypervisorUnavailable, LimenError
 from .extensions import cut, db, rows_changed
 from .hypervisor import DomainState, Forward, Hypervisor
-from .models import CREATING, DELETING, ERROR, LOCAL_HOST, MISSING, VM, UnmanagedDomain, utcnow
+from .models import CREATING, DELETING, ERROR, LOCAL_HOST, MIGRATING, MISSING, VM, UnmanagedDomain, utcnow
 from .models import Forward as ForwardRow
 
 log = logging.getLogger(__name__)
-OWNED_BY_OPERATION = (CREATING, DELETING)
+OWNED_BY_OPERATION = (CREATING, DELETING, MIGRATING)
 _FULL = object()
 _STOP = object()
 

@@ -254,7 +254,7 @@ def test_the_openapi_document_lists_exactly_the_api_routes(app):
         if rule.endpoint.startswith("api.") and rule.endpoint != "api.openapi":
             path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
             path = path.replace("{vm_uuid}", "{uuid}").replace("{op_id}", "{id}").replace("{user_id}", "{id}") \
-                       .replace("{medium_id}", "{id}")
+                       .replace("{medium_id}", "{id}").replace("{host_id}", "{id}")
             path = re.sub(r"\{any\([^)]*\):action\}|<any\([^>]*\):action>", "{action}", path)
             routes |= {(path, m) for m in rule.methods - {"HEAD", "OPTIONS"}}
     assert documented == routes

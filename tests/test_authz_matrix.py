@@ -52,6 +52,9 @@ MATRIX = {
     ("vms.bulk", "POST"): ("/vms/bulk/force-off", {"vm": "{vm}"}, expect(SIGN_IN, 404, 202, 202)),
     ("vms.status", "GET"): ("/vms/{vm}/status", None, VM_ROUTE),
     ("hub.stats", "GET"): ("/vms/{vm}/stats", None, VM_ROUTE),
+    # Only admins move VMs; this admin's VM is on the only host already.
+    ("hub.migrate", "POST"): ("/vms/{vm}/migrate", {"host": "local"}, expect(SIGN_IN, 404, 403, 422)),
+    ("hub.cancel_migration", "POST"): ("/vms/{vm}/migrate/cancel", {}, expect(SIGN_IN, 404, 403, 409)),
     ("hub.head", "GET"): ("/vms/{vm}/head", None, VM_ROUTE),
     ("hub.screen", "GET"): ("/vms/{vm}/screen.png", None, VM_ROUTE),
     ("hub.tasks", "GET"): ("/tasks", None, expect(SIGN_IN, 200, 200, 200)),
@@ -140,6 +143,8 @@ MATRIX = {
     ("api.console_ticket", "POST"): ("/api/v1/vms/{vm}/console", {}, expect(401, 404, 201, 201)),
     ("api.vm_stats", "GET"): ("/api/v1/vms/{vm}/stats", None, expect(401, 404, 200, 200)),
     ("api.clone_vm", "POST"): ("/api/v1/vms/{vm}/clone", {"name": "api-clone-{role}"}, expect(401, 404, 409, 409)),
+    ("api.migrate_vm", "POST"): ("/api/v1/vms/{vm}/migrate", {"host": "local"}, expect(401, 404, 403, 422)),
+    ("api.cancel_migration", "POST"): ("/api/v1/vms/{vm}/migrate/cancel", {}, expect(401, 404, 403, 409)),
     ("api.list_snapshots", "GET"): ("/api/v1/vms/{vm}/snapshots", None, expect(401, 404, 200, 200)),
     ("api.take_snapshot", "POST"): ("/api/v1/vms/{vm}/snapshots", {"name": "api-{role}"}, expect(401, 404, 202, 202)),
     ("api.revert_snapshot", "POST"): ("/api/v1/vms/{vm}/snapshots/none/revert", {}, expect(401, 404, 404, 404)),
@@ -165,6 +170,14 @@ MATRIX = {
     ("api.create_user", "POST"): ("/api/v1/users", {"username": "api-{role}", "password": "a-new-password-1"},
                                   expect(401, 403, 403, 201)),
     ("api.update_user", "PATCH"): ("/api/v1/users/{user_id}", {"quota_vms": 5}, expect(401, 403, 403, 200)),
+    ("api.list_hosts", "GET"): ("/api/v1/hosts", None, expect(401, 403, 403, 200)),
+    ("api.public_key", "GET"): ("/api/v1/hosts/key", None, expect(401, 403, 403, 200)),
+    ("api.probe_host", "POST"): ("/api/v1/hosts/probe", {"name": "h-{role}", "uri": "qemu+ssh://root@127.0.0.1:1/system"},
+                                 expect(401, 403, 403, 503)),
+    ("api.add_host", "POST"): ("/api/v1/hosts", {"name": "h-{role}", "uri": "qemu+ssh://root@127.0.0.1:1/system",
+                                                 "host_key": "not-a-key"}, expect(401, 403, 403, 422)),
+    ("api.update_host", "PATCH"): ("/api/v1/hosts/1", {"enabled": True}, expect(401, 403, 403, 200)),
+    ("api.remove_host", "DELETE"): ("/api/v1/hosts/1", None, expect(401, 403, 403, 422)),
 }
 HTTP_ROUTES = [key for key in MATRIX if key[0] not in ("console.websocket", "console.serial_websocket")]
 

@@ -115,3 +115,22 @@ def test_a_new_vm_goes_on_the_host_asked_for_and_a_host_that_does_not_exist_is_r
     assert api("GET", f"/vms/{made.json['vm']['uuid']}").json["host"] == "local"
     auto = api("POST", "/vms", {"name": "anywhere", "vcpus": 1, "memory_mib": 64, "disk_gib": 1})
     assert api("GET", f"/vms/{auto.json['vm']['uuid']}").json["host"] == "local"  # the only one
+
+
+def test_the_api_lists_hosts_and_tries_one_as_the_page_does(app):
+    api = Api(app, token_for(app, "admin", admin_password(app)))
+    listed = api("GET", "/hosts")
+    assert listed.status_code == 200
+    assert listed.json == [{"id": 1, "name": "local", "uri": None, "local": True, "enabled": True, "vms": 0,
+                            "problem": None, "fingerprint": None}]
+    key = api("GET", "/hosts/key").json["public_key"]
+    assert key.startswith("ssh-ed25519 ") and key.endswith(" limen")
+    tried = api("POST", "/hosts/probe", {"name": "far", "uri": UNREACHABLE})
+    assert tried.status_code == 503 and tried.json["error"]["code"] == "HOST_UNREACHABLE"
+    assert api("PATCH", "/hosts/1", {"enabled": False}).status_code == 422
+    assert api("DELETE", "/hosts/1").status_code == 422
+    assert api("PATCH", "/hosts/9", {"enabled": True}).json["error"]["code"] == "HOST_NOT_FOUND"
+    add_user(app, "alice", "alice-password-1")
+    alice = Api(app, token_for(app, "alice", "alice-password-1"))
+    assert alice("GET", "/hosts").status_code == 403
+    assert alice("GET", "/hosts/key").status_code == 403

@@ -113,3 +113,68 @@ def test_a_host_that_shows_another_key_than_the_one_checked_is_refused(qemu_admi
     assert refused.status_code == 502
     assert "HOST_KEY_MISMATCH" in refused.text
     assert 'data-host="second"' not in admin.client.get("/admin/hosts").text
+
+
+def migrated_op(app, vm_uuid: str):
+    from sqlalchemy import select
+
+    from limen.extensions import db
+    from limen.models import Operation
+
+    with app.app_context():
+        op = db.session.scalar(select(Operation).where(Operation.vm_uuid == vm_uuid, Operation.kind == "migrate")
+                               .order_by(Operation.id.desc()).limit(1))
+        db.session.expunge_all()
+        return op
+
+
+def volumes(conn, pool: str) -> set[str]:
+    found = conn.storagePoolLookupByName(pool)
+    found.refresh(0)
+    return set(found.listVolumes())
+
+
+def test_a_running_vm_migrates_live_to_the_second_host_and_back_and_its_row_follows(
+        qemu_admin, qemu_host, second_host):
+    app, admin = qemu_admin()
+    add_second(app, admin, second_host)
+    assert admin.create(name="mover", host="local").status_code == 201
+    admin.wait_state("mover", "running", 30)
+    vm = uuid_in(host_cell(admin, "mover"))
+    pool = app.config["STORAGE_POOL"]
+    assert f"{vm}.qcow2" in volumes(qemu_host, pool)
+
+    page = admin.client.get(f"/vms/{vm}").text
+    assert 'id="vm-host">local<' in page and "<option>second</option>" in page
+    assert post(admin, f"/vms/{vm}/migrate", {"host": "second"}).status_code == 302
+    wait_until(lambda: (op := migrated_op(app, vm)) is not None and not op.active, 120, "the migration to end")
+    op = migrated_op(app, vm)
+    assert op.state == "done", (op.error_code, op.error_message)
+    assert any(s["step"].startswith("Migrating live to second") for s in op.steps)
+    wait_until(lambda: '<td class="host">second</td>' in host_cell(admin, "mover"), 10, "the row to follow it")
+    assert 'data-state="running"' in host_cell(admin, "mover")
+    assert running_there(second_host) == {"mover"}
+    assert "mover" not in {d.name() for d in qemu_host.listAllDomains()}  # nothing left here
+    assert f"{vm}.qcow2" not in volumes(qemu_host, pool)
+
+    # And back, driven by LIMEN over both connections (the second host holds no key for this one).
+    assert post(admin, f"/vms/{vm}/migrate", {"host": "local"}).status_code == 302
+    wait_until(lambda: (op := migrated_op(app, vm)) is not None and op.steps[-1:] != [] and not op.active
+               and op.params["to"] == 1, 120, "the migration back to end")
+    op = migrated_op(app, vm)
+    assert op.state == "done", (op.error_code, op.error_message)
+    wait_until(lambda: '<td class="host">local</td>' in host_cell(admin, "mover"), 10, "the row to follow it")
+    assert qemu_host.lookupByUUIDString(vm).isActive()
+    assert running_there(second_host) == set()
+
+
+def test_a_migration_limen_cannot_make_is_refused_before_it_starts(qemu_admin, second_host):
+    app, admin = qemu_admin()
+    add_second(app, admin, second_host)
+    vm = admin.create_stopped(app, "still")
+    refused = post(admin, f"/vms/{vm}/migrate", {"host": "second"})
+    assert refused.status_code == 409 and "Only a running VM migrates live" in refused.text
+    assert post(admin, f"/vms/{vm}/migrate", {"host": "local"}).status_code == 422  # it is there
+    assert post(admin, f"/vms/{vm}/migrate", {"host": "mars"}).status_code == 422
+    assert migrated_op(app, vm) is None
+    assert '<td class="host">local</td>' in host_cell(admin, "still")

@@ -52,7 +52,17 @@ from .console import (
     VNCSecurityFailed,
     VNCUnreachable,
 )
-from .hosts import HostDisabled, HostInUse, HostKeyMismatch, HostNotFound, HostUnreachable
+from .hosts import (
+    DestPoolMissing,
+    HostDisabled,
+    HostInUse,
+    HostKeyMismatch,
+    HostNotFound,
+    HostUnreachable,
+    IncompatibleCPU,
+    MigrationCancelled,
+    MigrationFailed,
+)
 from .vms import (
     DiskNotFound,
     ForwardNotFound,
@@ -93,6 +103,7 @@ __all__ = [
     "ConnectionLost",
     "ConsoleLimit",
     "ConsolePageError",
+    "DestPoolMissing",
     "DiskNotFound",
     "ForbiddenOrigin",
     "ForwardNotFound",
@@ -103,6 +114,7 @@ __all__ = [
     "HostUnreachable",
     "HypervisorError",
     "HypervisorUnavailable",
+    "IncompatibleCPU",
     "InvalidState",
     "LengthRequired",
     "LimenError",
@@ -113,6 +125,8 @@ __all__ = [
     "MediumNotFound",
     "MediumTooLarge",
     "MessageTooBig",
+    "MigrationCancelled",
+    "MigrationFailed",
     "NicNotFound",
     "NotAllowed",
     "NotSignedIn",

@@ -47,3 +47,33 @@ class HostDisabled(LimenError):
         "This host is disabled: LIMEN does not connect to it and places no VM there. "
         "An admin can enable it again on the Hosts page."
     )
+
+
+class MigrationFailed(LimenError):
+    """libvirt could not move the VM; its reason is kept. The VM runs on where it was."""
+
+    code = "MIGRATION_FAILED"
+    status = 502
+    ws_close = 4502
+    sentence = "The VM could not be moved to the other host. It runs on where it was."
+
+
+class MigrationCancelled(LimenError):
+    code = "MIGRATION_CANCELLED"
+    status = 409
+    sentence = "The migration was cancelled. The VM runs on where it was."
+
+
+class DestPoolMissing(LimenError):
+    code = "DEST_POOL_MISSING"
+    status = 409
+    sentence = (
+        "The destination host has no usable storage pool for the VM's disks, and LIMEN could not make one. "
+        "Check the pool's directory there."
+    )
+
+
+class IncompatibleCPU(LimenError):
+    code = "INCOMPATIBLE_CPU"
+    status = 409
+    sentence = "The destination host's CPU cannot run this VM as it runs now. Choose another host."

@@ -16,6 +16,7 @@ from .domain_xml import Resources, parse_network
 from .domains import Domains
 from .guest import GuestInfo, Guests, Nic
 from .host import Host, HostLimits
+from .migration import Migration, Progress
 from .networks import Attachment, Forward, Networks
 from .pools import Pool
 from .serial import Serial, SerialLine
@@ -38,6 +39,7 @@ __all__ = [
     "Interface",
     "Nic",
     "Pool",
+    "Progress",
     "Resources",
     "SSHTarget",
     "SerialLine",
@@ -76,6 +78,7 @@ class Hypervisor:
         self.display = Display(self.connection, self.tunnel)
         self.serial = Serial(self.connection)
         self.snapshots = Snapshots(self.connection)
+        self.migration = Migration(self.connection)
         self.networks = Networks(self.connection)
         self.guests = Guests(self.connection)
         self.counters = DomainCounters(self.connection)

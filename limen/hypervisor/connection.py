@@ -170,7 +170,7 @@ class Connection:
     def __init__(self, uri: str, on_domain_event, timeout: float = 5.0):
         self.uri = uri
         self.timeout = timeout
-        # Another host's libvirt (a transport in the scheme: qemu+libssh://…) that cannot be
+        # Another host's libvirt (a transport in the scheme: qemu+libssh2://…) that cannot be
         # reached is HOST_UNREACHABLE; the local one is HYPERVISOR_UNAVAILABLE.
         self._unavailable = HostUnreachable if "+" in uri.partition(":")[0] else HypervisorUnavailable
         self.generation = 0
@@ -215,6 +215,11 @@ class Connection:
             if self._conn is None:
                 raise self._unavailable(f"the connection to {self.uri} was lost as it opened")
             return self._conn
+
+    @property
+    def is_local(self) -> bool:
+        """Is this libvirt on this machine (no transport in its URI's scheme)?"""
+        return self._unavailable is HypervisorUnavailable
 
     def answering(self) -> bool:
         """False once the watchdog's question has waited longer than half the deadline."""

@@ -13,7 +13,19 @@ from werkzeug.exceptions import HTTPException, SecurityError
 from ..errors import CSRFFailed, LimenError, NotSignedIn, RequestRefused, TooManyAttempts
 from ..extensions import limiter, login_manager
 from ..hypervisor import set_call_deadline
-from . import admin, api, auth, console, health, hosts, hub, limits, media, vms
+from . import (
+    admin,
+    api,
+    api_hosts,  # noqa: F401  (its routes are the API blueprint's)
+    auth,
+    console,
+    health,
+    hosts,
+    hub,
+    limits,
+    media,
+    vms,
+)
 from .vms import is_htmx
 
 log = logging.getLogger(__name__)

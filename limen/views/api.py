@@ -170,6 +170,17 @@ def clone_vm(vm_uuid):
     return jsonify(vm=_vm(vms.get_vm(g.api_user, op.vm_uuid), op), operation=_operation(op)), 202
 
 
+@bp.post("/vms/<uuid:vm_uuid>/migrate")
+def migrate_vm(vm_uuid):
+    body = api_schema.check(api_schema.VM_MIGRATE, request.get_json(silent=True))
+    return jsonify(operation=_operation(vms.migrate.request_migrate(g.api_user, str(vm_uuid), body))), 202
+
+
+@bp.post("/vms/<uuid:vm_uuid>/migrate/cancel")
+def cancel_migration(vm_uuid):
+    return jsonify(operation=_operation(vms.migrate.cancel(g.api_user, str(vm_uuid))))
+
+
 def _one_vm(vm: VM, op: Operation | None = None) -> dict:
     """One VM's answer: the table's fields, and what only libvirt knows (its boot order)."""
     try:

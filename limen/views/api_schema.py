@@ -9,6 +9,7 @@ from ..accounts.tokens import MAX_DAYS
 from ..accounts.users import MAX_PASSWORD, MIN_PASSWORD, USERNAME_RE
 from ..errors import ValidationFailed
 from ..vms.create import MIN_MEMORY_MIB
+from . import api_host_schema as shapes
 from .api_vm_schema import (
     DISK,
     DISK_SIZE,
@@ -21,6 +22,7 @@ from .api_vm_schema import (
     STAMP,
     STATS,
     VM_CLONE,
+    VM_MIGRATE,
     VM_PATCH,
 )
 
@@ -357,6 +359,13 @@ SCHEMAS = {
     "ForwardAdd": FORWARD_ADD,
     "Snapshot": SNAPSHOT,
     "VMClone": VM_CLONE,
+    "VMMigrate": VM_MIGRATE,
+    "Host": shapes.HOST,
+    "HostProbe": shapes.HOST_PROBE,
+    "Probe": shapes.PROBE,
+    "HostAdd": shapes.HOST_ADD,
+    "HostPatch": shapes.HOST_PATCH,
+    "PublicKey": shapes.PUBLIC_KEY,
     "VMPatch": VM_PATCH,
     "Disk": DISK,
     "Stats": STATS,

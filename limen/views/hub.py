@@ -1,12 +1,12 @@
-"""A VM page's live parts (its head, its screen, its graphs' series) and the operations page:
-what the pages poll or load beside the page itself."""
+"""A VM page's live parts (its head, its screen, its graphs' series), its move to another host,
+and the operations page: what the pages poll or load beside the page itself."""
 
-from flask import Blueprint, current_app, jsonify, render_template
+from flask import Blueprint, current_app, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from .. import vms
-from ..errors import VMNotFound
-from .vms import is_htmx
+from ..errors import HypervisorUnavailable, LimenError, VMNotFound
+from .vms import _detail_page, is_htmx
 
 bp = Blueprint("hub", __name__)
 TASKS = 50  # the operations the tasks page lists
@@ -41,3 +41,22 @@ def tasks():
 def stats(vm_uuid):
     """The VM's graphs' series (JSON), as the API's GET /api/v1/vms/{uuid}/stats."""
     return jsonify(vms.stats(current_user, str(vm_uuid)))
+
+
+@bp.post("/vms/<uuid:vm_uuid>/migrate")
+def migrate(vm_uuid):
+    """Move the VM to the host the form names (admins); its page follows the Operation."""
+    try:
+        vms.migrate.request_migrate(current_user, str(vm_uuid), request.form)
+    except LimenError as e:
+        if e.status >= 500 and not isinstance(e, HypervisorUnavailable):
+            raise
+        page = _detail_page(vm_uuid)
+        return render_template("vms/detail.html", **page, migrate_problem=e), e.status
+    return redirect(url_for("vms.detail", vm_uuid=vm_uuid))
+
+
+@bp.post("/vms/<uuid:vm_uuid>/migrate/cancel")
+def cancel_migration(vm_uuid):
+    vms.migrate.cancel(current_user, str(vm_uuid))
+    return redirect(url_for("vms.detail", vm_uuid=vm_uuid))

@@ -206,6 +206,28 @@ def document(server: str) -> dict:
                     },
                 },
             },
+            "/vms/{uuid}/migrate": {
+                "parameters": [UUID],
+                "post": {
+                    "summary": "Move the running VM to another host, live, with its disks (admins); an operation "
+                    "with its progress in its step",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("VMMigrate")}}},
+                    "responses": {
+                        "202": _json(_ref("Accepted"), "The operation"),
+                        **_errors(401, 403, 404, 409, 422, 502, 503),
+                    },
+                },
+            },
+            "/vms/{uuid}/migrate/cancel": {
+                "parameters": [UUID],
+                "post": {
+                    "summary": "Stop the VM's migration under way (admins): it runs on where it was",
+                    "responses": {
+                        "200": _json(_ref("Accepted"), "The migration's operation"),
+                        **_errors(401, 403, 404, 409, 502, 503),
+                    },
+                },
+            },
             "/vms/{uuid}/snapshots": {
                 "parameters": [UUID],
                 "get": {
@@ -304,6 +326,42 @@ def document(server: str) -> dict:
                 "get": {
                     "summary": "An operation: its steps, state and error",
                     "responses": {"200": _json(_ref("Operation"), "The operation"), **_errors(401, 404)},
+                },
+            },
+            "/hosts": {
+                "get": {
+                    "summary": "The hosts LIMEN manages, with their VMs and whether LIMEN reaches them (admins)",
+                    "responses": {"200": _json({"type": "array", "items": _ref("Host")}, "Hosts"), **_errors(401, 403)},
+                },
+                "post": {
+                    "summary": "Add a host with the SSH key POST /hosts/probe showed, pinned (admins)",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("HostAdd")}}},
+                    "responses": {"201": _json(_ref("Host"), "The host"), **_errors(401, 403, 422, 502, 503)},
+                },
+            },
+            "/hosts/key": {
+                "get": {
+                    "summary": "LIMEN's public SSH key, for root's authorized_keys on each host (admins)",
+                    "responses": {"200": _json(_ref("PublicKey"), "The key"), **_errors(401, 403)},
+                },
+            },
+            "/hosts/probe": {
+                "post": {
+                    "summary": "A first connection to a host: what it is, and its SSH key (admins); nothing is kept",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("HostProbe")}}},
+                    "responses": {"200": _json(_ref("Probe"), "The host"), **_errors(401, 403, 422, 502, 503)},
+                },
+            },
+            "/hosts/{id}": {
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "patch": {
+                    "summary": "Enable or disable a host (admins; the local host stays enabled)",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("HostPatch")}}},
+                    "responses": {"200": _json(_ref("Host"), "The host"), **_errors(401, 403, 404, 422)},
+                },
+                "delete": {
+                    "summary": "Remove a host no VM lives on (admins); nothing on it changes",
+                    "responses": {"204": {"description": "Removed"}, **_errors(401, 403, 404, 409, 422)},
                 },
             },
             "/users": {

@@ -183,6 +183,7 @@ def _detail_page(vm_uuid) -> dict:
     except LimenError:
         page["drives"] = page["boot_order"] = None
     page["network_choices"] = vms.network.choices()
+    page.update(vms.migrate.card(current_user, uuid))
     page["row"] = vms.row(current_user, uuid)
     page.update(vms.history(current_user, uuid))
     return page

@@ -2,7 +2,8 @@
 table as a person browses it: search, sort, pages, polls of what changed), ``create``
 (validation and the request), ``actions`` (start … delete, the CD-ROM, adopt and forget),
 ``edit`` (name, description, autostart, vCPUs and memory), ``disks``, ``nics``, ``network`` (NICs and forwarded
-ports), ``snapshots`` (take, revert, delete), ``clone`` and ``jobs`` (the background work those
+ports), ``snapshots`` (take, revert, delete), ``clone``, ``migrate`` (to another host), ``placement``
+(where a new VM goes) and ``jobs`` (the background work those
 requests queue). ``lifecycle`` holds what they share: which state allows
 which action, and the one way an action is queued.
 
@@ -12,6 +13,7 @@ Views call these functions and render; importing the package registers the job h
 from . import (
     disks,
     jobs,  # noqa: F401  (registers the Operation handlers)
+    migrate,  # noqa: F401  (its views reach it as vms.migrate)
     nics,
     table,
 )

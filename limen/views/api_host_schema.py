@@ -1,0 +1,74 @@
+"""The JSON shapes of /api/v1/hosts (admins): a host, a connection test, and what adding or
+changing one takes."""
+
+NAME = {"type": "string", "minLength": 1, "maxLength": 63, "description": "how LIMEN's pages name it"}
+URI = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 255,
+    "description": "its libvirt URI over SSH, with no query: qemu+ssh://root@host.example/system",
+}
+HOST_KEY = {
+    "type": "string",
+    "maxLength": 1024,
+    "description": 'its SSH host key, as the test showed it: "ssh-ed25519 AAAA…"',
+}
+HOST = {
+    "type": "object",
+    "required": ["id", "name", "uri", "local", "enabled", "vms", "problem", "fingerprint"],
+    "properties": {
+        "id": {"type": "integer"},
+        "name": {"type": "string"},
+        "uri": {"type": ["string", "null"], "description": "null: the local host (LIMEN's LIBVIRT_URI)"},
+        "local": {"type": "boolean"},
+        "enabled": {"type": "boolean"},
+        "vms": {"type": "integer", "description": "how many of LIMEN's VMs live there"},
+        "problem": {"type": ["string", "null"], "description": "why LIMEN cannot reach it now"},
+        "fingerprint": {"type": ["string", "null"], "description": "the SHA256 fingerprint of its pinned SSH key"},
+    },
+}
+HOST_PROBE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "uri"],
+    "properties": {"name": NAME, "uri": URI},
+    "examples": [{"name": "rack-2", "uri": "qemu+ssh://root@127.0.0.1:1/system"}],
+}
+PROBE = {
+    "type": "object",
+    "required": ["name", "uri", "hostname", "libvirt_version", "cpus", "memory_mib", "host_key", "fingerprint"],
+    "properties": {
+        "name": {"type": "string"},
+        "uri": {"type": "string"},
+        "hostname": {"type": "string"},
+        "libvirt_version": {"type": "string"},
+        "cpus": {"type": "integer"},
+        "memory_mib": {"type": "integer"},
+        "host_key": {"type": "string", "description": "the key it showed: pass it to POST /hosts once checked"},
+        "fingerprint": {"type": "string", "description": "check it on the host: ssh-keygen -lf <its host key>"},
+    },
+}
+HOST_ADD = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "uri", "host_key"],
+    "properties": {"name": NAME, "uri": URI, "host_key": HOST_KEY},
+    "examples": [
+        {
+            "name": "rack-2",
+            "uri": "qemu+ssh://root@127.0.0.1:1/system",
+            "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIErwO63EUNOzKeR5tkPzsp+IHn6vOS5Y/r1XxUBhVPXf",
+        }
+    ],
+}
+HOST_PATCH = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["enabled"],
+    "properties": {"enabled": {"type": "boolean", "description": "false: LIMEN lets go of it and places no VM there"}},
+}
+PUBLIC_KEY = {
+    "type": "object",
+    "required": ["public_key"],
+    "properties": {"public_key": {"type": "string", "description": "for root's authorized_keys on each host"}},
+}

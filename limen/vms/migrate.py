@@ -1,0 +1,250 @@
+"""Moving a running VM to another host (admins), live, with its disks copied: as an Operation
+with its progress, that can be cancelled, and that leaves the VM running where it was when it
+fails, with a code that says why.
+
+Before it starts, what can be known is checked: the destination is enabled and answers, its
+CPU can run the VM's, and the VM has no snapshot (libvirt moves none) and no ISO from the
+library (it lives on the local host). Its first step prepares the destination: LIMEN's storage
+pool there, and a copy of what the VM reads and libvirt does not copy (its cloud-init seed).
+
+While it runs, the VM's row is ``migrating``: neither host's sync writes it (the source's sees
+the domain leave, the destination's sees it come). At its end the row names the host the VM
+runs on, and shows what that host's libvirt reports. The quota is unchanged: the VM is the
+same VM. What a migration leaves on the source (its disk files) is removed once it runs on the
+destination.
+"""
+
+import functools
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select, update
+
+from .. import audit, remote, runtime
+from ..errors import (
+    DestPoolMissing,
+    IncompatibleCPU,
+    InvalidState,
+    LimenError,
+    MigrationCancelled,
+    MigrationFailed,
+    ValidationFailed,
+)
+from ..extensions import db
+from ..hypervisor import ACTIVE_STATES
+from ..models import ERROR, MIGRATING, VM, Host, Operation, User
+from ..operations import OpContext, handler
+from .lifecycle import data_volume_prefix, idle, not_owned, seed_name, submit, volume_name
+from .queries import get_vm
+
+POLL = 0.5  # seconds between two looks at the migration's progress
+
+
+def destinations(user: User, vm: VM) -> list[str]:
+    """The hosts the VM may move to: the enabled ones it is not on."""
+    if not user.is_admin:
+        return []
+    return list(db.session.scalars(select(Host.name).where(Host.enabled, Host.id != vm.host_id).order_by(Host.id)))
+
+
+def card(user: User, vm_uuid: str) -> dict[str, object]:
+    """What the VM page's Host card shows: where it runs, where an admin may move it, and its
+    latest migration (its progress while under way, its error when it failed)."""
+    vm = get_vm(user, vm_uuid)
+    latest = db.session.scalar(
+        select(Operation)
+        .where(Operation.vm_uuid == vm.uuid, Operation.kind == "migrate")
+        .order_by(Operation.id.desc())
+        .limit(1)
+    )
+    return dict(destinations=destinations(user, vm), migration=latest)
+
+
+@audit.refusals("vm.migrate", subject="vm_uuid")
+def request_migrate(user: User, vm_uuid: str, form: Mapping[str, Any]) -> Operation:
+    vm = get_vm(user, vm_uuid, "vm.migrate")
+    not_owned(vm)
+    wanted = str(form.get("host", "") or "").strip()
+    dest_id = db.session.scalar(select(Host.id).where(Host.name == wanted, Host.enabled))
+    if dest_id is None:
+        raise ValidationFailed(
+            {"host": f"Choose an enabled host: {', '.join(destinations(user, vm)) or 'there is none'}."}
+        )
+    if dest_id == vm.host_id:
+        raise ValidationFailed({"host": f"The VM is on {wanted} already."})
+    if vm.snapshots:
+        raise ValidationFailed({"host": "libvirt moves no snapshot: delete the VM's snapshots first."})
+    if vm.iso_id is not None:
+        raise ValidationFailed(
+            {"host": "Eject the ISO in its CD-ROM drive first: the library lives on the local host."}
+        )
+    source, dest = runtime.on(vm.uuid), runtime.get().host(dest_id)
+    with idle(vm.uuid):
+        current = source.sync.refresh(vm.uuid)
+        if current is None or current.state != "running":
+            raise InvalidState(
+                f"Only a running VM migrates live; this one is {current.state if current else 'missing'}."
+            )
+        dest.hypervisor.host.limits()  # HOST_UNREACHABLE now, not in the Operation
+        problem = source.hypervisor.migration.cpu_problem(dest.hypervisor.connection)
+        if problem:
+            raise IncompatibleCPU(f"{IncompatibleCPU.sentence} ({problem})")
+        with source.sync.state_lock:
+            db.session.execute(update(VM).where(VM.uuid == vm.uuid).values(state=MIGRATING, state_reason=None))
+            return submit(user, vm, "migrate", {"from": vm.host_id, "to": dest_id}, f"to {wanted}")
+
+
+@audit.refusals("vm.migrate-cancel", subject="vm_uuid")
+def cancel(user: User, vm_uuid: str) -> Operation:
+    """Stop the VM's migration under way (the VM runs on where it was)."""
+    vm = get_vm(user, vm_uuid, "vm.migrate")
+    op = db.session.scalar(
+        select(Operation).where(
+            Operation.vm_uuid == vm.uuid, Operation.kind == "migrate", Operation.state.in_(Operation.ACTIVE)
+        )
+    )
+    if op is None:
+        raise InvalidState("No migration of this VM is under way.")
+    op.params = {**(op.params or {}), "cancelled": True}
+    audit.record("vm.migrate-cancel", actor=user, vm=vm, operation_id=op.id)
+    db.session.commit()
+    runtime.on(vm.uuid).hypervisor.migration.abort(vm.uuid)
+    return op
+
+
+def _prepare(ctx: OpContext, source: runtime.HostRuntime, dest: runtime.HostRuntime) -> None:
+    """LIMEN's pool on the destination, and a copy there of what the VM reads but libvirt does
+    not copy (its seed), each undone if the migration fails."""
+    ctx.step(f"Preparing {dest.name}'s storage pool")
+    try:
+        dest.hypervisor.disks.free_bytes()  # defined, built and started if it was not
+    except LimenError as e:
+        raise DestPoolMissing(f"{DestPoolMissing.sentence} ({e.message})") from None
+    directory = source.hypervisor.disks.directory.rstrip("/") + "/"
+    for path in source.hypervisor.migration.read_only_volumes(ctx.vm_uuid):
+        if not path.startswith(directory):
+            raise MigrationFailed(f"{path} is not in LIMEN's pool: LIMEN cannot copy it to {dest.name}.")
+        name = path.removeprefix(directory)
+        if dest.hypervisor.disks.size(name) is None:
+            ctx.step(f"Copying {name} to {dest.name}")
+            source.hypervisor.disks.copy_to(name, dest.hypervisor.disks)
+            ctx.undo(f"delete {name} on {dest.name}", functools.partial(dest.hypervisor.disks.delete_volume, name))
+
+
+def _dest_uri(source: runtime.HostRuntime, dest_row: Host) -> str | None:
+    """The URI the source's libvirtd opens the destination with (peer to peer), or None when
+    LIMEN drives the migration itself: the local libvirtd reads LIMEN's key and the
+    destination's pinned key; another host's could not."""
+    if not source.hypervisor.connection.is_local or dest_row.uri is None:
+        return None
+    path = current_app.instance_path
+    known_hosts = remote.known_hosts_file(path, dest_row.id, dest_row.uri, dest_row.host_key)
+    return remote.libvirt_uri(dest_row.uri, path, known_hosts)
+
+
+def _data_uri(dest_row: Host) -> str | None:
+    """Where the destination takes the migration's data: its address as its URI names it."""
+    return f"tcp://{remote.ssh_endpoint(dest_row.uri)[0]}" if dest_row.uri else None
+
+
+def _migrate_failed(ctx: OpContext, _err: LimenError) -> None:
+    """It runs on where it was: the row names that host again."""
+    _settle_on(ctx.vm_uuid, (ctx.op.params or {})["from"])
+
+
+def _migrate_interrupted(op: Operation, _err: LimenError) -> bool:
+    """After a restart: the VM's row names the host it runs on, as both hosts report. A
+    migration libvirt still carries on (the source's libvirtd drives one peer to peer) is
+    stopped first, so that it is not moved behind LIMEN's back. True when it had moved."""
+    params = op.params or {}
+    uuid = op.vm_uuid
+    try:
+        source, dest = runtime.get().host(params["from"]), runtime.get().host(params["to"])
+        if source.hypervisor.migration.progress(uuid) is not None:
+            source.hypervisor.migration.abort(uuid)
+            source.hypervisor.migration.wait_for_end(uuid, 30.0)
+        here, there = source.hypervisor.domains.state(uuid), dest.hypervisor.domains.state(uuid)
+    except LimenError as e:  # a host does not answer: say so; the row stays on the source
+        reason = f"LIMEN restarted while the VM migrated, and could not ask both hosts where it runs ({e.code})."
+        db.session.execute(
+            update(VM).where(VM.uuid == uuid).values(host_id=params["from"], state=ERROR, state_reason=reason)
+        )
+        return False
+    moved = there is not None and there.state in ACTIVE_STATES and (here is None or here.state not in ACTIVE_STATES)
+    _settle_on(uuid, dest.id if moved else source.id)
+    if moved:
+        try:
+            _remove_volumes(source, uuid)
+        except LimenError as e:
+            current_app.logger.warning("vm %s: its disks on %s stay: %s", uuid, source.name, e)
+    return moved
+
+
+@handler("migrate", on_failure=_migrate_failed, on_interrupted=_migrate_interrupted)
+def run_migrate(ctx: OpContext) -> None:
+    params = ctx.op.params or {}
+    source, dest = runtime.get().host(params["from"]), runtime.get().host(params["to"])
+    dest_row = db.session.get(Host, params["to"])
+    assert dest_row is not None, "a host is not removed while a VM moves to it"
+    dest_uri, data_uri = _dest_uri(source, dest_row), _data_uri(dest_row)
+    db.session.commit()  # no database connection held through the migration
+    _prepare(ctx, source, dest)
+    ctx.step(f"Migrating live to {dest.name}, with its disks")
+    failure: list[LimenError] = []
+
+    def move() -> None:
+        try:
+            source.hypervisor.migration.migrate(ctx.vm_uuid, dest.hypervisor.connection, dest_uri, data_uri)
+        except LimenError as e:
+            failure.append(e)
+
+    mover = threading.Thread(target=move, name="limen-migration", daemon=True)
+    mover.start()
+    deadline = float(current_app.config["MIGRATION_TIMEOUT"])
+    waited = 0.0
+    while mover.is_alive():
+        mover.join(POLL)
+        waited += POLL
+        if waited >= deadline and mover.is_alive():
+            source.hypervisor.migration.abort(ctx.vm_uuid)
+            mover.join(30)
+            raise MigrationFailed(f"It did not finish within {deadline:g} s (MIGRATION_TIMEOUT), and was stopped.")
+        try:
+            done = source.hypervisor.migration.progress(ctx.vm_uuid)
+        except LimenError:
+            done = None  # gone from the source: it is over
+        if done is not None and done.total:
+            ctx.progress(
+                f"Migrating live to {dest.name}: {done.percent}% "
+                f"({done.processed // 2**20} of {done.total // 2**20} MiB sent)"
+            )
+    if failure:
+        db.session.expire(ctx.op)  # a cancel's mark is in the row
+        if (ctx.op.params or {}).get("cancelled"):
+            raise MigrationCancelled()
+        raise MigrationFailed(f"{MigrationFailed.sentence} libvirt said: {failure[0].message}")
+    _settle_on(ctx.vm_uuid, dest.id)
+    ctx.step(f"Removing its disks from {source.name}")
+    _remove_volumes(source, ctx.vm_uuid)
+
+
+def _settle_on(vm_uuid: str, host_id: int) -> None:
+    """The VM's row names ``host_id`` and shows what that host reports; its forwards are put
+    into its QEMU there."""
+    host = runtime.get().host(host_id)
+    with host.sync.state_lock:
+        db.session.execute(update(VM).where(VM.uuid == vm_uuid).values(host_id=host_id))
+        db.session.commit()
+    host.sync.hand_back(vm_uuid)
+    try:
+        host.sync.apply_forwards(vm_uuid)
+    except LimenError as e:
+        current_app.logger.warning("vm %s: its forwards on %s: %s", vm_uuid, host.name, e)
+
+
+def _remove_volumes(host: runtime.HostRuntime, vm_uuid: str) -> None:
+    disks = host.hypervisor.disks
+    for name in [volume_name(vm_uuid), seed_name(vm_uuid), *disks.names(data_volume_prefix(vm_uuid))]:
+        disks.delete_volume(name)
