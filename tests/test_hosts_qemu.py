@@ -6,7 +6,7 @@ import re
 import libvirt
 import pytest
 
-from helpers import Reader, find_row, get_ticket, open_console, wait_until
+from helpers import Reader, close_code, find_row, get_ticket, open_console, wait_until
 from limen import remote, runtime
 from test_console_qemu import BANNER, ws_url
 
@@ -135,7 +135,7 @@ def volumes(conn, pool: str) -> set[str]:
 
 
 def test_a_running_vm_migrates_live_to_the_second_host_and_back_and_its_row_follows(
-        qemu_admin, qemu_host, second_host):
+        qemu_admin, qemu_host, second_host, live_server):
     app, admin = qemu_admin()
     add_second(app, admin, second_host)
     assert admin.create(name="mover", host="local").status_code == 201
@@ -146,6 +146,9 @@ def test_a_running_vm_migrates_live_to_the_second_host_and_back_and_its_row_foll
 
     page = admin.client.get(f"/vms/{vm}").text
     assert 'id="vm-host">local<' in page and "<option>second</option>" in page
+    base = live_server(app)
+    ws = open_console(ws_url(base, vm, get_ticket(admin, vm).json["ticket"]), base)
+    assert Reader(ws).read(12) == BANNER
     assert post(admin, f"/vms/{vm}/migrate", {"host": "second"}).status_code == 302
     wait_until(lambda: (op := migrated_op(app, vm)) is not None and not op.active, 120, "the migration to end")
     op = migrated_op(app, vm)
@@ -156,6 +159,11 @@ def test_a_running_vm_migrates_live_to_the_second_host_and_back_and_its_row_foll
     assert running_there(second_host) == {"mover"}
     assert "mover" not in {d.name() for d in qemu_host.listAllDomains()}  # nothing left here
     assert f"{vm}.qcow2" not in volumes(qemu_host, pool)
+    # The console open on it was told where it went, and opens again on the second host.
+    assert close_code(ws) == (4409, "VM_MIGRATED")
+    ws = open_console(ws_url(base, vm, get_ticket(admin, vm).json["ticket"]), base)
+    assert Reader(ws).read(12) == BANNER
+    ws.close()
 
     # And back, driven by LIMEN over both connections (the second host holds no key for this one).
     assert post(admin, f"/vms/{vm}/migrate", {"host": "local"}).status_code == 302

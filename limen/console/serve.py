@@ -24,13 +24,14 @@ from ..errors import (
     SerialBusy,
     SerialClosed,
     SerialTakenOver,
+    VMMigrated,
     VMNotRunning,
     VNCClosed,
     error_from,
 )
 from ..extensions import db, limiter, rows_changed
 from ..hypervisor import serial
-from ..models import VM, ConsoleSession, Operation, User, utcnow
+from ..models import MIGRATING, VM, ConsoleSession, Operation, User, utcnow
 from . import frames, standing, tickets
 from .bridge import Bridge, Far
 from .tickets import SCREEN, SERIAL
@@ -69,9 +70,25 @@ def audited_refusal() -> bool:
     return limiter.limiter.hit(limit, "console-refused", request.remote_addr or "")
 
 
+def _moved(vm_uuid: str) -> Callable[[], bool]:
+    """Asked when the VM's side ends: did the VM move to another host meanwhile (its QEMU here
+    ends as a migration completes)?"""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    host_id = db.session.scalar(select(VM.host_id).where(VM.uuid == vm_uuid))
+
+    def moved() -> bool:
+        with app.app_context():  # the bridge's pump thread asks
+            now = db.session.execute(select(VM.host_id, VM.state).where(VM.uuid == vm_uuid)).first()
+        return now is not None and (now.state == MIGRATING or now.host_id != host_id)
+
+    return moved
+
+
 def open_screen(vm_uuid: str) -> tuple[Far, Callable[[], LimenError]]:
-    """The VM's VNC server; its end is VNC_CLOSED."""
-    return runtime.on(vm_uuid).hypervisor.display.open(vm_uuid, current_app.config["VNC_CONNECT_TIMEOUT"]), VNCClosed
+    """The VM's VNC server; its end is VNC_CLOSED, or VM_MIGRATED when the VM moved."""
+    moved = _moved(vm_uuid)
+    far = runtime.on(vm_uuid).hypervisor.display.open(vm_uuid, current_app.config["VNC_CONNECT_TIMEOUT"])
+    return far, lambda: VMMigrated() if moved() else VNCClosed()
 
 
 def open_serial(vm_uuid: str, session_id: int, take_over: bool) -> tuple[Far, Callable[[], LimenError]]:
@@ -84,8 +101,11 @@ def open_serial(vm_uuid: str, session_id: int, take_over: bool) -> tuple[Far, Ca
     except SerialBusy:
         raise SerialBusy(_serial_holder(vm_uuid, session_id) or OUTSIDER) from None
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    moved = _moved(vm_uuid)
 
     def ended() -> LimenError:
+        if moved():
+            return VMMigrated()
         if line.stalled:
             return SerialClosed(f"The serial line took no input for {serial.SEND_TIMEOUT:g} s: is the VM paused?")
         if line.ended != serial.FAILED:

@@ -81,6 +81,15 @@ class VNCClosed(LimenError):
     sentence = "The VM's display closed: the VM was shut down or stopped. Press Reconnect to start it again."
 
 
+class VMMigrated(LimenError):
+    """The console's VM moved to another host (its QEMU here ended as it did): the page opens
+    the console again at once, on the new host."""
+
+    code = "VM_MIGRATED"
+    ws_close = 4409
+    sentence = "The VM moved to another host. The console reconnects to it."
+
+
 class SerialClosed(LimenError):
     code = "SERIAL_CLOSED"
     ws_close = 1000

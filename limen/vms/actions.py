@@ -14,7 +14,7 @@ from ..models import DELETING, ISO, MISSING, VM, Operation, UnmanagedDomain, Use
 from .lifecycle import ACTIONS, idle, not_a_base, not_owned, submit, volume_name
 from .queries import get_vm
 
-_JOINS = ("create", "start")  # what a console waiting for a running VM may join
+_JOINS = ("create", "start", "migrate")  # what a console waiting for a running VM may join
 
 
 def start_or_join(user: User, vm_uuid: str) -> Operation | None:

@@ -96,6 +96,10 @@ async function onDisconnect(attempt, e) {
   stop();
   const refusal = await refusalOf(attempt.close);
   if (refusal) return fail(...refusal);
+  if (reason === "VM_MIGRATED") {  // it runs on another host now: open it there
+    show("The VM moved to another host. Reconnecting…", "progress");
+    return connect();
+  }
   if (reason === "VNC_CLOSED" || reason === "LIMEN_STOPPING") return fail(reason);
   if (wasConnected && e.detail.clean) return show("Disconnected. Press Reconnect to open the console again.", "info");
   fail("CONNECTION_LOST", `WebSocket close code ${code || "none"}`);

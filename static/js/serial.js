@@ -116,6 +116,10 @@ async function onClose(attempt, e) {
   const refusal = await refusalOf(e);
   if (current !== null) return;  // Reconnect was pressed meanwhile: that attempt is the page's now
   if (refusal) return fail(...refusal);
+  if (reason === "VM_MIGRATED") {  // it runs on another host now: open it there
+    show("The VM moved to another host. Reconnecting…", "progress");
+    return connect();
+  }
   if (reason === "SERIAL_CLOSED" || reason === "LIMEN_STOPPING") return fail(reason);
   if (wasConnected && e.wasClean) return show("Disconnected. Press Reconnect to open the serial console again.", "info");
   fail("CONNECTION_LOST", `WebSocket close code ${code || "none"}`);
