@@ -69,6 +69,7 @@ class Config:
     START_TIMEOUT = 30
     SHUTDOWN_TIMEOUT = 120
     MIGRATION_TIMEOUT = 600  # a live migration still under way then is stopped
+    MIGRATION_BANDWIDTH = 0  # MiB/s a live migration may use (0: as much as the link gives)
     # The console: how long it waits for a stopped VM to run, and for its VNC server to answer.
     CONSOLE_START_TIMEOUT = 30
     VNC_CONNECT_TIMEOUT = 5

@@ -186,3 +186,55 @@ def test_a_migration_limen_cannot_make_is_refused_before_it_starts(qemu_admin, s
     assert post(admin, f"/vms/{vm}/migrate", {"host": "mars"}).status_code == 422
     assert migrated_op(app, vm) is None
     assert '<td class="host">local</td>' in host_cell(admin, "still")
+
+
+def slow_to_move(app, admin, name: str) -> str:
+    """A running VM whose disk holds 48 MiB that are not zeros (written with qemu-io while it
+    was shut off): at the app's MIGRATION_BANDWIDTH, its migration takes seconds to copy them."""
+    import subprocess
+
+    vm = admin.create_stopped(app, name)
+    disk = f"{app.config['STORAGE_DIR']}/{vm}.qcow2"
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 48M", disk], check=True, capture_output=True)
+    assert admin.htmx_post(f"/vms/{vm}/start").status_code == 202
+    admin.wait_state(name, "running", 30)
+    return vm
+
+
+def migrating(app, vm: str) -> bool:
+    op = migrated_op(app, vm)
+    return op is not None and op.active and "% (" in (op.step or "")
+
+
+def test_a_migration_cancelled_or_cut_off_leaves_the_vm_running_where_it_was(qemu_admin, qemu_host, second_host):
+    app, admin = qemu_admin(MIGRATION_BANDWIDTH=2)
+    add_second(app, admin, second_host)
+    vm = slow_to_move(app, admin, "stayer")
+
+    assert post(admin, f"/vms/{vm}/migrate", {"host": "second"}).status_code == 302
+    wait_until(lambda: migrating(app, vm), 30, "the migration to show its progress")
+    assert 'data-state="migrating"' in host_cell(admin, "stayer")
+    assert "Cancel the migration" in admin.client.get(f"/vms/{vm}").text
+    assert post(admin, f"/vms/{vm}/migrate/cancel").status_code == 302
+    wait_until(lambda: not migrated_op(app, vm).active, 60, "the cancelled migration to end")
+    op = migrated_op(app, vm)
+    assert (op.state, op.error_code) == ("failed", "MIGRATION_CANCELLED")
+    wait_until(lambda: 'data-state="running"' in host_cell(admin, "stayer"), 10, "the row to show it running")
+    assert '<td class="host">local</td>' in host_cell(admin, "stayer")
+    assert qemu_host.lookupByUUIDString(vm).isActive()
+    assert "stayer" not in running_there(second_host)
+
+    # The destination's libvirtd goes away mid-way: MIGRATION_FAILED, and the VM runs on here.
+    assert post(admin, f"/vms/{vm}/migrate", {"host": "second"}).status_code == 302
+    wait_until(lambda: migrating(app, vm), 30, "the second migration to show its progress")
+    second_host.libvirtd("stop")
+    try:
+        wait_until(lambda: not migrated_op(app, vm).active, 90, "the cut-off migration to end")
+        op = migrated_op(app, vm)
+        assert (op.state, op.error_code) == ("failed", "MIGRATION_FAILED"), op.error_message
+        wait_until(lambda: 'data-state="running"' in host_cell(admin, "stayer"), 10, "the row to show it running")
+        assert '<td class="host">local</td>' in host_cell(admin, "stayer")
+        assert qemu_host.lookupByUUIDString(vm).isActive()
+    finally:
+        second_host.libvirtd("start")
+    assert "stayer" not in running_there(second_host)

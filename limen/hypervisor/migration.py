@@ -67,15 +67,19 @@ class Migration:
         return found
 
     @translated
-    def migrate(self, uuid: str, dest: Connection, dest_uri: str | None, data_uri: str | None) -> None:
+    def migrate(
+        self, uuid: str, dest: Connection, dest_uri: str | None, data_uri: str | None, bandwidth_mib: int = 0
+    ) -> None:
         """Move the running domain to ``dest``, live, with its disks; returns when it runs there
         (and is gone from here). With ``dest_uri`` (a URI this host's libvirtd can open) it is
         peer to peer; without, managed over both connections. ``data_uri`` is where the
-        destination takes the data (tcp://address)."""
+        destination takes the data (tcp://address); ``bandwidth_mib`` caps it (MiB/s, 0: no cap)."""
         dom = self.connection.get().lookupByUUIDString(uuid)
         if not dom.isActive():
             raise InvalidState("Only a running VM migrates live.")
-        params = {libvirt.VIR_MIGRATE_PARAM_URI: data_uri} if data_uri else {}
+        params: dict[str, str | int] = {libvirt.VIR_MIGRATE_PARAM_URI: data_uri} if data_uri else {}
+        if bandwidth_mib:
+            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = bandwidth_mib
         if dest_uri is not None:
             dom.migrateToURI3(dest_uri, params, LIVE | libvirt.VIR_MIGRATE_PEER2PEER)
         else:

@@ -189,6 +189,7 @@ def run_migrate(ctx: OpContext) -> None:
     dest_row = db.session.get(Host, params["to"])
     assert dest_row is not None, "a host is not removed while a VM moves to it"
     dest_uri, data_uri = _dest_uri(source, dest_row), _data_uri(dest_row)
+    bandwidth = int(current_app.config["MIGRATION_BANDWIDTH"])
     db.session.commit()  # no database connection held through the migration
     _prepare(ctx, source, dest)
     ctx.step(f"Migrating live to {dest.name}, with its disks")
@@ -196,7 +197,7 @@ def run_migrate(ctx: OpContext) -> None:
 
     def move() -> None:
         try:
-            source.hypervisor.migration.migrate(ctx.vm_uuid, dest.hypervisor.connection, dest_uri, data_uri)
+            source.hypervisor.migration.migrate(ctx.vm_uuid, dest.hypervisor.connection, dest_uri, data_uri, bandwidth)
         except LimenError as e:
             failure.append(e)
 
