@@ -159,3 +159,50 @@ def test_killed_during_a_revert_and_started_again(limen, qemu_host, step):
     assert reverted == (step != "Queued")
     op_state, = limen.db("SELECT state FROM operation WHERE kind = 'revert'")[0]
     assert op_state == "failed"  # interrupted; the row shows the VM as libvirt has it
+
+
+def test_killed_in_the_middle_of_a_migration_and_started_again(limen, qemu_host, second_host):
+    """SIGKILL while the local libvirtd migrates a VM to the second host (peer to peer: it carries
+    on without LIMEN). At the next start LIMEN stops the migration if it still runs, and the row
+    names the one host the VM runs on."""
+    import subprocess
+
+    import libvirt
+
+    from limen import remote
+
+    limen.start(MIGRATION_BANDWIDTH=2)  # 48 MiB of disk to copy: some 24 s
+    limen.sign_in()
+    second_host.authorize(remote.public_key(str(limen.instance)))
+    assert limen.post("/admin/hosts", {"name": "second", "uri": second_host.uri, "host_key": second_host.host_key}) == 302
+    uuid = running_vm(limen)
+    assert limen.post(f"/vms/{uuid}/force-off") == 302
+    wait_until(lambda: limen.db("SELECT state FROM vm WHERE uuid = ?", uuid)[0][0] == "shutoff" and limen.settled(),
+               30, "the VM to be shut off")
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 48M", f"{limen.pool_dir}/{uuid}.qcow2"],
+                   check=True, capture_output=True)
+    assert limen.post(f"/vms/{uuid}/start") == 302
+    wait_until(lambda: limen.db("SELECT state FROM vm WHERE uuid = ?", uuid)[0][0] == "running" and limen.settled(),
+               30, "the VM to run again")
+    assert limen.post(f"/vms/{uuid}/migrate", {"host": "second"}) == 302
+    wait_until(lambda: "%" in (limen.db("SELECT step FROM operation WHERE kind = 'migrate'")[0][0] or ""), 30,
+               "the migration to be under way")
+    os.killpg(limen.proc.pid, signal.SIGKILL)
+    limen.wait_killed()
+
+    limen.start(MIGRATION_BANDWIDTH=2)
+    wait_until(lambda: limen.settled(), 90, "the interrupted migration to be settled")
+    (host_id, state), = limen.db("SELECT host_id, state FROM vm WHERE uuid = ?", uuid)
+    op_state, = limen.db("SELECT state FROM operation WHERE kind = 'migrate'")[0]
+    there = libvirt.open(second_host.test_uri)
+    try:
+        on = {1: qemu_host, 2: there}
+        running = [h for h, conn in on.items() if uuid in {d.UUIDString() for d in conn.listAllDomains(
+            libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)}]
+        assert running == [host_id], f"runs on {running}, its row says host {host_id}"  # never on two
+        assert state == "running"
+        assert op_state == ("done" if host_id == 2 else "failed")
+        if host_id == 2:  # moved after all: its domain and disk here are gone, and the VM goes
+            there.lookupByUUIDString(uuid).destroy()
+    finally:
+        there.close()
