@@ -85,6 +85,10 @@ class OpContext:
         self.op.step = text
         db.session.commit()
 
+    def keep(self) -> None:
+        """What is done so far stays: a later failure undoes none of it."""
+        self._undo.clear()
+
     def undo(self, description: str, fn: Callable[[], object]) -> None:
         self._undo.append((description, fn))
 

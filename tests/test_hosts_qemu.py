@@ -176,16 +176,33 @@ def test_a_running_vm_migrates_live_to_the_second_host_and_back_and_its_row_foll
     assert running_there(second_host) == set()
 
 
-def test_a_migration_limen_cannot_make_is_refused_before_it_starts(qemu_admin, second_host):
+def test_a_shut_off_vm_moves_with_its_disk_and_starts_there(qemu_admin, qemu_host, second_host):
     app, admin = qemu_admin()
     add_second(app, admin, second_host)
     vm = admin.create_stopped(app, "still")
-    refused = post(admin, f"/vms/{vm}/migrate", {"host": "second"})
-    assert refused.status_code == 409 and "Only a running VM migrates live" in refused.text
     assert post(admin, f"/vms/{vm}/migrate", {"host": "local"}).status_code == 422  # it is there
     assert post(admin, f"/vms/{vm}/migrate", {"host": "mars"}).status_code == 422
     assert migrated_op(app, vm) is None
-    assert '<td class="host">local</td>' in host_cell(admin, "still")
+
+    assert "Move</button>" in admin.client.get(f"/vms/{vm}").text
+    assert post(admin, f"/vms/{vm}/migrate", {"host": "second"}).status_code == 302
+    wait_until(lambda: (op := migrated_op(app, vm)) is not None and not op.active, 60, "the move to end")
+    op = migrated_op(app, vm)
+    assert op.state == "done", (op.error_code, op.error_message)
+    assert [s["step"] for s in op.steps] == [
+        "Preparing second's storage pool", f"Copying {vm}.qcow2 to second", "Defining it on second",
+        "Removing it from local"]
+    wait_until(lambda: '<td class="host">second</td>' in host_cell(admin, "still"), 10, "the row to follow it")
+    assert 'data-state="shutoff"' in host_cell(admin, "still")
+    assert vm not in {d.UUIDString() for d in qemu_host.listAllDomains()}
+    assert f"{vm}.qcow2" not in volumes(qemu_host, app.config["STORAGE_POOL"])
+
+    assert admin.htmx_post(f"/vms/{vm}/start").status_code == 202
+    admin.wait_state("still", "running", 30)
+    assert running_there(second_host) == {"still"}
+    assert admin.htmx_post(f"/vms/{vm}/delete").status_code == 202
+    wait_until(lambda: find_row(admin.rows(), "still") is None, 30, "the VM to be deleted")
+    assert running_there(second_host) == set()
 
 
 def slow_to_move(app, admin, name: str) -> str:

@@ -185,6 +185,11 @@ class Pool:
             return False
 
     @translated
+    def backing_of(self, name: str) -> str | None:
+        """The path of the file the volume reads through to (its qcow2 backing store), or None."""
+        return ET.fromstring(self._volume(name).XMLDesc(0)).findtext("./backingStore/path") or None
+
+    @translated
     def backed_by(self, path: str) -> list[str]:
         """The volumes whose backing store is ``path``."""
         pool = self._pool()

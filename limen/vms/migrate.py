@@ -1,6 +1,7 @@
-"""Moving a running VM to another host (admins), live, with its disks copied: as an Operation
-with its progress, that can be cancelled, and that leaves the VM running where it was when it
-fails, with a code that says why.
+"""Moving a VM to another host (admins): a running one live, with its disks copied, as an
+Operation with its progress, that can be cancelled, and that leaves the VM running where it was
+when it fails, with a code that says why; a shut-off one by copying its volumes through the two
+hosts' pools and defining it there.
 
 Before it starts, what can be known is checked: the destination is enabled and answers, its
 CPU can run the VM's, and the VM has no snapshot (libvirt moves none) and no ISO from the
@@ -83,17 +84,39 @@ def request_migrate(user: User, vm_uuid: str, form: Mapping[str, Any]) -> Operat
     source, dest = runtime.on(vm.uuid), runtime.get().host(dest_id)
     with idle(vm.uuid):
         current = source.sync.refresh(vm.uuid)
-        if current is None or current.state != "running":
+        offline = current is not None and current.state == "shutoff"
+        if current is None or not (offline or current.state == "running"):
             raise InvalidState(
-                f"Only a running VM migrates live; this one is {current.state if current else 'missing'}."
+                f"A VM migrates running (live) or shut off; this one is {current.state if current else 'missing'}."
             )
         dest.hypervisor.host.limits()  # HOST_UNREACHABLE now, not in the Operation
-        problem = source.hypervisor.migration.cpu_problem(dest.hypervisor.connection)
-        if problem:
-            raise IncompatibleCPU(f"{IncompatibleCPU.sentence} ({problem})")
+        if offline:
+            _movable_offline(vm, source)
+        else:
+            problem = source.hypervisor.migration.cpu_problem(dest.hypervisor.connection)
+            if problem:
+                raise IncompatibleCPU(f"{IncompatibleCPU.sentence} ({problem})")
+        params = {"from": vm.host_id, "to": dest_id, "offline": offline}
         with source.sync.state_lock:
             db.session.execute(update(VM).where(VM.uuid == vm.uuid).values(state=MIGRATING, state_reason=None))
-            return submit(user, vm, "migrate", {"from": vm.host_id, "to": dest_id}, f"to {wanted}")
+            return submit(user, vm, "migrate", params, f"to {wanted}{' (shut off)' if offline else ''}")
+
+
+def _movable_offline(vm: VM, source: runtime.HostRuntime) -> None:
+    """A shut-off VM's files are copied as they are: a disk that reads through to another file
+    (a cloud image, a linked clone's source) or UEFI variables kept beside libvirt would not
+    come along. Those move live."""
+    if vm.firmware == "uefi":
+        raise ValidationFailed(
+            {"host": "A UEFI VM's firmware variables stay with libvirt: start it and migrate it live."}
+        )
+    if source.hypervisor.disks.backing_of(volume_name(vm.uuid)):
+        raise ValidationFailed(
+            {
+                "host": "Its disk reads through to another file (an image, or a VM it was cloned from): "
+                "start it and migrate it live, which copies all of it."
+            }
+        )
 
 
 @audit.refusals("vm.migrate-cancel", subject="vm_uuid")
@@ -150,8 +173,18 @@ def _data_uri(dest_row: Host) -> str | None:
 
 
 def _migrate_failed(ctx: OpContext, _err: LimenError) -> None:
-    """It runs on where it was: the row names that host again."""
-    _settle_on(ctx.vm_uuid, (ctx.op.params or {})["from"])
+    """The row names the host that has the VM: where it was, unless only the destination has
+    it (a shut-off VM's move that failed after it left the source)."""
+    params = ctx.op.params or {}
+    to = params["from"]
+    try:
+        source, dest = runtime.get().host(params["from"]), runtime.get().host(params["to"])
+        gone = source.hypervisor.domains.state(ctx.vm_uuid) is None
+        if gone and dest.hypervisor.domains.state(ctx.vm_uuid) is not None:
+            to = params["to"]
+    except LimenError:
+        pass  # a host does not answer: the source, where it was
+    _settle_on(ctx.vm_uuid, to)
 
 
 def _migrate_interrupted(op: Operation, _err: LimenError) -> bool:
@@ -192,6 +225,9 @@ def run_migrate(ctx: OpContext) -> None:
     bandwidth = int(current_app.config["MIGRATION_BANDWIDTH"])
     db.session.commit()  # no database connection held through the migration
     _prepare(ctx, source, dest)
+    if params.get("offline"):
+        _move_offline(ctx, source, dest)
+        return
     ctx.step(f"Migrating live to {dest.name}, with its disks")
     failure: list[LimenError] = []
 
@@ -229,6 +265,28 @@ def run_migrate(ctx: OpContext) -> None:
     _settle_on(ctx.vm_uuid, dest.id)
     ctx.step(f"Removing its disks from {source.name}")
     _remove_volumes(source, ctx.vm_uuid)
+
+
+def _move_offline(ctx: OpContext, source: runtime.HostRuntime, dest: runtime.HostRuntime) -> None:
+    """A shut-off VM: its volumes copied through the two pools, its definition made on the
+    destination, then removed here; each undone if a later step fails."""
+    uuid, disks = ctx.vm_uuid, source.hypervisor.disks
+    for name in [volume_name(uuid), *disks.names(data_volume_prefix(uuid))]:
+        if dest.hypervisor.disks.size(name) is not None:
+            raise MigrationFailed(f"{dest.name} has a volume {name} already: LIMEN leaves it alone.")
+        ctx.step(f"Copying {name} to {dest.name}")
+        disks.copy_to(name, dest.hypervisor.disks)
+        ctx.undo(f"delete {name} on {dest.name}", functools.partial(dest.hypervisor.disks.delete_volume, name))
+    ctx.step(f"Defining it on {dest.name}")
+    dest.hypervisor.domains.restore(source.hypervisor.domains.definition(uuid))
+    ctx.undo(f"remove its definition on {dest.name}", functools.partial(dest.hypervisor.domains.undefine, uuid))
+    if source.hypervisor.domains.autostart(uuid):
+        dest.hypervisor.domains.set_autostart(uuid, True)
+    ctx.step(f"Removing it from {source.name}")
+    source.hypervisor.domains.undefine(uuid)
+    ctx.keep()  # it is the destination's now: a later failure undoes none of this
+    _settle_on(uuid, dest.id)
+    _remove_volumes(source, uuid)
 
 
 def _settle_on(vm_uuid: str, host_id: int) -> None:
