@@ -24,6 +24,14 @@ def _page(status: int = 200, *, form=None, errors=None, probe=None, failure: Lim
     ), status
 
 
+def _refused(e: LimenError):
+    """The page again, with the form as typed: each bad field named, or what went wrong
+    (unreachable, or a key that is not the one pinned)."""
+    if isinstance(e, ValidationFailed):
+        return _page(422, form=request.form, errors=e.fields)
+    return _page(e.status, form=request.form, failure=e)
+
+
 @bp.get("")
 def index():
     return _page()
@@ -33,10 +41,8 @@ def index():
 def probe():
     try:
         found = hosts.probe(current_user, request.form)
-    except ValidationFailed as e:
-        return _page(422, form=request.form, errors=e.fields)
-    except LimenError as e:  # unreachable, or its key is not the one pinned
-        return _page(e.status, form=request.form, failure=e)
+    except LimenError as e:
+        return _refused(e)
     return _page(form=request.form, probe=found)
 
 
@@ -44,10 +50,8 @@ def probe():
 def add():
     try:
         host = hosts.add(current_user, request.form)
-    except ValidationFailed as e:
-        return _page(422, form=request.form, errors=e.fields)
     except LimenError as e:
-        return _page(e.status, form=request.form, failure=e)
+        return _refused(e)
     return redirect(url_for("hosts.index", done="added", host=host.id))
 
 
