@@ -30,6 +30,7 @@ bench: host-test $(VENV)/.bench-deps
 	$(VENV)/bin/python bench/guest_boot.py
 	$(VENV)/bin/python bench/serial.py
 	$(VENV)/bin/python bench/snapshot.py
+	$(VENV)/bin/python bench/remote_console.py
 
 host:
 	scripts/host-setup

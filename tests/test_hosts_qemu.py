@@ -82,6 +82,8 @@ def test_a_vm_made_on_the_second_host_runs_there_and_its_host_going_away_touches
     assert post(admin, "/admin/hosts/2/remove").status_code == 409  # a VM lives there
     assert post(admin, "/admin/hosts/2/disable").status_code == 302
     wait_until(lambda: "Host second is disabled" in host_cell(admin, "far"), 10, "the row to say so")
+    page = admin.client.get(f"/vms/{far}")  # its page shows what LIMEN knows, and that its host is disabled
+    assert page.status_code == 200 and "Host second is disabled" in page.text
     assert admin.create(name="nowhere", host="second").status_code == 422
     assert post(admin, "/admin/hosts/2/enable").status_code == 302
 
@@ -179,7 +181,7 @@ def test_a_running_vm_migrates_live_to_the_second_host_and_back_and_its_row_foll
 def test_a_shut_off_vm_moves_with_its_disk_and_starts_there(qemu_admin, qemu_host, second_host):
     app, admin = qemu_admin()
     add_second(app, admin, second_host)
-    vm = admin.create_stopped(app, "still")
+    vm = stopped_here(app, admin, "still")
     assert post(admin, f"/vms/{vm}/migrate", {"host": "local"}).status_code == 422  # it is there
     assert post(admin, f"/vms/{vm}/migrate", {"host": "mars"}).status_code == 422
     assert migrated_op(app, vm) is None
@@ -205,12 +207,23 @@ def test_a_shut_off_vm_moves_with_its_disk_and_starts_there(qemu_admin, qemu_hos
     assert running_there(second_host) == set()
 
 
+def stopped_here(app, admin, name: str) -> str:
+    """A VM made on the local host (with two hosts, "auto" might choose either), run once, then
+    forced off; its UUID."""
+    assert admin.create(name=name, host="local", memory_mib="128").status_code == 201
+    admin.wait_state(name, "running", 60)
+    vm = uuid_in(host_cell(admin, name))
+    assert admin.htmx_post(f"/vms/{vm}/force-off").status_code == 202
+    admin.wait_state(name, "shutoff", 30)
+    return vm
+
+
 def slow_to_move(app, admin, name: str) -> str:
     """A running VM whose disk holds 48 MiB that are not zeros (written with qemu-io while it
     was shut off): at the app's MIGRATION_BANDWIDTH, its migration takes seconds to copy them."""
     import subprocess
 
-    vm = admin.create_stopped(app, name)
+    vm = stopped_here(app, admin, name)
     disk = f"{app.config['STORAGE_DIR']}/{vm}.qcow2"
     subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 48M", disk], check=True, capture_output=True)
     assert admin.htmx_post(f"/vms/{vm}/start").status_code == 202

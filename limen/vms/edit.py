@@ -41,8 +41,8 @@ def settings(user: User, vm_uuid: str) -> dict[str, object]:
     """What the Details page shows beyond the row: autostart, and what the VM runs with and
     its maximums (each None while libvirt cannot say)."""
     vm = get_vm(user, vm_uuid)
-    domains = runtime.on(vm.uuid).hypervisor.domains
     try:
+        domains = runtime.on(vm.uuid).hypervisor.domains  # its host disabled: not known either
         return dict(autostart=domains.autostart(vm.uuid), live=domains.resources(vm.uuid, live=True))
     except LimenError:
         return dict(autostart=None, live=None)

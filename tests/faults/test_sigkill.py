@@ -173,9 +173,9 @@ def test_killed_in_the_middle_of_a_migration_and_started_again(limen, qemu_host,
 
     limen.start(MIGRATION_BANDWIDTH=2)  # 48 MiB of disk to copy: some 24 s
     limen.sign_in()
+    uuid = running_vm(limen)  # made before there is a second host: it is the local host's
     second_host.authorize(remote.public_key(str(limen.instance)))
     assert limen.post("/admin/hosts", {"name": "second", "uri": second_host.uri, "host_key": second_host.host_key}) == 302
-    uuid = running_vm(limen)
     assert limen.post(f"/vms/{uuid}/force-off") == 302
     wait_until(lambda: limen.db("SELECT state FROM vm WHERE uuid = ?", uuid)[0][0] == "shutoff" and limen.settled(),
                30, "the VM to be shut off")
