@@ -160,9 +160,9 @@ def run(args, tmp: Path) -> None:
             for side in order:
                 dom = vms[side]
                 off(dom)
-                wait_until(lambda: idle(dom), 30, "LIMEN to finish its operations")
+                wait_until(lambda d=dom: idle(d), 30, "LIMEN to finish its operations")
                 elapsed = first_byte(limen, dom.UUIDString())
-                wait_until(lambda: idle(dom), 30, "LIMEN's start to finish")
+                wait_until(lambda d=dom: idle(d), 30, "LIMEN's start to finish")
                 rate = screen_rate(limen, dom.UUIDString(), args.seconds)
                 if i:
                     starts[side].append(elapsed)
@@ -172,8 +172,9 @@ def run(args, tmp: Path) -> None:
         print("console of a VM on another host (over SSH on 127.0.0.1) against one on the local host, through LIMEN")
         print(f"  time to console  local {s_local * 1e3:6.0f} ms   remote {s_remote * 1e3:6.0f} ms"
               f"   ratio {s_remote / s_local:.2f}x   (no goal: reported)")
-        print(f"                   (medians of {args.rounds} rounds in turns; local "
-              f"{[round(x * 1e3) for x in starts['local']]} ms, remote {[round(x * 1e3) for x in starts['remote']]} ms)")
+        ms = {side: [round(x * 1e3) for x in starts[side]] for side in starts}
+        print(f"                   (medians of {args.rounds} rounds in turns; local {ms['local']} ms,"
+              f" remote {ms['remote']} ms)")
         print(f"  throughput       local {r_local / 2**20:6.1f} MiB/s   remote {r_remote / 2**20:6.1f} MiB/s"
               f"   ratio {r_remote / r_local:.2f}x   (no goal: reported)")
         print(f"                   (whole-screen raw updates for {args.seconds:g} s, medians of {args.rounds} rounds)")

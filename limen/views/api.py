@@ -43,7 +43,7 @@ def _stamp(value: datetime | None) -> str | None:
     return value.replace(tzinfo=UTC).isoformat() if value else None
 
 
-def _operation(op: Operation | None) -> dict | None:
+def operation_json(op: Operation | None) -> dict | None:
     if op is None:
         return None
     error = {"code": op.error_code, "message": op.error_message} if op.state == "failed" else None
@@ -110,7 +110,7 @@ def _vm(vm: VM, op: Operation | None = None) -> dict:
         "interfaces": [
             {**nic, "addresses": nic["addresses"] if running else []} for nic in guest.get("interfaces", [])
         ],
-        "operation": _operation(op),
+        "operation": operation_json(op),
     }
 
 
@@ -160,25 +160,14 @@ def create_vm():
     body = api_schema.check(api_schema.VM_CREATE, request.get_json(silent=True))
     op = vms.request_create(g.api_user, body)
     vm = vms.get_vm(g.api_user, op.vm_uuid)
-    return jsonify(vm=_vm(vm, op), operation=_operation(op)), 202
+    return jsonify(vm=_vm(vm, op), operation=operation_json(op)), 202
 
 
 @bp.post("/vms/<uuid:vm_uuid>/clone")
 def clone_vm(vm_uuid):
     body = api_schema.check(api_schema.VM_CLONE, request.get_json(silent=True))
     op = vms.request_clone(g.api_user, str(vm_uuid), body)
-    return jsonify(vm=_vm(vms.get_vm(g.api_user, op.vm_uuid), op), operation=_operation(op)), 202
-
-
-@bp.post("/vms/<uuid:vm_uuid>/migrate")
-def migrate_vm(vm_uuid):
-    body = api_schema.check(api_schema.VM_MIGRATE, request.get_json(silent=True))
-    return jsonify(operation=_operation(vms.migrate.request_migrate(g.api_user, str(vm_uuid), body))), 202
-
-
-@bp.post("/vms/<uuid:vm_uuid>/migrate/cancel")
-def cancel_migration(vm_uuid):
-    return jsonify(operation=_operation(vms.migrate.cancel(g.api_user, str(vm_uuid))))
+    return jsonify(vm=_vm(vms.get_vm(g.api_user, op.vm_uuid), op), operation=operation_json(op)), 202
 
 
 def _one_vm(vm: VM, op: Operation | None = None) -> dict:
@@ -204,13 +193,13 @@ def get_vm(vm_uuid):
 @bp.delete("/vms/<uuid:vm_uuid>")
 def delete_vm(vm_uuid):
     op = vms.request_delete(g.api_user, str(vm_uuid))
-    return jsonify(operation=_operation(op)), 202
+    return jsonify(operation=operation_json(op)), 202
 
 
 @bp.post("/vms/<uuid:vm_uuid>/actions/<any(start, shutdown, 'force-off', reboot, pause, resume):action>")
 def act(vm_uuid, action):
     op = vms.request_action(g.api_user, str(vm_uuid), action)
-    return jsonify(operation=_operation(op)), 202
+    return jsonify(operation=operation_json(op)), 202
 
 
 @bp.post("/vms/<uuid:vm_uuid>/console")
@@ -241,17 +230,17 @@ def list_snapshots(vm_uuid):
 def take_snapshot(vm_uuid):
     body = api_schema.check(api_schema.SNAPSHOT_CREATE, request.get_json(silent=True))
     op = vms.request_snapshot(g.api_user, str(vm_uuid), body)
-    return jsonify(operation=_operation(op)), 202
+    return jsonify(operation=operation_json(op)), 202
 
 
 @bp.post("/vms/<uuid:vm_uuid>/snapshots/<name>/revert")
 def revert_snapshot(vm_uuid, name):
-    return jsonify(operation=_operation(vms.request_revert(g.api_user, str(vm_uuid), name))), 202
+    return jsonify(operation=operation_json(vms.request_revert(g.api_user, str(vm_uuid), name))), 202
 
 
 @bp.delete("/vms/<uuid:vm_uuid>/snapshots/<name>")
 def delete_snapshot(vm_uuid, name):
-    return jsonify(operation=_operation(vms.request_snapshot_delete(g.api_user, str(vm_uuid), name))), 202
+    return jsonify(operation=operation_json(vms.request_snapshot_delete(g.api_user, str(vm_uuid), name))), 202
 
 
 @bp.patch("/vms/<uuid:vm_uuid>")
@@ -368,7 +357,7 @@ def delete_medium(medium_id):
 
 @bp.get("/operations/<int(max=9223372036854775807):op_id>")
 def get_operation(op_id):
-    return jsonify(_operation(vms.operation(g.api_user, op_id)))
+    return jsonify(operation_json(vms.operation(g.api_user, op_id)))
 
 
 # -- users (admins) -----------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""The JSON shapes of /api/v1/hosts (admins): a host, a connection test, and what adding or
-changing one takes."""
+"""The JSON shapes of /api/v1/hosts (admins): a host, a connection test, what adding or
+changing one takes, and a VM's move to another."""
 
 NAME = {"type": "string", "minLength": 1, "maxLength": 63, "description": "how LIMEN's pages name it"}
 URI = {
@@ -67,8 +67,25 @@ HOST_PATCH = {
     "required": ["enabled"],
     "properties": {"enabled": {"type": "boolean", "description": "false: LIMEN lets go of it and places no VM there"}},
 }
+VM_MIGRATE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["host"],
+    "properties": {"host": {"type": "string", "maxLength": 63, "description": "the host to move it to, by name"}},
+    "examples": [{"host": "rack-2"}],
+}
 PUBLIC_KEY = {
     "type": "object",
     "required": ["public_key"],
     "properties": {"public_key": {"type": "string", "description": "for root's authorized_keys on each host"}},
+}
+
+SCHEMAS = {
+    "VMMigrate": VM_MIGRATE,
+    "Host": HOST,
+    "HostProbe": HOST_PROBE,
+    "Probe": PROBE,
+    "HostAdd": HOST_ADD,
+    "HostPatch": HOST_PATCH,
+    "PublicKey": PUBLIC_KEY,
 }

@@ -1,13 +1,24 @@
-"""/api/v1/hosts (admins): the hosts LIMEN manages, as on the Hosts page. Adding one is two
-calls, as a person checks an SSH key: POST /hosts/probe answers what the host is and the key it
-showed; POST /hosts keeps the host with that key pinned."""
+"""/api/v1/hosts (admins): the hosts LIMEN manages, as on the Hosts page, and moving a VM to
+another. Adding a host is two calls, as a person checks an SSH key: POST /hosts/probe answers
+what the host is and the key it showed; POST /hosts keeps the host with that key pinned."""
 
 from flask import g, jsonify, request
 
-from .. import hosts
+from .. import hosts, vms
 from . import api_host_schema as shapes
 from . import api_schema
-from .api import bp
+from .api import bp, operation_json
+
+
+@bp.post("/vms/<uuid:vm_uuid>/migrate")
+def migrate_vm(vm_uuid):
+    body = api_schema.check(shapes.VM_MIGRATE, request.get_json(silent=True))
+    return jsonify(operation=operation_json(vms.migrate.request_migrate(g.api_user, str(vm_uuid), body))), 202
+
+
+@bp.post("/vms/<uuid:vm_uuid>/migrate/cancel")
+def cancel_migration(vm_uuid):
+    return jsonify(operation=operation_json(vms.migrate.cancel(g.api_user, str(vm_uuid))))
 
 
 def _host(s: hosts.HostStatus) -> dict:

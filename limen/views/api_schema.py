@@ -22,7 +22,6 @@ from .api_vm_schema import (
     STAMP,
     STATS,
     VM_CLONE,
-    VM_MIGRATE,
     VM_PATCH,
 )
 
@@ -359,13 +358,7 @@ SCHEMAS = {
     "ForwardAdd": FORWARD_ADD,
     "Snapshot": SNAPSHOT,
     "VMClone": VM_CLONE,
-    "VMMigrate": VM_MIGRATE,
-    "Host": shapes.HOST,
-    "HostProbe": shapes.HOST_PROBE,
-    "Probe": shapes.PROBE,
-    "HostAdd": shapes.HOST_ADD,
-    "HostPatch": shapes.HOST_PATCH,
-    "PublicKey": shapes.PUBLIC_KEY,
+    **shapes.SCHEMAS,
     "VMPatch": VM_PATCH,
     "Disk": DISK,
     "Stats": STATS,

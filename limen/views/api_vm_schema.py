@@ -29,13 +29,6 @@ VM_CLONE = {
     },
     "examples": [{"name": "web-2", "disk": "linked"}],
 }
-VM_MIGRATE = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["host"],
-    "properties": {"host": {"type": "string", "maxLength": 63, "description": "the host to move it to, by name"}},
-    "examples": [{"host": "rack-2"}],
-}
 DISK = {
     "type": "object",
     "required": ["dev", "bus", "volume", "capacity_bytes", "allocation_bytes", "backing"],
