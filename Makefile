@@ -31,6 +31,7 @@ bench: host-test $(VENV)/.bench-deps
 	$(VENV)/bin/python bench/serial.py
 	$(VENV)/bin/python bench/snapshot.py
 	$(VENV)/bin/python bench/remote_console.py
+	$(VENV)/bin/python bench/migration.py
 
 host:
 	scripts/host-setup
