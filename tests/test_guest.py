@@ -1,6 +1,7 @@
 """The guest tier: a real Debian 12 cloud image obeys LIMEN. One VM is made through LIMEN's
 HTTP interface and booted (under TCG, tens of seconds); the tests run in order on it: its seed
-and agent, its graphs under a CPU burst, the serial console, pause, a memory snapshot, reboot and shutdown, a shut-off
+and agent, its graphs under a CPU burst, the serial console, pause, a live migration to a second host and
+back, a memory snapshot, reboot and shutdown, a shut-off
 snapshot, a clone of it, run beside it, and last what is changed while it runs: a vCPU and
 memory, a disk, a NIC's link."""
 import re
@@ -178,6 +179,42 @@ def test_pause_and_resume_keep_an_open_ssh_session(guest_limen, vm):
     finally:
         session.kill()
         session.wait()
+
+
+def test_the_guest_migrates_live_to_another_host_and_back_in_the_same_boot(guest_limen, vm, qemu_host, second_host):
+    """The guest moves with its memory and disk, and runs on: the same boot, the same processes.
+    (An SSH session cannot stay open across the move: user-mode networking ends the guest's TCP
+    connections in QEMU, and the source's QEMU ends; its forward is put into the new QEMU.)"""
+    from limen import remote
+
+    name, vm_uuid = vm
+    app, admin = guest_limen.app, guest_limen.admin
+    second_host.authorize(remote.public_key(app.instance_path))
+    added = admin.client.post("/admin/hosts", data={"csrf_token": admin.csrf, "name": "second",
+                                                    "uri": second_host.uri, "host_key": second_host.host_key})
+    assert added.status_code == 302, added.text[-2000:]
+    boot_id = guest_limen.ssh(vm_uuid, "cat /proc/sys/kernel/random/boot_id").stdout.strip()
+    pid = guest_limen.ssh(vm_uuid, "nohup sleep 100000 >/dev/null 2>&1 & echo $!").stdout.strip()
+    assert pid.isdigit()
+    api = Api(app, guest_limen.token)
+    pool = qemu_host.storagePoolLookupByName(app.config["STORAGE_POOL"])
+
+    for host in ("second", "local"):
+        op = finished(guest_limen, api("POST", f"/vms/{vm_uuid}/migrate", {"host": host}))
+        assert any(s["step"].startswith(f"Migrating live to {host}") for s in op["steps"])
+        moved = api("GET", f"/vms/{vm_uuid}").json
+        assert (moved["host"], moved["state"]) == (host, "running")
+        guest_limen.wait_ssh(vm_uuid, 120)  # its forward, in its QEMU on that host
+        after = guest_limen.ssh(vm_uuid, f"cat /proc/sys/kernel/random/boot_id; kill -0 {pid} && echo alive")
+        assert after.stdout.split() == [boot_id, "alive"], after.stderr
+        pool.refresh(0)
+        here = {d.UUIDString() for d in qemu_host.listAllDomains()}
+        if host == "second":  # nothing of it is left on this host
+            assert vm_uuid not in here
+            assert not [v for v in pool.listVolumes() if v.startswith(vm_uuid)]
+        else:
+            assert vm_uuid in here and f"{vm_uuid}.qcow2" in pool.listVolumes()
+    assert guest_limen.ssh(vm_uuid, f"kill {pid}").returncode == 0
 
 
 def finished(guest_limen, response, timeout: float = 300) -> dict:
