@@ -26,15 +26,11 @@ non-zero only when it could not run. Everything it made is removed, however it e
 
     .venv/bin/python bench/migration.py [--rounds 3] [--keep]
 """
-import argparse
 import os
 import secrets
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -45,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from console import BIN, ROOT, BenchError, Limen, free_port, log_tail, remove_pool, wait_until
 from guest_boot import banner, first_time, remove_vm
 from remote_console import SCRIPT, post_form
-from snapshot import BOOT_TIMEOUT, SETTLE_TIMEOUT, Api, ensure_daemons, ssh_until
+from snapshot import BOOT_TIMEOUT, SETTLE_TIMEOUT, Api, guest_main, ssh_until
 
 OP_TIMEOUT = 900  # seconds for one migration Operation
 POLL = 0.1
@@ -219,29 +215,7 @@ def run(args, workdir: Path, image: Path) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--keep", action="store_true", help="keep the work folder (LIMEN's log)")
-    args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so that every finally cleans up
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-    started = time.monotonic()
-    workdir = Path(tempfile.mkdtemp(prefix="limen-bench-migration-"))
-    try:
-        ensure_daemons()
-        image = Path(subprocess.run([str(ROOT / "scripts" / "build-guest-image")], check=True, capture_output=True,
-                                    text=True).stdout.strip().splitlines()[-1])
-        run(args, workdir, image)
-    except (BenchError, libvirt.libvirtError, subprocess.CalledProcessError) as e:
-        print(f"migration: could not run: {e}", file=sys.stderr)
-        return 1
-    finally:
-        if args.keep:
-            print(f"(the work folder is kept: {workdir})", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(f"  ({time.monotonic() - started:.0f} s in all)")
-    return 0
+    return guest_main("migration", __doc__, run, lambda parser: parser.add_argument("--rounds", type=int, default=3))
 
 
 if __name__ == "__main__":

@@ -329,23 +329,24 @@ def run(args, workdir: Path, image: Path) -> None:
         conn.close()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--poll", type=float, default=POLL, help="seconds between polls of LIMEN's Operations")
+def guest_main(name: str, doc: str, run, add_arguments=lambda parser: None) -> int:
+    """A guest benchmark's command: its arguments (--keep, and ``add_arguments``'), the daemons,
+    the guest image, ``run(args, workdir, image)``, and the work folder removed unless kept."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    add_arguments(parser)
     parser.add_argument("--keep", action="store_true", help="keep the work folder (LIMEN's log)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so that every finally cleans up
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     started = time.monotonic()
-    workdir = Path(tempfile.mkdtemp(prefix="limen-bench-snapshot-"))
+    workdir = Path(tempfile.mkdtemp(prefix=f"limen-bench-{name}-"))
     try:
         ensure_daemons()
         image = Path(subprocess.run([str(ROOT / "scripts" / "build-guest-image")], check=True, capture_output=True,
                                     text=True).stdout.strip().splitlines()[-1])
         run(args, workdir, image)
     except (BenchError, libvirt.libvirtError, subprocess.CalledProcessError) as e:
-        print(f"snapshot: could not run: {e}", file=sys.stderr)
+        print(f"{name}: could not run: {e}", file=sys.stderr)
         return 1
     finally:
         if args.keep:
@@ -354,6 +355,14 @@ def main() -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     print(f"  ({time.monotonic() - started:.0f} s in all)")
     return 0
+
+
+def main() -> int:
+    def arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--rounds", type=int, default=3)
+        parser.add_argument("--poll", type=float, default=POLL, help="seconds between polls of LIMEN's Operations")
+
+    return guest_main("snapshot", __doc__, run, arguments)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from .changes import Changes
 from .errors import HypervisorUnavailable, LimenError
 from .extensions import cut, db
 from .hypervisor import GuestInfo, Hypervisor
-from .models import CREATING, DELETING, ERROR, LOCAL_HOST, MISSING, VM
+from .models import CREATING, DELETING, ERROR, LOCAL_HOST, MIGRATING, MISSING, VM
 from .periodic import Periodic
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class GuestWatch(Periodic):
         guest's answer (or none yet); write the rows that changed."""
         rows = db.session.execute(
             select(VM.uuid, VM.state, VM.address, VM.guest).where(
-                VM.host_id == self.host_id, VM.state.not_in((CREATING, DELETING, MISSING, ERROR))
+                VM.host_id == self.host_id, VM.state.not_in((CREATING, DELETING, MIGRATING, MISSING, ERROR))
             )
         ).all()
         db.session.commit()  # no database connection held while guests answer

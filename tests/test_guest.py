@@ -214,6 +214,8 @@ def test_the_guest_migrates_live_to_another_host_and_back_in_the_same_boot(guest
             assert not [v for v in pool.listVolumes() if v.startswith(vm_uuid)]
         else:
             assert vm_uuid in here and f"{vm_uuid}.qcow2" in pool.listVolumes()
+            _type, capacity, allocation = pool.storageVolLookupByName(f"{vm_uuid}.qcow2").info()
+            assert allocation < capacity / 2  # copied into a sparse disk, not a preallocated one
     assert guest_limen.ssh(vm_uuid, f"kill {pid}").returncode == 0
 
 

@@ -118,6 +118,18 @@ class Pool:
             raise StorageFailed(f"cannot create disk {name}: {e.get_error_message()}") from None
 
     @translated
+    def create_empty_like(self, name: str, other: "Pool") -> None:
+        """An empty qcow2 volume ``name`` here, of the capacity ``other``'s volume of that name
+        has: what a migration then copies the disk into. (libvirt would make it itself, but
+        fully allocated: the quota's measure of snapshots, and the host's free space, would
+        suffer.)"""
+        capacity = int(other._volume(name).info()[1])
+        try:
+            self._pool().createXML(_volume_xml(name, str(capacity), "B", "qcow2"), 0)
+        except libvirt.libvirtError as e:
+            raise StorageFailed(f"cannot create disk {name}: {e.get_error_message()}") from None
+
+    @translated
     def copy_volume(self, source: str, name: str) -> None:
         """A new qcow2 volume ``name`` holding what ``source`` holds, read through its backing
         chain: a copy that stands on its own (virStorageVolCreateXMLFrom)."""

@@ -137,15 +137,21 @@ def cancel(user: User, vm_uuid: str) -> Operation:
     return op
 
 
-def _prepare(ctx: OpContext, source: runtime.HostRuntime, dest: runtime.HostRuntime) -> None:
-    """LIMEN's pool on the destination, and a copy there of what the VM reads but libvirt does
-    not copy (its seed), each undone if the migration fails."""
+def _prepare(ctx: OpContext, source: runtime.HostRuntime, dest: runtime.HostRuntime, offline: bool) -> None:
+    """LIMEN's pool on the destination, empty disks there for a live migration to fill, and a
+    copy there of what the VM reads but libvirt does not copy (its seed), each undone if the
+    migration fails."""
     ctx.step(f"Preparing {dest.name}'s storage pool")
     try:
         dest.hypervisor.disks.free_bytes()  # defined, built and started if it was not
     except LimenError as e:
         raise DestPoolMissing(f"{DestPoolMissing.sentence} ({e.message})") from None
     directory = source.hypervisor.disks.directory.rstrip("/") + "/"
+    if not offline:  # the disks it writes, empty, for libvirt to copy into
+        for name in [volume_name(ctx.vm_uuid), *source.hypervisor.disks.names(data_volume_prefix(ctx.vm_uuid))]:
+            if dest.hypervisor.disks.size(name) is None:
+                dest.hypervisor.disks.create_empty_like(name, source.hypervisor.disks)
+                ctx.undo(f"delete {name} on {dest.name}", functools.partial(dest.hypervisor.disks.delete_volume, name))
     for path in source.hypervisor.migration.read_only_volumes(ctx.vm_uuid):
         if not path.startswith(directory):
             raise MigrationFailed(f"{path} is not in LIMEN's pool: LIMEN cannot copy it to {dest.name}.")
@@ -224,7 +230,7 @@ def run_migrate(ctx: OpContext) -> None:
     dest_uri, data_uri = _dest_uri(source, dest_row), _data_uri(dest_row)
     bandwidth = int(current_app.config["MIGRATION_BANDWIDTH"])
     db.session.commit()  # no database connection held through the migration
-    _prepare(ctx, source, dest)
+    _prepare(ctx, source, dest, bool(params.get("offline")))
     if params.get("offline"):
         _move_offline(ctx, source, dest)
         return
