@@ -175,7 +175,10 @@ def _dest_uri(source: runtime.HostRuntime, dest_row: Host) -> str | None:
 
 def _data_uri(dest_row: Host) -> str | None:
     """Where the destination takes the migration's data: its address as its URI names it."""
-    return f"tcp://{remote.ssh_endpoint(dest_row.uri)[0]}" if dest_row.uri else None
+    if not dest_row.uri:
+        return None
+    address = remote.ssh_endpoint(dest_row.uri)[0]
+    return f"tcp://[{address}]" if ":" in address else f"tcp://{address}"
 
 
 def _migrate_failed(ctx: OpContext, _err: LimenError) -> None:
