@@ -38,10 +38,10 @@ from pathlib import Path
 import libvirt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from console import BIN, ROOT, BenchError, Limen, free_port, log_tail, remove_pool, wait_until
+from console import ROOT, BenchError, Limen, free_port, log_tail, remove_pool, wait_until
 from guest_boot import banner, first_time, remove_vm
 from remote_console import SCRIPT, post_form
-from snapshot import BOOT_TIMEOUT, SETTLE_TIMEOUT, Api, guest_main, ssh_until
+from snapshot import BOOT_TIMEOUT, SETTLE_TIMEOUT, Api, guest_main, ssh_until, upload_image
 
 OP_TIMEOUT = 900  # seconds for one migration Operation
 POLL = 0.1
@@ -128,12 +128,7 @@ def run(args, workdir: Path, image: Path) -> None:
         known = remote.known_hosts_file(str(workdir), "bench", uri, host_key)
         dest_uri = remote.libvirt_uri(uri, str(limen.instance), known)
         there = libvirt.open(dest_uri)
-
-        env = {**os.environ, "LIMEN_INSTANCE_PATH": str(limen.instance)}
-        out = subprocess.run([str(BIN / "flask"), "--app", "app", "media", "upload", str(image), "--kind", "image",
-                              "--name", "bench image"], cwd=ROOT, env=env, check=True,
-                             capture_output=True, text=True).stdout
-        image_id = int(out.rsplit("(id ", 1)[1].rstrip(")\n"))
+        image_id = upload_image(limen, image)
         api = Api(limen)
         start = time.monotonic()
         created = api("POST", "/vms", {"name": f"bench-migration-{tag}", "vcpus": 1, "memory_mib": 768,

@@ -30,7 +30,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.parse
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import libvirt
@@ -53,7 +53,7 @@ def add_row(limen: Limen, vm_uuid: str, name: str, host_id: int) -> None:
         owner = db.execute("SELECT id FROM user WHERE username = 'admin'").fetchone()[0]
         db.execute("INSERT INTO vm (uuid, name, owner_id, host_id, vcpus, memory_mib, disk_gib, state, created_at) "
                    "VALUES (?, ?, ?, ?, 1, 64, 1, 'shutoff', ?)",
-                   (vm_uuid, name, owner, host_id, datetime.now(timezone.utc).replace(tzinfo=None).isoformat(" ")))
+                   (vm_uuid, name, owner, host_id, datetime.now(UTC).replace(tzinfo=None).isoformat(" ")))
     db.close()
 
 

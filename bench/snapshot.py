@@ -213,6 +213,15 @@ def ensure_daemons() -> None:
     wait_until(answers, 30, "libvirtd to answer on qemu:///system")
 
 
+def upload_image(limen: Limen, image: Path) -> int:
+    """The guest image in LIMEN's library (its CLI's upload, as an admin would): its id."""
+    env = {**os.environ, "LIMEN_INSTANCE_PATH": str(limen.instance)}
+    out = subprocess.run([str(BIN / "flask"), "--app", "app", "media", "upload", str(image), "--kind", "image",
+                          "--name", "bench image"], cwd=ROOT, env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return int(out.rsplit("(id ", 1)[1].rstrip(")\n"))
+
+
 def run(args, workdir: Path, image: Path) -> None:
     tag = secrets.token_hex(3)
     low = free_port()
@@ -226,11 +235,7 @@ def run(args, workdir: Path, image: Path) -> None:
     limen = api = vm_uuid = None
     try:
         limen = Limen(workdir, config)
-        env = {**os.environ, "LIMEN_INSTANCE_PATH": str(limen.instance)}
-        out = subprocess.run([str(BIN / "flask"), "--app", "app", "media", "upload", str(image), "--kind", "image",
-                              "--name", "bench image"], cwd=ROOT, env=env, check=True,
-                             capture_output=True, text=True).stdout
-        image_id = int(out.rsplit("(id ", 1)[1].rstrip(")\n"))
+        image_id = upload_image(limen, image)
         api = Api(limen)
 
         # One guest, booted once and settled.
