@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import audit, remote, runtime
 from .access import Actor, authorize
-from .errors import HostInUse, HostNotFound, LimenError, ValidationFailed
+from .errors import HostInUse, HostNotFound, ValidationFailed
 from .extensions import db
 from .hypervisor.remote import HostFacts
 from .hypervisor.remote import probe as probe_host
@@ -191,11 +191,3 @@ def remove(user: Actor, host_id: int) -> None:
     db.session.commit()
     runtime.get().refresh_hosts()
     remote.forget(current_app.instance_path, host_id)
-
-
-def problem_of(host_id: int) -> str | None:
-    """Why the host's VMs cannot be reached now: it is disabled, or its libvirt does not answer."""
-    try:
-        return runtime.get().host(host_id).sync.problem
-    except LimenError as e:
-        return e.message

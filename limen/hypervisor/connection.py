@@ -170,9 +170,10 @@ class Connection:
     def __init__(self, uri: str, on_domain_event, timeout: float = 5.0):
         self.uri = uri
         self.timeout = timeout
-        # Another host's libvirt (a transport in the scheme: qemu+libssh2://…) that cannot be
-        # reached is HOST_UNREACHABLE; the local one is HYPERVISOR_UNAVAILABLE.
-        self._unavailable = HostUnreachable if "+" in uri.partition(":")[0] else HypervisorUnavailable
+        # Another host's libvirt has a transport in its scheme (qemu+libssh2://…); when it cannot
+        # be reached that is HOST_UNREACHABLE, and the local one's HYPERVISOR_UNAVAILABLE.
+        self.is_local = "+" not in uri.partition(":")[0]
+        self._unavailable = HypervisorUnavailable if self.is_local else HostUnreachable
         self.generation = 0
         self.changed = threading.Condition()  # notified on every lifecycle and reboot event
         self.events = 0  # counts them, under ``changed``
@@ -215,11 +216,6 @@ class Connection:
             if self._conn is None:
                 raise self._unavailable(f"the connection to {self.uri} was lost as it opened")
             return self._conn
-
-    @property
-    def is_local(self) -> bool:
-        """Is this libvirt on this machine (no transport in its URI's scheme)?"""
-        return self._unavailable is HypervisorUnavailable
 
     def answering(self) -> bool:
         """False once the watchdog's question has waited longer than half the deadline."""

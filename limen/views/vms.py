@@ -56,15 +56,16 @@ def _table() -> dict:
     page = vms.table.page(current_user, _view())
     unmanaged, problem = _around(page.view)
     shown = vms.table.digest(page, *_extras(unmanaged, problem))
+    hosts = vms.host_names()
     return dict(
         view=page.view,
         page=page,
         rows=page.rows,
         unmanaged=unmanaged,
         owners=vms.owners(current_user),
-        host_filter=vms.host_names(),
+        host_filter=hosts,
         hypervisor_problem=problem,
-        several_hosts=vms.several_hosts(),
+        several_hosts=bool(hosts),
         version=f"{_seen(token, page.view)}.{page.since}.{shown}",
     )
 
@@ -112,7 +113,7 @@ def rows():
                 "vms/_changed.html",
                 rows=vms.table.changed_rows(current_user, changed),
                 view=now.view,
-                several_hosts=vms.several_hosts(),
+                several_hosts=bool(vms.host_names()),
                 version=f"{_seen(token, view)}.{now.since}.{shown}",
             )
     return render_template("vms/_poll.html", oob_rows=True, **_table())

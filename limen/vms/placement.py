@@ -49,12 +49,9 @@ def place(form: Mapping[str, Any], errors: dict[str, str], *, uses_media: bool) 
         return host, network.validate(form, errors, host.hypervisor)
     if uses_media or len(rt.hosts) == 1:
         return rt.local, network.validate(form, errors, rt.local.hypervisor)
-    ranked = sorted(
-        ((free, -h.id, h) for h in list(rt.hosts.values()) if (free := _free_memory(h)) is not None),
-        key=lambda t: (t[0], t[1]),
-        reverse=True,
-    )
-    for _free, _id, host in ranked:
+    free = {h.id: mib for h in list(rt.hosts.values()) if (mib := _free_memory(h)) is not None}
+    for host_id in sorted(free, key=lambda i: (-free[i], i)):  # most free first; the older host on a tie
+        host = rt.hosts[host_id]
         found: dict[str, str] = {}
         chosen = network.validate(form, found, host.hypervisor)
         if not found:

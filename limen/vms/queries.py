@@ -92,23 +92,19 @@ def hypervisor_problem() -> str | None:
 def host_problems() -> dict[int, str]:
     """Why each other host's VMs cannot be reached now, by host id: it is disabled, or its
     libvirt does not answer (their rows say so, and show the last state seen)."""
-    rt, found = runtime.get(), {}
+    running, found = runtime.get().hosts, {}
     for host_id, name, enabled in db.session.execute(
         select(Host.id, Host.name, Host.enabled).where(Host.id != LOCAL_HOST)
     ):
-        problem = (rt.hosts[host_id].sync.problem if host_id in rt.hosts else None) if enabled else "disabled"
-        if problem:
-            found[host_id] = f"Host {name} {'is disabled' if problem == 'disabled' else 'is unreachable: ' + problem}"
+        if not enabled:
+            found[host_id] = f"Host {name} is disabled"
+        elif host_id in running and (problem := running[host_id].sync.problem):
+            found[host_id] = f"Host {name} is unreachable: {problem}"
     return found
 
 
-def several_hosts() -> bool:
-    """Whether LIMEN has hosts besides the local one (the table then names each VM's)."""
-    return bool(db.session.scalar(select(Host.id).where(Host.id != LOCAL_HOST).limit(1)))
-
-
 def host_names() -> list[str]:
-    """Every host's name, for the table's filter (one host: none to filter by)."""
+    """Every host's name, for the table's host column and filter (one host: none, and no column)."""
     names = list(db.session.scalars(select(Host.name).order_by(Host.id)))
     return names if len(names) > 1 else []
 
