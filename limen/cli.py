@@ -1,6 +1,6 @@
-"""``flask --app app users create|list|set-password|disable|enable``, ``tokens create`` and
-``media upload|register``: the same use cases as the admin pages, run as the host's operator ("cli"
-in the audit log)."""
+"""``flask --app app users create|list|set-password|disable|enable``, ``tokens create``,
+``media upload|register`` and ``hosts list|key|add|disable|enable|remove``: the same use cases as
+the admin pages, run as the host's operator ("cli" in the audit log)."""
 
 import os
 
@@ -8,7 +8,7 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from . import accounts, media
+from . import accounts, hosts, media
 from .access import CLI
 from .accounts import tokens
 from .errors import LimenError, ValidationFailed
@@ -114,3 +114,66 @@ def register(app: Flask) -> None:
         click.echo(f"registered {medium.kind} {medium.name} (id {medium.id})")
 
     app.cli.add_command(media_)
+
+    hosts_ = AppGroup("hosts", help="Manage the libvirt hosts LIMEN drives.")
+
+    def _host_id(name: str) -> int:
+        for status in _run(hosts.listing):
+            if status.host.name == name:
+                return int(status.host.id)
+        raise click.ClickException(f"HOST_NOT_FOUND: there is no host named {name}")
+
+    @hosts_.command("list")
+    def list_hosts():
+        click.echo("name\turi\tstatus\tVMs\tSSH key")
+        for h in _run(hosts.listing):
+            status = "disabled" if not h.host.enabled else h.problem or "reachable"
+            uri = h.host.uri or "(local)"
+            click.echo(f"{h.host.name}\t{uri}\t{status}\t{h.vms}\t{h.fingerprint or '-'}")
+
+    @hosts_.command("key")
+    def key():
+        """The line to put in root's authorized_keys on each host."""
+        click.echo(_run(hosts.public_key))
+
+    @hosts_.command("add")
+    @click.argument("name")
+    @click.argument("uri")
+    @click.option("--host-key", help='The host\'s SSH key ("ssh-ed25519 AAAA…"), when it is known already.')
+    def add(name: str, uri: str, host_key: str | None):
+        """Add the host at URI (qemu+ssh://root@host/system). Without --host-key, LIMEN connects,
+        shows the key the host showed, and adds it once you confirm that it is the host's."""
+        form = {"name": name, "uri": uri, "host_key": host_key}
+        if host_key is None:
+            probe = _run(hosts.probe, form)
+            facts = probe.facts
+            click.echo(f"{facts.hostname}: libvirt {facts.libvirt_version}, {facts.cpus} CPUs, {facts.memory_mib} MiB")
+            click.echo(f"its SSH key: {probe.host_key}\nfingerprint: {probe.fingerprint}")
+            click.confirm("Is this the host's key (ssh-keygen -lf on the host shows it)?", abort=True)
+            form["host_key"] = probe.host_key
+        host = _run(hosts.add, form)
+        click.echo(f"added host {host.name}")
+
+    def _enabled(name: str, enabled: bool) -> None:
+        host = _run(hosts.set_enabled, _host_id(name), enabled)
+        click.echo(f"{host.name} {'enabled' if enabled else 'disabled'}")
+
+    @hosts_.command("disable")
+    @click.argument("name")
+    def disable_host(name: str):
+        """LIMEN lets go of the host and places no VM there; its VMs stay where they are."""
+        _enabled(name, False)
+
+    @hosts_.command("enable")
+    @click.argument("name")
+    def enable_host(name: str):
+        _enabled(name, True)
+
+    @hosts_.command("remove")
+    @click.argument("name")
+    def remove_host(name: str):
+        """Forget a host no VM of LIMEN's lives on; nothing on the host changes."""
+        _run(hosts.remove, _host_id(name))
+        click.echo(f"{name} removed")
+
+    app.cli.add_command(hosts_)

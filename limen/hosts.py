@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import audit, remote, runtime
 from .access import Actor, authorize
-from .errors import HostInUse, HostNotFound, ValidationFailed
+from .errors import HostInUse, HostNotFound, LimenError, ValidationFailed
 from .extensions import db
 from .hypervisor.remote import HostFacts
 from .hypervisor.remote import probe as probe_host
@@ -104,10 +104,22 @@ def _connect(uri: str, host_key: str | None) -> tuple[HostFacts, str | None]:
         shown = remote.pinned_key(known_hosts)
     finally:
         known_hosts.unlink(missing_ok=True)
-    local_uuid = runtime.get().local.hypervisor.host.uuid()
-    if facts.uuid and facts.uuid == local_uuid:
-        raise ValidationFailed({"uri": "That is the host LIMEN runs beside: it is the local host already."})
+    if facts.uuid and (known := _known_as(facts.uuid)):
+        already = "the local host" if known.id == LOCAL_HOST else f"the host {known.name}"
+        raise ValidationFailed({"uri": f"That machine is {already} already, under another URI."})
     return facts, shown
+
+
+def _known_as(host_uuid: str) -> runtime.HostRuntime | None:
+    """The enabled host whose libvirt host UUID is ``host_uuid`` (one that cannot be reached
+    now cannot be asked)."""
+    for host in list(runtime.get().hosts.values()):
+        try:
+            if host.hypervisor.host.uuid() == host_uuid:
+                return host
+        except LimenError:
+            continue
+    return None
 
 
 @audit.refusals("host.probe")

@@ -134,3 +134,17 @@ def test_the_api_lists_hosts_and_tries_one_as_the_page_does(app):
     alice = Api(app, token_for(app, "alice", "alice-password-1"))
     assert alice("GET", "/hosts").status_code == 403
     assert alice("GET", "/hosts/key").status_code == 403
+
+
+def test_the_command_line_lists_hosts_and_refuses_what_the_pages_refuse(app):
+    cli = app.test_cli_runner()
+    assert cli.invoke(args=["hosts", "list"]).output.splitlines()[1] == "local\t(local)\treachable\t0\t-"
+    assert cli.invoke(args=["hosts", "key"]).output.startswith("ssh-ed25519 ")
+    far = cli.invoke(args=["hosts", "add", "far", UNREACHABLE])
+    assert far.exit_code == 1 and "HOST_UNREACHABLE" in far.output
+    bad = cli.invoke(args=["hosts", "add", "far", "http://example.org/"])
+    assert bad.exit_code == 1 and "over SSH" in bad.output
+    local = cli.invoke(args=["hosts", "disable", "local"])
+    assert local.exit_code == 1 and "stays enabled" in local.output
+    assert "HOST_NOT_FOUND" in cli.invoke(args=["hosts", "remove", "mars"]).output
+    assert len(cli.invoke(args=["hosts", "list"]).output.splitlines()) == 2  # nothing was added

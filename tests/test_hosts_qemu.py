@@ -117,6 +117,48 @@ def test_a_host_that_shows_another_key_than_the_one_checked_is_refused(qemu_admi
     assert 'data-host="second"' not in admin.client.get("/admin/hosts").text
 
 
+def test_auto_places_a_vm_on_a_host_that_can_take_it_and_one_machine_is_not_added_twice(
+        qemu_admin, qemu_host, second_host):
+    app, admin = qemu_admin()
+    # Added from the command line this time: the key the host showed, confirmed by its operator.
+    cli = app.test_cli_runner()
+    second_host.authorize(cli.invoke(args=["hosts", "key"]).output)
+    added = cli.invoke(args=["hosts", "add", "second", second_host.uri], input="y\n")
+    assert added.exit_code == 0, added.output
+    assert remote.fingerprint(second_host.host_key) in added.output and "added host second" in added.output
+    assert re.search(rf"^second\t{re.escape(second_host.uri)}\treachable\t0\tSHA256:", cli.invoke(args=["hosts", "list"]).output, re.M)
+    # The same machine under another URI (another scheme here) is named, and not added.
+    again = post(admin, "/admin/hosts/probe", {"name": "again", "uri": second_host.uri.replace("+libssh:", "+ssh:")})
+    assert again.status_code == 422 and "That machine is the host second already" in again.text
+
+    # A libvirt network only the second host has (isolated, with no address: it carries nothing
+    # here): "auto" can only put a VM that asks for it there.
+    port = second_host.uri.rsplit(":", 1)[1].split("/")[0]  # this run's own names
+    name = f"limen-only-{port}"
+    there = libvirt.open(second_host.test_uri)
+    net = there.networkDefineXML(f"<network><name>{name}</name><bridge name='lmo{port}'/></network>")
+    try:
+        net.create()
+        placed = admin.create(name="placed", network=f"network:{name}", memory_mib="64")
+        assert placed.status_code == 201, placed.text[-2000:]
+        admin.wait_state("placed", "running", 60)
+        assert '<td class="host">second</td>' in host_cell(admin, "placed")
+        # No host has room for this disk: the pool of the host tried says so, and nothing is made.
+        too_big = admin.create(name="huge", disk_gib=str(2**20))
+        assert too_big.status_code == 422 and "GiB do not fit" in too_big.text
+        assert find_row(admin.rows(), "huge") is None
+        assert admin.htmx_post(f"/vms/{uuid_in(host_cell(admin, 'placed'))}/delete").status_code == 202
+        wait_until(lambda: find_row(admin.rows(), "placed") is None, 30, "the placed VM to be deleted")
+        assert cli.invoke(args=["hosts", "disable", "second"]).output == "second disabled\n"
+        assert cli.invoke(args=["hosts", "remove", "second"]).output == "second removed\n"
+        assert "second" not in cli.invoke(args=["hosts", "list"]).output
+    finally:
+        if net.isActive():
+            net.destroy()
+        net.undefine()
+        there.close()
+
+
 def migrated_op(app, vm_uuid: str):
     from sqlalchemy import select
 

@@ -154,7 +154,9 @@ def validate(user: User, form: Form) -> VMSpec:
     source = iso or image
     chosen = _profile(form, source.os_kind if source else "linux", errors)
     cloud = _cloud_init(form, errors) if image is not None else None
-    host_runtime, attached = placement.place(form, errors, uses_media=source is not None)
+    host_runtime, attached = placement.place(
+        form, errors, uses_media=source is not None, disk_bytes=(disk_gib or 0) * GIB
+    )
     hv = host_runtime.hypervisor
 
     if not NAME_RE.fullmatch(name):

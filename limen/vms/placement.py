@@ -1,6 +1,7 @@
 """Where a new VM goes: the host the form names, or ("auto", the default) the enabled host with
-the most free memory among those that can take it: reachable, offering the network asked for,
-and, for a VM built on install media, the local host (the media library lives there)."""
+the most free memory among those that can take it: reachable, with room in LIMEN's storage pool
+for the disk asked for, offering the network asked for, and, for a VM built on install media,
+the local host (the media library lives there)."""
 
 from collections.abc import Mapping
 from typing import Any
@@ -21,19 +22,25 @@ def choices() -> list[str]:
     return list(db.session.scalars(select(Host.name).where(Host.enabled).order_by(Host.id)))
 
 
-def _free_memory(host: runtime.HostRuntime) -> int | None:
-    """The host's free memory, or None when it cannot be reached now."""
+def _free_memory(host: runtime.HostRuntime, disk_bytes: int) -> int | None:
+    """The host's free memory, or None when it cannot take the VM now: it cannot be reached,
+    or its pool (made at the first need) cannot be, or has no room for ``disk_bytes``."""
     if host.sync.problem:
         return None
     try:
+        if host.hypervisor.disks.free_bytes() < disk_bytes:
+            return None
         return host.hypervisor.host.free_memory_mib()
     except LimenError:
         return None
 
 
-def place(form: Mapping[str, Any], errors: dict[str, str], *, uses_media: bool) -> tuple[runtime.HostRuntime, str]:
-    """(the host, the network choice) for a new VM; what is wrong goes into ``errors``
-    ("host" or "network"), and then the local host is returned for the rest of the checks."""
+def place(
+    form: Mapping[str, Any], errors: dict[str, str], *, uses_media: bool, disk_bytes: int
+) -> tuple[runtime.HostRuntime, str]:
+    """(the host, the network choice) for a new VM with a disk of ``disk_bytes``; what is wrong
+    goes into ``errors`` ("host" or "network"), and then the local host is returned for the
+    rest of the checks (which name a pool too small, or the host's own problem)."""
     wanted = str(form.get("host", "") or AUTO).strip()
     rt = runtime.get()
     if wanted != AUTO:
@@ -49,12 +56,12 @@ def place(form: Mapping[str, Any], errors: dict[str, str], *, uses_media: bool) 
         return host, network.validate(form, errors, host.hypervisor)
     if uses_media or len(rt.hosts) == 1:
         return rt.local, network.validate(form, errors, rt.local.hypervisor)
-    free = {h.id: mib for h in list(rt.hosts.values()) if (mib := _free_memory(h)) is not None}
+    free = {h.id: mib for h in list(rt.hosts.values()) if (mib := _free_memory(h, disk_bytes)) is not None}
     for host_id in sorted(free, key=lambda i: (-free[i], i)):  # most free first; the older host on a tie
         host = rt.hosts[host_id]
         found: dict[str, str] = {}
         chosen = network.validate(form, found, host.hypervisor)
         if not found:
             return host, chosen
-    # None can: the local host's answer says why (its network, or libvirt unreachable).
+    # None can: the local host's answers say why (its network, its pool, or libvirt unreachable).
     return rt.local, network.validate(form, errors, rt.local.hypervisor)
