@@ -4,12 +4,18 @@ The local host (the configured LIBVIRT_URI) is the first and stays. Another is a
 steps, as a person checks an SSH host's key: ``probe`` connects for the first time, and answers
 what the host is and the key it showed; ``add`` keeps the host with that key, after connecting
 once more with only that key accepted. From then on LIMEN refuses the host if it shows another
-key (limen.remote). A host's VMs and its pinned key are never shown to non-admins.
+key (limen.remote). A TLS host comes with the CA that signed its certificate, and a client
+certificate and key: ``probe`` checks and connects with them, and ``add`` keeps them (the page
+passes the probe's staged copy on; the API may give them again). A host's VMs, its pinned key
+and its certificates are never shown to non-admins.
 """
 
+import re
 import secrets
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from flask import current_app
@@ -34,6 +40,7 @@ class HostStatus:
     vms: int
     problem: str | None  # why LIMEN cannot reach it now (None: it can, or it is disabled)
     fingerprint: str | None  # of its pinned SSH key
+    ca: remote.CAFacts | None  # a TLS host's CA
 
 
 @dataclass(frozen=True)
@@ -41,8 +48,10 @@ class Probe:
     name: str
     uri: str
     facts: HostFacts
-    host_key: str  # what it showed at first contact: "ssh-ed25519 AAAA…"
-    fingerprint: str
+    host_key: str | None  # what an SSH host showed at first contact: "ssh-ed25519 AAAA…"
+    fingerprint: str | None
+    ca: remote.CAFacts | None = None  # a TLS host's CA, and
+    staged: str | None = None  # where its certificates wait for the add (``tls_staged``)
 
 
 def listing(user: Actor) -> list[HostStatus]:
@@ -56,6 +65,7 @@ def listing(user: Actor) -> list[HostStatus]:
             counts.get(h.id, 0),
             running[h.id].sync.problem if h.id in running else None,
             remote.fingerprint(h.host_key) if h.host_key else None,
+            remote.ca_facts(remote.tls_dir(current_app.instance_path, h.id)) if remote.is_tls(h.uri or "") else None,
         )
         for h in hosts
     ]
@@ -93,17 +103,20 @@ def _validate(form: Mapping[str, Any]) -> tuple[str, str]:
     return name, uri
 
 
-def _connect(uri: str, host_key: str | None) -> tuple[HostFacts, str | None]:
-    """Open the host with ``host_key`` the only key accepted, or (None) at first contact:
-    what it is and the key it showed."""
+def _connect(uri: str, host_key: str | None, pki: Path | None = None) -> tuple[HostFacts, str | None]:
+    """Open an SSH host with ``host_key`` the only key accepted, or (None) at first contact,
+    or a TLS host with the certificates in ``pki``: what it is and the key it showed."""
     path = current_app.instance_path
-    known_hosts = remote.known_hosts_file(path, f"probe-{secrets.token_hex(8)}", uri, host_key)
-    try:
-        libvirt_uri = remote.libvirt_uri(uri, path, known_hosts, first_contact=host_key is None)
-        facts = probe_host(libvirt_uri, PROBE_SECONDS)
-        shown = remote.pinned_key(known_hosts)
-    finally:
-        known_hosts.unlink(missing_ok=True)
+    if pki is not None:
+        facts, shown = probe_host(remote.tls_uri(uri, pki), PROBE_SECONDS), None
+    else:
+        known_hosts = remote.known_hosts_file(path, f"probe-{secrets.token_hex(8)}", uri, host_key)
+        try:
+            libvirt_uri = remote.libvirt_uri(uri, path, known_hosts, first_contact=host_key is None)
+            facts = probe_host(libvirt_uri, PROBE_SECONDS)
+            shown = remote.pinned_key(known_hosts)
+        finally:
+            known_hosts.unlink(missing_ok=True)
     if facts.uuid and (known := _known_as(facts.uuid)):
         already = "the local host" if known.id == LOCAL_HOST else f"the host {known.name}"
         raise ValidationFailed({"uri": f"That machine is {already} already, under another URI."})
@@ -128,10 +141,34 @@ def probe(user: Actor, form: Mapping[str, Any]) -> Probe:
     to check before adding it. Nothing is kept."""
     authorize(user, "host.manage")
     name, uri = _validate(form)
+    if remote.is_tls(uri):
+        pki = _certificates(form)
+        try:
+            facts, _ = _connect(uri, None, pki)
+        except LimenError:
+            shutil.rmtree(pki, ignore_errors=True)
+            raise
+        return Probe(name, uri, facts, None, None, remote.ca_facts(pki), pki.name.removeprefix("staged-"))
     facts, shown = _connect(uri, None)
     if shown is None:
         raise ValidationFailed({"uri": "The host showed no SSH key LIMEN could read."})
     return Probe(name, uri, facts, shown, remote.fingerprint(shown))
+
+
+def _certificates(form: Mapping[str, Any]) -> Path:
+    """A TLS host's certificates, staged: those a connection test staged (``tls_staged``), or
+    those the form gives, checked."""
+    staged = str(form.get("tls_staged", "") or "")
+    if staged:
+        pki = remote.tls_dir(current_app.instance_path, f"staged-{staged}")
+        if not re.fullmatch(r"[0-9a-f]{16}", staged) or not pki.is_dir():
+            raise ValidationFailed({"tls_staged": "Those certificates are gone: test the connection again."})
+        return pki
+    pems = [str(form.get(field, "") or "").strip() for field in ("ca_cert", "client_cert", "client_key")]
+    errors = remote.tls_problems(*pems)
+    if errors:
+        raise ValidationFailed(errors)
+    return remote.stage_tls(current_app.instance_path, *pems)
 
 
 @audit.refusals("host.add")
@@ -140,6 +177,8 @@ def add(user: Actor, form: Mapping[str, Any]) -> Host:
     connected to once more with only that key accepted, so the key kept is the one checked."""
     authorize(user, "host.manage")
     name, uri = _validate(form)
+    if remote.is_tls(uri):
+        return _add_tls(user, name, uri, _certificates(form))
     host_key = str(form.get("host_key", "") or "").strip()
     fields = host_key.split()
     if len(fields) != 2 or len(host_key) > 1024:
@@ -157,6 +196,29 @@ def add(user: Actor, form: Mapping[str, Any]) -> Host:
     except IntegrityError:  # the same name or URI, added meanwhile
         db.session.rollback()
         raise ValidationFailed({"name": f"A host is named {name}, or is at {uri}, already."}) from None
+    runtime.get().refresh_hosts()
+    return host
+
+
+def _add_tls(user: Actor, name: str, uri: str, pki: Path) -> Host:
+    """Keep a TLS host, once it answered with the certificates staged in ``pki``, which become its."""
+    try:
+        _connect(uri, None, pki)
+        host = Host(name=name, uri=uri)
+        db.session.add(host)
+        db.session.flush()
+        host_id = host.id
+        ca = remote.ca_facts(pki)
+        audit.record("host.add", actor=user, target=name, detail=f"{uri} CA {ca.fingerprint if ca else '?'}")
+        remote.keep_tls(pki, current_app.instance_path, host_id)
+        try:
+            db.session.commit()
+        except IntegrityError:  # the same name or URI, added meanwhile
+            db.session.rollback()
+            remote.forget(current_app.instance_path, host_id)
+            raise ValidationFailed({"name": f"A host is named {name}, or is at {uri}, already."}) from None
+    finally:
+        shutil.rmtree(pki, ignore_errors=True)  # gone if kept
     runtime.get().refresh_hosts()
     return host
 

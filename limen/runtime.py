@@ -22,7 +22,7 @@ from .changes import Changes
 from .errors import HostDisabled, LimenError
 from .extensions import db
 from .guests import GuestWatch
-from .hypervisor import Hypervisor, SSHTarget, event_loop_alive
+from .hypervisor import VNCTLS, Hypervisor, SSHTarget, event_loop_alive
 from .metrics import Metrics
 from .models import LOCAL_HOST, VM
 from .models import Host as HostRow
@@ -99,8 +99,12 @@ class Runtime:
 
     def _build(self, row: HostRow) -> HostRuntime:
         cfg, path = self.app.config, self.app.instance_path
-        uri, ssh = cfg["LIBVIRT_URI"], None
-        if not row.local:
+        uri, ssh, tls = cfg["LIBVIRT_URI"], None, None
+        if remote.is_tls(row.uri or ""):
+            pki = remote.tls_dir(path, row.id)
+            uri = remote.tls_uri(row.uri or "", pki)
+            tls = VNCTLS(remote.ssh_endpoint(row.uri or "")[0], pki)
+        elif not row.local:
             known_hosts = remote.known_hosts_file(path, row.id, row.uri or "", row.host_key)
             uri = remote.libvirt_uri(row.uri or "", path, known_hosts)
             host, port, user = remote.ssh_endpoint(row.uri or "")
@@ -118,6 +122,7 @@ class Runtime:
             on_domain_event=lambda uuid: sync.notify(uuid),
             timeout=float(cfg["LIBVIRT_TIMEOUT"]),
             ssh=ssh,
+            tls=tls,
         )
         sync = StateSync(self.app, hypervisor, self.changes, cfg["RESYNC_INTERVAL"], self.metrics.event_lag, row.id)
         return HostRuntime(

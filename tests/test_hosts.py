@@ -1,6 +1,7 @@
 """Hosts, as far as libvirt's test driver shows them (fast tier): the Hosts page, what a host's
 URI may be, a host that cannot be reached, LIMEN's key pair, placement on the local host, and
-what only admins may see. A real second host (over SSH) is in test_hosts_qemu.py."""
+what only admins may see. A real second host is in test_hosts_qemu.py (over SSH) and
+test_hosts_tls_qemu.py (over TLS)."""
 import os
 import stat
 from pathlib import Path
@@ -58,6 +59,7 @@ def test_a_host_uri_limen_cannot_use_is_refused_with_a_reason_and_nothing_is_kep
         "qemu+ssh://root@bad_host!/system": "Name the host",
         "qemu+ssh://root@host.example:99999/system": "port",
         "qemu+ssh://" + "a" * 250 + "/system": "At most 255",
+        "qemu+tls://root@host.example/system": "No user@",
     }
     for uri, reason in cases.items():
         answer = post(admin, "/admin/hosts/probe", data={"name": "other", "uri": uri})
@@ -67,7 +69,7 @@ def test_a_host_uri_limen_cannot_use_is_refused_with_a_reason_and_nothing_is_kep
     assert post(admin, "/admin/hosts/probe", data={"name": "LOCAL", "uri": UNREACHABLE}).status_code == 422
     assert host_count(app) == 1
     for good in ("qemu+ssh://root@host.example/system", "qemu+libssh://10.0.0.2:2222/system",
-                 "qemu+ssh://admin@[::1]:22/system"):
+                 "qemu+ssh://admin@[::1]:22/system", "qemu+tls://host.example/system"):
         assert remote.uri_problem(good) is None, good
 
 
@@ -122,7 +124,7 @@ def test_the_api_lists_hosts_and_tries_one_as_the_page_does(app):
     listed = api("GET", "/hosts")
     assert listed.status_code == 200
     assert listed.json == [{"id": 1, "name": "local", "uri": None, "local": True, "enabled": True, "vms": 0,
-                            "problem": None, "fingerprint": None}]
+                            "problem": None, "fingerprint": None, "ca": None}]
     key = api("GET", "/hosts/key").json["public_key"]
     assert key.startswith("ssh-ed25519 ") and key.endswith(" limen")
     tried = api("POST", "/hosts/probe", {"name": "far", "uri": UNREACHABLE})
@@ -148,3 +150,30 @@ def test_the_command_line_lists_hosts_and_refuses_what_the_pages_refuse(app):
     assert local.exit_code == 1 and "stays enabled" in local.output
     assert "HOST_NOT_FOUND" in cli.invoke(args=["hosts", "remove", "mars"]).output
     assert len(cli.invoke(args=["hosts", "list"]).output.splitlines()) == 2  # nothing was added
+
+
+def test_a_tls_host_needs_a_ca_a_client_certificate_and_its_key_each_checked_before_any_connection(app):
+    from fixtures.hosts import make_pki
+
+    pki = make_pki()
+    api = Api(app, token_for(app, "admin", admin_password(app)))
+    tls = "qemu+tls://127.0.0.1:1/system"  # nothing listens there
+    missing = api("POST", "/hosts/probe", {"name": "far", "uri": tls})
+    assert missing.status_code == 422
+    assert set(missing.json["error"]["details"]["fields"]) == {"ca_cert", "client_cert", "client_key"}
+    given = {"name": "far", "uri": tls, **{f: pki[f] for f in ("ca_cert", "client_cert", "client_key")}}
+    swapped = api("POST", "/hosts", {**given, "ca_cert": pki["client_cert"], "client_key": pki["server_key"]})
+    assert swapped.json["error"]["details"]["fields"] == {
+        "client_cert": "This CA did not sign the client certificate.",
+        "client_key": "This key is not the client certificate's.",
+    }
+    encrypted = api("POST", "/hosts", {**given, "client_key": "-----BEGIN ENCRYPTED PRIVATE KEY-----\nxx\n"})
+    assert encrypted.json["error"]["details"]["fields"]["client_key"] == (
+        "That is not an unencrypted private key in PEM form.")
+    gone = api("POST", "/hosts", {"name": "far", "uri": tls, "tls_staged": "0123456789abcdef"})
+    assert "test the connection again" in gone.json["error"]["details"]["fields"]["tls_staged"]
+    unreachable = api("POST", "/hosts", given)
+    assert unreachable.status_code == 503 and unreachable.json["error"]["code"] == "HOST_UNREACHABLE"
+    assert host_count(app) == 1
+    tls_dir = Path(app.instance_path) / "tls"
+    assert not tls_dir.exists() or not any(tls_dir.iterdir())  # nothing of theirs kept

@@ -25,9 +25,11 @@ from .states import ACTIVE_STATES, DomainState
 from .tunnel import SSHTarget, Tunnel
 from .vm_disks import Disk, VMDisks
 from .vm_nics import Interface, VMNics
+from .vnc_tls import VNCTLS
 
 __all__ = [
     "ACTIVE_STATES",
+    "VNCTLS",
     "Attachment",
     "Counters",
     "Disk",
@@ -65,17 +67,20 @@ class Hypervisor:
         on_domain_event: Callable[[str | None], None] | None = None,
         timeout: float = 5.0,
         ssh: SSHTarget | None = None,
+        tls: VNCTLS | None = None,
     ):
         self.uri = uri
         self.connection = Connection(uri, on_domain_event or (lambda uuid: None), timeout)
         self.host = Host(self.connection, domain_type)
         self.disks = Pool(self.connection, disk_pool, disk_dir)
         self.media = Pool(self.connection, media_pool, media_dir)
-        self.domains = Domains(self.connection, self.host, self.disks, self.media, network, cpu_mode)
+        # A TLS host's VNC servers listen where its qemu.conf says, and speak TLS; others' on 127.0.0.1.
+        vnc_listen = None if tls else "127.0.0.1"
+        self.domains = Domains(self.connection, self.host, self.disks, self.media, network, cpu_mode, vnc_listen)
         self.vm_disks = VMDisks(self.connection, self.disks)
         self.vm_nics = VMNics(self.connection)
         self.tunnel = Tunnel(ssh) if ssh is not None else None  # another host's, for its consoles
-        self.display = Display(self.connection, self.tunnel)
+        self.display = Display(self.connection, self.tunnel, tls)
         self.serial = Serial(self.connection)
         self.snapshots = Snapshots(self.connection)
         self.migration = Migration(self.connection)

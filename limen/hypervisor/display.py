@@ -11,31 +11,41 @@ from ..errors import HypervisorError, VMNotRunning, VNCUnreachable
 from . import domain_xml
 from .connection import Connection, is_error, translated
 from .tunnel import Channel, Tunnel
+from .vnc_tls import VNCTLS, TLSStream, negotiate
 
 
 class Display:
-    def __init__(self, connection: Connection, tunnel: Tunnel | None = None):
+    def __init__(self, connection: Connection, tunnel: Tunnel | None = None, tls: VNCTLS | None = None):
         self.connection = connection
-        self.tunnel = tunnel  # another host's: its VNC servers are reached through SSH
+        self.tunnel = tunnel  # an SSH host's: its VNC servers are reached through SSH
+        self.tls = tls  # a TLS host's: its VNC servers speak TLS (limen.hypervisor.vnc_tls)
 
-    def _connect(self, target: tuple[str, int], timeout: float) -> socket.socket | Channel:
+    def _connect(self, target: tuple[str, int], timeout: float) -> socket.socket | Channel | TLSStream:
         if self.tunnel is not None:
             return self.tunnel.open(target, timeout)
         sock = socket.create_connection(target, timeout=timeout)
-        sock.settimeout(None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            try:
+                stream = negotiate(sock, self.tls)  # within the connect's timeout
+            except OSError as e:
+                sock.close()
+                raise VNCUnreachable(f"{target[0]}:{target[1]}: {e}") from None
+            sock.settimeout(None)
+            return stream
+        sock.settimeout(None)
         return sock
 
     @translated
-    def open(self, uuid: str, timeout: float) -> socket.socket | Channel:
+    def open(self, uuid: str, timeout: float) -> socket.socket | Channel | TLSStream:
         """A connected socket to the running domain's VNC server.
 
         On a local connection libvirt hands over a socket of its own (openGraphicsFD), so no
         TCP port is involved; elsewhere LIMEN connects to the listen address and live port from
-        the domain XML (on another host: through an SSH channel), retrying briefly while QEMU
-        opens it."""
+        the domain XML (on an SSH host: through an SSH channel; on a TLS host: through QEMU's
+        TLS), retrying briefly while QEMU opens it."""
         dom = self.connection.get().lookupByUUIDString(uuid)
-        if self.tunnel is None:  # over SSH, asking would end libvirt's connection
+        if self.connection.is_local:  # elsewhere, asking would end libvirt's connection
             try:
                 fd = dom.openGraphicsFD(0, libvirt.VIR_DOMAIN_OPEN_GRAPHICS_SKIPAUTH)
                 return socket.socket(fileno=fd)
@@ -47,9 +57,14 @@ class Display:
                     libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
                 ):  # a driver with no fd passing (the test driver)
                     raise VNCUnreachable(e.get_error_message()) from None
-        target = domain_xml.vnc_address(dom.XMLDesc(0))
+        target = domain_xml.vnc_address(dom.XMLDesc(0), self.tls.host if self.tls else "127.0.0.1")
         if target is None:
             raise VNCUnreachable("the VM has no VNC display")
+        if self.tls is not None and _loopback(target[0]) and not self.tls.loopback():
+            raise VNCUnreachable(
+                f"its VNC server listens on {self.tls.host}'s loopback address only: set vnc_listen "
+                "(and vnc_tls) in that host's qemu.conf"
+            )
         deadline = time.monotonic() + timeout
         while True:
             seen = self.connection.events
@@ -126,3 +141,7 @@ def png_from_ppm(ppm: bytes) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 1)) + chunk(b"IEND", b"")
+
+
+def _loopback(address: str) -> bool:
+    return address in ("localhost", "::1") or address.startswith("127.")

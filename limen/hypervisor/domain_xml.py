@@ -30,6 +30,7 @@ class DomainSpec:
     boot_cdrom: bool = False
     cdrom_bus: str = "sata"  # scsi (virtio-scsi), sata or ide
     max_vcpus: int = 0  # up to which vCPUs can be plugged in while it runs (0: vcpus)
+    vnc_listen: str | None = "127.0.0.1"  # None: where the host's qemu.conf says (vnc_listen)
 
 
 @dataclass(frozen=True)
@@ -119,9 +120,13 @@ def build(spec: DomainSpec) -> str:
         _sub(devices, "controller", type="pci", index=0, model="pcie-root")
         for index in range(1, PCIE_ROOT_PORTS + 1):
             _sub(devices, "controller", type="pci", index=index, model="pcie-root-port")
-    # VNC only on the loopback address; a free port is chosen by libvirt when the VM starts.
+    # VNC only on the loopback address (a TLS host's own qemu.conf says where its VNC servers,
+    # speaking TLS, listen); a free port is chosen by libvirt when the VM starts.
     graphics = _sub(devices, "graphics", type="vnc", port="-1", autoport="yes")
-    _sub(graphics, "listen", type="address", address="127.0.0.1")
+    if spec.vnc_listen:
+        _sub(graphics, "listen", type="address", address=spec.vnc_listen)
+    else:
+        _sub(graphics, "listen", type="address")
     video = _sub(devices, "video")
     _sub(video, "model", type="vga")
     _sub(devices, "input", type="tablet", bus="usb")
@@ -352,19 +357,41 @@ def firmware_offered(domain_capabilities_xml: str) -> set[str]:
     return {v.text for v in caps.findall("./os/enum[@name='firmware']/value") if v.text is not None}
 
 
-def vnc_address(xml: str) -> tuple[str, int] | None:
+def with_vnc_listen(xml: str, listen: str | None) -> str:
+    """The domain XML with its VNC server listening at ``listen`` (None: where the host's
+    qemu.conf says): for a domain that moves to a host whose VNC servers listen otherwise."""
+    root = ET.fromstring(xml)
+    for graphics in root.findall("./devices/graphics[@type='vnc']"):
+        graphics.attrib.pop("listen", None)
+        for old in graphics.findall("listen"):
+            graphics.remove(old)
+        graphics.insert(0, ET.Element("listen", {"type": "address", **({"address": listen} if listen else {})}))
+    return ET.tostring(root, encoding="unicode")
+
+
+def vnc_listen(xml: str) -> str | None:
+    """The address a domain definition's VNC server listens at (None: where qemu.conf says)."""
+    graphics = ET.fromstring(xml).find("./devices/graphics[@type='vnc']")
+    return _listen(graphics) if graphics is not None else None
+
+
+def _listen(graphics: ET.Element) -> str | None:
+    listen = graphics.find("listen[@type='address']")
+    return (listen.get("address") if listen is not None else None) or graphics.get("listen")
+
+
+def vnc_address(xml: str, everywhere: str = "127.0.0.1") -> tuple[str, int] | None:
     """(address, port) of a running domain's VNC server, from its live XML; None without one.
-    A server listening on every address is reached on the loopback address."""
+    A server listening on every address is reached at ``everywhere`` (its host's name)."""
     graphics = ET.fromstring(xml).find("./devices/graphics[@type='vnc']")
     if graphics is None:
         return None
     port = int(graphics.get("port", "-1"))
     if port <= 0:
         return None
-    listen = graphics.find("listen[@type='address']")
-    address = (listen.get("address") if listen is not None else None) or graphics.get("listen")
+    address = _listen(graphics)
     if address in (None, "", "0.0.0.0", "::"):
-        address = "127.0.0.1"
+        address = everywhere
     return address, port
 
 

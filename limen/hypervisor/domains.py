@@ -30,9 +30,18 @@ _QEMU_PAUSES = {
 
 
 class Domains:
-    def __init__(self, connection: Connection, host: Host, disks: Pool, media: Pool, network: str, cpu_mode: str = ""):
+    def __init__(
+        self,
+        connection: Connection,
+        host: Host,
+        disks: Pool,
+        media: Pool,
+        network: str,
+        cpu_mode: str = "",
+        vnc_listen: str | None = "127.0.0.1",
+    ):
         self.connection, self.host, self.disks, self.media = connection, host, disks, media
-        self.network, self.cpu_mode = network, cpu_mode
+        self.network, self.cpu_mode, self.vnc_listen = network, cpu_mode, vnc_listen
 
     def _dom(self, uuid: str) -> libvirt.virDomain:
         return self.connection.get().lookupByUUIDString(uuid)
@@ -95,6 +104,7 @@ class Domains:
             cdrom_path=cdrom,
             boot_cdrom=boot_cdrom,
             max_vcpus=self.host.limits().cpus,  # more can be plugged in while it runs, up to the host's
+            vnc_listen=self.vnc_listen,
             **devices,
         )
         self.connection.get().defineXML(domain_xml.build(spec))
@@ -141,6 +151,12 @@ class Domains:
     def restore(self, xml: str) -> None:
         """Define a domain again as ``definition`` gave it."""
         self.connection.get().defineXML(xml)
+
+    @translated
+    def adopt(self, xml: str) -> None:
+        """Define a domain that comes from another host (its ``definition``), its VNC server
+        listening as this host's do."""
+        self.connection.get().defineXML(domain_xml.with_vnc_listen(xml, self.vnc_listen))
 
     @translated
     def resources(self, uuid: str, live: bool = False) -> domain_xml.Resources:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import libvirt
 
 from ..errors import InvalidState, VMNotFound
+from . import domain_xml
 from .connection import Connection, translated
 
 LIVE = (
@@ -68,18 +69,31 @@ class Migration:
 
     @translated
     def migrate(
-        self, uuid: str, dest: Connection, dest_uri: str | None, data_uri: str | None, bandwidth_mib: int = 0
+        self,
+        uuid: str,
+        dest: Connection,
+        dest_uri: str | None,
+        data_uri: str | None,
+        bandwidth_mib: int = 0,
+        vnc_listen: str | None = "127.0.0.1",
     ) -> None:
         """Move the running domain to ``dest``, live, with its disks; returns when it runs there
         (and is gone from here). With ``dest_uri`` (a URI this host's libvirtd can open) it is
         peer to peer; without, managed over both connections. ``data_uri`` is where the
-        destination takes the data (tcp://address); ``bandwidth_mib`` caps it (MiB/s, 0: no cap)."""
+        destination takes the data (tcp://address); ``bandwidth_mib`` caps it (MiB/s, 0: no
+        cap). Its VNC server listens there at ``vnc_listen``, as the destination's VMs do."""
         dom = self.connection.get().lookupByUUIDString(uuid)
         if not dom.isActive():
             raise InvalidState("Only a running VM migrates live.")
         params: dict[str, str | int] = {libvirt.VIR_MIGRATE_PARAM_URI: data_uri} if data_uri else {}
         if bandwidth_mib:
             params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = bandwidth_mib
+        secure = libvirt.VIR_DOMAIN_XML_SECURE
+        persistent = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | secure)
+        if domain_xml.vnc_listen(persistent) != vnc_listen:
+            live = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE | secure)
+            params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = domain_xml.with_vnc_listen(live, vnc_listen)
+            params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = domain_xml.with_vnc_listen(persistent, vnc_listen)
         if dest_uri is not None:
             dom.migrateToURI3(dest_uri, params, LIVE | libvirt.VIR_MIGRATE_PEER2PEER)
         else:

@@ -6,7 +6,21 @@ URI = {
     "type": "string",
     "minLength": 1,
     "maxLength": 255,
-    "description": "its libvirt URI over SSH, with no query: qemu+ssh://root@host.example/system",
+    "description": "its libvirt URI, with no query: qemu+ssh://root@host.example/system or qemu+tls://host.example/system",
+}
+PEM = {"type": "string", "maxLength": 16384}
+TLS_FIELDS = {
+    "ca_cert": {**PEM, "description": "a qemu+tls host's: the CA that signed its certificate (PEM)"},
+    "client_cert": {**PEM, "description": "a qemu+tls host's: the client certificate it accepts (PEM)"},
+    "client_key": {**PEM, "description": "a qemu+tls host's: that certificate's key, unencrypted (PEM)"},
+}
+CA = {
+    "type": ["object", "null"],
+    "description": "a TLS host's CA",
+    "properties": {
+        "subject": {"type": "string"},
+        "fingerprint": {"type": "string", "description": "SHA256, as openssl x509 -fingerprint -sha256 shows it"},
+    },
 }
 HOST_KEY = {
     "type": "string",
@@ -15,7 +29,7 @@ HOST_KEY = {
 }
 HOST = {
     "type": "object",
-    "required": ["id", "name", "uri", "local", "enabled", "vms", "problem", "fingerprint"],
+    "required": ["id", "name", "uri", "local", "enabled", "vms", "problem", "fingerprint", "ca"],
     "properties": {
         "id": {"type": "integer"},
         "name": {"type": "string"},
@@ -25,18 +39,19 @@ HOST = {
         "vms": {"type": "integer", "description": "how many of LIMEN's VMs live there"},
         "problem": {"type": ["string", "null"], "description": "why LIMEN cannot reach it now"},
         "fingerprint": {"type": ["string", "null"], "description": "the SHA256 fingerprint of its pinned SSH key"},
+        "ca": CA,
     },
 }
 HOST_PROBE = {
     "type": "object",
     "additionalProperties": False,
     "required": ["name", "uri"],
-    "properties": {"name": NAME, "uri": URI},
+    "properties": {"name": NAME, "uri": URI, **TLS_FIELDS},
     "examples": [{"name": "rack-2", "uri": "qemu+ssh://root@127.0.0.1:1/system"}],
 }
 PROBE = {
     "type": "object",
-    "required": ["name", "uri", "hostname", "libvirt_version", "cpus", "memory_mib", "host_key", "fingerprint"],
+    "required": ["name", "uri", "hostname", "libvirt_version", "cpus", "memory_mib", "host_key", "fingerprint", "ca"],
     "properties": {
         "name": {"type": "string"},
         "uri": {"type": "string"},
@@ -44,15 +59,32 @@ PROBE = {
         "libvirt_version": {"type": "string"},
         "cpus": {"type": "integer"},
         "memory_mib": {"type": "integer"},
-        "host_key": {"type": "string", "description": "the key it showed: pass it to POST /hosts once checked"},
-        "fingerprint": {"type": "string", "description": "check it on the host: ssh-keygen -lf <its host key>"},
+        "host_key": {
+            "type": ["string", "null"],
+            "description": "the key an SSH host showed: pass it to POST /hosts once checked",
+        },
+        "fingerprint": {
+            "type": ["string", "null"],
+            "description": "check it on the host: ssh-keygen -lf <its host key>",
+        },
+        "ca": CA,
+        "tls_staged": {
+            "type": ["string", "null"],
+            "description": "a TLS host's certificates, kept for an hour: POST /hosts may pass this instead of them",
+        },
     },
 }
 HOST_ADD = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["name", "uri", "host_key"],
-    "properties": {"name": NAME, "uri": URI, "host_key": HOST_KEY},
+    "required": ["name", "uri"],
+    "properties": {
+        "name": NAME,
+        "uri": URI,
+        "host_key": {**HOST_KEY, "description": f"an SSH host's: {HOST_KEY['description']}"},
+        **TLS_FIELDS,
+        "tls_staged": {"type": "string", "maxLength": 16, "description": "a TLS host's: what POST /hosts/probe staged"},
+    },
     "examples": [
         {
             "name": "rack-2",

@@ -1,6 +1,7 @@
 """/api/v1/hosts (admins): the hosts LIMEN manages, as on the Hosts page, and moving a VM to
 another. Adding a host is two calls, as a person checks an SSH key: POST /hosts/probe answers
-what the host is and the key it showed; POST /hosts keeps the host with that key pinned."""
+what the host is and the key it showed; POST /hosts keeps the host with that key pinned. A TLS
+host's certificates go with both (or, to POST /hosts, the probe's ``tls_staged``)."""
 
 from flask import g, jsonify, request
 
@@ -32,7 +33,12 @@ def _host(s: hosts.HostStatus) -> dict:
         "vms": s.vms,
         "problem": s.problem,
         "fingerprint": s.fingerprint,
+        "ca": _ca(s.ca),
     }
+
+
+def _ca(ca) -> dict | None:
+    return {"subject": ca.subject, "fingerprint": ca.fingerprint} if ca else None
 
 
 def _one(host_id: int) -> dict:
@@ -63,6 +69,8 @@ def probe_host():
         memory_mib=f.memory_mib,
         host_key=p.host_key,
         fingerprint=p.fingerprint,
+        ca=_ca(p.ca),
+        tls_staged=p.staged,
     )
 
 

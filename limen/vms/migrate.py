@@ -162,15 +162,14 @@ def _prepare(ctx: OpContext, source: runtime.HostRuntime, dest: runtime.HostRunt
             ctx.undo(f"delete {name} on {dest.name}", functools.partial(dest.hypervisor.disks.delete_volume, name))
 
 
-def _dest_uri(source: runtime.HostRuntime, dest_row: Host) -> str | None:
+def _dest_uri(source: runtime.HostRuntime, dest: runtime.HostRuntime) -> str | None:
     """The URI the source's libvirtd opens the destination with (peer to peer), or None when
     LIMEN drives the migration itself: the local libvirtd reads LIMEN's key and the
-    destination's pinned key; another host's could not."""
-    if not source.hypervisor.connection.is_local or dest_row.uri is None:
+    destination's pinned key (or its certificates) as LIMEN's own URI for it names them;
+    another host's could not."""
+    if not source.hypervisor.connection.is_local or dest.hypervisor.connection.is_local:
         return None
-    path = current_app.instance_path
-    known_hosts = remote.known_hosts_file(path, dest_row.id, dest_row.uri, dest_row.host_key)
-    return remote.libvirt_uri(dest_row.uri, path, known_hosts)
+    return dest.hypervisor.uri
 
 
 def _data_uri(dest_row: Host) -> str | None:
@@ -230,7 +229,7 @@ def run_migrate(ctx: OpContext) -> None:
     source, dest = runtime.get().host(params["from"]), runtime.get().host(params["to"])
     dest_row = db.session.get(Host, params["to"])
     assert dest_row is not None, "a host is not removed while a VM moves to it"
-    dest_uri, data_uri = _dest_uri(source, dest_row), _data_uri(dest_row)
+    dest_uri, data_uri = _dest_uri(source, dest), _data_uri(dest_row)
     bandwidth = int(current_app.config["MIGRATION_BANDWIDTH"])
     db.session.commit()  # no database connection held through the migration
     _prepare(ctx, source, dest, bool(params.get("offline")))
@@ -242,7 +241,14 @@ def run_migrate(ctx: OpContext) -> None:
 
     def move() -> None:
         try:
-            source.hypervisor.migration.migrate(ctx.vm_uuid, dest.hypervisor.connection, dest_uri, data_uri, bandwidth)
+            source.hypervisor.migration.migrate(
+                ctx.vm_uuid,
+                dest.hypervisor.connection,
+                dest_uri,
+                data_uri,
+                bandwidth,
+                dest.hypervisor.domains.vnc_listen,
+            )
         except LimenError as e:
             failure.append(e)
 
@@ -287,7 +293,7 @@ def _move_offline(ctx: OpContext, source: runtime.HostRuntime, dest: runtime.Hos
         disks.copy_to(name, dest.hypervisor.disks)
         ctx.undo(f"delete {name} on {dest.name}", functools.partial(dest.hypervisor.disks.delete_volume, name))
     ctx.step(f"Defining it on {dest.name}")
-    dest.hypervisor.domains.restore(source.hypervisor.domains.definition(uuid))
+    dest.hypervisor.domains.adopt(source.hypervisor.domains.definition(uuid))
     ctx.undo(f"remove its definition on {dest.name}", functools.partial(dest.hypervisor.domains.undefine, uuid))
     if source.hypervisor.domains.autostart(uuid):
         dest.hypervisor.domains.set_autostart(uuid, True)
