@@ -16,6 +16,7 @@ import socket
 import ssl
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,10 +51,11 @@ class VeNCryptRefused(OSError):
     """The VNC server would not, or could not, speak VeNCrypt X509None with LIMEN."""
 
 
-def _exact(sock: socket.socket, size: int) -> bytes:
+def _exact(read: Callable[[int], bytes], size: int) -> bytes:
+    """``size`` bytes of the handshake, from ``read`` (a socket's recv, or the TLS stream's)."""
     data = b""
     while len(data) < size:
-        chunk = sock.recv(size - len(data))
+        chunk = read(size - len(data))
         if not chunk:
             raise VeNCryptRefused("the VNC server closed the connection during its handshake")
         data += chunk
@@ -94,15 +96,6 @@ class TLSStream:
                 return b""
             with self._lock:
                 self._in.write(raw)
-
-    def _exact(self, size: int) -> bytes:
-        data = b""
-        while len(data) < size:
-            chunk = self._read(size - len(data))
-            if not chunk:
-                raise VeNCryptRefused("the VNC server closed the TLS session during its handshake")
-            data += chunk
-        return data
 
     def handshake(self) -> None:
         while True:
@@ -147,30 +140,30 @@ class TLSStream:
 def negotiate(sock: socket.socket, tls: VNCTLS) -> TLSStream:
     """VeNCrypt X509None with the VNC server on ``sock``, up to its security result; the TLS
     stream of the session after it. VeNCryptRefused (an OSError) names what went wrong."""
-    version = _exact(sock, 12)
+    version = _exact(sock.recv, 12)
     if not version.startswith(b"RFB 003."):
         raise VeNCryptRefused(f"not a VNC server (it said {version!r})")
     sock.sendall(b"RFB 003.008\n")
-    count = _exact(sock, 1)[0]
+    count = _exact(sock.recv, 1)[0]
     if count == 0:
-        (size,) = struct.unpack(">I", _exact(sock, 4))
-        raise VeNCryptRefused(f"the VNC server refused: {_exact(sock, size).decode(errors='replace')}")
-    if VENCRYPT not in _exact(sock, count):
+        (size,) = struct.unpack(">I", _exact(sock.recv, 4))
+        raise VeNCryptRefused(f"the VNC server refused: {_exact(sock.recv, size).decode(errors='replace')}")
+    if VENCRYPT not in _exact(sock.recv, count):
         raise VeNCryptRefused(
             "the host's VNC servers do not speak TLS: set vnc_tls = 1 (and vnc_tls_x509_verify = 1) in its qemu.conf"
         )
     sock.sendall(bytes([VENCRYPT]))
-    if _exact(sock, 2) != b"\x00\x02":
+    if _exact(sock.recv, 2) != b"\x00\x02":
         raise VeNCryptRefused("the VNC server speaks another VeNCrypt version than 0.2")
     sock.sendall(b"\x00\x02")
-    if _exact(sock, 1) != b"\x00":
+    if _exact(sock.recv, 1) != b"\x00":
         raise VeNCryptRefused("the VNC server refused VeNCrypt 0.2")
-    count = _exact(sock, 1)[0]
-    subtypes = struct.unpack(f">{count}I", _exact(sock, 4 * count))
+    count = _exact(sock.recv, 1)[0]
+    subtypes = struct.unpack(f">{count}I", _exact(sock.recv, 4 * count))
     if X509_NONE not in subtypes:
         raise VeNCryptRefused(f"the VNC server offers no X.509 TLS without a password (it offers {list(subtypes)})")
     sock.sendall(struct.pack(">I", X509_NONE))
-    if _exact(sock, 1) != b"\x01":
+    if _exact(sock.recv, 1) != b"\x01":
         raise VeNCryptRefused("the VNC server refused X.509 TLS")
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     obj = tls.context().wrap_bio(incoming, outgoing, server_hostname=tls.host)
@@ -179,7 +172,7 @@ def negotiate(sock: socket.socket, tls: VNCTLS) -> TLSStream:
         stream.handshake()
     except ssl.SSLError as e:
         raise VeNCryptRefused(f"TLS with the VNC server failed: {e.reason or e}") from None
-    (result,) = struct.unpack(">I", stream._exact(4))
+    (result,) = struct.unpack(">I", _exact(stream._read, 4))
     if result != 0:
         raise VeNCryptRefused("the VNC server did not accept LIMEN's certificate")
     return stream
