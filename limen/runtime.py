@@ -53,11 +53,14 @@ class HostRuntime:
         self.guests.start()
         self.stats.start()
 
-    def stop(self) -> None:
+    def stop(self, close: bool = True) -> None:
+        """Stop watching the host, and (``close``) let go of its connection: only once no
+        operation can use it, since libvirt-python frees a closed connection under its callers."""
         self.stats.stop()
         self.guests.stop()
         self.sync.stop()
-        self.hypervisor.close()
+        if close:
+            self.hypervisor.close()
 
 
 @dataclass
@@ -207,8 +210,10 @@ def stop(app: Flask) -> None:
     runtime.started = False
     runtime.pruner.stop()
     for host in list(runtime.hosts.values()):
-        host.stop()
-    runtime.runner.shutdown()
+        host.stop(close=False)
+    runtime.runner.shutdown()  # operations under way end first: they use the connections
+    for host in list(runtime.hosts.values()):
+        host.hypervisor.close()
 
 
 def health() -> dict[str, str]:
