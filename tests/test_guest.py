@@ -181,10 +181,12 @@ def test_pause_and_resume_keep_an_open_ssh_session(guest_limen, vm):
         session.wait()
 
 
-def test_the_guest_migrates_live_to_another_host_and_back_in_the_same_boot(guest_limen, vm, qemu_host, second_host):
-    """The guest moves with its memory and disk, and runs on: the same boot, the same processes.
-    (An SSH session cannot stay open across the move: user-mode networking ends the guest's TCP
-    connections in QEMU, and the source's QEMU ends; its forward is put into the new QEMU.)"""
+def test_the_guest_migrates_live_to_another_host_and_back_with_an_ssh_session_open(
+        guest_limen, vm, qemu_host, second_host, shared_link):
+    """The guest moves with its memory and disk, and runs on: the same boot, the same processes,
+    and an SSH session over a network both hosts share stays open. (User-mode networking ends a
+    guest's TCP connections in its QEMU, which the move ends: the forward the harness uses is
+    put into the new QEMU, and sessions through it are made again.)"""
     from limen import remote
 
     name, vm_uuid = vm
@@ -198,25 +200,74 @@ def test_the_guest_migrates_live_to_another_host_and_back_in_the_same_boot(guest
     assert pid.isdigit()
     api = Api(app, guest_limen.token)
     pool = qemu_host.storagePoolLookupByName(app.config["STORAGE_POOL"])
+    session = shared_session(guest_limen, vm_uuid, shared_link)
 
-    for host in ("second", "local"):
-        op = finished(guest_limen, api("POST", f"/vms/{vm_uuid}/migrate", {"host": host}))
-        assert any(s["step"].startswith(f"Migrating live to {host}") for s in op["steps"])
-        moved = api("GET", f"/vms/{vm_uuid}").json
-        assert (moved["host"], moved["state"]) == (host, "running")
-        guest_limen.wait_ssh(vm_uuid, 120)  # its forward, in its QEMU on that host
-        after = guest_limen.ssh(vm_uuid, f"cat /proc/sys/kernel/random/boot_id; kill -0 {pid} && echo alive")
-        assert after.stdout.split() == [boot_id, "alive"], after.stderr
-        pool.refresh(0)
-        here = {d.UUIDString() for d in qemu_host.listAllDomains()}
-        if host == "second":  # nothing of it is left on this host
-            assert vm_uuid not in here
-            assert not [v for v in pool.listVolumes() if v.startswith(vm_uuid)]
-        else:
-            assert vm_uuid in here and f"{vm_uuid}.qcow2" in pool.listVolumes()
-            _type, capacity, allocation = pool.storageVolLookupByName(f"{vm_uuid}.qcow2").info()
-            assert allocation < capacity / 2  # copied into a sparse disk, not a preallocated one
+    def answer(text: str, timeout: float = 30) -> str:
+        session.stdin.write(text + "\n")
+        session.stdin.flush()
+        ready, _, _ = select.select([session.stdout], [], [], timeout)
+        assert ready, f"the SSH session did not answer {text!r} within {timeout:g} s"
+        return session.stdout.readline().strip()
+
+    try:
+        assert answer("before", 60) == "got before"
+        for host in ("second", "local"):
+            op = finished(guest_limen, api("POST", f"/vms/{vm_uuid}/migrate", {"host": host}))
+            assert any(s["step"].startswith(f"Migrating live to {host}") for s in op["steps"])
+            moved = api("GET", f"/vms/{vm_uuid}").json
+            assert (moved["host"], moved["state"]) == (host, "running")
+            assert answer(f"on {host}") == f"got on {host}"  # the same TCP session, through the move
+            check_moved(guest_limen, vm_uuid, host, qemu_host, pool, boot_id, pid)
+    finally:
+        session.kill()
+        session.wait()
     assert guest_limen.ssh(vm_uuid, f"kill {pid}").returncode == 0
+
+
+def shared_session(guest_limen, vm_uuid: str, link):
+    """An SSH session into the guest over ``link`` (a NIC on it plugged in through LIMEN's API,
+    brought up in the guest), from the link's own namespace: each line sent comes back as
+    "got <line>"."""
+    api = Api(guest_limen.app, guest_limen.token)
+    added = api("POST", f"/vms/{vm_uuid}/nics", {"network": f"bridge:{link.bridge}"})
+    assert added.status_code == 201, added.json
+    mac = added.json["mac"]
+
+    def interface() -> str | None:
+        found = guest_limen.ssh(vm_uuid, f"grep -l {mac} /sys/class/net/*/address").stdout.strip()
+        return found.split("/")[-2] if found else None
+
+    iface = wait_until(interface, 60, "the guest to see the plugged-in NIC")
+    assert guest_limen.ssh(vm_uuid, f"sudo ip link set {iface} up").returncode == 0
+
+    def link_local() -> str | None:  # once duplicate address detection let it be used
+        shown = guest_limen.ssh(vm_uuid, f"ip -6 -o addr show dev {iface} scope link -tentative").stdout.split()
+        return shown[shown.index("inet6") + 1].split("/")[0] if "inet6" in shown else None
+
+    address = wait_until(link_local, 60, "the guest's link-local address on the shared link")
+    args = guest_limen.ssh_args(vm_uuid, 'while read line; do echo "got $line"; done')
+    port = args.index("-p")
+    del args[port:port + 2]  # port 22, on the guest's own address
+    args[-2] = f"tester@{address}%{link.interface}"
+    return subprocess.Popen([*link.run(), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            bufsize=1)
+
+
+def check_moved(guest_limen, vm_uuid: str, host: str, qemu_host, pool, boot_id: str, pid: str) -> None:
+    """The guest runs on ``host`` in the same boot, with the process started before, and
+    nothing of it is left on the host it left."""
+    guest_limen.wait_ssh(vm_uuid, 120)  # its forward, in its QEMU on that host
+    after = guest_limen.ssh(vm_uuid, f"cat /proc/sys/kernel/random/boot_id; kill -0 {pid} && echo alive")
+    assert after.stdout.split() == [boot_id, "alive"], after.stderr
+    pool.refresh(0)
+    here = {d.UUIDString() for d in qemu_host.listAllDomains()}
+    if host == "second":  # nothing of it is left on this host
+        assert vm_uuid not in here
+        assert not [v for v in pool.listVolumes() if v.startswith(vm_uuid)]
+    else:
+        assert vm_uuid in here and f"{vm_uuid}.qcow2" in pool.listVolumes()
+        _type, capacity, allocation = pool.storageVolLookupByName(f"{vm_uuid}.qcow2").info()
+        assert allocation < capacity / 2  # copied into a sparse disk, not a preallocated one
 
 
 def finished(guest_limen, response, timeout: float = 300) -> dict:
