@@ -28,7 +28,7 @@ from .errors import HostInUse, HostNotFound, LimenError, ValidationFailed
 from .extensions import db
 from .hypervisor.remote import HostFacts
 from .hypervisor.remote import probe as probe_host
-from .models import LOCAL_HOST, VM, Host, UnmanagedDomain
+from .models import LOCAL_HOST, VM, Host, Operation, UnmanagedDomain
 
 NAME_LENGTH = 63  # Host.name's column
 PROBE_SECONDS = 15.0  # an SSH handshake and libvirt's first answers, on a slow link
@@ -238,6 +238,8 @@ def set_enabled(user: Actor, host_id: int, enabled: bool) -> Host:
     host = _host(host_id)
     if host.local and not enabled:
         raise ValidationFailed({"enabled": "The local host is where LIMEN runs: it stays enabled."})
+    if not enabled and (busy := _operations_on(host.id)):
+        raise HostInUse(f"{busy} operation{'s' if busy != 1 else ''} on {host.name} are under way: let them end first.")
     if host.enabled != enabled:
         host.enabled = enabled
         audit.record("host.enable" if enabled else "host.disable", actor=user, target=host.name)
@@ -245,6 +247,18 @@ def set_enabled(user: Actor, host_id: int, enabled: bool) -> Host:
         runtime.get().refresh_hosts()
         runtime.get().changes.bump()  # its VMs' rows say so at the next poll
     return host
+
+
+def _operations_on(host_id: int) -> int:
+    """How many operations under way act on the host: on its VMs, or moving a VM to it."""
+    active = db.session.execute(
+        select(Operation.kind, Operation.params, VM.host_id)
+        .join(VM, VM.uuid == Operation.vm_uuid, isouter=True)
+        .where(Operation.state.in_(Operation.ACTIVE))
+    ).all()
+    return sum(
+        1 for kind, params, on in active if on == host_id or (kind == "migrate" and (params or {}).get("to") == host_id)
+    )
 
 
 @audit.refusals("host.remove")

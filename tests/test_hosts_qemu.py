@@ -286,6 +286,8 @@ def test_a_migration_cancelled_or_cut_off_leaves_the_vm_running_where_it_was(qem
     assert post(admin, f"/vms/{vm}/migrate", {"host": "second"}).status_code == 302
     wait_until(lambda: migrating(app, vm), 30, "the migration to show its progress")
     assert 'data-state="migrating"' in host_cell(admin, "stayer")
+    busy = post(admin, "/admin/hosts/2/disable")  # its connection is in use
+    assert busy.status_code == 409 and "HOST_IN_USE" in busy.text
     assert "Cancel the migration" in admin.client.get(f"/vms/{vm}").text
     assert post(admin, f"/vms/{vm}/migrate/cancel").status_code == 302
     wait_until(lambda: not migrated_op(app, vm).active, 60, "the cancelled migration to end")
