@@ -1,16 +1,18 @@
 """The console of a VM on another host against one on the local host: the time a stopped VM takes
 to show its console, and the bytes per second a running VM's screen can carry, through LIMEN.
 
-One run, on 127.0.0.1 only. The other host is scripts/second-host (another libvirtd in a mount
-namespace of its own, reached over SSH on 127.0.0.1), added to LIMEN as an admin adds one. Two
-VMs with no OS (SeaBIOS, a VNC display), one on each host, each LIMEN's:
+One run, on 127.0.0.1 only. The other hosts are scripts/second-host twice (each another libvirtd
+in a mount namespace of its own): one reached over SSH on 127.0.0.1, one over TLS (a test CA's
+certificates, its VNC servers speaking TLS), each added to LIMEN as an admin adds one. Three VMs
+with no OS (SeaBIOS, a VNC display), one on each host, each LIMEN's:
 
 time to console  for each, shut off: WebSocket open -> first RFB byte (LIMEN starts it, then
-                 reaches its VNC server: on the other host through an SSH channel), medians of
-                 rounds that take the two in turns. Reported: remote / local.
+                 reaches its VNC server: on the SSH host through an SSH channel, on the TLS host
+                 with VeNCrypt's TLS), medians of rounds that take the three in turns.
+                 Reported: each remote / local.
 throughput       for each, running: the RFB handshake, then framebuffer updates asked for as
                  fast as they come (the whole screen, not incremental), for a few seconds; bytes
-                 per second, medians of rounds in turns. Reported: remote / local.
+                 per second, medians of rounds in turns. Reported: each remote / local.
 
 There is no goal: the issue asks for the ratio. LIMEN is served as `make run` serves it
 (gunicorn, one worker, nginx in front). A benchmark reports and does not fail: the exit status
@@ -41,10 +43,13 @@ from console import BANNER, ROOT, BenchError, Limen, free_port, remove_pool, wai
 SCRIPT = ROOT / "scripts" / "second-host"
 
 
-def domain_xml(name: str) -> str:
+def domain_xml(name: str, listen: str | None = "127.0.0.1") -> str:
+    """A VM with no OS, its VNC server listening as LIMEN's do on its host (a TLS host's: where
+    that host's qemu.conf says)."""
+    address = f" address='{listen}'" if listen else ""
     return (f"<domain type='kvm'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
             "<os><type arch='x86_64' machine='q35'>hvm</type></os><on_poweroff>destroy</on_poweroff>"
-            "<devices><graphics type='vnc' port='-1' autoport='yes'><listen type='address' address='127.0.0.1'/>"
+            f"<devices><graphics type='vnc' port='-1' autoport='yes'><listen type='address'{address}/>"
             "</graphics><video><model type='vga'/></video></devices></domain>")
 
 
@@ -110,36 +115,55 @@ def screen_rate(limen: Limen, vm_uuid: str, seconds: float) -> float:
         ws.close()
 
 
+def start_host(home: Path, key: Path, tls: bool) -> str:
+    """A second host (scripts/second-host; over TLS, with the certificates in home/pki); its URI."""
+    ports = [str(free_port())] + ([str(free_port())] if tls else [])
+    started = subprocess.run([str(SCRIPT), "start", str(home), ports[0], f"{key}.pub", *ports[1:]],
+                             capture_output=True, text=True, timeout=120)
+    if started.returncode != 0:
+        raise BenchError(f"the second host did not start: {started.stderr}")
+    return started.stdout.strip()
+
+
+SIDES = ("local", "ssh", "tls")
+
+
 def run(args, tmp: Path) -> None:
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     local = libvirt.open("qemu:///system")
     tag = secrets.token_hex(3)
-    home, key = tmp / "second-host", tmp / "id_ed25519"
+    homes, key = {"ssh": tmp / "ssh-host", "tls": tmp / "tls-host"}, tmp / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    started = subprocess.run([str(SCRIPT), "start", str(home), str(free_port()), f"{key}.pub"],
-                             capture_output=True, text=True, timeout=120)
-    if started.returncode != 0:
-        raise BenchError(f"the second host did not start: {started.stderr}")
-    uri = started.stdout.strip()
-    limen = there = None
-    doms = []
+    sys.path.insert(0, str(ROOT / "tests"))
+    from pki import CLIENT_FILES, SERVER_FILES, make_pki, write
+
+    pki = make_pki()
+    write(pki, homes["tls"] / "pki", SERVER_FILES)
+    write(pki, tmp / "client", CLIENT_FILES)
+    limen = None
+    conns, doms = {"local": local}, []
     try:
+        uris = {side: start_host(home, key, side == "tls") for side, home in homes.items()}
         limen = Limen(tmp / "limen", {"LIBVIRT_URI": "qemu:///system", "STORAGE_POOL": f"limen-bench-{tag}",
                                       "STORAGE_DIR": f"/var/lib/limen/bench-{tag}"})
         sys.path.insert(0, str(ROOT))
         from limen import remote
 
-        with open(home / "ssh" / "authorized_keys", "a") as f:
+        with open(homes["ssh"] / "ssh" / "authorized_keys", "a") as f:
             f.write(remote.public_key(str(limen.instance)) + "\n")
-        host_key = " ".join((home / "ssh" / "host_key.pub").read_text().split()[:2])
-        post_form(limen, "/admin/hosts", {"name": "second", "uri": uri, "host_key": host_key})
+        host_key = " ".join((homes["ssh"] / "ssh" / "host_key.pub").read_text().split()[:2])
+        post_form(limen, "/admin/hosts", {"name": "ssh", "uri": uris["ssh"], "host_key": host_key})
+        post_form(limen, "/admin/hosts", {"name": "tls", "uri": uris["tls"], "ca_cert": pki["ca_cert"],
+                                          "client_cert": pki["client_cert"], "client_key": pki["client_key"]})
         from limen.hypervisor.connection import ensure_event_loop
 
         ensure_event_loop()
-        there = libvirt.open(f"{uri}?keyfile={key}&known_hosts={tmp / 'known_hosts'}&known_hosts_verify=auto")
+        conns["ssh"] = libvirt.open(f"{uris['ssh']}?keyfile={key}&known_hosts={tmp / 'known_hosts'}"
+                                    "&known_hosts_verify=auto")
+        conns["tls"] = libvirt.open(f"{uris['tls']}?pkipath={tmp / 'client'}")
         vms = {}
-        for side, conn, host_id in (("local", local, 1), ("remote", there, 2)):
-            dom = conn.defineXML(domain_xml(f"limen-bench-{side}-{tag}"))
+        for host_id, side in enumerate(SIDES, start=1):
+            dom = conns[side].defineXML(domain_xml(f"limen-bench-{side}-{tag}", None if side == "tls" else "127.0.0.1"))
             doms.append(dom)
             vms[side] = dom
             add_row(limen, dom.UUIDString(), f"bench-{side}", host_id)
@@ -153,10 +177,10 @@ def run(args, tmp: Path) -> None:
             return limen.query("SELECT count(*) FROM operation WHERE vm_uuid = ? AND state IN ('pending', 'running')",
                                dom.UUIDString())[0][0] == 0
 
-        starts = {"local": [], "remote": []}
-        rates = {"local": [], "remote": []}
-        for i in range(args.rounds + 1):  # the first round warms both up and is not counted
-            order = ("local", "remote") if i % 2 else ("remote", "local")
+        starts: dict[str, list[float]] = {side: [] for side in SIDES}
+        rates: dict[str, list[float]] = {side: [] for side in SIDES}
+        for i in range(args.rounds + 1):  # the first round warms all up and is not counted
+            order = SIDES[i % 3:] + SIDES[:i % 3]
             for side in order:
                 dom = vms[side]
                 off(dom)
@@ -167,16 +191,19 @@ def run(args, tmp: Path) -> None:
                 if i:
                     starts[side].append(elapsed)
                     rates[side].append(rate)
-        s_local, s_remote = statistics.median(starts["local"]), statistics.median(starts["remote"])
-        r_local, r_remote = statistics.median(rates["local"]), statistics.median(rates["remote"])
-        print("console of a VM on another host (over SSH on 127.0.0.1) against one on the local host, through LIMEN")
-        print(f"  time to console  local {s_local * 1e3:6.0f} ms   remote {s_remote * 1e3:6.0f} ms"
-              f"   ratio {s_remote / s_local:.2f}x   (no goal: reported)")
-        ms = {side: [round(x * 1e3) for x in starts[side]] for side in starts}
-        print(f"                   (medians of {args.rounds} rounds in turns; local {ms['local']} ms,"
-              f" remote {ms['remote']} ms)")
-        print(f"  throughput       local {r_local / 2**20:6.1f} MiB/s   remote {r_remote / 2**20:6.1f} MiB/s"
-              f"   ratio {r_remote / r_local:.2f}x   (no goal: reported)")
+        s = {side: statistics.median(starts[side]) for side in SIDES}
+        r = {side: statistics.median(rates[side]) for side in SIDES}
+        print("console of a VM on another host (over SSH, and over TLS, on 127.0.0.1) against one on the local "
+              "host, through LIMEN")
+        for side in ("ssh", "tls"):
+            print(f"  time to console  local {s['local'] * 1e3:6.0f} ms   {side} {s[side] * 1e3:6.0f} ms"
+                  f"   ratio {s[side] / s['local']:.2f}x   (no goal: reported)")
+        ms = {side: [round(x * 1e3) for x in starts[side]] for side in SIDES}
+        print(f"                   (medians of {args.rounds} rounds in turns; "
+              + ", ".join(f"{side} {ms[side]} ms" for side in SIDES) + ")")
+        for side in ("ssh", "tls"):
+            print(f"  throughput       local {r['local'] / 2**20:6.1f} MiB/s   {side} {r[side] / 2**20:6.1f} MiB/s"
+                  f"   ratio {r[side] / r['local']:.2f}x   (no goal: reported)")
         print(f"                   (whole-screen raw updates for {args.seconds:g} s, medians of {args.rounds} rounds)")
     finally:
         for dom in doms:
@@ -186,11 +213,13 @@ def run(args, tmp: Path) -> None:
                 dom.undefine()
             except libvirt.libvirtError:
                 pass
-        if there is not None:
-            there.close()
+        for side, conn in conns.items():
+            if side != "local":
+                conn.close()
         if limen is not None:
             limen.stop()
-        subprocess.run([str(SCRIPT), "stop", str(home)], capture_output=True, timeout=120)
+        for home in homes.values():
+            subprocess.run([str(SCRIPT), "stop", str(home)], capture_output=True, timeout=120)
         remove_pool(local, f"limen-bench-{tag}")
         local.close()
 

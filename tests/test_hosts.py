@@ -153,7 +153,7 @@ def test_the_command_line_lists_hosts_and_refuses_what_the_pages_refuse(app):
 
 
 def test_a_tls_host_needs_a_ca_a_client_certificate_and_its_key_each_checked_before_any_connection(app):
-    from fixtures.hosts import make_pki
+    from pki import make_pki
 
     pki = make_pki()
     api = Api(app, token_for(app, "admin", admin_password(app)))
