@@ -8,7 +8,7 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from . import accounts, hosts, media
+from . import accounts, hosts, media, remote
 from .access import CLI
 from .accounts import tokens
 from .errors import LimenError, ValidationFailed
@@ -125,26 +125,36 @@ def register(app: Flask) -> None:
 
     @hosts_.command("list")
     def list_hosts():
-        click.echo("name\turi\tstatus\tVMs\tSSH key")
-        for h in _run(hosts.listing):
+        """Each host, asked now whether it answers, with what LIMEN trusts it by."""
+        click.echo("name\turi\tstatus\tVMs\ttrusted by")
+        for h in _run(hosts.listing, ask=True):
             status = "disabled" if not h.host.enabled else h.problem or "reachable"
             uri = h.host.uri or "(local)"
-            click.echo(f"{h.host.name}\t{uri}\t{status}\t{h.vms}\t{h.fingerprint or '-'}")
+            trust = f"SSH key {h.fingerprint}" if h.fingerprint else f"TLS CA {h.ca.fingerprint}" if h.ca else "-"
+            click.echo(f"{h.host.name}\t{uri}\t{status}\t{h.vms}\t{trust}")
 
     @hosts_.command("key")
     def key():
         """The line to put in root's authorized_keys on each host."""
         click.echo(_run(hosts.public_key))
 
+    pem = click.File("r")
+
     @hosts_.command("add")
     @click.argument("name")
     @click.argument("uri")
     @click.option("--host-key", help='The host\'s SSH key ("ssh-ed25519 AAAA…"), when it is known already.')
-    def add(name: str, uri: str, host_key: str | None):
-        """Add the host at URI (qemu+ssh://root@host/system). Without --host-key, LIMEN connects,
-        shows the key the host showed, and adds it once you confirm that it is the host's."""
+    @click.option("--ca-cert", type=pem, help="qemu+tls: the CA that signed the host's certificate (PEM file).")
+    @click.option("--client-cert", type=pem, help="qemu+tls: a client certificate the host accepts (PEM file).")
+    @click.option("--client-key", type=pem, help="qemu+tls: that certificate's key, unencrypted (PEM file).")
+    def add(name: str, uri: str, host_key: str | None, ca_cert, client_cert, client_key):
+        """Add the host at URI: qemu+ssh://root@host/system, or qemu+tls://host/system with its
+        certificates. Over SSH without --host-key, LIMEN connects, shows the key the host showed,
+        and adds it once you confirm that it is the host's."""
         form = {"name": name, "uri": uri, "host_key": host_key}
-        if host_key is None:
+        for field, given in (("ca_cert", ca_cert), ("client_cert", client_cert), ("client_key", client_key)):
+            form[field] = given.read() if given is not None else None
+        if host_key is None and not remote.is_tls(uri):
             probe = _run(hosts.probe, form)
             facts = probe.facts
             click.echo(f"{facts.hostname}: libvirt {facts.libvirt_version}, {facts.cpus} CPUs, {facts.memory_mib} MiB")

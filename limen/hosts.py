@@ -10,7 +10,6 @@ passes the probe's staged copy on; the API may give them again). A host's VMs, i
 and its certificates are never shown to non-admins.
 """
 
-import re
 import secrets
 import shutil
 from collections.abc import Mapping
@@ -28,9 +27,10 @@ from .errors import HostInUse, HostNotFound, LimenError, ValidationFailed
 from .extensions import db
 from .hypervisor.remote import HostFacts
 from .hypervisor.remote import probe as probe_host
-from .models import LOCAL_HOST, VM, Host, Operation, UnmanagedDomain
+from .models import LOCAL_HOST, VM, ConsoleSession, Host, Operation, UnmanagedDomain
 
 NAME_LENGTH = 63  # Host.name's column
+GONE = "Those certificates are gone (they are kept for an hour): test the connection again."
 PROBE_SECONDS = 15.0  # an SSH handshake and libvirt's first answers, on a slow link
 
 
@@ -54,21 +54,34 @@ class Probe:
     staged: str | None = None  # where its certificates wait for the add (``tls_staged``)
 
 
-def listing(user: Actor) -> list[HostStatus]:
+def listing(user: Actor, *, ask: bool = False) -> list[HostStatus]:
+    """Every host, with why LIMEN cannot reach it as its sync last found (or, ``ask``, as each
+    answers now: a process that runs no sync, such as the CLI, asks)."""
     authorize(user, "host.manage")
     counts = dict(db.session.execute(select(VM.host_id, func.count()).group_by(VM.host_id)).all())
     hosts = db.session.scalars(select(Host).order_by(Host.id)).all()
-    running = runtime.get().hosts
+    rt = runtime.get()
+    if ask:
+        rt.refresh_hosts()
+    problems = {i: _asked(h) if ask else h.sync.problem for i, h in list(rt.hosts.items())}
     return [
         HostStatus(
             h,
             counts.get(h.id, 0),
-            running[h.id].sync.problem if h.id in running else None,
+            problems.get(h.id),
             remote.fingerprint(h.host_key) if h.host_key else None,
             remote.ca_facts(remote.tls_dir(current_app.instance_path, h.id)) if remote.is_tls(h.uri or "") else None,
         )
         for h in hosts
     ]
+
+
+def _asked(host: runtime.HostRuntime) -> str | None:
+    try:
+        host.hypervisor.host.free_memory_mib()
+        return None
+    except LimenError as e:
+        return e.message
 
 
 def status(user: Actor, host_id: int) -> HostStatus:
@@ -126,7 +139,11 @@ def _connect(uri: str, host_key: str | None, pki: Path | None = None) -> tuple[H
 def _known_as(host_uuid: str) -> runtime.HostRuntime | None:
     """The enabled host whose libvirt host UUID is ``host_uuid`` (one that cannot be reached
     now cannot be asked)."""
-    for host in list(runtime.get().hosts.values()):
+    rt = runtime.get()
+    rt.refresh_hosts()  # as the table has them now (another process may have added one)
+    for host in list(rt.hosts.values()):
+        if host.sync.problem:
+            continue
         try:
             if host.hypervisor.host.uuid() == host_uuid:
                 return host
@@ -160,9 +177,9 @@ def _certificates(form: Mapping[str, Any]) -> Path:
     those the form gives, checked."""
     staged = str(form.get("tls_staged", "") or "")
     if staged:
-        pki = remote.tls_dir(current_app.instance_path, f"staged-{staged}")
-        if not re.fullmatch(r"[0-9a-f]{16}", staged) or not pki.is_dir():
-            raise ValidationFailed({"tls_staged": "Those certificates are gone: test the connection again."})
+        pki = remote.staged_tls(current_app.instance_path, staged)
+        if pki is None:
+            raise ValidationFailed({"tls_staged": GONE})
         return pki
     pems = [str(form.get(field, "") or "").strip() for field in ("ca_cert", "client_cert", "client_key")]
     errors = remote.tls_problems(*pems)
@@ -178,7 +195,13 @@ def add(user: Actor, form: Mapping[str, Any]) -> Host:
     authorize(user, "host.manage")
     name, uri = _validate(form)
     if remote.is_tls(uri):
-        return _add_tls(user, name, uri, _certificates(form))
+        pki = _certificates(form)
+        try:
+            _connect(uri, None, pki)
+            ca = remote.ca_facts(pki)
+            return _keep(user, Host(name=name, uri=uri), f"{uri} CA {ca.fingerprint if ca else '?'}", pki)
+        finally:
+            shutil.rmtree(pki, ignore_errors=True)  # gone if kept
     host_key = str(form.get("host_key", "") or "").strip()
     fields = host_key.split()
     if len(fields) != 2 or len(host_key) > 1024:
@@ -188,37 +211,30 @@ def add(user: Actor, form: Mapping[str, Any]) -> Host:
     except ValueError:
         raise ValidationFailed({"host_key": "That is not an SSH public key."}) from None
     _connect(uri, host_key)
-    host = Host(name=name, uri=uri, host_key=host_key)
+    return _keep(user, Host(name=name, uri=uri, host_key=host_key), f"{uri} {remote.fingerprint(host_key)}")
+
+
+def _keep(user: Actor, host: Host, detail: str, pki: Path | None = None) -> Host:
+    """Write the host's row, audited, with (a TLS host's) certificates staged in ``pki`` made
+    its own; the same name or URI added meanwhile is named, and nothing of it kept."""
+    path = current_app.instance_path
     db.session.add(host)
-    audit.record("host.add", actor=user, target=name, detail=f"{uri} {remote.fingerprint(host_key)}")
+    audit.record("host.add", actor=user, target=host.name, detail=detail)
+    host_id = None
     try:
-        db.session.commit()
-    except IntegrityError:  # the same name or URI, added meanwhile
-        db.session.rollback()
-        raise ValidationFailed({"name": f"A host is named {name}, or is at {uri}, already."}) from None
-    runtime.get().refresh_hosts()
-    return host
-
-
-def _add_tls(user: Actor, name: str, uri: str, pki: Path) -> Host:
-    """Keep a TLS host, once it answered with the certificates staged in ``pki``, which become its."""
-    try:
-        _connect(uri, None, pki)
-        host = Host(name=name, uri=uri)
-        db.session.add(host)
         db.session.flush()
         host_id = host.id
-        ca = remote.ca_facts(pki)
-        audit.record("host.add", actor=user, target=name, detail=f"{uri} CA {ca.fingerprint if ca else '?'}")
-        remote.keep_tls(pki, current_app.instance_path, host_id)
-        try:
-            db.session.commit()
-        except IntegrityError:  # the same name or URI, added meanwhile
-            db.session.rollback()
-            remote.forget(current_app.instance_path, host_id)
-            raise ValidationFailed({"name": f"A host is named {name}, or is at {uri}, already."}) from None
-    finally:
-        shutil.rmtree(pki, ignore_errors=True)  # gone if kept
+        if pki is not None:
+            remote.keep_tls(pki, path, host_id)
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        if host_id is not None:
+            remote.forget(path, host_id)
+        raise ValidationFailed({"name": f"A host is named {host.name}, or is at {host.uri}, already."}) from None
+    except FileNotFoundError:  # the same staged certificates, kept by an add just before
+        db.session.rollback()
+        raise ValidationFailed({"tls_staged": GONE}) from None
     runtime.get().refresh_hosts()
     return host
 
@@ -238,8 +254,8 @@ def set_enabled(user: Actor, host_id: int, enabled: bool) -> Host:
     host = _host(host_id)
     if host.local and not enabled:
         raise ValidationFailed({"enabled": "The local host is where LIMEN runs: it stays enabled."})
-    if not enabled and (busy := _operations_on(host.id)):
-        raise HostInUse(f"{busy} operation{'s' if busy != 1 else ''} on {host.name} are under way: let them end first.")
+    if not enabled and (busy := _in_use(host.id)):
+        raise HostInUse(f"{busy} on {host.name}: let them end first (disabling it closes its connection).")
     if host.enabled != enabled:
         host.enabled = enabled
         audit.record("host.enable" if enabled else "host.disable", actor=user, target=host.name)
@@ -249,16 +265,27 @@ def set_enabled(user: Actor, host_id: int, enabled: bool) -> Host:
     return host
 
 
-def _operations_on(host_id: int) -> int:
-    """How many operations under way act on the host: on its VMs, or moving a VM to it."""
+def _in_use(host_id: int) -> str | None:
+    """What uses the host's connection now: operations under way on its VMs (or moving a VM to
+    it) and open consoles of its VMs, named ("2 operations and 1 console"); None for nothing."""
     active = db.session.execute(
         select(Operation.kind, Operation.params, VM.host_id)
         .join(VM, VM.uuid == Operation.vm_uuid, isouter=True)
         .where(Operation.state.in_(Operation.ACTIVE))
     ).all()
-    return sum(
+    operations = sum(
         1 for kind, params, on in active if on == host_id or (kind == "migrate" and (params or {}).get("to") == host_id)
     )
+    consoles = db.session.scalar(
+        select(func.count())
+        .select_from(ConsoleSession)
+        .join(VM, VM.uuid == ConsoleSession.vm_uuid)
+        .where(VM.host_id == host_id, ConsoleSession.ended_at.is_(None))
+    )
+    found = [
+        f"{n} {what}{'s' if n != 1 else ''}" for n, what in ((operations, "operation"), (consoles, "console")) if n
+    ]
+    return " and ".join(found) or None
 
 
 @audit.refusals("host.remove")

@@ -189,12 +189,16 @@ def libvirt_uri(uri: str, instance_path: str, known_hosts: Path, *, first_contac
     return f"qemu+libssh2://{netloc}{parts.path}?{query}"
 
 
+def host_name(uri: str) -> str:
+    """The host a URI names (of a TLS host: what its certificates name)."""
+    return urlsplit(uri).hostname or ""
+
+
 def ssh_endpoint(uri: str) -> tuple[str, int, str]:
     """(host, port, user) of the SSH server a host's URI names: LIMEN's consoles reach the
-    host's VNC servers through it (limen.hypervisor.tunnel). Of a TLS URI, the host is what
-    its VNC servers' certificates name."""
+    host's VNC servers through it (limen.hypervisor.tunnel)."""
     parts = urlsplit(uri)
-    return parts.hostname or "", parts.port or 22, parts.username or "root"
+    return host_name(uri), parts.port or 22, parts.username or "root"
 
 
 def tls_uri(uri: str, pki: Path) -> str:
@@ -254,14 +258,34 @@ def tls_dir(instance_path: str, host_id: int | str) -> Path:
     return _tls_root(instance_path) / str(host_id)
 
 
-def stage_tls(instance_path: str, ca_cert: str, client_cert: str, client_key: str) -> Path:
-    """Write checked certificates where a connection test reads them (``keep`` moves them to
-    their host's place once it is added). Stages older than STAGED_FOR are removed first."""
-    root = _tls_root(instance_path)
-    for old in root.glob("staged-*"):
-        if time.time() - old.stat().st_mtime > STAGED_FOR:
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:  # removed meanwhile
+        return float("inf")
+
+
+def sweep_staged(instance_path: str) -> None:
+    """Remove the certificates of connection tests no add followed within STAGED_FOR."""
+    for old in _tls_root(instance_path).glob("staged-*"):
+        if _age(old) > STAGED_FOR:
             shutil.rmtree(old, ignore_errors=True)
-    path = root / f"staged-{secrets.token_hex(8)}"
+
+
+def staged_tls(instance_path: str, token: str) -> Path | None:
+    """The certificates a connection test staged as ``token``, or None when there are none
+    (any more)."""
+    if not re.fullmatch(r"[0-9a-f]{16}", token):
+        return None
+    path = _tls_root(instance_path) / f"staged-{token}"
+    return path if _age(path) <= STAGED_FOR else None
+
+
+def stage_tls(instance_path: str, ca_cert: str, client_cert: str, client_key: str) -> Path:
+    """Write checked certificates where a connection test reads them (``keep_tls`` makes them
+    a host's once it is added)."""
+    sweep_staged(instance_path)
+    path = _tls_root(instance_path) / f"staged-{secrets.token_hex(8)}"
     path.mkdir(mode=0o700)
     for name, text in ((CA, ca_cert), (CERT, client_cert), (KEY, client_key)):
         fd = os.open(path / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if name == KEY else 0o644)

@@ -6,7 +6,8 @@ operation runner, the pruner, the change counter and the metrics.
 need the database stay cheap. ``start`` is called once by the serving process (gunicorn's
 post_worker_init hook, or a test fixture): it reads the hosts, recovers what a previous process
 left unfinished (the runner's interrupted Operations, and whatever the use cases registered
-with ``at_start``) and starts each host's threads and the pruner. Only one process may serve a database.
+with ``at_start``) and starts each host's threads, the pruner and the hosts' watch. Only one
+process may serve a database.
 """
 
 import atexit
@@ -27,6 +28,7 @@ from .metrics import Metrics
 from .models import LOCAL_HOST, VM
 from .models import Host as HostRow
 from .operations import Runner
+from .periodic import Periodic
 from .retention import Pruner
 from .stats import StatsSampler
 from .sync import StateSync
@@ -63,6 +65,22 @@ class HostRuntime:
             self.hypervisor.close()
 
 
+class HostsWatch(Periodic):
+    """Every RESYNC_INTERVAL, the hosts as the table has them (a host added, disabled or
+    removed from the command line reaches the serving process so), and the certificates of
+    connection tests no add followed are removed."""
+
+    name = "limen-hosts"
+
+    def __init__(self, runtime: "Runtime", interval: float):
+        super().__init__(interval)
+        self.runtime = runtime
+
+    def round(self) -> None:
+        self.runtime.refresh_hosts()
+        remote.sweep_staged(self.runtime.app.instance_path)
+
+
 @dataclass
 class Runtime:
     app: Flask
@@ -73,6 +91,7 @@ class Runtime:
     metrics: Metrics
     started: bool = False
     _hosts_lock: threading.Lock = field(default_factory=threading.Lock)
+    watch: HostsWatch | None = None
 
     @property
     def local(self) -> HostRuntime:
@@ -106,7 +125,7 @@ class Runtime:
         if remote.is_tls(row.uri or ""):
             pki = remote.tls_dir(path, row.id)
             uri = remote.tls_uri(row.uri or "", pki)
-            tls = VNCTLS(remote.ssh_endpoint(row.uri or "")[0], pki)
+            tls = VNCTLS(remote.host_name(row.uri or ""), pki / remote.CA, pki / remote.CERT, pki / remote.KEY)
         elif not row.local:
             known_hosts = remote.known_hosts_file(path, row.id, row.uri or "", row.host_key)
             uri = remote.libvirt_uri(row.uri or "", path, known_hosts)
@@ -199,6 +218,8 @@ def start(app: Flask) -> None:
     for host in list(runtime.hosts.values()):
         host.start()
     runtime.pruner.start()
+    runtime.watch = HostsWatch(runtime, float(app.config["RESYNC_INTERVAL"]))
+    runtime.watch.start()
     runtime.started = True
     atexit.register(stop, app)
 
@@ -209,6 +230,8 @@ def stop(app: Flask) -> None:
         return
     runtime.started = False
     runtime.pruner.stop()
+    if runtime.watch is not None:
+        runtime.watch.stop()
     for host in list(runtime.hosts.values()):
         host.stop(close=False)
     runtime.runner.shutdown()  # operations under way end first: they use the connections

@@ -177,3 +177,29 @@ def test_a_tls_host_needs_a_ca_a_client_certificate_and_its_key_each_checked_bef
     assert host_count(app) == 1
     tls_dir = Path(app.instance_path) / "tls"
     assert not tls_dir.exists() or not any(tls_dir.iterdir())  # nothing of theirs kept
+
+
+def test_the_serving_process_follows_the_host_table_and_forgets_certificates_no_add_followed(app):
+    """A host added by another process (the command line) reaches this one's runtime at the
+    watch's next round; a connection test's certificates older than an hour are removed."""
+    from limen import runtime
+
+    rt = runtime.get(app)
+    with app.app_context():
+        db.session.add(Host(name="far", uri=UNREACHABLE, host_key="ssh-ed25519 AAAA"))
+        db.session.commit()
+    assert set(rt.hosts) == {1}
+    staged = remote.stage_tls(app.instance_path, "ca", "cert", "key")
+    fresh = remote.stage_tls(app.instance_path, "ca", "cert", "key")
+    os.utime(staged, (0, 0))  # its test was long ago
+    runtime.HostsWatch(rt, 30).round()
+    assert set(rt.hosts) == {1, 2} and rt.hosts[2].name == "far"
+    assert not staged.exists() and fresh.exists()
+    assert remote.staged_tls(app.instance_path, staged.name.removeprefix("staged-")) is None
+    assert remote.staged_tls(app.instance_path, fresh.name.removeprefix("staged-")) == fresh
+    assert remote.staged_tls(app.instance_path, "../../etc") is None
+    with app.app_context():
+        db.session.execute(Host.__table__.update().where(Host.id == 2).values(enabled=False))
+        db.session.commit()
+    runtime.HostsWatch(rt, 30).round()
+    assert set(rt.hosts) == {1}

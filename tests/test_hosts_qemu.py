@@ -126,7 +126,7 @@ def test_auto_places_a_vm_on_a_host_that_can_take_it_and_one_machine_is_not_adde
     added = cli.invoke(args=["hosts", "add", "second", second_host.uri], input="y\n")
     assert added.exit_code == 0, added.output
     assert remote.fingerprint(second_host.host_key) in added.output and "added host second" in added.output
-    assert re.search(rf"^second\t{re.escape(second_host.uri)}\treachable\t0\tSHA256:", cli.invoke(args=["hosts", "list"]).output, re.M)
+    assert re.search(rf"^second\t{re.escape(second_host.uri)}\treachable\t0\tSSH key SHA256:", cli.invoke(args=["hosts", "list"]).output, re.M)
     # The same machine under another URI (another scheme here) is named, and not added.
     again = post(admin, "/admin/hosts/probe", {"name": "again", "uri": second_host.uri.replace("+libssh:", "+ssh:")})
     assert again.status_code == 422 and "That machine is the host second already" in again.text
@@ -137,15 +137,24 @@ def test_auto_places_a_vm_on_a_host_that_can_take_it_and_one_machine_is_not_adde
     name = f"limen-only-{port}"
     there = libvirt.open(second_host.test_uri)
     net = there.networkDefineXML(f"<network><name>{name}</name><bridge name='lmo{port}'/></network>")
+    # And a storage pool of LIMEN's name there that cannot be started (its directory is a file).
+    broken = there.storagePoolDefineXML(f"<pool type='dir'><name>{app.config['STORAGE_POOL']}</name>"
+                                        "<target><path>/etc/hostname</path></target></pool>")
     try:
         net.create()
+        refused = admin.create(name="placed", network=f"network:{name}", memory_mib="64")
+        assert refused.status_code == 422
+        assert re.search(r"No host can take this VM now: local: There is no libvirt network limen-only-\d+;.*"
+                         r" second: its storage pool cannot be used", refused.text), refused.text[-3000:]
+        broken.undefine()  # LIMEN makes its pool there at the next need
+        broken = None
         placed = admin.create(name="placed", network=f"network:{name}", memory_mib="64")
         assert placed.status_code == 201, placed.text[-2000:]
         admin.wait_state("placed", "running", 60)
         assert '<td class="host">second</td>' in host_cell(admin, "placed")
         # No host has room for this disk: the pool of the host tried says so, and nothing is made.
         too_big = admin.create(name="huge", disk_gib=str(2**20))
-        assert too_big.status_code == 422 and "GiB do not fit" in too_big.text
+        assert too_big.status_code == 422 and "No host can take this VM now: local: its storage pool has" in too_big.text
         assert find_row(admin.rows(), "huge") is None
         assert admin.htmx_post(f"/vms/{uuid_in(host_cell(admin, 'placed'))}/delete").status_code == 202
         wait_until(lambda: find_row(admin.rows(), "placed") is None, 30, "the placed VM to be deleted")
@@ -153,6 +162,8 @@ def test_auto_places_a_vm_on_a_host_that_can_take_it_and_one_machine_is_not_adde
         assert cli.invoke(args=["hosts", "remove", "second"]).output == "second removed\n"
         assert "second" not in cli.invoke(args=["hosts", "list"]).output
     finally:
+        if broken is not None:
+            broken.undefine()
         if net.isActive():
             net.destroy()
         net.undefine()

@@ -11,6 +11,7 @@ import pytest
 
 from helpers import Reader, find_row, get_ticket, open_console, wait_until
 from test_console_qemu import BANNER, ws_url
+from test_serial_qemu import OPEN, opened, read_until, serial_url
 from test_hosts_qemu import host_cell, migrated_op, post, stopped_here, uuid_in
 
 pytestmark = pytest.mark.qemu
@@ -65,6 +66,16 @@ def test_a_tls_host_is_added_with_its_certificates_and_a_vm_there_shows_its_scre
         assert list(plain.recv(count)) == [19]
     # ... and the browser's console reaches the screen through it.
     screen_shows(app, admin, vm, "sealed", live_server)
+    # The serial console, through libvirt's stream over TLS, starts it and carries the firmware's words.
+    assert admin.htmx_post(f"/vms/{vm}/force-off").status_code == 202
+    admin.wait_state("sealed", "shutoff", 30)
+    base = live_server(app)
+    serial = open_console(serial_url(base, admin, vm), base)
+    try:
+        assert opened(serial) == OPEN
+        read_until(serial, b"SeaBIOS")  # fails, naming what came, if it does not within its deadline
+    finally:
+        serial.close()
 
     assert admin.htmx_post(f"/vms/{vm}/delete").status_code == 202
     wait_until(lambda: find_row(admin.rows(), "sealed") is None, 30, "the VM to be deleted")
@@ -96,12 +107,19 @@ def persistent_listen(conn, vm: str) -> str:
 
 
 def test_vms_move_to_a_tls_host_and_back_and_listen_as_each_hosts_vms_do(
-        qemu_admin, qemu_host, tls_host, live_server):
+        qemu_admin, qemu_host, tls_host, live_server, tmp_path):
     app, admin = qemu_admin()
-    pki = tls_host.pki
-    added = post(admin, "/admin/hosts", {"name": "secure", "uri": tls_host.uri, "ca_cert": pki["ca_cert"],
-                                         "client_cert": pki["client_cert"], "client_key": pki["client_key"]})
-    assert added.status_code == 302, added.text[-3000:]  # straight away: the add tests the connection too
+    # Added from the command line, with the certificates' files (the add tests the connection too).
+    files = []
+    for field in ("ca_cert", "client_cert", "client_key"):
+        (tmp_path / field).write_text(tls_host.pki[field])
+        files += [f"--{field.replace('_', '-')}", str(tmp_path / field)]
+    cli = app.test_cli_runner()
+    added = cli.invoke(args=["hosts", "add", "secure", tls_host.uri, *files])
+    assert added.exit_code == 0 and added.output == "added host secure\n", added.output
+    listed = cli.invoke(args=["hosts", "list"]).output
+    assert re.search(rf"^secure\t{re.escape(tls_host.uri)}\treachable\t0\tTLS CA ([0-9A-F]{{2}}:){{31}}[0-9A-F]{{2}}$",
+                     listed, re.M), listed
     assert admin.create(name="wanderer", host="local").status_code == 201
     admin.wait_state("wanderer", "running", 30)
     vm = uuid_in(host_cell(admin, "wanderer"))

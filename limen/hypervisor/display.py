@@ -11,7 +11,7 @@ from ..errors import HypervisorError, VMNotRunning, VNCUnreachable
 from . import domain_xml
 from .connection import Connection, is_error, translated
 from .tunnel import Channel, Tunnel
-from .vnc_tls import VNCTLS, TLSStream, negotiate
+from .vnc_tls import VNCTLS, TLSStream, is_loopback, negotiate
 
 
 class Display:
@@ -60,7 +60,7 @@ class Display:
         target = domain_xml.vnc_address(dom.XMLDesc(0), self.tls.host if self.tls else "127.0.0.1")
         if target is None:
             raise VNCUnreachable("the VM has no VNC display")
-        if self.tls is not None and _loopback(target[0]) and not self.tls.loopback():
+        if self.tls is not None and is_loopback(target[0]) and not is_loopback(self.tls.host):
             raise VNCUnreachable(
                 f"its VNC server listens on {self.tls.host}'s loopback address only: set vnc_listen "
                 "(and vnc_tls) in that host's qemu.conf"
@@ -141,7 +141,3 @@ def png_from_ppm(ppm: bytes) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 1)) + chunk(b"IEND", b"")
-
-
-def _loopback(address: str) -> bool:
-    return address in ("localhost", "::1") or address.startswith("127.")

@@ -8,7 +8,9 @@ server with no authentication of its own (the console ticket already stood for t
 the rest of the session through the TLS stream unchanged.
 
 The TLS state lives in an ``ssl.SSLObject`` over memory buffers, under a lock: the console's two
-pumps read and write at once, which one OpenSSL connection must not be asked to do.
+pumps read and write at once, which one OpenSSL connection must not be asked to do. What TLS
+has to send leaves outside that lock, in the order TLS made it: a pump that waits for the
+server to take its bytes never keeps the other from reading.
 """
 
 import ipaddress
@@ -30,21 +32,26 @@ CLIENT_PREFACE = 12 + 1  # its answer: its version, and its choice of None
 @dataclass(frozen=True)
 class VNCTLS:
     """A TLS host's name (as its URI gives it, and its certificate names it) and the files of
-    LIMEN's certificates for it (limen.remote.tls_dir)."""
+    LIMEN's certificates for it: the CA's, the client certificate and its key."""
 
     host: str
-    pki: Path
+    ca: Path
+    cert: Path
+    key: Path
 
     def context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=str(self.pki / "cacert.pem"))
-        ctx.load_cert_chain(str(self.pki / "clientcert.pem"), str(self.pki / "clientkey.pem"))
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        ctx.load_cert_chain(str(self.cert), str(self.key))
         return ctx
 
-    def loopback(self) -> bool:
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return self.host == "localhost"
+
+def is_loopback(address: str) -> bool:
+    """Is ``address`` (a name or an IP address) this machine's own?"""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address == "localhost"
+    return ip.is_loopback or (ip.version == 6 and ip.ipv4_mapped is not None and ip.ipv4_mapped.is_loopback)
 
 
 class VeNCryptRefused(OSError):
@@ -68,15 +75,27 @@ class TLSStream:
 
     def __init__(self, sock: socket.socket, tls: ssl.SSLObject, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO):
         self.sock, self._tls, self._in, self._out = sock, tls, incoming, outgoing
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the TLS state
+        self._turns = threading.Condition()  # sends, in the order TLS made their bytes
+        self._made = self._sent = 0
         self._preface = PREFACE
         self._swallow = CLIENT_PREFACE
 
-    def _flush(self) -> None:
-        """Send what TLS has to send (called under the lock, so records leave in order)."""
-        pending = self._out.read()
-        if pending:
-            self.sock.sendall(pending)
+    def _take(self) -> tuple[int, bytes]:
+        """What TLS has to send, and its turn (called under the lock)."""
+        self._made += 1
+        return self._made, self._out.read()
+
+    def _send(self, turn: int, data: bytes) -> None:
+        """Send ``data`` once every earlier turn's bytes are out (called outside the lock)."""
+        with self._turns:
+            self._turns.wait_for(lambda: self._sent == turn - 1)
+            try:
+                if data:
+                    self.sock.sendall(data)
+            finally:
+                self._sent = turn
+                self._turns.notify_all()
 
     def _read(self, size: int) -> bytes:
         """Up to ``size`` bytes of the session; b"" when the server ended it."""
@@ -88,7 +107,8 @@ class TLSStream:
                     data = None
                 except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
                     return b""
-                self._flush()
+                turn, pending = self._take()
+            self._send(turn, pending)
             if data is not None:
                 return data
             raw = self.sock.recv(65536)
@@ -105,7 +125,8 @@ class TLSStream:
                     done = True
                 except ssl.SSLWantReadError:
                     done = False
-                self._flush()
+                turn, pending = self._take()
+            self._send(turn, pending)
             if done:
                 return
             raw = self.sock.recv(65536)
@@ -128,7 +149,8 @@ class TLSStream:
                 return
         with self._lock:
             self._tls.write(data)
-            self._flush()
+            turn, pending = self._take()
+        self._send(turn, pending)
 
     def shutdown(self, how: int, /) -> None:
         self.sock.shutdown(how)

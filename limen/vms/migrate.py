@@ -176,7 +176,7 @@ def _data_uri(dest_row: Host) -> str | None:
     """Where the destination takes the migration's data: its address as its URI names it."""
     if not dest_row.uri:
         return None
-    address = remote.ssh_endpoint(dest_row.uri)[0]
+    address = remote.host_name(dest_row.uri)
     return f"tcp://[{address}]" if ":" in address else f"tcp://{address}"
 
 

@@ -22,17 +22,22 @@ def choices() -> list[str]:
     return list(db.session.scalars(select(Host.name).where(Host.enabled).order_by(Host.id)))
 
 
-def _free_memory(host: runtime.HostRuntime, disk_bytes: int) -> int | None:
-    """The host's free memory, or None when it cannot take the VM now: it cannot be reached,
-    or its pool (made at the first need) cannot be, or has no room for ``disk_bytes``."""
+def _cannot(host: runtime.HostRuntime, form: Mapping[str, Any], disk_bytes: int) -> str | None:
+    """Why ``host`` cannot take the VM now, or None: it cannot be reached, lacks the network,
+    or its pool (made at the first need) cannot be used or has no room for ``disk_bytes``."""
     if host.sync.problem:
-        return None
+        return host.sync.problem
+    found: dict[str, str] = {}
+    network.validate(form, found, host.hypervisor)
+    if found:
+        return found["network"]
     try:
-        if host.hypervisor.disks.free_bytes() < disk_bytes:
-            return None
-        return host.hypervisor.host.free_memory_mib()
-    except LimenError:
-        return None
+        free = host.hypervisor.disks.free_bytes()
+    except LimenError as e:
+        return f"its storage pool cannot be used ({e.message})"
+    if free < disk_bytes:
+        return f"its storage pool has {free // 2**30} GiB free"
+    return None
 
 
 def place(
@@ -56,12 +61,17 @@ def place(
         return host, network.validate(form, errors, host.hypervisor)
     if uses_media or len(rt.hosts) == 1:
         return rt.local, network.validate(form, errors, rt.local.hypervisor)
-    free = {h.id: mib for h in list(rt.hosts.values()) if (mib := _free_memory(h, disk_bytes)) is not None}
-    for host_id in sorted(free, key=lambda i: (-free[i], i)):  # most free first; the older host on a tie
-        host = rt.hosts[host_id]
-        found: dict[str, str] = {}
-        chosen = network.validate(form, found, host.hypervisor)
-        if not found:
-            return host, chosen
-    # None can: the local host's answers say why (its network, its pool, or libvirt unreachable).
+    reasons, free = {}, {}
+    for host in list(rt.hosts.values()):
+        if (reason := _cannot(host, form, disk_bytes)) is None:
+            try:
+                free[host.id] = host.hypervisor.host.free_memory_mib()
+                continue
+            except LimenError as e:
+                reason = e.message
+        reasons[host.name] = reason
+    if free:
+        best = rt.hosts[min(free, key=lambda i: (-free[i], i))]  # most free memory; the older host on a tie
+        return best, network.validate(form, errors, best.hypervisor)
+    errors["host"] = "No host can take this VM now: " + "; ".join(f"{n}: {r}" for n, r in reasons.items()) + "."
     return rt.local, network.validate(form, errors, rt.local.hypervisor)
