@@ -156,18 +156,32 @@ def test_a_person_signs_in_on_the_serial_console_in_the_browser(guest_limen, vm,
     page.keyboard.type("exit\n")  # the next person gets a login prompt, not this shell
 
 
+ECHO = 'while read line; do echo "got $line"; done'
+
+
+class Echo:
+    """An SSH session (the ssh command line ``args``) running ECHO in the guest: each line sent
+    comes back as "got <line>", as long as the one TCP connection lives."""
+
+    def __init__(self, args: list[str]):
+        self.session = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def answer(self, text: str, timeout: float = 30) -> str:
+        self.session.stdin.write(text + "\n")
+        self.session.stdin.flush()
+        ready, _, _ = select.select([self.session.stdout], [], [], timeout)
+        assert ready, f"the SSH session did not answer {text!r} within {timeout:g} s"
+        return self.session.stdout.readline().strip()
+
+    def close(self) -> None:
+        self.session.kill()
+        self.session.wait()
+
+
 def test_pause_and_resume_keep_an_open_ssh_session(guest_limen, vm):
     name, vm_uuid = vm
-    session = subprocess.Popen(guest_limen.ssh_args(vm_uuid, 'while read line; do echo "got $line"; done'),
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-
-    def answer(text: str, timeout: float = 30) -> str:
-        session.stdin.write(text + "\n")
-        session.stdin.flush()
-        ready, _, _ = select.select([session.stdout], [], [], timeout)
-        assert ready, f"the SSH session did not answer {text!r} within {timeout:g} s"
-        return session.stdout.readline().strip()
-
+    session = Echo(guest_limen.ssh_args(vm_uuid, ECHO))
+    answer = session.answer
     try:
         assert answer("before", 60) == "got before"
         assert guest_limen.admin.htmx_post(f"/vms/{vm_uuid}/pause").status_code == 202
@@ -177,8 +191,7 @@ def test_pause_and_resume_keep_an_open_ssh_session(guest_limen, vm):
         guest_limen.admin.wait_state(name, "running", 30)
         assert answer("after") == "got after"  # the same TCP session, through the pause
     finally:
-        session.kill()
-        session.wait()
+        session.close()
 
 
 def test_the_guest_migrates_live_to_another_host_and_back_with_an_ssh_session_open(
@@ -201,14 +214,7 @@ def test_the_guest_migrates_live_to_another_host_and_back_with_an_ssh_session_op
     api = Api(app, guest_limen.token)
     pool = qemu_host.storagePoolLookupByName(app.config["STORAGE_POOL"])
     session = shared_session(guest_limen, vm_uuid, shared_link)
-
-    def answer(text: str, timeout: float = 30) -> str:
-        session.stdin.write(text + "\n")
-        session.stdin.flush()
-        ready, _, _ = select.select([session.stdout], [], [], timeout)
-        assert ready, f"the SSH session did not answer {text!r} within {timeout:g} s"
-        return session.stdout.readline().strip()
-
+    answer = session.answer
     try:
         assert answer("before", 60) == "got before"
         for host in ("second", "local"):
@@ -219,15 +225,13 @@ def test_the_guest_migrates_live_to_another_host_and_back_with_an_ssh_session_op
             assert answer(f"on {host}") == f"got on {host}"  # the same TCP session, through the move
             check_moved(guest_limen, vm_uuid, host, qemu_host, pool, boot_id, pid)
     finally:
-        session.kill()
-        session.wait()
+        session.close()
     assert guest_limen.ssh(vm_uuid, f"kill {pid}").returncode == 0
 
 
-def shared_session(guest_limen, vm_uuid: str, link):
-    """An SSH session into the guest over ``link`` (a NIC on it plugged in through LIMEN's API,
-    brought up in the guest), from the link's own namespace: each line sent comes back as
-    "got <line>"."""
+def shared_session(guest_limen, vm_uuid: str, link) -> Echo:
+    """An Echo session into the guest over ``link`` (a NIC on it plugged in through LIMEN's API,
+    brought up in the guest), from the link's own namespace."""
     api = Api(guest_limen.app, guest_limen.token)
     added = api("POST", f"/vms/{vm_uuid}/nics", {"network": f"bridge:{link.bridge}"})
     assert added.status_code == 201, added.json
@@ -245,12 +249,11 @@ def shared_session(guest_limen, vm_uuid: str, link):
         return shown[shown.index("inet6") + 1].split("/")[0] if "inet6" in shown else None
 
     address = wait_until(link_local, 60, "the guest's link-local address on the shared link")
-    args = guest_limen.ssh_args(vm_uuid, 'while read line; do echo "got $line"; done')
+    args = guest_limen.ssh_args(vm_uuid, ECHO)
     port = args.index("-p")
     del args[port:port + 2]  # port 22, on the guest's own address
     args[-2] = f"tester@{address}%{link.interface}"
-    return subprocess.Popen([*link.run(), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            bufsize=1)
+    return Echo([*link.run(), *args])
 
 
 def check_moved(guest_limen, vm_uuid: str, host: str, qemu_host, pool, boot_id: str, pid: str) -> None:

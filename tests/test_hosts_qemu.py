@@ -9,6 +9,7 @@ import pytest
 from helpers import Reader, close_code, find_row, get_ticket, open_console, wait_until
 from limen import remote, runtime
 from test_console_qemu import BANNER, ws_url
+from test_serial_qemu import OPEN, opened, serial_url
 
 pytestmark = pytest.mark.qemu
 
@@ -62,6 +63,12 @@ def test_a_vm_made_on_the_second_host_runs_there_and_its_host_going_away_touches
         assert tunnel is not None and tunnel._client.get_transport().is_active()
     finally:
         ws.close()
+    # Its serial line, through libvirt's stream over the SSH transport.
+    serial = open_console(serial_url(base, admin, far), base)
+    try:
+        assert opened(serial) == OPEN
+    finally:
+        serial.close()
 
     second_host.libvirtd("stop")
     wait_until(lambda: "Host second is unreachable" in host_cell(admin, "far"), 30,
@@ -146,6 +153,18 @@ def test_auto_places_a_vm_on_a_host_that_can_take_it_and_one_machine_is_not_adde
         assert refused.status_code == 422
         assert re.search(r"No host can take this VM now: local: There is no libvirt network limen-only-\d+;.*"
                          r" second: its storage pool cannot be used", refused.text), refused.text[-3000:]
+        # Nor does a VM move there: DEST_POOL_MISSING, and it runs on where it was.
+        assert admin.create(name="stuck", host="local").status_code == 201
+        admin.wait_state("stuck", "running", 30)
+        stuck = uuid_in(host_cell(admin, "stuck"))
+        assert post(admin, f"/vms/{stuck}/migrate", {"host": "second"}).status_code == 302
+        wait_until(lambda: (op := migrated_op(app, stuck)) is not None and not op.active, 60, "the migration to end")
+        assert (migrated_op(app, stuck).state, migrated_op(app, stuck).error_code) == ("failed", "DEST_POOL_MISSING")
+        wait_until(lambda: 'data-state="running"' in host_cell(admin, "stuck"), 10, "the row to show it running")
+        assert '<td class="host">local</td>' in host_cell(admin, "stuck")
+        assert qemu_host.lookupByUUIDString(stuck).isActive()
+        assert admin.htmx_post(f"/vms/{stuck}/delete").status_code == 202
+        wait_until(lambda: find_row(admin.rows(), "stuck") is None, 30, "the stuck VM to be deleted")
         broken.undefine()  # LIMEN makes its pool there at the next need
         broken = None
         placed = admin.create(name="placed", network=f"network:{name}", memory_mib="64")
