@@ -2,6 +2,7 @@
 VMs made there and run there, and that host going away while the local host's VMs keep
 working. The second host is scripts/second-host (tests/fixtures/hosts.py)."""
 import re
+import xml.etree.ElementTree as ET
 
 import libvirt
 import pytest
@@ -80,6 +81,10 @@ def test_a_vm_made_on_the_second_host_runs_there_and_its_host_going_away_touches
 
     refused = admin.create(name="nowhere", host="second")
     assert refused.status_code == 503 and "HOST_UNREACHABLE" in refused.text
+    near = uuid_in(host_cell(admin, "near"))
+    unmoved = post(admin, f"/vms/{near}/migrate", {"host": "second"})  # nor does a VM move there
+    assert unmoved.status_code == 503 and "HOST_UNREACHABLE" in unmoved.text
+    assert migrated_op(app, near) is None and '<td class="host">local</td>' in host_cell(admin, "near")
     assert find_row(admin.rows(), "nowhere") is None
 
     second_host.libvirtd("start")
@@ -248,6 +253,29 @@ def test_a_running_vm_migrates_live_to_the_second_host_and_back_and_its_row_foll
     wait_until(lambda: '<td class="host">local</td>' in host_cell(admin, "mover"), 10, "the row to follow it")
     assert qemu_host.lookupByUUIDString(vm).isActive()
     assert running_there(second_host) == set()
+
+
+def test_a_running_vm_is_not_moved_to_a_host_whose_cpu_cannot_run_it(qemu_admin, qemu_host, second_host):
+    """Both test hosts are one machine, so this host is described to the second as another
+    machine's would be: a CPU of the other vendor. The second libvirtd's own compareCPU answers."""
+    app, admin = qemu_admin()
+    add_second(app, admin, second_host)
+    source = runtime.get(app).hosts[1].hypervisor.migration
+    here = ET.fromstring(source.host_cpu())
+    other = "Intel" if here.findtext("vendor") == "AMD" else "AMD"
+    foreign = (f"<cpu><arch>x86_64</arch><model>{'EPYC' if other == 'AMD' else 'Skylake-Client'}</model>"
+               f"<vendor>{other}</vendor></cpu>")
+    source.host_cpu = lambda: foreign
+    assert admin.create(name="native", host="local").status_code == 201
+    admin.wait_state("native", "running", 30)
+    vm = uuid_in(host_cell(admin, "native"))
+    refused = post(admin, f"/vms/{vm}/migrate", {"host": "second"})
+    assert refused.status_code == 409 and "INCOMPATIBLE_CPU" in refused.text
+    assert migrated_op(app, vm) is None  # refused before anything started
+    assert 'data-state="running"' in host_cell(admin, "native") and '<td class="host">local</td>' in host_cell(admin, "native")
+    assert "native" not in running_there(second_host)
+    assert admin.htmx_post(f"/vms/{vm}/delete").status_code == 202
+    wait_until(lambda: find_row(admin.rows(), "native") is None, 30, "the VM to be deleted")
 
 
 def test_a_shut_off_vm_moves_with_its_disk_and_starts_there(qemu_admin, qemu_host, second_host):

@@ -41,16 +41,23 @@ class Migration:
         self.connection = connection
 
     @translated
+    def host_cpu(self) -> str | None:
+        """This host's CPU, as libvirt describes it (<cpu> with its model, vendor and features),
+        or None when the driver does not say."""
+        cpu = ET.fromstring(self.connection.get().getCapabilities()).find("./host/cpu")
+        if cpu is None or cpu.find("model") is None:
+            return None
+        return ET.tostring(cpu, encoding="unicode")
+
+    @translated
     def cpu_problem(self, dest: Connection) -> str | None:
         """Why the destination cannot run what this host's guests see of its CPU (asked of the
         destination with this host's CPU definition), or None."""
-        caps = ET.fromstring(self.connection.get().getCapabilities())
-        cpu = caps.find("./host/cpu")
-        if cpu is None or cpu.find("model") is None:
-            return None  # the driver does not say: libvirt checks again as it migrates
-        answer = dest.get().compareCPU(ET.tostring(cpu, encoding="unicode"), 0)
-        if answer == libvirt.VIR_CPU_COMPARE_INCOMPATIBLE:
-            model = cpu.findtext("model") or "this host's CPU"
+        cpu = self.host_cpu()
+        if cpu is None:
+            return None  # libvirt checks again as it migrates
+        if dest.get().compareCPU(cpu, 0) == libvirt.VIR_CPU_COMPARE_INCOMPATIBLE:
+            model = ET.fromstring(cpu).findtext("model") or "this host's CPU"
             return f"the destination's CPU cannot run what {model} offers its guests"
         return None
 
