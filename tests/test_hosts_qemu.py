@@ -1,7 +1,9 @@
 """LIMEN with a second libvirt host (qemu tier): added by an admin over SSH with its key checked,
 VMs made there and run there, and that host going away while the local host's VMs keep
 working. The second host is scripts/second-host (tests/fixtures/hosts.py)."""
+import os
 import re
+import signal
 import xml.etree.ElementTree as ET
 
 import libvirt
@@ -369,4 +371,18 @@ def test_a_migration_cancelled_or_cut_off_leaves_the_vm_running_where_it_was(qem
         assert qemu_host.lookupByUUIDString(vm).isActive()
     finally:
         second_host.libvirtd("start")
+    assert "stayer" not in running_there(second_host)
+
+    # The destination's QEMU is killed mid-way: MIGRATION_FAILED again, and the VM runs on here.
+    wait_until(lambda: runtime.get(app).hosts[2].sync.problem is None, 30, "LIMEN to reach the second host again")
+    assert post(admin, f"/vms/{vm}/migrate", {"host": "second"}).status_code == 302
+    wait_until(lambda: migrating(app, vm), 30, "the third migration to show its progress")
+    incoming = int((second_host.home / "run" / "qemu" / "stayer.pid").read_text())
+    os.kill(incoming, signal.SIGKILL)
+    wait_until(lambda: not migrated_op(app, vm).active, 90, "the killed migration to end")
+    op = migrated_op(app, vm)
+    assert (op.state, op.error_code) == ("failed", "MIGRATION_FAILED"), op.error_message
+    wait_until(lambda: 'data-state="running"' in host_cell(admin, "stayer"), 10, "the row to show it running")
+    assert '<td class="host">local</td>' in host_cell(admin, "stayer")
+    assert qemu_host.lookupByUUIDString(vm).isActive()
     assert "stayer" not in running_there(second_host)
