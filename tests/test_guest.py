@@ -220,6 +220,7 @@ def test_the_guest_migrates_live_to_another_host_and_back_with_an_ssh_session_op
         for host in ("second", "local"):
             op = finished(guest_limen, api("POST", f"/vms/{vm_uuid}/migrate", {"host": host}))
             assert any(s["step"].startswith(f"Migrating live to {host}") for s in op["steps"])
+            assert any(s["step"].startswith("Moved in ") for s in op["steps"])  # with its downtime
             moved = api("GET", f"/vms/{vm_uuid}").json
             assert (moved["host"], moved["state"]) == (host, "running")
             assert answer(f"on {host}") == f"got on {host}"  # the same TCP session, through the move

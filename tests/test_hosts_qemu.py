@@ -235,6 +235,9 @@ def test_a_running_vm_migrates_live_to_the_second_host_and_back_and_its_row_foll
     op = migrated_op(app, vm)
     assert op.state == "done", (op.error_code, op.error_message)
     assert any(s["step"].startswith("Migrating live to second") for s in op.steps)
+    # What libvirt's statistics on the destination tell, once it is over.
+    assert any(re.fullmatch(r"Moved in [\d.]+ s \(\d+ MiB sent\); the guest paused \d+ ms at the switch", s["step"])
+               for s in op.steps), op.steps
     wait_until(lambda: '<td class="host">second</td>' in host_cell(admin, "mover"), 10, "the row to follow it")
     assert 'data-state="running"' in host_cell(admin, "mover")
     assert running_there(second_host) == {"mover"}

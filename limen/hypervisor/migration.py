@@ -36,9 +36,28 @@ class Progress:
         return 100 * self.processed // self.total if self.total else 0
 
 
+@dataclass(frozen=True)
+class Completed:
+    """A migration this host received, as its statistics tell once it is over."""
+
+    seconds: float  # from start to end
+    downtime_ms: int  # the guest's pause at the switch
+    processed: int  # bytes received (memory and disks)
+
+
 class Migration:
     def __init__(self, connection: Connection):
         self.connection = connection
+
+    @translated
+    def completed(self, uuid: str) -> Completed | None:
+        """The statistics of the migration that brought the domain here, asked of this (the
+        destination) host once it ended; None when libvirt keeps none."""
+        stats = self.connection.get().lookupByUUIDString(uuid).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        if "downtime" not in stats:
+            return None
+        processed = int(stats.get("memory_processed", 0)) + int(stats.get("disk_processed", 0))
+        return Completed(float(stats.get("time_elapsed", 0)) / 1000, int(stats["downtime"]), processed)
 
     @translated
     def host_cpu(self) -> str | None:

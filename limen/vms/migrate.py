@@ -278,6 +278,15 @@ def run_migrate(ctx: OpContext) -> None:
             raise MigrationCancelled()
         raise MigrationFailed(f"{MigrationFailed.sentence} libvirt said: {failure[0].message}")
     _settle_on(ctx.vm_uuid, dest.id)
+    try:
+        done_there = dest.hypervisor.migration.completed(ctx.vm_uuid)
+    except LimenError:
+        done_there = None  # the statistics say how it went; the move itself is done
+    if done_there is not None:
+        ctx.step(
+            f"Moved in {done_there.seconds:.1f} s ({done_there.processed // 2**20} MiB sent); "
+            f"the guest paused {done_there.downtime_ms} ms at the switch"
+        )
     ctx.step(f"Removing its disks from {source.name}")
     _remove_volumes(source, ctx.vm_uuid)
 
