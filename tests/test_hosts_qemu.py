@@ -238,6 +238,11 @@ def test_a_running_vm_migrates_live_to_the_second_host_and_back_and_its_row_foll
     # What libvirt's statistics on the destination tell, once it is over.
     assert any(re.fullmatch(r"Moved in [\d.]+ s \(\d+ MiB sent\); the guest paused \d+ ms at the switch", s["step"])
                for s in op.steps), op.steps
+    there = libvirt.open(second_host.test_uri)
+    try:  # and LIMEN left them there for an admin's virsh domjobinfo --completed
+        assert "downtime" in there.lookupByUUIDString(vm).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+    finally:
+        there.close()
     wait_until(lambda: '<td class="host">second</td>' in host_cell(admin, "mover"), 10, "the row to follow it")
     assert 'data-state="running"' in host_cell(admin, "mover")
     assert running_there(second_host) == {"mover"}

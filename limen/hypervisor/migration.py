@@ -53,7 +53,9 @@ class Migration:
     def completed(self, uuid: str) -> Completed | None:
         """The statistics of the migration that brought the domain here, asked of this (the
         destination) host once it ended; None when libvirt keeps none."""
-        stats = self.connection.get().lookupByUUIDString(uuid).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        dom = self.connection.get().lookupByUUIDString(uuid)
+        # Kept for whoever asks next (an admin's virsh domjobinfo --completed): reading clears them.
+        stats = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED)
         if "downtime" not in stats:
             return None
         processed = int(stats.get("memory_processed", 0)) + int(stats.get("disk_processed", 0))
