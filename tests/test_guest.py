@@ -230,11 +230,10 @@ def test_the_guest_migrates_live_to_another_host_and_back_with_an_ssh_session_op
     assert guest_limen.ssh(vm_uuid, f"kill {pid}").returncode == 0
 
 
-def shared_session(guest_limen, vm_uuid: str, link) -> Echo:
-    """An Echo session into the guest over ``link`` (a NIC on it plugged in through LIMEN's API,
-    brought up in the guest), from the link's own namespace."""
-    api = Api(guest_limen.app, guest_limen.token)
-    added = api("POST", f"/vms/{vm_uuid}/nics", {"network": f"bridge:{link.bridge}"})
+def plugged_in(guest_limen, vm_uuid: str, network: str) -> tuple[str, str]:
+    """(MAC, the guest's name for it) of a NIC on ``network`` plugged in through LIMEN's API
+    while the guest runs, and brought up in the guest."""
+    added = Api(guest_limen.app, guest_limen.token)("POST", f"/vms/{vm_uuid}/nics", {"network": network})
     assert added.status_code == 201, added.json
     mac = added.json["mac"]
 
@@ -244,6 +243,13 @@ def shared_session(guest_limen, vm_uuid: str, link) -> Echo:
 
     iface = wait_until(interface, 60, "the guest to see the plugged-in NIC")
     assert guest_limen.ssh(vm_uuid, f"sudo ip link set {iface} up").returncode == 0
+    return mac, iface
+
+
+def shared_session(guest_limen, vm_uuid: str, link) -> Echo:
+    """An Echo session into the guest over ``link`` (a NIC on it plugged in through LIMEN's API,
+    brought up in the guest), from the link's own namespace."""
+    _mac, iface = plugged_in(guest_limen, vm_uuid, f"bridge:{link.bridge}")
 
     def link_local() -> str | None:  # once duplicate address detection let it be used
         shown = guest_limen.ssh(vm_uuid, f"ip -6 -o addr show dev {iface} scope link -tentative").stdout.split()
@@ -437,16 +443,7 @@ def test_a_disk_plugged_in_and_the_boot_disk_grown_show_in_lsblk(guest_limen, vm
 def test_a_nic_set_link_down_loses_its_carrier(guest_limen, vm):
     name, vm_uuid = vm
     api = Api(guest_limen.app, guest_limen.token)
-    added = api("POST", f"/vms/{vm_uuid}/nics", {"network": "user"})  # SSH keeps to the first NIC
-    assert added.status_code == 201, added.json
-    mac = added.json["mac"]
-
-    def interface() -> str | None:
-        found = guest_limen.ssh(vm_uuid, f"grep -l {mac} /sys/class/net/*/address").stdout.strip()
-        return found.split("/")[-2] if found else None
-
-    iface = wait_until(interface, 60, "the guest to see the plugged-in NIC")
-    assert guest_limen.ssh(vm_uuid, f"sudo ip link set {iface} up").returncode == 0
+    mac, iface = plugged_in(guest_limen, vm_uuid, "user")  # SSH keeps to the first NIC
 
     def carrier() -> str:
         return guest_limen.ssh(vm_uuid, f"cat /sys/class/net/{iface}/carrier").stdout.strip()

@@ -371,12 +371,7 @@ def test_a_migration_cancelled_or_cut_off_leaves_the_vm_running_where_it_was(qem
     wait_until(lambda: migrating(app, vm), 30, "the second migration to show its progress")
     second_host.libvirtd("stop")
     try:
-        wait_until(lambda: not migrated_op(app, vm).active, 90, "the cut-off migration to end")
-        op = migrated_op(app, vm)
-        assert (op.state, op.error_code) == ("failed", "MIGRATION_FAILED"), op.error_message
-        wait_until(lambda: 'data-state="running"' in host_cell(admin, "stayer"), 10, "the row to show it running")
-        assert '<td class="host">local</td>' in host_cell(admin, "stayer")
-        assert qemu_host.lookupByUUIDString(vm).isActive()
+        failed_here(app, admin, qemu_host, vm, "stayer")
     finally:
         second_host.libvirtd("start")
     assert "stayer" not in running_there(second_host)
@@ -387,10 +382,15 @@ def test_a_migration_cancelled_or_cut_off_leaves_the_vm_running_where_it_was(qem
     wait_until(lambda: migrating(app, vm), 30, "the third migration to show its progress")
     incoming = int((second_host.home / "run" / "qemu" / "stayer.pid").read_text())
     os.kill(incoming, signal.SIGKILL)
-    wait_until(lambda: not migrated_op(app, vm).active, 90, "the killed migration to end")
+    failed_here(app, admin, qemu_host, vm, "stayer")
+    assert "stayer" not in running_there(second_host)
+
+
+def failed_here(app, admin, qemu_host, vm: str, name: str) -> None:
+    """The VM's migration ended with MIGRATION_FAILED, and it runs on, here, as its row says."""
+    wait_until(lambda: not migrated_op(app, vm).active, 90, "the failed migration to end")
     op = migrated_op(app, vm)
     assert (op.state, op.error_code) == ("failed", "MIGRATION_FAILED"), op.error_message
-    wait_until(lambda: 'data-state="running"' in host_cell(admin, "stayer"), 10, "the row to show it running")
-    assert '<td class="host">local</td>' in host_cell(admin, "stayer")
+    wait_until(lambda: 'data-state="running"' in host_cell(admin, name), 10, "the row to show it running")
+    assert '<td class="host">local</td>' in host_cell(admin, name)
     assert qemu_host.lookupByUUIDString(vm).isActive()
-    assert "stayer" not in running_there(second_host)
