@@ -101,6 +101,19 @@ class Api:
         return self._call(method, path, body)
 
 
+def remove_made(limen: "Limen | None", api: "Api | None", conn: libvirt.virConnect, config: dict,
+                vm_uuid: str | None) -> None:
+    """What a guest benchmark made, removed however it ended: its VM (through LIMEN while it
+    serves), LIMEN itself, the two pools of ``config``; ``conn`` is closed."""
+    if vm_uuid is not None:
+        remove_vm(api, conn, vm_uuid)
+    if limen is not None:
+        limen.stop()
+    remove_pool(conn, config["STORAGE_POOL"])
+    remove_pool(conn, config["MEDIA_POOL"])
+    conn.close()
+
+
 def remove_vm(api: "Api | None", conn: libvirt.virConnect, vm_uuid: str) -> None:
     """Delete the VM (and so its snapshots) through LIMEN; if LIMEN cannot, with libvirt calls
     (the pool's removal takes its disk)."""

@@ -38,8 +38,8 @@ from pathlib import Path
 import libvirt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from console import ROOT, BenchError, Limen, free_port, log_tail, remove_pool, wait_until
-from guest_boot import banner, first_time, remove_vm
+from console import ROOT, BenchError, Limen, free_port, log_tail, wait_until
+from guest_boot import banner, first_time, remove_made
 from remote_console import SCRIPT, post_form
 from snapshot import BOOT_TIMEOUT, SETTLE_TIMEOUT, Api, guest_main, ssh_until, upload_image
 
@@ -197,16 +197,10 @@ def run(args, workdir: Path, image: Path) -> None:
             print(f"LIMEN's log, last lines:\n{log_tail(limen.log)}", file=sys.stderr)
         raise
     finally:
-        if vm_uuid is not None:
-            remove_vm(api, conn, vm_uuid)
         if there is not None:
             there.close()
-        if limen is not None:
-            limen.stop()
+        remove_made(limen, api, conn, config, vm_uuid)
         subprocess.run([str(SCRIPT), "stop", str(home)], capture_output=True, timeout=120)
-        remove_pool(conn, config["STORAGE_POOL"])
-        remove_pool(conn, config["MEDIA_POOL"])
-        conn.close()
 
 
 def main() -> int:

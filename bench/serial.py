@@ -48,7 +48,7 @@ from pathlib import Path
 import libvirt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from guest_boot import Api, remove_vm
+from guest_boot import Api, remove_made
 from console import (
     BIN,
     ROOT,
@@ -59,7 +59,6 @@ from console import (
     free_port,
     log_tail,
     percentile,
-    remove_pool,
     wait_until,
 )
 
@@ -414,13 +413,7 @@ def run(args, workdir: Path, image: Path) -> None:
             print(f"LIMEN's log, last lines:\n{log_tail(limen.log)}", file=sys.stderr)
         raise
     finally:
-        if vm_uuid is not None:
-            remove_vm(api, conn, vm_uuid)
-        if limen is not None:
-            limen.stop()
-        remove_pool(conn, config["STORAGE_POOL"])
-        remove_pool(conn, config["MEDIA_POOL"])
-        conn.close()
+        remove_made(limen, api, conn, config, vm_uuid)
 
 
 def main() -> int:

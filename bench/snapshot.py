@@ -54,9 +54,9 @@ from typing import NamedTuple
 import libvirt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from console import BIN, ROOT, BenchError, Limen, cpu_seconds, free_port, log_tail, remove_pool, wait_until
+from console import BIN, ROOT, BenchError, Limen, cpu_seconds, free_port, log_tail, wait_until
 from guest_boot import Api as _Api
-from guest_boot import banner, first_time, remove_vm
+from guest_boot import banner, first_time, remove_made
 
 BOOT_TIMEOUT = 400  # seconds from the create request to the SSH banner: a TCG boot takes 50-90 here
 SETTLE_TIMEOUT = 300  # seconds more for cloud-init to finish
@@ -325,13 +325,7 @@ def run(args, workdir: Path, image: Path) -> None:
             print(f"LIMEN's log, last lines:\n{log_tail(limen.log)}", file=sys.stderr)
         raise
     finally:
-        if vm_uuid is not None:
-            remove_vm(api, conn, vm_uuid)
-        if limen is not None:
-            limen.stop()
-        remove_pool(conn, config["STORAGE_POOL"])
-        remove_pool(conn, config["MEDIA_POOL"])
-        conn.close()
+        remove_made(limen, api, conn, config, vm_uuid)
 
 
 def guest_main(name: str, doc: str, run, add_arguments=lambda parser: None) -> int:

@@ -22,22 +22,23 @@ def choices() -> list[str]:
     return list(db.session.scalars(select(Host.name).where(Host.enabled).order_by(Host.id)))
 
 
-def _cannot(host: runtime.HostRuntime, form: Mapping[str, Any], disk_bytes: int) -> str | None:
-    """Why ``host`` cannot take the VM now, or None: it cannot be reached, lacks the network,
-    or its pool (made at the first need) cannot be used or has no room for ``disk_bytes``."""
+def _fit(host: runtime.HostRuntime, form: Mapping[str, Any], disk_bytes: int) -> tuple[str | None, str]:
+    """(why ``host`` cannot take the VM now, or None; the network choice there): it cannot be
+    reached, lacks the network, or its pool (made at the first need) cannot be used or has no
+    room for ``disk_bytes``."""
     if host.sync.problem:
-        return host.sync.problem
+        return host.sync.problem, ""
     found: dict[str, str] = {}
-    network.validate(form, found, host.hypervisor)
+    chosen = network.validate(form, found, host.hypervisor)
     if found:
-        return found["network"]
+        return found["network"], chosen
     try:
         free = host.hypervisor.disks.free_bytes()
     except LimenError as e:
-        return f"its storage pool cannot be used ({e.message})"
+        return f"its storage pool cannot be used ({e.message})", chosen
     if free < disk_bytes:
-        return f"its storage pool has {free // 2**30} GiB free"
-    return None
+        return f"its storage pool has {free // 2**30} GiB free", chosen
+    return None, chosen
 
 
 def place(
@@ -61,9 +62,10 @@ def place(
         return host, network.validate(form, errors, host.hypervisor)
     if uses_media or len(rt.hosts) == 1:
         return rt.local, network.validate(form, errors, rt.local.hypervisor)
-    reasons, free = {}, {}
+    reasons, free, chosen = {}, {}, {}
     for host in list(rt.hosts.values()):
-        if (reason := _cannot(host, form, disk_bytes)) is None:
+        reason, chosen[host.id] = _fit(host, form, disk_bytes)
+        if reason is None:
             try:
                 free[host.id] = host.hypervisor.host.free_memory_mib()
                 continue
@@ -71,7 +73,7 @@ def place(
                 reason = e.message
         reasons[host.name] = reason
     if free:
-        best = rt.hosts[min(free, key=lambda i: (-free[i], i))]  # most free memory; the older host on a tie
-        return best, network.validate(form, errors, best.hypervisor)
+        best = min(free, key=lambda i: (-free[i], i))  # most free memory; the older host on a tie
+        return rt.hosts[best], chosen[best]
     errors["host"] = "No host can take this VM now: " + "; ".join(f"{n}: {r}" for n, r in reasons.items()) + "."
     return rt.local, network.validate(form, errors, rt.local.hypervisor)
