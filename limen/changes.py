@@ -1,17 +1,24 @@
-"""A version token for "what the VM table shows", so that an unchanged poll costs one string
-comparison.
+"""A version token for "what the VM table shows", so that an unchanged poll costs one lookup.
 
 The token is bumped after every commit that touched a VM or an Operation row (found by
 SQLAlchemy session events, so no code path can forget it) and by the state sync. It carries a
-random boot id, so a tab that was open across a restart never mistakes old data for current.
+random boot id, so a check made before a restart never vouches for what came after.
+
+The token counts every tenant's changes, so it never leaves the server: a page carries only
+what its own rows say, and the server remembers at which token it last found a page unchanged
+(``checked``), so that a poll of it needs no query until anything changes.
 """
 
 import secrets
 import threading
+from collections import OrderedDict
+from collections.abc import Hashable
 
 from flask import Flask, current_app
 from sqlalchemy import event
 from sqlalchemy.orm import Session
+
+CHECKS_KEPT = 4096  # pages remembered as checked (the oldest are forgotten: their next poll queries)
 
 
 class Changes:
@@ -20,6 +27,7 @@ class Changes:
         self._boot = secrets.token_hex(4)
         self._n = 0
         self._lock = threading.Lock()
+        self._checked: OrderedDict[Hashable, str] = OrderedDict()
 
     @property
     def token(self) -> str:
@@ -28,6 +36,18 @@ class Changes:
     def bump(self) -> None:
         with self._lock:
             self._n += 1
+
+    def check(self, page: Hashable, token: str) -> None:
+        """``page`` (a user's view and what it shows) was read as it stood at ``token``."""
+        with self._lock:
+            self._checked[page] = token
+            self._checked.move_to_end(page)
+            while len(self._checked) > CHECKS_KEPT:
+                self._checked.popitem(last=False)
+
+    def checked(self, page: Hashable) -> bool:
+        """Whether nothing has changed since ``page`` was last read."""
+        return self._checked.get(page) == self.token
 
 
 _WATCHED: tuple[type, ...] = ()

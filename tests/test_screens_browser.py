@@ -19,7 +19,7 @@ def test_no_page_is_wider_than_the_window(app, live_server, page):
     vm = created.json["vm"]["uuid"]
     api("PATCH", f"/vms/{vm}", {"description": "a-description-without-any-space-" * 8})
     base = live_server(app)
-    pages = ["/", f"/vms/{vm}", f"/vms/{vm}/serial", "/media/", "/account", "/admin/users", "/admin/users/admin",
+    pages = ["/", f"/vms/{vm}", f"/vms/{vm}/console", f"/vms/{vm}/serial", "/media/", "/account", "/admin/users", "/admin/users/admin",
              "/admin/audit", "/admin/hosts", "/host", "/tasks", "/api/docs", "/no/such/page"]
     wide = []
     for width in WIDTHS:

@@ -74,6 +74,28 @@ def test_a_poll_answers_exactly_the_rows_that_changed(app, admin, libvirt_conn):
     assert sorted(ROW_IDS.findall(again)) == sorted([uuid_of(app, "vm-002"), uuid_of(app, "vm-004")])
 
 
+def test_another_users_activity_gives_a_poll_204_and_tells_nothing(app, admin, libvirt_conn):
+    """The change counter moves for every tenant; what a poll answers follows only the rows its
+    user may see, and the version it carries tells nothing of how often others' changed."""
+    add_user(app, "bob", "bob-password-1")
+    bob = signed_in(app, "bob", "bob-password-1")
+    assert bob.create(name="bobs").status_code == 201
+    bob.wait_state("bobs", "running")
+    url = poll_url(bob.client.get("/").text)
+    assert bob.client.get(url, headers=HTMX).status_code == 204
+
+    make_fleet(app, 2)  # the admin's VMs come, and one of them changes
+    libvirt_conn.lookupByName("vm-000").destroy()
+    admin.wait_state("vm-000", "shutoff")
+    assert bob.client.get(url, headers=HTMX).status_code == 204
+    assert poll_url(bob.client.get("/").text) == url  # the same version after all that
+
+    libvirt_conn.lookupByName("bobs").destroy()  # bob's own changes: his row comes
+    answer = wait_until(lambda: (r := bob.client.get(url, headers=HTMX)).status_code == 200 and r,
+                        what="bob's poll to bring his row")
+    assert ROW_IDS.findall(answer.text) == [uuid_of(app, "bobs")]
+
+
 def test_a_row_that_comes_or_leaves_brings_the_whole_page(app, admin):
     make_fleet(app, 3)
     url = poll_url(admin.client.get("/").text)

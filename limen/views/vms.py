@@ -1,9 +1,6 @@
 """The VM table, its polled rows partial, create, and the actions."""
 
-import hashlib
-import hmac
-
-from flask import Blueprint, current_app, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from .. import runtime, vms
@@ -30,11 +27,9 @@ def _view() -> vms.table.View:
     return vms.table.View.parse(request.args, current_user)
 
 
-def _seen(token: str, view: vms.table.View) -> str:
-    """The change counter as this user's table carries it: opaque, so that no tenant reads
-    from it how often anything changed."""
-    key = current_app.config["SECRET_KEY"].encode()
-    return hmac.new(key, f"{token}:{current_user.id}:{view}".encode(), hashlib.sha256).hexdigest()[:16]
+def _page_key(view: vms.table.View, since: int | str, shown: str) -> tuple:
+    """A page as the change token's checks know it: whose, which view, and what it shows."""
+    return (current_user.id, view, str(since), shown)
 
 
 def _around(view: vms.table.View) -> tuple[list, str | None]:
@@ -49,13 +44,14 @@ def _extras(unmanaged: list, problem: str | None) -> tuple:
 
 
 def _table() -> dict:
-    """What the table needs. Its version is three parts: the change counter read before the
-    rows (a change in between shows at the next poll), the largest row version the page shows,
-    and a digest of which rows it shows."""
+    """What the table needs. Its version is two parts, both of what this user sees: the largest
+    row version the page shows, and a digest of which rows it shows. The change token read
+    before the rows is remembered with it (a change in between shows at the next poll)."""
     token = runtime.get().changes.token
     page = vms.table.page(current_user, _view())
     unmanaged, problem = _around(page.view)
     shown = vms.table.digest(page, *_extras(unmanaged, problem))
+    runtime.get().changes.check(_page_key(page.view, page.since, shown), token)
     hosts = vms.host_names()
     return dict(
         view=page.view,
@@ -66,7 +62,7 @@ def _table() -> dict:
         host_filter=hosts,
         hypervisor_problem=problem,
         several_hosts=bool(hosts),
-        version=f"{_seen(token, page.view)}.{page.since}.{shown}",
+        version=f"{page.since}.{shown}",
     )
 
 
@@ -96,25 +92,28 @@ def index():
 @bp.get("/vms/rows")
 def rows():
     """The table for htmx polls, as the page's version ``v`` asks: 204 and no body when nothing
-    this user sees changed (at once when nothing changed at all); the rows that changed when
-    only they did; else the page's rows whole."""
-    seen, _, rest = request.args.get("v", "").partition(".")
-    since, _, shown = rest.partition(".")
-    token, view = runtime.get().changes.token, _view()
-    if seen == _seen(token, view):
+    this user sees changed (at once when nothing changed at all since the page was last read);
+    the rows that changed when only they did; else the page's rows whole."""
+    since, _, shown = request.args.get("v", "").rpartition(".")
+    changes, view = runtime.get().changes, _view()
+    if changes.checked(_page_key(view, since, shown)):
         return "", 204
+    token = changes.token
     if since.isascii() and since.isdigit():
         now = vms.table.versions(current_user, view)
         if vms.table.digest(now, *_extras(*_around(now.view))) == shown:
             changed = now.changed(int(since))
             if not changed:
-                return "", 204  # others' changes: the page keeps its version, and asks again
+                # Others' changes: the page keeps its version, and is known unchanged at this token.
+                changes.check(_page_key(now.view, since, shown), token)
+                return "", 204
+            changes.check(_page_key(now.view, now.since, shown), token)
             return render_template(
                 "vms/_changed.html",
                 rows=vms.table.changed_rows(current_user, changed),
                 view=now.view,
                 several_hosts=bool(vms.host_names()),
-                version=f"{_seen(token, view)}.{now.since}.{shown}",
+                version=f"{now.since}.{shown}",
             )
     return render_template("vms/_poll.html", oob_rows=True, **_table())
 
