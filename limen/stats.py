@@ -1,4 +1,5 @@
-"""Each running VM's recent past, for its graphs: CPU, memory, disk and network.
+"""Each running VM's recent past, for its graphs: CPU, memory, disk and network; and how busy
+the host's CPUs were over the last interval, for the host overview.
 
 A thread asks libvirt every STATS_INTERVAL seconds for every running domain's counters, in one
 call, and keeps for each VM a ring of points of the last STATS_KEEP seconds: the rates between
@@ -67,6 +68,8 @@ class StatsSampler(Periodic):
         self._lock = threading.Lock()
         self._series: dict[str, deque[Point]] = {}
         self._last: dict[str, Counters] = {}
+        self._host_times: tuple[int, int] | None = None
+        self.host_cpu_percent: float | None = None  # the host's CPUs in use over the last interval
 
     def round(self) -> None:
         try:
@@ -75,8 +78,19 @@ class StatsSampler(Periodic):
             pass  # the sync says so; the graphs show a gap
 
     def sample(self) -> None:
-        """One round: every running VM's counters, and a point for each that was sampled before."""
+        """One round: every running VM's counters, and a point for each that was sampled before;
+        and the host's CPU time."""
         self.record(self.hypervisor.counters.running())
+        self.record_host(self.hypervisor.host.cpu_times())
+
+    def record_host(self, times: tuple[int, int] | None) -> None:
+        """Keep the host's CPU time (busy, all): the share busy since the reading before."""
+        with self._lock:
+            before, self._host_times = self._host_times, times
+            if times is None or before is None or times[1] <= before[1] or times[0] < before[0]:
+                self.host_cpu_percent = None
+            else:
+                self.host_cpu_percent = min(100.0, (times[0] - before[0]) / (times[1] - before[1]) * 100)
 
     def record(self, found: list[Counters]) -> None:
         """Keep a round of counters (every running VM's): a point for each VM sampled before."""
@@ -105,7 +119,12 @@ class StatsSampler(Periodic):
         with self._lock:
             self._prune(self.clock() - self.keep)
             points = list(self._series.get(uuid, ()))
-        series: dict[str, object] = {"interval": self.interval, "t": [round(p.at, 3) for p in points]}
-        for i, field in enumerate(FIELDS):
-            series[field] = [None if (v := p.values[i]) is None else round(v, 2) for p in points]
-        return series
+        return series(points, self.interval)
+
+
+def series(points: list[Point], interval: float) -> dict[str, object]:
+    """Points as the graphs and the API take them: their times, and a list per field."""
+    found: dict[str, object] = {"interval": interval, "t": [round(p.at, 3) for p in points]}
+    for i, field in enumerate(FIELDS):
+        found[field] = [None if (v := p.values[i]) is None else round(v, 2) for p in points]
+    return found

@@ -55,10 +55,25 @@ def test_a_vm_made_on_the_second_host_runs_there_and_its_host_going_away_touches
     assert running_there(second_host) == {"far"}  # on the second host, and only there
     assert "far" not in {d.name() for d in qemu_host.listAllDomains()}
 
+    # Each host's sampler reads its own VMs and CPUs: the far VM's graphs have points, and the
+    # overview shows each host with its VMs and how busy its CPUs are.
+    far = uuid_in(host_cell(admin, "far"))
+    sampler = runtime.get(app).hosts[2].stats
+    wait_until(lambda: (sampler.sample(), admin.client.get(f"/vms/{far}/stats").json["t"])[1], 30,
+               "the far VM's graphs to have a point")
+    for parts in runtime.get(app).hosts.values():
+        wait_until(lambda: (parts.stats.sample(), parts.stats.host_cpu_percent is not None)[1], 30,
+                   f"a share of host {parts.name}'s CPUs")
+    overview = admin.client.get("/host").text
+    for name in ("local", "second"):
+        part = overview.split(f'data-host="{name}"', 1)[1].split('class="host-part"', 1)[0]
+        assert '<span class="badge s-running">running</span> 1' in part, name  # its own VM, alone
+        assert re.search(r"<td>\d+% busy</td>", part), name
+
     # Its screen, through an SSH channel to the second host's 127.0.0.1 (libvirt hands over no
     # socket on a remote connection). Both hosts share this machine's loopback, so the channel
     # itself is what shows the way it went.
-    base, far = live_server(app), uuid_in(host_cell(admin, "far"))
+    base = live_server(app)
     ws = open_console(ws_url(base, far, get_ticket(admin, far).json["ticket"]), base)
     try:
         assert Reader(ws).read(12) == BANNER

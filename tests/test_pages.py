@@ -52,10 +52,19 @@ def test_the_host_overview_shows_capacity_against_what_the_vms_take(app):
     admin = signed_in(app, "admin", admin_password(app))
     page = admin.client.get("/host").text
     cpus = 16  # the test driver's node
+    assert '<h2 id="host-1">local</h2>' in page
     assert f'<tr data-resource="cpus"><th>vCPUs</th><td>{cpus}</td><td>2</td><td>3</td>' in page
+    # The test driver's CPU times never move, so no share of them is busy (the qemu tier sees one).
+    assert "<td>not known yet</td>" in page
     assert "<td>128 MiB</td><td>192 MiB</td>" in page  # running, and committed
     assert f'data-pool="{app.config["STORAGE_POOL"]}"' in page
     assert '<span class="badge s-running">running</span> 1' in page and '<span class="badge s-shutoff">shutoff</span> 1' in page
     assert "libvirt 9." in page and "New VMs run" in page
     add_user(app, "bob", "bob-password-1")
-    assert signed_in(app, "bob", "bob-password-1").client.get("/host").status_code == 403
+    bob = signed_in(app, "bob", "bob-password-1")
+    assert bob.client.get("/host").status_code == 403
+    # Asked by htmx, the refusal goes to the message area, about what was read: it replaces an
+    # older refusal of that read only, and leaves the page's answers (a bulk summary) alone.
+    refused = bob.client.get("/host", headers={"HX-Request": "true"})
+    assert refused.status_code == 403 and refused.headers["HX-Retarget"] == "#flash"
+    assert 'data-about="/host"' in refused.text

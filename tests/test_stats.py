@@ -56,6 +56,18 @@ def test_the_ring_keeps_what_its_window_holds_and_a_stop_starts_a_new_line(sampl
     assert stats.series("a")["t"] == []
 
 
+def test_the_hosts_cpus_in_use_are_the_busy_share_between_two_readings(sampler):
+    stats, _ = sampler
+    stats.record_host((100, 1000))
+    assert stats.host_cpu_percent is None  # one reading tells nothing yet
+    stats.record_host((400, 2000))  # 300 of 1000 ns busy
+    assert stats.host_cpu_percent == 30.0
+    stats.record_host((350, 2500))  # the counters went back (the host restarted): not a share
+    assert stats.host_cpu_percent is None
+    stats.record_host(None)  # a driver that cannot say
+    assert stats.host_cpu_percent is None
+
+
 def test_the_api_and_the_page_serve_a_vms_series_to_those_who_may_see_it(make_app, node_xml):
     app = make_app(LIBVIRT_URI=f"test://{node_xml}")
     api = Api(app, token_for(app, "admin", admin_password(app)))

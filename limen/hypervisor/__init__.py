@@ -15,7 +15,7 @@ from .display import Display
 from .domain_xml import Resources, parse_network
 from .domains import Domains
 from .guest import GuestInfo, Guests, Nic
-from .host import Host, HostLimits
+from .host import Host, HostLimits, HostOverview
 from .migration import Migration, Progress
 from .networks import Attachment, Forward, Networks
 from .pools import Pool
@@ -37,6 +37,7 @@ __all__ = [
     "Forward",
     "GuestInfo",
     "HostLimits",
+    "HostOverview",
     "Hypervisor",
     "Interface",
     "Nic",

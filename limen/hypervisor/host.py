@@ -65,6 +65,19 @@ class Host:
             return int(conn.getInfo()[1])
 
     @translated
+    def cpu_times(self) -> tuple[int, int] | None:
+        """The host's CPU time so far, busy and in all (ns, over every CPU); None where the
+        driver cannot say. Two readings give the share in use between them."""
+        try:
+            times = self.connection.get().getCPUStats(libvirt.VIR_NODE_CPU_STATS_ALL_CPUS)
+        except libvirt.libvirtError as e:
+            if not is_error(e, libvirt.VIR_ERR_NO_SUPPORT):
+                raise
+            return None
+        total = sum(int(v) for k, v in times.items() if k != "utilization")
+        return total - int(times.get("idle", 0)) - int(times.get("iowait", 0)), total
+
+    @translated
     def uuid(self) -> str:
         """libvirt's UUID of the host: one machine reached by two URIs has one."""
         if self._uuid is None:

@@ -8,7 +8,7 @@ from sqlalchemy import func, or_, select
 
 from .. import media, runtime
 from ..access import may, vm_for
-from ..errors import OperationNotFound, VMNotFound
+from ..errors import HostDisabled, OperationNotFound, VMNotFound
 from ..extensions import db
 from ..models import (
     CREATING,
@@ -25,6 +25,7 @@ from ..models import (
     User,
     utcnow,
 )
+from ..stats import series
 from .lifecycle import ACTIONS, MAY_OVERTAKE, WAITING_FOR_POWER_OFF
 from .network import ssh_command
 
@@ -199,7 +200,10 @@ def tasks(user: User, limit: int = 50) -> list[Task]:
 def stats(user: User, vm_uuid: str) -> dict[str, object]:
     """The VM's recent CPU, memory, disk and network, as its graphs draw them."""
     vm = get_vm(user, vm_uuid)
-    return runtime.get().stats.series(vm.uuid)
+    try:
+        return runtime.on(vm.uuid).stats.series(vm.uuid)  # each host's sampler keeps its own VMs'
+    except HostDisabled:  # nothing is sampled there, and its points went with its sampler
+        return series([], float(current_app.config["STATS_INTERVAL"]))
 
 
 def operation(user: User, op_id: int) -> Operation:
