@@ -111,6 +111,8 @@ def test_a_row_that_comes_or_leaves_brings_the_whole_page(app, admin):
     admin.wait_state("newcomer", None)
     answer = admin.client.get(url, headers=HTMX).text
     assert 'id="vm-rows"' in answer and names(answer) == ["vm-000", "vm-001", "vm-002"]
+    # What the admin has used of their quota comes with it: the newcomer no longer counts.
+    assert re.search(r'<p class="hint quota-left" id="quota-left" hx-swap-oob="true">Your quota:\s*3 of 10 VMs,', answer)
 
 
 def test_the_database_bumps_a_rows_version_on_every_write(app, admin):

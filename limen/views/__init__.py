@@ -162,7 +162,9 @@ def register(app: Flask) -> None:
         if is_htmx():
             # Errors go to the page's message area, whatever element asked, above the answers
             # about other VMs (limen.js takes away this VM's older one as the request leaves).
-            about = (request.view_args or {}).get("vm_uuid")
+            # A read about no VM (a poll of the table) is about its path: its error replaces
+            # that read's older one, and leaves the page's answers (a bulk summary) alone.
+            about = (request.view_args or {}).get("vm_uuid") or (request.path if request.method == "GET" else "")
             return (
                 render_template("_flash.html", error=err, about=about),
                 err.status,

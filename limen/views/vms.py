@@ -3,7 +3,7 @@
 from flask import Blueprint, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from .. import runtime, vms
+from .. import accounts, runtime, vms
 from ..errors import (
     DiskNotFound,
     InvalidState,
@@ -115,7 +115,8 @@ def rows():
                 several_hosts=bool(vms.host_names()),
                 version=f"{now.since}.{shown}",
             )
-    return render_template("vms/_poll.html", oob_rows=True, **_table())
+    # Rows came or left: what the user has used of their quota comes too.
+    return render_template("vms/_poll.html", oob_rows=True, quota_left=accounts.account_of(current_user), **_table())
 
 
 @bp.post("/vms")

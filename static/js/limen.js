@@ -22,12 +22,16 @@
     }
   }, true);
 
-  // The message area holds answers, newest first, each about one VM (data-about: its UUID) or
-  // about the page (""). An answer stays until dismissed or until a newer one about the same
-  // VM comes: a request takes away the older answer about what it acts on as it leaves.
+  // The message area holds answers, newest first, each about one VM (data-about: its UUID),
+  // about one read of no VM (its path: a poll of the table), or about the page (""). An answer
+  // stays until dismissed or until a newer one about the same thing comes: a request takes
+  // away the older answer about what it acts on as it leaves.
   function about(path) {
     var found = /\/vms\/([0-9a-f-]{36})(\/|$)/.exec(path || "");
     return found ? found[1] : "";
+  }
+  function aboutRead(path) {
+    return about(path) || (path || "").split("?")[0];
   }
   function forget(subject) {
     document.querySelectorAll("#flash > [data-about]").forEach(function (answer) {
@@ -38,10 +42,10 @@
   function say(text) {
     var flash = document.getElementById("flash");
     if (!flash) return;
-    forget("");
+    forget("unanswered");
     var p = document.createElement("p");
     p.className = "error";
-    p.dataset.about = "";
+    p.dataset.about = "unanswered";
     p.textContent = text + " ";
     var dismiss = document.createElement("button");
     dismiss.type = "button";
@@ -68,7 +72,7 @@
   // A poll's error is a newer answer about its VM too: it takes the place of the older one.
   document.addEventListener("htmx:beforeSwap", function (e) {
     var config = e.detail.requestConfig;
-    if (e.detail.isError && config && config.verb === "get") forget(about(config.path));
+    if (e.detail.isError && config && config.verb === "get") forget(aboutRead(config.path));
   });
   // Any other request (an action, a new search) makes what a poll on its way brings stale:
   // that poll is called off, and the answer brings a poller of its own.

@@ -29,7 +29,6 @@
     cpu_percent: "CPU", memory_mib: "in use", disk_read_bps: "read", disk_write_bps: "written",
     net_rx_bps: "received", net_tx_bps: "sent"
   };
-  var COLORS = ["#2454d6", "#c2410c"];
   var HEIGHT = 140;
 
   function human(v, unit) {
@@ -58,6 +57,8 @@
   function options(g) {
     var css = getComputedStyle(document.documentElement);
     var ink = css.getPropertyValue("--muted").trim(), line = css.getPropertyValue("--line").trim();
+    // The lines' colours are the scheme's (--plot-1, --plot-2): 3:1 or more on its surface.
+    var colors = [css.getPropertyValue("--plot-1").trim(), css.getPropertyValue("--plot-2").trim()];
     var axis = { stroke: ink, grid: { stroke: line, width: 1 }, ticks: { stroke: line, width: 1 } };
     return {
       width: g.box.clientWidth || 300, height: HEIGHT, legend: { show: false },
@@ -65,7 +66,7 @@
       axes: [axis, Object.assign({ size: 72, values: function (u, ticks) {
         return ticks.map(function (v) { return human(v, g.unit); });
       } }, axis)],
-      series: [{}].concat(g.fields.map(function (f, i) { return { label: LABELS[f], stroke: COLORS[i], width: 1.5 }; }))
+      series: [{}].concat(g.fields.map(function (f, i) { return { label: LABELS[f], stroke: colors[i], width: 1.5 }; }))
     };
   }
 
