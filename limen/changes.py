@@ -6,7 +6,9 @@ random boot id, so a check made before a restart never vouches for what came aft
 
 The token counts every tenant's changes, so it never leaves the server: a page carries only
 what its own rows say, and the server remembers at which token it last found a page unchanged
-(``checked``), so that a poll of it needs no query until anything changes.
+(``checked``), so that a poll of it needs no query until anything changes. It remembers too
+which rows a page drawn lately showed (``shown``), so that a poll can answer with the rows that
+came and left rather than the whole page.
 """
 
 import secrets
@@ -18,7 +20,26 @@ from flask import Flask, current_app
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-CHECKS_KEPT = 4096  # pages remembered as checked (the oldest are forgotten: their next poll queries)
+KEPT = 4096  # pages remembered (the oldest are forgotten: their next poll asks more of the database)
+
+
+class _Recent:
+    """A bounded map that forgets what was least lately set."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: OrderedDict[Hashable, object] = OrderedDict()
+
+    def set(self, key: Hashable, value: object) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > KEPT:
+                self._items.popitem(last=False)
+
+    def get(self, key: Hashable) -> object | None:
+        with self._lock:
+            return self._items.get(key)
 
 
 class Changes:
@@ -27,7 +48,8 @@ class Changes:
         self._boot = secrets.token_hex(4)
         self._n = 0
         self._lock = threading.Lock()
-        self._checked: OrderedDict[Hashable, str] = OrderedDict()
+        self._checked = _Recent()
+        self._shown = _Recent()
 
     @property
     def token(self) -> str:
@@ -39,15 +61,19 @@ class Changes:
 
     def check(self, page: Hashable, token: str) -> None:
         """``page`` (a user's view and what it shows) was read as it stood at ``token``."""
-        with self._lock:
-            self._checked[page] = token
-            self._checked.move_to_end(page)
-            while len(self._checked) > CHECKS_KEPT:
-                self._checked.popitem(last=False)
+        self._checked.set(page, token)
 
     def checked(self, page: Hashable) -> bool:
         """Whether nothing has changed since ``page`` was last read."""
         return self._checked.get(page) == self.token
+
+    def show(self, digest: str, what: object) -> None:
+        """A page whose digest is ``digest`` showed ``what`` (its rows, and what else it drew)."""
+        self._shown.set(digest, what)
+
+    def shown(self, digest: str) -> object | None:
+        """What the page of ``digest`` showed, if it was drawn lately."""
+        return self._shown.get(digest)
 
 
 _WATCHED: tuple[type, ...] = ()

@@ -5,6 +5,7 @@ import re
 import pytest
 
 from helpers import add_user, find_row, make_fleet, signed_in, uuid_of, wait_until
+from limen import runtime
 from limen.extensions import db
 from limen.models import VM, Operation
 
@@ -96,23 +97,49 @@ def test_another_users_activity_gives_a_poll_204_and_tells_nothing(app, admin, l
     assert ROW_IDS.findall(answer.text) == [uuid_of(app, "bobs")]
 
 
-def test_a_row_that_comes_or_leaves_brings_the_whole_page(app, admin):
+def test_a_row_that_comes_or_leaves_comes_alone_with_where_it_goes(app, admin):
     make_fleet(app, 3)
     url = poll_url(admin.client.get("/").text)
     assert admin.create(name="newcomer").status_code == 201
     answer = admin.client.get(url, headers=HTMX).text
-    assert 'id="vm-rows"' in answer and names(answer) == ["newcomer", "vm-000", "vm-001", "vm-002"]
+    # Only the row that came, before the row it now precedes, with the count: not the page.
+    assert 'id="vm-rows"' not in answer and names(answer) == ["newcomer"]
+    assert f'<tbody hx-swap-oob="beforebegin:#vm-{uuid_of(app, "vm-000")}">' in answer
+    assert 'id="vm-count" aria-live="polite" hx-swap-oob="true">1–4 of 4 VMs' in answer
+    # What the admin has used of their quota comes with it.
+    assert re.search(r'id="quota-left" hx-swap-oob="true">Your quota:\s*4 of 10 VMs,', answer)
+    url = poll_url(answer)
+    assert admin.client.get(url, headers=HTMX).status_code in (200, 204)  # its Operation may move on
 
     admin.wait_state("newcomer", "running")
     assert admin.htmx_post(f"/vms/{uuid_of(app, 'newcomer')}/force-off").status_code == 202
     admin.wait_state("newcomer", "shutoff")
-    url = poll_url(admin.client.get("/").text)
-    assert admin.htmx_post(f"/vms/{uuid_of(app, 'newcomer')}/delete").status_code == 202
+    url, gone = poll_url(admin.client.get("/").text), uuid_of(app, "newcomer")
+    assert admin.htmx_post(f"/vms/{gone}/delete").status_code == 202
     admin.wait_state("newcomer", None)
     answer = admin.client.get(url, headers=HTMX).text
-    assert 'id="vm-rows"' in answer and names(answer) == ["vm-000", "vm-001", "vm-002"]
-    # What the admin has used of their quota comes with it: the newcomer no longer counts.
-    assert re.search(r'<p class="hint quota-left" id="quota-left" hx-swap-oob="true">Your quota:\s*3 of 10 VMs,', answer)
+    assert 'id="vm-rows"' not in answer and names(answer) == []
+    assert f'<tr id="vm-{gone}" hx-swap-oob="delete"></tr>' in answer
+    assert re.search(r'id="quota-left" hx-swap-oob="true">Your quota:\s*3 of 10 VMs,', answer)
+
+
+def test_a_row_that_moves_brings_the_whole_page(app, admin, libvirt_conn):
+    make_fleet(app, 3)  # vm-000 and vm-002 run
+    url = poll_url(admin.client.get("/?sort=state").text)
+    assert names(admin.client.get("/?sort=state").text) == ["vm-000", "vm-002", "vm-001"]
+    libvirt_conn.lookupByName("vm-000").destroy()  # now shut off: it moves down the sort
+    answer = wait_until(lambda: (r := admin.client.get(url, headers=HTMX)).status_code == 200 and r,
+                        what="the poll to bring the change")
+    assert 'id="vm-rows"' in answer.text and names(answer.text) == ["vm-002", "vm-000", "vm-001"]
+
+
+def test_a_page_the_server_no_longer_remembers_comes_whole(app, admin):
+    make_fleet(app, 2)
+    url = poll_url(admin.client.get("/").text)
+    runtime.get(app).changes._shown = type(runtime.get(app).changes._shown)()  # as after a restart
+    assert admin.create(name="newcomer").status_code == 201
+    answer = admin.client.get(url, headers=HTMX).text
+    assert 'id="vm-rows"' in answer and names(answer) == ["newcomer", "vm-000", "vm-001"]
 
 
 def test_the_database_bumps_a_rows_version_on_every_write(app, admin):

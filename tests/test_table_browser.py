@@ -115,6 +115,26 @@ def test_focus_survives_a_poll(table):
     assert focused(page) == ["A", "details-link", "busy"]
 
 
+def test_rows_that_come_and_leave_take_their_places_and_the_rest_of_the_table_stays(table):
+    page, api, busy = table
+    body = page.evaluate_handle("document.getElementById('vm-rows')")
+    order = "[...document.querySelectorAll('#vm-rows tr[data-name]')].map(r => r.dataset.name).join(' ')"
+    made = {}
+    for name in ("alpha", "zulu"):  # made elsewhere (the API): the polls bring them
+        created = api("POST", "/vms", {"name": name, "vcpus": 1, "memory_mib": 64, "disk_gib": 1})
+        made[name] = created.json["vm"]["uuid"]
+        api.wait_op(created.json["operation"]["id"])
+    page.wait_for_function(f"() => {order} === 'alpha busy steady zulu'", timeout=10_000)
+    expect(page.locator("#vm-count")).to_contain_text("1–4 of 4 VMs")
+    expect(page.locator("#quota-left")).to_contain_text("4 of 10 VMs")
+    api.wait_op(api("POST", f"/vms/{made['alpha']}/actions/force-off").json["operation"]["id"])
+    api.wait_op(api("DELETE", f"/vms/{made['alpha']}").json["operation"]["id"])
+    page.wait_for_function(f"() => {order} === 'busy steady zulu'", timeout=10_000)
+    expect(page.locator("#vm-count")).to_contain_text("1–3 of 3 VMs")
+    # Each came and went alone: the table's body is the element it was.
+    assert page.evaluate("b => b === document.getElementById('vm-rows')", body)
+
+
 @pytest.fixture
 def fleet_page(make_app, node_xml, live_server, page):
     """The table of 60 VMs (vm-000 …, the even ones running), signed in as admin."""

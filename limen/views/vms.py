@@ -50,8 +50,10 @@ def _table() -> dict:
     token = runtime.get().changes.token
     page = vms.table.page(current_user, _view())
     unmanaged, problem = _around(page.view)
-    shown = vms.table.digest(page, *_extras(unmanaged, problem))
+    extras = _extras(unmanaged, problem)
+    shown = vms.table.digest(page, *extras)
     runtime.get().changes.check(_page_key(page.view, page.since, shown), token)
+    runtime.get().changes.show(shown, (page.members, page.view.page, extras))
     hosts = vms.host_names()
     return dict(
         view=page.view,
@@ -93,7 +95,7 @@ def index():
 def rows():
     """The table for htmx polls, as the page's version ``v`` asks: 204 and no body when nothing
     this user sees changed (at once when nothing changed at all since the page was last read);
-    the rows that changed when only they did; else the page's rows whole."""
+    the rows that changed, came or left when only that happened; else the page's rows whole."""
     since, _, shown = request.args.get("v", "").rpartition(".")
     changes, view = runtime.get().changes, _view()
     if changes.checked(_page_key(view, since, shown)):
@@ -101,22 +103,46 @@ def rows():
     token = changes.token
     if since.isascii() and since.isdigit():
         now = vms.table.versions(current_user, view)
-        if vms.table.digest(now, *_extras(*_around(now.view))) == shown:
-            changed = now.changed(int(since))
-            if not changed:
+        unmanaged, problem = _around(now.view)
+        extras = _extras(unmanaged, problem)
+        now_shown = vms.table.digest(now, *extras)
+        moves = vms.table.Moves({}, []) if now_shown == shown else _moves(shown, now, extras)
+        if moves is not None:
+            changes.show(now_shown, (now.members, now.view.page, extras))
+            changed = {*now.changed(int(since)), *moves.came}
+            if not changed and now_shown == shown:
                 # Others' changes: the page keeps its version, and is known unchanged at this token.
                 changes.check(_page_key(now.view, since, shown), token)
                 return "", 204
-            changes.check(_page_key(now.view, now.since, shown), token)
+            changes.check(_page_key(now.view, now.since, now_shown), token)
+            counted = now_shown != shown  # the count, the pages and the quota's use come too
             return render_template(
                 "vms/_changed.html",
-                rows=vms.table.changed_rows(current_user, changed),
+                rows=vms.table.changed_rows(current_user, [u for u in now.members if u in changed]),
+                came=moves.came,
+                left=moves.left,
                 view=now.view,
+                page=now,
+                counted=counted,
+                quota_left=accounts.account_of(current_user) if counted else None,
                 several_hosts=bool(vms.host_names()),
-                version=f"{now.since}.{shown}",
+                version=f"{now.since}.{now_shown}",
             )
-    # Rows came or left: what the user has used of their quota comes too.
     return render_template("vms/_poll.html", oob_rows=True, quota_left=accounts.account_of(current_user), **_table())
+
+
+def _moves(shown: str, now: vms.table.Versions, extras: tuple) -> vms.table.Moves | None:
+    """How the page a poll has (by its digest) became ``now`` by rows coming and leaving, when
+    the server drew it lately and nothing else on it changed; else None (the page comes whole).
+    A page with no rows, or with rows after the VMs' (domains LIMEN does not manage), comes
+    whole too: where rows go is then more than "before the next one"."""
+    before = runtime.get().changes.shown(shown)
+    if not isinstance(before, tuple) or not before[0] or not now.members or extras[0]:
+        return None
+    members, page, old_extras = before
+    if (page, old_extras) != (now.view.page, extras):
+        return None
+    return vms.table.moves(members, now.members)
 
 
 @bp.post("/vms")

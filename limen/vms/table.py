@@ -92,12 +92,15 @@ class View:
         return replace(self, sort=column, desc=not self.desc if self.sort == column else False, page=1)
 
 
-@dataclass
-class Page:
+class _Window:
+    """What a page of the table shows, as its count and its pager say it."""
+
     view: View
-    rows: list[Row]
     total: int
-    states: list[str]  # the states the search and owner leave, for the state filter
+
+    @property
+    def members(self) -> list[str]:
+        raise NotImplementedError
 
     @property
     def pages(self) -> int:
@@ -105,11 +108,19 @@ class Page:
 
     @property
     def first(self) -> int:
-        return (self.view.page - 1) * _per_page() + 1 if self.rows else 0
+        return (self.view.page - 1) * _per_page() + 1 if self.members else 0
 
     @property
     def last(self) -> int:
-        return self.first + len(self.rows) - 1 if self.rows else 0
+        return self.first + len(self.members) - 1 if self.members else 0
+
+
+@dataclass
+class Page(_Window):
+    view: View
+    rows: list[Row]
+    total: int
+    states: list[str]  # the states the search and owner leave, for the state filter
 
     @property
     def since(self) -> int:
@@ -188,7 +199,7 @@ def api_page(
 
 
 @dataclass
-class Versions:
+class Versions(_Window):
     """A page as a poll sees it: each row's uuid and version, in order, and the count."""
 
     view: View
@@ -223,6 +234,30 @@ def changed_rows(user: User, uuids: list[str]) -> list[Row]:
     )
     by_uuid = {vm.uuid: vm for vm in found}
     return rows_for(user, [by_uuid[u] for u in uuids if u in by_uuid])
+
+
+@dataclass(frozen=True)
+class Moves:
+    """How the rows of a page became those of a newer one, by rows coming and leaving alone."""
+
+    came: dict[str, str | None]  # each row that came: the row it goes before (None: the last)
+    left: list[str]
+
+
+def moves(before: list[str], after: list[str]) -> Moves | None:
+    """The rows that came and left between ``before`` and ``after`` (uuids, in order); None
+    when the rows that stayed are not in the same order (a sort moved one)."""
+    old, new = set(before), set(after)
+    if [u for u in before if u in new] != [u for u in after if u in old]:
+        return None
+    came: dict[str, str | None] = {}
+    following = None
+    for uuid in reversed(after):
+        if uuid in old:
+            following = uuid
+        else:
+            came[uuid] = following
+    return Moves(dict(reversed(came.items())), [u for u in before if u not in new])
 
 
 def digest(shown: "Page | Versions", *extra: object) -> str:
