@@ -118,7 +118,7 @@ def rows():
             counted = now_shown != shown  # the count, the pages and the quota's use come too
             return render_template(
                 "vms/_changed.html",
-                rows=vms.table.changed_rows(current_user, [u for u in now.members if u in changed]),
+                rows=vms.table.changed_rows(current_user, [u for u in now.members if u in changed], extras[2]),
                 came=moves.came,
                 left=moves.left,
                 view=now.view,

@@ -110,7 +110,7 @@ def host_names() -> list[str]:
     return names if len(names) > 1 else []
 
 
-def rows_for(user: User, vms: list[VM]) -> list[Row]:
+def rows_for(user: User, vms: list[VM], problems: dict[int, str] | None = None) -> list[Row]:
     """Each VM with its latest Operation, unless that one is done (as the table shows it). Only
     these VMs' Operations are read, so a page costs what it shows, however long the history."""
     latest = (
@@ -119,7 +119,7 @@ def rows_for(user: User, vms: list[VM]) -> list[Row]:
     ops = db.session.scalars(select(Operation).where(Operation.id.in_(latest), Operation.state != "done")).all()
     by_vm = {op.vm_uuid: op for op in ops}
     admin = may(user, "vm.forget")
-    problems = host_problems()
+    problems = host_problems() if problems is None else problems  # (``problems``: as just read)
     return [Row(vm, by_vm.get(vm.uuid), admin, problems.get(vm.host_id)) for vm in vms]
 
 

@@ -226,14 +226,15 @@ def versions(user: User, view: View) -> Versions:
     return Versions(view, [(uuid, version) for uuid, version in found], total)
 
 
-def changed_rows(user: User, uuids: list[str]) -> list[Row]:
+def changed_rows(user: User, uuids: list[str], problems: dict[int, str] | None = None) -> list[Row]:
     """The rows of ``uuids`` (that ``user`` may see), for a poll that sends only them: a few rows
-    by uuid, read with their owners and hosts in one query."""
+    by uuid, read with their owners and hosts in one query (``problems``: the hosts' as the poll
+    read them)."""
     found = db.session.scalars(
         visible_vms(user).where(VM.uuid.in_(uuids)).options(joinedload(VM.owner), joinedload(VM.host))
     )
     by_uuid = {vm.uuid: vm for vm in found}
-    return rows_for(user, [by_uuid[u] for u in uuids if u in by_uuid])
+    return rows_for(user, [by_uuid[u] for u in uuids if u in by_uuid], problems)
 
 
 @dataclass(frozen=True)
