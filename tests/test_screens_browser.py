@@ -4,6 +4,7 @@ scheme and the dark one."""
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from helpers import Api, admin_password, token_for
 
@@ -77,6 +78,18 @@ def test_axe_finds_nothing_on_any_page(app, live_server, page):
                      "/admin/users", "/admin/users/admin", "/admin/audit", "/admin/hosts", "/host", "/tasks", "/api/docs", "/no/such/page"):
             page.goto(base + path)
             found += [f"{path} at {width} px, {scheme}: {v}" for v in axe_violations(page)]
+        # The table as a person leaves it: a row's menu open, an answer and a bulk summary shown.
+        page.goto(f"{base}/")
+        row = page.locator("#vm-rows tr[data-name=checked]")
+        row.locator("summary").click()
+        row.locator("button.a-resume").evaluate("b => b.setAttribute('formaction', b.formAction.replace('/resume', '/start'))")
+        row.locator("button.a-resume").click()  # a start of a paused VM: refused, and said so
+        page.locator("#flash [data-code=VM_STATE_CONFLICT]").wait_for()
+        row.locator("input[type=checkbox]").check()
+        page.locator("#bulk-start").click()
+        page.locator("#flash [data-code=BULK_PARTIAL]").wait_for()
+        expect(row.locator("details.menu")).to_have_attribute("open", "")  # open still, as left
+        found += [f"/ (menu and answers) at {width} px, {scheme}: {v}" for v in axe_violations(page)]
         page.goto(f"{base}/account")
         page.locator("form.who button").click()
         page.wait_for_url(f"{base}/login")
