@@ -24,7 +24,7 @@ KEPT = 4096  # pages remembered (the oldest are forgotten: their next poll asks 
 
 
 class _Recent:
-    """A bounded map that forgets what was least lately set."""
+    """A bounded map that forgets what was least lately set or read."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -39,6 +39,8 @@ class _Recent:
 
     def get(self, key: Hashable) -> object | None:
         with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)  # read lately too: a page that stays is kept
             return self._items.get(key)
 
 
@@ -67,13 +69,13 @@ class Changes:
         """Whether nothing has changed since ``page`` was last read."""
         return self._checked.get(page) == self.token
 
-    def show(self, digest: str, what: object) -> None:
-        """A page whose digest is ``digest`` showed ``what`` (its rows, and what else it drew)."""
-        self._shown.set(digest, what)
+    def show(self, page: Hashable, what: object) -> None:
+        """``page`` (whose, and its digest) showed ``what`` (its rows, and what else it drew)."""
+        self._shown.set(page, what)
 
-    def shown(self, digest: str) -> object | None:
-        """What the page of ``digest`` showed, if it was drawn lately."""
-        return self._shown.get(digest)
+    def shown(self, page: Hashable) -> object | None:
+        """What ``page`` showed, if it was drawn lately."""
+        return self._shown.get(page)
 
 
 _WATCHED: tuple[type, ...] = ()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from flask import Flask
 
-from .errors import HypervisorUnavailable
+from .errors import HypervisorUnavailable, LimenError
 from .hypervisor import Counters, Hypervisor
 from .periodic import Periodic
 
@@ -75,13 +75,17 @@ class StatsSampler(Periodic):
         try:
             self.sample()
         except HypervisorUnavailable:
-            pass  # the sync says so; the graphs show a gap
+            self.record_host(None)  # the sync says so; the graphs show a gap, the host no share
 
     def sample(self) -> None:
         """One round: every running VM's counters, and a point for each that was sampled before;
         and the host's CPU time."""
         self.record(self.hypervisor.counters.running())
-        self.record_host(self.hypervisor.host.cpu_times())
+        try:
+            times = self.hypervisor.host.cpu_times()
+        except LimenError:  # not known this round: the next share needs two readings again
+            times = None
+        self.record_host(times)
 
     def record_host(self, times: tuple[int, int] | None) -> None:
         """Keep the host's CPU time (busy, all): the share busy since the reading before."""

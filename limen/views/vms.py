@@ -53,7 +53,7 @@ def _table() -> dict:
     extras = _extras(unmanaged, problem)
     shown = vms.table.digest(page, *extras)
     runtime.get().changes.check(_page_key(page.view, page.since, shown), token)
-    runtime.get().changes.show(shown, (page.members, page.view.page, extras))
+    runtime.get().changes.show((current_user.id, shown), (page.members, page.view.page, extras))
     hosts = vms.host_names()
     return dict(
         view=page.view,
@@ -108,7 +108,7 @@ def rows():
         now_shown = vms.table.digest(now, *extras)
         moves = vms.table.Moves({}, []) if now_shown == shown else _moves(shown, now, extras)
         if moves is not None:
-            changes.show(now_shown, (now.members, now.view.page, extras))
+            changes.show((current_user.id, now_shown), (now.members, now.view.page, extras))
             changed = {*now.changed(int(since)), *moves.came}
             if not changed and now_shown == shown:
                 # Others' changes: the page keeps its version, and is known unchanged at this token.
@@ -136,7 +136,7 @@ def _moves(shown: str, now: vms.table.Versions, extras: tuple) -> vms.table.Move
     the server drew it lately and nothing else on it changed; else None (the page comes whole).
     A page with no rows, or with rows after the VMs' (domains LIMEN does not manage), comes
     whole too: where rows go is then more than "before the next one"."""
-    before = runtime.get().changes.shown(shown)
+    before = runtime.get().changes.shown((current_user.id, shown))
     if not isinstance(before, tuple) or not before[0] or not now.members or extras[0]:
         return None
     members, page, old_extras = before

@@ -4,8 +4,8 @@ TABLE_PAGE_SIZE), and polls that cost what changed.
 Each VM row carries a version the database bumps when the row or one of its Operations
 changes (``VM.row_version``). A page remembers the largest version it shows and a digest of
 which rows it shows in which order; a poll then reads only the page's uuids and versions, and
-answers with the rows whose version passed the page's, or with the whole page when its rows
-came, left or moved. Versions are times, so they tell nobody how often anything else changed.
+answers with the rows whose version passed the page's and those that came or left (``moves``),
+or with the whole page when its rows moved. Versions are times, so they tell nobody how often anything else changed.
 """
 
 import hashlib

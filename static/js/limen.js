@@ -57,6 +57,10 @@
   document.addEventListener("htmx:sendError", function () {
     say("LIMEN did not answer. Check that the server is running; the page retries on its own.");
   });
+  // Once LIMEN answers again, that sentence is no longer true.
+  document.addEventListener("htmx:afterRequest", function (e) {
+    if (e.detail.successful) forget("unanswered");
+  });
   // A shutdown's countdown: the seconds until it gives up, from the deadline the row carries.
   setInterval(function () {
     document.querySelectorAll("time.countdown").forEach(function (t) {
