@@ -16,7 +16,7 @@ from .changes import Changes
 from .errors import HypervisorUnavailable, LimenError
 from .extensions import cut, db
 from .hypervisor import GuestInfo, Hypervisor
-from .models import CREATING, DELETING, ERROR, LOCAL_HOST, MIGRATING, MISSING, VM
+from .models import CREATING, DELETING, ERROR, LOCAL_HOST, MIGRATING, MISSING, VM, address_key
 from .periodic import Periodic
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,9 @@ class GuestWatch(Periodic):
                 continue
             # The state it was read in: a VM that changed meanwhile is read again next round.
             db.session.execute(
-                update(VM).where(VM.uuid == uuid, VM.state == state).values(address=info_address, guest=record(info))
+                update(VM)
+                .where(VM.uuid == uuid, VM.state == state)
+                .values(address=info_address, address_key=address_key(info_address), guest=record(info))
             )
             changed = True
         db.session.commit()

@@ -5,6 +5,7 @@ was created with, and the last state LIMEN saw (``state``, ``state_reason``, ``s
 While an Operation owns the VM (``creating``, ``deleting``) that operation sets the state.
 """
 
+import ipaddress
 from datetime import UTC, datetime
 
 from flask_login import UserMixin
@@ -80,6 +81,18 @@ class Host(Model):
         return self.uri is None
 
 
+def address_key(address: str | None) -> str | None:
+    """An address as the table sorts it: IPv4 by number (10.0.0.2 before 10.0.0.10), then IPv6,
+    then anything else by its text."""
+    if address is None:
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return f"9{address}"[:40]
+    return f"{ip.version}{int(ip):0{8 if ip.version == 4 else 32}x}"
+
+
 # States LIMEN sets itself; all others are libvirt's, as named by limen.hypervisor. While a
 # VM migrates, its row is "migrating": neither host's sync writes it (limen.vms.migrate).
 CREATING, DELETING, ERROR, MISSING, MIGRATING = "creating", "deleting", "error", "missing", "migrating"
@@ -136,6 +149,7 @@ class VM(Model):
     # What its guest last told (limen.guests): the address the table shows, and {"agent",
     # "hostname", "os", "source", "interfaces": [{"mac", "model", "network", "addresses"}]}.
     address: Mapped[str | None] = mapped_column(String(64))
+    address_key: Mapped[str | None] = mapped_column(String(40))  # the address as it sorts (address_key())
     guest: Mapped[dict | None] = mapped_column(JSON)
     # Bumped by the database (triggers: migration f8a0b2c4d6e9) whenever the row or one of its
     # Operations changes: the table's poll sends the rows whose version passed the page's.

@@ -7,7 +7,7 @@ import pytest
 from helpers import add_user, find_row, make_fleet, signed_in, uuid_of, wait_until
 from limen import runtime
 from limen.extensions import db
-from limen.models import VM, Operation
+from limen.models import VM, Operation, address_key
 from limen.vms.table import moves
 
 HTMX = {"HX-Request": "true"}
@@ -53,6 +53,20 @@ def test_a_search_a_state_and_a_sort_come_from_the_url_and_a_page_holds_50(fleet
     # What the table cannot use reads as its default: a page past the end is the last one.
     assert names(fleet.client.get("/?sort=nonsense&page=99").text) == [f"vm-{i:03d}" for i in range(100, 120)]
     assert "No VMs match this search" in fleet.client.get("/?q=nothing-like-it").text
+
+
+def test_addresses_sort_by_number(app, admin):
+    assert address_key("10.0.0.2") < address_key("10.0.0.10") < address_key("192.168.1.1") < address_key("::1")
+    assert address_key("fe80::1") > address_key("::1") and address_key("not an ip").startswith("9")
+    make_fleet(app, 4)
+    with app.app_context():  # as the guest watch writes what a guest told
+        for name, address in (("vm-000", "10.0.0.10"), ("vm-001", "10.0.0.9"), ("vm-002", "10.0.0.2")):
+            db.session.execute(db.update(VM).where(VM.name == name).values(address=address,
+                                                                           address_key=address_key(address)))
+        db.session.commit()
+    # By number, and a VM with no address last either way.
+    assert names(admin.client.get("/?sort=address").text) == ["vm-002", "vm-001", "vm-000", "vm-003"]
+    assert names(admin.client.get("/?sort=address&dir=desc").text) == ["vm-000", "vm-001", "vm-002", "vm-003"]
 
 
 def test_a_poll_answers_exactly_the_rows_that_changed(app, admin, libvirt_conn):

@@ -28,7 +28,7 @@ SORTS = {
     "owner": User.username,
     "state": VM.state,
     "host": Host.name,
-    "address": VM.address,
+    "address": VM.address_key,
     "vcpus": VM.vcpus,
     "memory": VM.memory_mib,
     "disk": VM.disk_gib,
