@@ -42,3 +42,20 @@ def test_the_vm_page_shows_its_screen_and_acts_in_place(make_app, node_xml, live
     expect(rows.first).to_contain_text("resume")
     expect(rows.nth(1)).to_contain_text("pause")
     expect(rows.nth(2)).to_contain_text("create")
+
+
+def test_a_vm_shut_off_from_its_page_offers_what_a_shut_off_vm_allows(make_app, node_xml, live_server, page):
+    app = make_app(LIBVIRT_URI=f"test://{node_xml}", POLL_INTERVAL=0.5)
+    api = Api(app, token_for(app, "admin", admin_password(app)))
+    created = api("POST", "/vms", {"name": "offed", "vcpus": 1, "memory_mib": 64, "disk_gib": 1})
+    api.wait_op(created.json["operation"]["id"])
+    base = live_server(app)
+    sign_in_page(page, base, app)
+    page.goto(f"{base}/vms/{created.json['vm']['uuid']}")
+    name = page.get_by_role("textbox", name="Name", exact=True).first
+    expect(name).to_have_attribute("readonly", "")  # renamed while shut off only
+    page.on("dialog", lambda dialog: dialog.accept())  # Force off asks first
+    page.locator("#vm-head").get_by_role("button", name="Force off").click()
+    expect(page.locator("#vm-head .badge")).to_have_text("shutoff")
+    expect(name).not_to_have_attribute("readonly", "", timeout=10_000)  # without a reload by hand
+    expect(page.locator("section.clone")).to_be_visible()

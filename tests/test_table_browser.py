@@ -191,6 +191,22 @@ def test_search_sort_and_page_are_kept_in_the_url_and_back_and_forward_walk_them
     shows(page, [f"vm-{i:03d}" for i in range(9, -1, -1)])
 
 
+def in_view(page, locator) -> bool:
+    box = locator.bounding_box()
+    return box is not None and 0 <= box["y"] and box["y"] + box["height"] <= page.viewport_size["height"]
+
+
+@pytest.mark.parametrize("width", [390, 1366])
+def test_an_answer_to_an_action_far_down_the_page_shows_where_the_person_is(fleet_page, width):
+    page, base = fleet_page
+    page.set_viewport_size({"width": width, "height": 800})
+    stale_resume(page, "vm-048")  # far down the page: the window scrolls to it
+    answer = page.locator("#flash [data-code=VM_STATE_CONFLICT]")
+    expect(answer).to_be_visible()
+    assert page.evaluate("window.scrollY") > 800
+    assert in_view(page, answer), answer.bounding_box()
+
+
 def test_bulk_shutdown_of_three_vms_says_what_became_of_each(fleet_page):
     page, base = fleet_page
     for name in ("vm-000", "vm-002", "vm-004", "vm-001"):  # three running, and one shut off

@@ -104,3 +104,35 @@
     graphs.forEach(function (g) { if (g.plot) g.plot.setSize({ width: g.box.clientWidth, height: HEIGHT }); });
   });
 })();
+
+// A VM that came to be shut off, or left it, allows other things on its page (a rename, a
+// clone, a cold edit). Once its head says so and nothing is under way, the page is drawn again;
+// if the person has begun to fill in a form, it says so and offers the reload instead.
+(function () {
+  "use strict";
+  var drawn = document.querySelector("meta[name=limen-vm-state]");
+  if (!drawn) return;
+  var edited = false;
+  document.addEventListener("input", function (e) {
+    if (e.target.closest && e.target.closest("form")) edited = true;
+  });
+  var told = false;
+  document.addEventListener("htmx:afterSettle", function () {
+    var head = document.getElementById("vm-head");
+    if (!head || head.dataset.busy === "yes" || told) return;
+    if ((head.dataset.state === "shutoff") === (drawn.content === "shutoff")) return;
+    if (!edited) {
+      window.location.reload();
+      return;
+    }
+    told = true;
+    var flash = document.getElementById("flash"), p = document.createElement("p"), a = document.createElement("a");
+    p.className = "ok";
+    p.dataset.about = "vm-state";
+    p.textContent = "The VM is " + head.dataset.state + " now, which allows other changes. ";
+    a.href = window.location.pathname;
+    a.textContent = "Show them (what you typed here is lost)";
+    p.append(a);
+    if (flash) flash.prepend(p);
+  });
+})();
