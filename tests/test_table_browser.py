@@ -73,7 +73,8 @@ def test_an_answer_stays_until_a_newer_one_about_the_same_vm(table):
     stale_resume(page, "steady")  # a newer answer about steady takes the place of the older
     expect(answers).to_have_count(1)
     steady = page.locator("#vm-rows tr[data-name=steady]")
-    steady.locator("button.a-pause").click()  # (its menu is still open) and one that succeeds leaves none
+    steady.locator("summary").click()  # (an action closes its menu)
+    steady.locator("button.a-pause").click()  # and one that succeeds leaves none
     expect(steady).to_have_attribute("data-state", "paused")
     expect(answers).to_have_count(0)
 
@@ -133,6 +134,23 @@ def test_rows_that_come_and_leave_take_their_places_and_the_rest_of_the_table_st
     expect(page.locator("#vm-count")).to_contain_text("1–3 of 3 VMs")
     # Each came and went alone: the table's body is the element it was.
     assert page.evaluate("b => b === document.getElementById('vm-rows')", body)
+
+
+def test_an_action_chosen_by_keyboard_leaves_the_focus_on_its_row(table):
+    page, api, busy = table
+    row = page.locator("#vm-rows tr[data-name=busy]")
+    row.locator("summary").focus()
+    page.keyboard.press("Enter")
+    row.locator("button.a-pause").focus()
+    page.keyboard.press("Enter")  # Pause: its button gives way to Resume
+    expect(row).to_have_attribute("data-state", "paused")
+    expect(row.locator("details.menu")).not_to_have_attribute("open", "")  # the menu closed
+    # The focus stays on the row (its menu's button, or its name while the action runs), not
+    # the top of the page: the next action is a few keys away.
+    page.wait_for_function("() => document.activeElement.closest('tr')?.dataset.name === 'busy'", timeout=5_000)
+    row.locator("summary").focus()
+    page.keyboard.press("Enter")
+    expect(row.locator("button.a-resume")).to_be_visible()
 
 
 @pytest.fixture

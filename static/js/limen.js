@@ -164,6 +164,40 @@
     }
   });
 
+  // An action can take away the button that had the focus (Pause becomes Resume): the focus
+  // then goes to what stands in its place, the row's More (or its first control), or the VM
+  // page's first action, rather than back to the top of the page. An action chosen from a
+  // menu closes the menu.
+  var focusHome = null;
+  document.addEventListener("focusin", function (e) {
+    var home = e.target.closest && e.target.closest("#vm-rows tr[id], #vm-head");
+    if (home) focusHome = home.id;
+  });
+  // (The menu closes once the request has left: htmx reads the button pressed until then.)
+  var chosenMenu = null;
+  document.addEventListener("click", function (e) {
+    var chosen = e.target.closest && e.target.closest("details.menu .menu-items button");
+    if (chosen && !e.defaultPrevented) chosenMenu = chosen.closest("details.menu");
+  });
+  document.addEventListener("htmx:beforeRequest", function () {
+    var menu = chosenMenu;
+    chosenMenu = null;
+    if (!menu) return;
+    opened.delete(menu.id);
+    menu.open = false;
+    menu.querySelector("summary").focus();
+  });
+  document.addEventListener("htmx:afterSettle", function () {
+    setTimeout(function () {  // once every part of the answer has settled
+      var active = document.activeElement;
+      if ((active && active !== document.body) || !focusHome) return;
+      var home = document.getElementById(focusHome);
+      var next = home && (home.querySelector("details.menu summary") ||
+        home.querySelector(".hub-actions button, td.actions button, td.actions a, button, a[href]"));
+      if (next) next.focus();
+    }, 0);
+  });
+
   // Escape closes the open menu and gives the focus back to its button.
   document.addEventListener("keydown", function (e) {
     if (e.key !== "Escape") return;
