@@ -55,6 +55,13 @@ def test_a_search_a_state_and_a_sort_come_from_the_url_and_a_page_holds_50(fleet
     assert "No VMs match this search" in fleet.client.get("/?q=nothing-like-it").text
 
 
+def test_the_state_filter_offers_the_settled_states_before_any_vm_is_in_them(app, admin):
+    """The filter is drawn with the page: a VM that comes to be paused later can be found."""
+    page = admin.client.get("/").text
+    offered = re.findall(r"<option(?: selected)?>([a-z-]+)</option>", page.split('id="vm-state-filter"')[1].split("</select>")[0])
+    assert offered == ["paused", "running", "shutoff"]
+
+
 def test_addresses_sort_by_number(app, admin):
     assert address_key("10.0.0.2") < address_key("10.0.0.10") < address_key("192.168.1.1") < address_key("::1")
     assert address_key("fe80::1") > address_key("::1") and address_key("not an ip").startswith("9")

@@ -35,6 +35,7 @@ SORTS = {
     "created": VM.created_at,
 }
 SEARCH_MAX = 63  # a name is at most 63 characters
+SETTLED = ("running", "paused", "shutoff")
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,9 @@ def page(user: User, view: View) -> Page:
     query, total, view = _window(user, view)
     found = db.session.scalars(query.options(selectinload(VM.owner), selectinload(VM.host)))
     states = db.session.scalars(_filtered(user, view, state=False).with_only_columns(VM.state).distinct())
-    return Page(view, rows_for(user, list(found)), total, sorted({*states, view.state} - {""}))
+    # The states a VM settles in are always offered (the filter is drawn with the page, and a
+    # VM may come to one later); the others only while some VM is in them.
+    return Page(view, rows_for(user, list(found)), total, sorted({*SETTLED, *states, view.state} - {""}))
 
 
 def api_page(
