@@ -225,6 +225,22 @@ def test_an_answer_to_an_action_far_down_the_page_shows_where_the_person_is(flee
     assert in_view(page, answer), answer.bounding_box()
 
 
+def test_on_a_phone_a_rows_name_stays_in_sight_beside_its_actions(fleet_page):
+    page, base = fleet_page
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.locator("table.vms").evaluate("t => { t.scrollLeft = t.scrollWidth; }")  # to the actions
+    row = page.locator("#vm-rows tr[data-name=vm-000]")
+    row.scroll_into_view_if_needed()
+    name, actions = row.locator("td.name").bounding_box(), row.locator("td.actions").bounding_box()
+    assert page.locator("table.vms").evaluate("t => t.scrollLeft") > 0  # it did scroll
+    assert 0 <= name["x"] < 100 and actions["x"] + actions["width"] <= 390
+    assert name["x"] + name["width"] <= actions["x"]  # side by side, not one over the other
+    # What is at the name's place on the screen is the name.
+    at = page.evaluate("([x, y]) => document.elementFromPoint(x, y)?.closest('td')?.className",
+                       [name["x"] + 10, name["y"] + name["height"] / 2])
+    assert at == "name"
+
+
 def test_bulk_shutdown_of_three_vms_says_what_became_of_each(fleet_page):
     page, base = fleet_page
     for name in ("vm-000", "vm-002", "vm-004", "vm-001"):  # three running, and one shut off
