@@ -202,7 +202,8 @@ def test_bulk_force_off_queues_one_operation_each_and_says_what_became_of_each(a
     answer = admin.client.post("/vms/bulk/force-off", data={"vm": ticked}, headers={**HTMX, "X-CSRFToken": admin.csrf})
     assert answer.status_code == 202
     assert "Forcing off 2 VMs: vm-000, vm-002." in answer.text
-    assert "vm-001: <strong>VM_STATE_CONFLICT</strong> Cannot force-off a VM that is shutoff." in answer.text
+    # Already where the action takes it: left alone, and no refusal.
+    assert "Left alone, already shutoff: vm-001." in answer.text and 'data-code="BULK_DONE"' in answer.text
     for name in ("vm-000", "vm-002"):
         admin.wait_state(name, "shutoff")
     assert admin.row_state("vm-004") == "running"
@@ -210,6 +211,12 @@ def test_bulk_force_off_queues_one_operation_each_and_says_what_became_of_each(a
         ops = db.session.scalars(db.select(Operation).where(Operation.kind == "force-off")).all()
     assert sorted(op.vm_uuid for op in ops) == sorted(ticked[:2])
 
+    def idle():
+        with app.app_context():
+            return not db.session.scalar(db.select(Operation).where(Operation.state.in_(Operation.ACTIVE)).limit(1))
+    wait_until(idle, what="the force-offs to end")
+    again = admin.client.post("/vms/bulk/force-off", data={"vm": ticked[:2]}, headers={**HTMX, "X-CSRFToken": admin.csrf})
+    assert again.status_code == 200 and "Left alone, already shutoff: vm-000, vm-002." in again.text
     nothing = admin.client.post("/vms/bulk/start", data={}, headers={**HTMX, "X-CSRFToken": admin.csrf})
     assert nothing.status_code == 422 and "Tick at least one VM first." in nothing.text
 

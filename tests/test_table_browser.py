@@ -248,7 +248,7 @@ def test_bulk_shutdown_of_three_vms_says_what_became_of_each(fleet_page):
     page.locator("#bulk-shutdown").click()
     message = page.locator("#flash")
     expect(message).to_contain_text("Shutting down 3 VMs: vm-000, vm-002, vm-004.")
-    expect(message).to_contain_text("vm-001: VM_STATE_CONFLICT Cannot shutdown a VM that is shutoff.")
+    expect(message).to_contain_text("Left alone, already shutoff: vm-001.")
     for name in ("vm-000", "vm-002", "vm-004"):
         expect(page.locator(f"#vm-rows tr[data-name={name}]")).to_have_attribute("data-state", "shutoff")
     expect(page.locator("#vm-rows tr[data-name=vm-006]")).to_have_attribute("data-state", "running")

@@ -183,10 +183,14 @@ def action(vm_uuid, action):
 @bp.post("/vms/bulk/<any(start, shutdown, 'force-off'):action>")
 def bulk(action):
     """One Operation for each VM ticked; the rows, and a sentence of what became of each. 202
-    when any was queued; else the refusals' status (409 when they differ)."""
+    when any was queued; 200 when every one was already where the action takes it; else the
+    refusals' status (409 when they differ)."""
     done = vms.request_bulk(current_user, action, request.form.getlist("vm"))
     statuses = {e.status for _name, e in done.refused}
-    status = 202 if done.queued else (statuses.pop() if len(statuses) == 1 else 409)
+    if done.queued or not done.refused:
+        status = 202 if done.queued else 200
+    else:
+        status = statuses.pop() if len(statuses) == 1 else 409
     if is_htmx():
         return render_template("vms/_bulk.html", done=done, oob_poll=True, **_table()), status
     choices = vms.create_choices(current_user)

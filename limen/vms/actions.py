@@ -57,17 +57,23 @@ def request_action(user: User, vm_uuid: str, action: str) -> Operation:
 
 
 BULK = ("start", "shutdown", "force-off")
+BULK_TARGET = {"start": "running", "shutdown": "shutoff", "force-off": "shutoff"}  # where each takes a VM
 BULK_MAX = 500  # VMs one request may act on (the most a page of the table can show, and more)
 
 
 @dataclass
 class Bulk:
-    """What a bulk action did: the VMs it queued an Operation for, by name, and those it
-    could not, each with the error that says why."""
+    """What a bulk action did: the VMs it queued an Operation for, by name; those already where
+    it takes them (left alone); and those it could not act on, each with the error that says why."""
 
     action: str
     queued: list[tuple[str, Operation]] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
     refused: list[tuple[str, LimenError]] = field(default_factory=list)
+
+    @property
+    def target(self) -> str:
+        return BULK_TARGET[self.action]
 
 
 def request_bulk(user: User, action: str, vm_uuids: list[str]) -> Bulk:
@@ -83,12 +89,18 @@ def request_bulk(user: User, action: str, vm_uuids: list[str]) -> Bulk:
     done = Bulk(action)
     for vm_uuid in wanted:
         try:
-            name = get_vm(user, vm_uuid).name
+            vm = get_vm(user, vm_uuid)
+            name, state = vm.name, vm.state
         except VMNotFound:
-            name = "a VM that is not there"
+            name, state = "a VM that is not there", None
         try:
             done.queued.append((name, request_action(user, vm_uuid, action)))
-        except LimenError as e:  # audited as refused by request_action, as if asked alone
+        except InvalidState as e:  # audited as refused by request_action, as if asked alone
+            if state == done.target:
+                done.already.append(name)
+            else:
+                done.refused.append((name, e))
+        except LimenError as e:
             done.refused.append((name, e))
     return done
 
