@@ -31,15 +31,26 @@
   };
   var HEIGHT = 140;
 
-  function human(v, unit) {
+  // A value in words; ``digits`` (optional) fixes how many decimals it shows.
+  function human(v, unit, digits) {
     if (v === null || v === undefined) return "—";
+    function fixed(x, usual) { return digits === undefined ? usual : x.toFixed(digits); }
     if (unit === "B/s") {
       var units = ["B/s", "KiB/s", "MiB/s", "GiB/s"], i = 0;
       while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
-      return (i && v < 10 ? v.toFixed(1) : Math.round(v)) + " " + units[i];
+      return fixed(v, i && v < 10 ? v.toFixed(1) : Math.round(v)) + " " + units[i];
     }
-    if (unit === "%") return (v < 10 ? v.toFixed(1) : Math.round(v)) + " %";
-    return Math.round(v) + " " + unit;
+    if (unit === "%") return fixed(v, v < 10 ? v.toFixed(1) : Math.round(v)) + " %";
+    return fixed(v, Math.round(v)) + " " + unit;
+  }
+  // An axis's labels: as few decimals as keep them all different ("0.5 MiB, 1 MiB, 1.5 MiB",
+  // not "1 MiB, 1 MiB, 2 MiB").
+  function labels(ticks, unit) {
+    var out = ticks.map(function (v) { return human(v, unit); });
+    for (var digits = 0; digits <= 2 && new Set(out).size < out.length; digits++) {
+      out = ticks.map(function (v) { return human(v, unit, digits); });
+    }
+    return out;
   }
   function known(values) { return values.filter(function (v) { return v !== null; }); }
   function peak(values) { var k = known(values); return k.length ? Math.max.apply(null, k) : null; }
@@ -63,9 +74,7 @@
     return {
       width: g.box.clientWidth || 300, height: HEIGHT, legend: { show: false },
       scales: { y: { range: g.unit === "%" ? [0, 100] : function (u, min, max) { return [0, max > 0 ? max * 1.1 : 1]; } } },
-      axes: [axis, Object.assign({ size: 72, values: function (u, ticks) {
-        return ticks.map(function (v) { return human(v, g.unit); });
-      } }, axis)],
+      axes: [axis, Object.assign({ size: 72, values: function (u, ticks) { return labels(ticks, g.unit); } }, axis)],
       series: [{}].concat(g.fields.map(function (f, i) { return { label: LABELS[f], stroke: colors[i], width: 1.5 }; }))
     };
   }
