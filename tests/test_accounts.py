@@ -255,7 +255,8 @@ def test_admin_creates_a_user_who_can_then_sign_in(app, admin):
     response = admin.client.post("/admin/users", data={
         "csrf_token": admin.csrf, "username": "Dave", "password": "dave-password-1",
         "confirm": "dave-password-1", "role": "user"})
-    assert response.status_code == 302 and response.headers["Location"] == "/admin/users/dave"
+    assert response.status_code == 302 and response.headers["Location"] == "/admin/users/dave?done=created"
+    assert "User dave created. They can sign in now." in admin.client.get(response.headers["Location"]).text
     listing = admin.client.get("/admin/users").text
     assert 'data-user="dave"' in listing
     dave = signed_in(app, "dave", "dave-password-1")

@@ -33,7 +33,7 @@ def create_user():
         return render_template(
             "admin/users.html", accounts=accounts.list_users(current_user), form=f, errors=e.fields
         ), 422
-    return redirect(url_for("admin.user", username=user.username))
+    return redirect(url_for("admin.user", username=user.username, done="created"))
 
 
 @bp.get("/users/<username>")
