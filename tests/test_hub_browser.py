@@ -8,13 +8,21 @@ from helpers import Api, admin_password, sign_in_page, token_for
 pytestmark = pytest.mark.browser
 
 
-def test_the_vm_page_shows_its_screen_and_acts_in_place(make_app, node_xml, live_server, page):
+@pytest.fixture
+def running_vm(make_app, node_xml, live_server, page):
+    """(app, api, base URL, the VM's uuid): a running VM "hubbed", and the table signed in as
+    admin, polling twice a second."""
     app = make_app(LIBVIRT_URI=f"test://{node_xml}", POLL_INTERVAL=0.5)
     api = Api(app, token_for(app, "admin", admin_password(app)))
     created = api("POST", "/vms", {"name": "hubbed", "vcpus": 1, "memory_mib": 64, "disk_gib": 1})
     api.wait_op(created.json["operation"]["id"])
     base = live_server(app)
     sign_in_page(page, base, app)
+    return app, api, base, created.json["vm"]["uuid"]
+
+
+def test_the_vm_page_shows_its_screen_and_acts_in_place(running_vm, page):
+    _app, _api, base, _vm = running_vm
     page.get_by_role("link", name="hubbed").click()  # the table's name leads to the page
 
     thumbnail = page.locator("#thumbnail img")
@@ -44,14 +52,9 @@ def test_the_vm_page_shows_its_screen_and_acts_in_place(make_app, node_xml, live
     expect(rows.nth(2)).to_contain_text("create")
 
 
-def test_a_vm_shut_off_from_its_page_offers_what_a_shut_off_vm_allows(make_app, node_xml, live_server, page):
-    app = make_app(LIBVIRT_URI=f"test://{node_xml}", POLL_INTERVAL=0.5)
-    api = Api(app, token_for(app, "admin", admin_password(app)))
-    created = api("POST", "/vms", {"name": "offed", "vcpus": 1, "memory_mib": 64, "disk_gib": 1})
-    api.wait_op(created.json["operation"]["id"])
-    base = live_server(app)
-    sign_in_page(page, base, app)
-    page.goto(f"{base}/vms/{created.json['vm']['uuid']}")
+def test_a_vm_shut_off_from_its_page_offers_what_a_shut_off_vm_allows(running_vm, page):
+    _app, _api, base, vm = running_vm
+    page.goto(f"{base}/vms/{vm}")
     name = page.get_by_role("textbox", name="Name", exact=True).first
     expect(name).to_have_attribute("readonly", "")  # renamed while shut off only
     page.on("dialog", lambda dialog: dialog.accept())  # Force off asks first
