@@ -30,6 +30,9 @@ def test_the_local_host_is_the_first_and_stays(app, admin):
     page = admin.client.get("/admin/hosts")
     assert page.status_code == 200
     assert 'data-host="local"' in page.text and "the local host (test://" in page.text
+    # The form's hints are text beside each field, tied to it, not placeholders it cuts off.
+    assert 'aria-describedby="hint-uri"' in page.text
+    assert '<span class="hint" id="hint-uri">qemu+ssh://root@host.example/system, or qemu+tls://' in page.text
     assert post(admin, "/admin/hosts/1/disable").status_code == 422
     assert post(admin, "/admin/hosts/1/remove").status_code == 422
     with app.app_context():
