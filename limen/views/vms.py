@@ -106,7 +106,9 @@ def rows():
         unmanaged, problem = _around(now.view)
         extras = _extras(unmanaged, problem)
         now_shown = vms.table.digest(now, *extras)
-        moves = vms.table.Moves({}, []) if now_shown == shown else _moves(shown, now, extras)
+        moves = (
+            vms.table.Moves({}, []) if now_shown == shown else vms.table.came_and_left(current_user, shown, now, extras)
+        )
         if moves is not None:
             changes.show((current_user.id, now_shown), (now.members, now.view.page, extras))
             changed = {*now.changed(int(since)), *moves.came}
@@ -129,20 +131,6 @@ def rows():
                 version=f"{now.since}.{now_shown}",
             )
     return render_template("vms/_poll.html", oob_rows=True, quota_left=accounts.account_of(current_user), **_table())
-
-
-def _moves(shown: str, now: vms.table.Versions, extras: tuple) -> vms.table.Moves | None:
-    """How the page a poll has (by its digest) became ``now`` by rows coming and leaving, when
-    the server drew it lately and nothing else on it changed; else None (the page comes whole).
-    A page with no rows, or with rows after the VMs' (domains LIMEN does not manage), comes
-    whole too: where rows go is then more than "before the next one"."""
-    before = runtime.get().changes.shown((current_user.id, shown))
-    if not isinstance(before, tuple) or not before[0] or not now.members or extras[0]:
-        return None
-    members, page, old_extras = before
-    if (page, old_extras) != (now.view.page, extras):
-        return None
-    return vms.table.moves(members, now.members)
 
 
 @bp.post("/vms")

@@ -18,6 +18,7 @@ from flask import current_app
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import joinedload, selectinload
 
+from .. import runtime
 from ..access import visible_vms
 from ..extensions import db
 from ..models import VM, Host, User
@@ -262,6 +263,21 @@ def moves(before: list[str], after: list[str]) -> Moves | None:
         else:
             came[uuid] = following
     return Moves(dict(reversed(came.items())), [u for u in before if u not in new])
+
+
+def came_and_left(user: User, shown: str, now: Versions, extras: tuple) -> Moves | None:
+    """How the page a poll has (by its digest, ``shown``) became ``now`` by rows coming and
+    leaving, when the server drew it lately for ``user`` and nothing else on it changed; else
+    None (the page comes whole). A page with no rows, or with rows after the VMs' (domains
+    LIMEN does not manage: ``extras[0]``), comes whole too: where rows go is then more than
+    "before the next one"."""
+    before = runtime.get().changes.shown((user.id, shown))
+    if not isinstance(before, tuple) or not before[0] or not now.members or extras[0]:
+        return None
+    members, page, old_extras = before
+    if (page, old_extras) != (now.view.page, extras):
+        return None
+    return moves(members, now.members)
 
 
 def digest(shown: "Page | Versions", *extra: object) -> str:
