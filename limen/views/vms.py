@@ -53,7 +53,7 @@ def _table() -> dict:
     extras = _extras(unmanaged, problem)
     shown = vms.table.digest(page, *extras)
     runtime.get().changes.check(_page_key(page.view, page.since, shown), token)
-    runtime.get().changes.show((current_user.id, shown), (page.members, page.view.page, extras))
+    vms.table.remember(current_user, page, shown, extras)
     hosts = vms.host_names()
     return dict(
         view=page.view,
@@ -110,7 +110,7 @@ def rows():
             vms.table.Moves({}, []) if now_shown == shown else vms.table.came_and_left(current_user, shown, now, extras)
         )
         if moves is not None:
-            changes.show((current_user.id, now_shown), (now.members, now.view.page, extras))
+            vms.table.remember(current_user, now, now_shown, extras)
             changed = {*now.changed(int(since)), *moves.came}
             if not changed and now_shown == shown:
                 # Others' changes: the page keeps its version, and is known unchanged at this token.

@@ -265,6 +265,20 @@ def moves(before: list[str], after: list[str]) -> Moves | None:
     return Moves(dict(reversed(came.items())), [u for u in before if u not in new])
 
 
+@dataclass(frozen=True)
+class _Drawn:
+    """What a page drawn for a user showed, as the server remembers it by its digest."""
+
+    members: list[str]
+    page: int
+    extras: tuple
+
+
+def remember(user: User, drawn: _Window, shown: str, extras: tuple) -> None:
+    """Keep which rows the page of digest ``shown`` showed, for ``came_and_left`` at its next poll."""
+    runtime.get().changes.show((user.id, shown), _Drawn(drawn.members, drawn.view.page, extras))
+
+
 def came_and_left(user: User, shown: str, now: Versions, extras: tuple) -> Moves | None:
     """How the page a poll has (by its digest, ``shown``) became ``now`` by rows coming and
     leaving, when the server drew it lately for ``user`` and nothing else on it changed; else
@@ -272,12 +286,11 @@ def came_and_left(user: User, shown: str, now: Versions, extras: tuple) -> Moves
     LIMEN does not manage: ``extras[0]``), comes whole too: where rows go is then more than
     "before the next one"."""
     before = runtime.get().changes.shown((user.id, shown))
-    if not isinstance(before, tuple) or not before[0] or not now.members or extras[0]:
+    if not isinstance(before, _Drawn) or not before.members or not now.members or extras[0]:
         return None
-    members, page, old_extras = before
-    if (page, old_extras) != (now.view.page, extras):
+    if (before.page, before.extras) != (now.view.page, extras):
         return None
-    return moves(members, now.members)
+    return moves(before.members, now.members)
 
 
 def digest(shown: "Page | Versions", *extra: object) -> str:
