@@ -8,6 +8,7 @@ import json
 import subprocess
 import xml.etree.ElementTree as ET
 
+import libvirt
 import pycdlib
 import pytest
 from sqlalchemy import func, select
@@ -412,3 +413,24 @@ def test_a_form_sent_to_the_upload_keeps_the_body_limit(app, anon):
     response = anon.client.post("/media/upload?kind=iso&name=f&os_kind=linux", data=form,
                                 content_type="multipart/form-data")
     assert response.status_code == 413
+
+
+def test_who_uses_a_medium_skips_a_domain_or_disk_gone_while_it_is_asked(app, monkeypatch):
+    """Other VMs come and go while a medium's delete asks who uses it: one that vanished
+    between libvirt's listing and its reading uses nothing, and is no error (it was a 404 that
+    undid the delete)."""
+    hv = runtime.get(app).hypervisor
+    with app.app_context():
+        hv.disks.create_volume("gone.qcow2", 1)
+        hv.domains.define(uuid="6d3a1f0e-0000-4000-8000-000000000001", name="gone", vcpus=1, memory_mib=64,
+                          volume="gone.qcow2")
+    conn = hv.connection.get()
+    dom = conn.lookupByName("gone")
+    vol = conn.storagePoolLookupByName(app.config["STORAGE_POOL"]).storageVolLookupByName("gone.qcow2")
+    dom.undefine()
+    vol.delete(0)
+    listed_domains, listed_volumes = conn.listAllDomains, libvirt.virStoragePool.listAllVolumes
+    monkeypatch.setattr(conn, "listAllDomains", lambda flags=0: [dom, *listed_domains(flags)])
+    monkeypatch.setattr(libvirt.virStoragePool, "listAllVolumes", lambda pool, flags=0: [vol, *listed_volumes(pool, flags)])
+    assert hv.domains.using({"/nowhere.iso"}) == []
+    assert hv.disks.backed_by("/nowhere.qcow2") == []

@@ -380,10 +380,15 @@ class Domains:
         a drive, now or from their next start."""
 
         def refers(dom: libvirt.virDomain) -> bool:
-            return bool(
-                refs & domain_xml.disk_sources(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-                or (dom.isActive() and refs & domain_xml.disk_sources(dom.XMLDesc(0)))
-            )
+            try:
+                return bool(
+                    refs & domain_xml.disk_sources(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+                    or (dom.isActive() and refs & domain_xml.disk_sources(dom.XMLDesc(0)))
+                )
+            except libvirt.libvirtError as e:
+                if is_error(e, libvirt.VIR_ERR_NO_DOMAIN):
+                    return False  # gone between the listing and its reading: it uses nothing
+                raise
 
         return [dom.name() for dom in self.connection.get().listAllDomains() if refers(dom)]
 

@@ -206,11 +206,16 @@ class Pool:
         """The volumes whose backing store is ``path``."""
         pool = self._pool()
         pool.refresh(0)
-        return [
-            vol.name()
-            for vol in pool.listAllVolumes()
-            if ET.fromstring(vol.XMLDesc(0)).findtext("./backingStore/path") == path
-        ]
+
+        def reads_through(vol: libvirt.virStorageVol) -> bool:
+            try:
+                return ET.fromstring(vol.XMLDesc(0)).findtext("./backingStore/path") == path
+            except libvirt.libvirtError as e:
+                if is_error(e, libvirt.VIR_ERR_NO_STORAGE_VOL):
+                    return False  # deleted between the listing and its reading
+                raise
+
+        return [vol.name() for vol in pool.listAllVolumes() if reads_through(vol)]
 
     @translated
     def upload(self, name: str, size: int, chunks: Iterable[bytes]) -> str:
