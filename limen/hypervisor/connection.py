@@ -188,6 +188,7 @@ class Connection:
         self._opening: _Opening | None = None
         self._asked_at: float | None = None  # when the watchdog's question still unanswered was asked
         self._dropped = threading.Event()  # set when the connection being watched is dropped
+        self._watchdog: threading.Thread | None = None
 
     def get(self) -> libvirt.virConnect:
         conn = self._conn
@@ -249,9 +250,10 @@ class Connection:
         self._conn, self._closed_by_peer, self._asked_at = conn, False, None
         self.generation += 1
         self._dropped = threading.Event()
-        threading.Thread(
+        self._watchdog = threading.Thread(
             target=self._watch, args=(conn, self._dropped), name="limen-libvirt-watchdog", daemon=True
-        ).start()
+        )
+        self._watchdog.start()
         log.info("connected to %s", self.uri)
 
     def _watch(self, conn: libvirt.virConnect, dropped: threading.Event) -> None:
@@ -284,21 +286,26 @@ class Connection:
             self._drop()
 
     def _drop(self) -> None:
+        """Let go of the connection. Deregistering and closing are calls to libvirtd: while it
+        does not answer (the watchdog's question waits), they are left to a thread of their own,
+        which makes them once that question is answered, or keepalive gives up. libvirt 9.0's
+        client, closing a connection a call waits on, can leave that call waiting for good."""
         self._dropped.set()
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        try:
-            for callback_id in self._callback_ids:
-                conn.domainEventDeregisterAny(callback_id)
-            conn.unregisterCloseCallback()
-        except libvirt.libvirtError:
-            pass
-        self._callback_ids = []
-        try:
-            conn.close()
-        except libvirt.libvirtError:
-            pass
+        callback_ids, self._callback_ids = self._callback_ids, []
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is threading.current_thread():
+            watchdog = None
+        if watchdog is not None:
+            watchdog.join(self.timeout / 2)  # asleep between questions, it ends at once
+        release = functools.partial(_release, conn, callback_ids, watchdog)
+        if watchdog is not None and watchdog.is_alive():
+            log.warning("%s does not answer: its connection is closed once it does", self.uri)
+            threading.Thread(target=release, name="limen-libvirt-close", daemon=True).start()
+        else:
+            release()
 
     def wait_for_event(self, seen: int, timeout: float) -> None:
         """Return when a lifecycle event comes after the first ``seen`` (``events`` read
@@ -328,3 +335,19 @@ class Connection:
             self.events += 1
             self.changed.notify_all()
         self._on_domain_event(uuid)
+
+
+def _release(conn: libvirt.virConnect, callback_ids: list[int], watchdog: threading.Thread | None) -> None:
+    """Deregister ``conn``'s callbacks and close it, once ``watchdog`` no longer waits on it."""
+    if watchdog is not None:
+        watchdog.join()
+    try:
+        for callback_id in callback_ids:
+            conn.domainEventDeregisterAny(callback_id)
+        conn.unregisterCloseCallback()
+    except libvirt.libvirtError:
+        pass
+    try:
+        conn.close()
+    except libvirt.libvirtError:
+        pass

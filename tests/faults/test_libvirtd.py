@@ -128,3 +128,32 @@ def test_a_libvirtd_that_stops_answering_gives_503_within_5_s(limen, libvirtd):
     wait_until(lambda: health(limen) == 200, 15, "/healthz to answer 200 once libvirtd is continued")
     assert limen.post(f"/vms/{uuid}/force-off") == 302  # actions work again
     wait_until(lambda: limen.row_state(name) == "shutoff", 15, f"{name} to show shutoff")
+
+
+def test_limen_stops_while_libvirtd_does_not_answer_and_lets_go_of_the_connection_later(qemu_app):
+    """A worker shutting down (runtime.stop) while libvirtd is stopped: deregistering and
+    closing are calls to libvirtd, which held the stopping thread until keepalive gave up (and
+    libvirt 9.0's client, closing a connection a call waits on, can leave it waiting for good).
+    LIMEN stops within its deadline; the connection is closed once libvirtd answers again."""
+    import threading
+
+    from limen import runtime
+
+    app = qemu_app()
+    connection = runtime.get(app).local.hypervisor.connection
+    connection.get()
+    watchdog = wait_until(lambda: connection._watchdog, 5, "the watchdog to start")
+    stopped = libvirtd_pids()
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: not connection.answering(), 10, "LIMEN to see libvirtd not answering")
+        stopping = threading.Thread(target=runtime.stop, args=(app,), name="stopping")
+        stopping.start()
+        stopping.join(20)
+        assert not stopping.is_alive(), "runtime.stop waited on a libvirtd that does not answer"
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+    closing = lambda: [t for t in threading.enumerate() if t.name == "limen-libvirt-close"]  # noqa: E731
+    wait_until(lambda: not watchdog.is_alive() and not closing(), 15, "the connection to be closed once libvirtd answers")
