@@ -9,7 +9,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from helpers import Reader, find_row, get_ticket, open_console, wait_until
+from helpers import Reader, find_row, get_ticket, open_console, open_libvirt, wait_until
 from test_console_qemu import BANNER, ws_url
 from test_serial_qemu import OPEN, opened, read_until, serial_url
 from test_hosts_qemu import host_cell, migrated_op, post, stopped_here, uuid_in
@@ -53,7 +53,7 @@ def test_a_tls_host_is_added_with_its_certificates_and_a_vm_there_shows_its_scre
     admin.wait_state("sealed", "running", 60)
     assert '<td class="host">secure</td>' in host_cell(admin, "sealed")
     vm = uuid_in(host_cell(admin, "sealed"))
-    there = libvirt.open(tls_host.test_uri)
+    there = open_libvirt(tls_host.test_uri)
     try:
         port = int(re.search(r"<graphics type='vnc' port='(\d+)'", there.lookupByUUIDString(vm).XMLDesc(0)).group(1))
     finally:
@@ -130,7 +130,7 @@ def test_vms_move_to_a_tls_host_and_back_and_listen_as_each_hosts_vms_do(
     op = migrated_op(app, vm)
     assert op.state == "done", (op.error_code, op.error_message)
     wait_until(lambda: '<td class="host">secure</td>' in host_cell(admin, "wanderer"), 10, "the row to follow it")
-    there = libvirt.open(tls_host.test_uri)
+    there = open_libvirt(tls_host.test_uri)
     try:
         assert "address=" not in persistent_listen(there, vm)  # where the TLS host's qemu.conf says
         screen_shows(app, admin, vm, "wanderer", live_server)
@@ -150,7 +150,7 @@ def test_vms_move_to_a_tls_host_and_back_and_listen_as_each_hosts_vms_do(
     assert post(admin, f"/vms/{still}/migrate", {"host": "secure"}).status_code == 302
     wait_until(lambda: (op := migrated_op(app, still)) is not None and not op.active, 60, "the move to end")
     assert migrated_op(app, still).state == "done", migrated_op(app, still).error_message
-    there = libvirt.open(tls_host.test_uri)
+    there = open_libvirt(tls_host.test_uri)
     try:
         assert "address=" not in persistent_listen(there, still)
     finally:

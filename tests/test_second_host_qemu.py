@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 import libvirt
 import pytest
 
-from helpers import unique_name, wait_until
+from helpers import open_libvirt, unique_name, wait_until
 
 pytestmark = pytest.mark.qemu
 
@@ -20,7 +20,7 @@ def host_uuid(conn: libvirt.virConnect) -> str:
 
 def test_the_second_host_is_another_libvirt_whose_key_is_pinned(second_host, qemu_host):
     uri, root = second_host.test_uri, second_host.known_hosts.parent
-    remote = libvirt.open(uri)
+    remote = open_libvirt(uri)
     try:
         assert host_uuid(remote) != host_uuid(qemu_host)
         names = set(remote.listDefinedDomains()) | {d.name() for d in remote.listAllDomains()}
@@ -44,7 +44,7 @@ def test_the_second_host_is_another_libvirt_whose_key_is_pinned(second_host, qem
 
 def test_a_vm_of_this_host_migrates_live_with_its_disk_to_the_second(second_host, qemu_host):
     uri = second_host.test_uri
-    remote = libvirt.open(uri)
+    remote = open_libvirt(uri)
     name, pool = unique_name("migrated"), unique_name("pool")
     target = f"/var/lib/limen/{pool}"  # the same path on both hosts; the second's is its own
     pool_xml = f"<pool type='dir'><name>{pool}</name><target><path>{target}</path></target></pool>"

@@ -94,6 +94,7 @@ def test_a_poll_answers_exactly_the_rows_that_changed(app, admin, libvirt_conn):
     assert admin.htmx_post(f"/vms/{uuid_of(app, 'vm-004')}/pause").status_code == 202
     admin.wait_state("vm-004", "paused")
     again = admin.client.get(url, headers=HTMX).text
+    assert 'id="vm-rows"' not in again, "the whole page came"
     assert sorted(ROW_IDS.findall(again)) == sorted([uuid_of(app, "vm-002"), uuid_of(app, "vm-004")])
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import unique_name, uuid_of, wait_until
+from helpers import open_libvirt, unique_name, uuid_of, wait_until
 
 pytestmark = pytest.mark.qemu
 
@@ -57,7 +57,7 @@ def test_two_starts_at_once_reach_libvirt_once(qemu_admin, qemu_host):
     starts = []
     # A connection opened after LIMEN registered libvirt's event loop in this process, so that
     # it gets events: an observer of its own.
-    observer = libvirt.open("qemu:///system")
+    observer = open_libvirt("qemu:///system")
     callback = observer.domainEventRegisterAny(
         observer.lookupByName(name), libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
         lambda _c, _d, event, _detail, _o: starts.append(1) if event == libvirt.VIR_DOMAIN_EVENT_STARTED else None,

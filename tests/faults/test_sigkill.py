@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from helpers import unique_name, wait_until
+from helpers import open_libvirt, unique_name, wait_until
 
 pytestmark = pytest.mark.qemu
 
@@ -194,7 +194,7 @@ def test_killed_in_the_middle_of_a_migration_and_started_again(limen, qemu_host,
     wait_until(lambda: limen.settled(), 90, "the interrupted migration to be settled")
     (host_id, state), = limen.db("SELECT host_id, state FROM vm WHERE uuid = ?", uuid)
     op_state, = limen.db("SELECT state FROM operation WHERE kind = 'migrate'")[0]
-    there = libvirt.open(second_host.test_uri)
+    there = open_libvirt(second_host.test_uri)
     try:
         on = {1: qemu_host, 2: there}
         running = [h for h, conn in on.items() if uuid in {d.UUIDString() for d in conn.listAllDomains(
