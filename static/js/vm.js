@@ -74,7 +74,9 @@
     return {
       width: g.box.clientWidth || 300, height: HEIGHT, legend: { show: false },
       scales: { y: { range: g.unit === "%" ? [0, 100] : function (u, min, max) { return [0, max > 0 ? max * 1.1 : 1]; } } },
-      axes: [axis, Object.assign({ size: 72, values: function (u, ticks) { return labels(ticks, g.unit); } }, axis)],
+      // Time labels ("12:00:05pm") are some 70 px wide: ticks at least 90 px apart never overlap.
+      axes: [Object.assign({ space: 90 }, axis),
+        Object.assign({ size: 72, values: function (u, ticks) { return labels(ticks, g.unit); } }, axis)],
       series: [{}].concat(g.fields.map(function (f, i) { return { label: LABELS[f], stroke: colors[i], width: 1.5 }; }))
     };
   }
