@@ -434,3 +434,27 @@ def test_who_uses_a_medium_skips_a_domain_or_disk_gone_while_it_is_asked(app, mo
     monkeypatch.setattr(libvirt.virStoragePool, "listAllVolumes", lambda pool, flags=0: [vol, *listed_volumes(pool, flags)])
     assert hv.domains.using({"/nowhere.iso"}) == []
     assert hv.disks.backed_by("/nowhere.qcow2") == []
+
+
+def test_listings_skip_what_goes_while_they_are_read(app, monkeypatch):
+    """A volume, pool or network deleted between libvirt's listing and its reading is not
+    listed, and is no error: the media library, the host overview and the network choices
+    read on while others come and go (tests on one libvirtd, or admins on one host)."""
+    hv = runtime.get(app).hypervisor
+    conn = hv.connection.get()
+    with app.app_context():
+        hv.disks.create_volume("gone.qcow2", 1)
+    vol = conn.storagePoolLookupByName(app.config["STORAGE_POOL"]).storageVolLookupByName("gone.qcow2")
+    vol.delete(0)
+    pool = conn.storagePoolDefineXML("<pool type='dir'><name>gone</name><target><path>/gone</path></target></pool>")
+    pool.undefine()
+    net = conn.networkDefineXML("<network><name>gone</name><bridge name='gone0'/></network>")
+    net.undefine()
+    volumes, pools, networks = libvirt.virStoragePool.listAllVolumes, conn.listAllStoragePools, conn.listAllNetworks
+    monkeypatch.setattr(libvirt.virStoragePool, "listAllVolumes", lambda p, flags=0: [vol, *volumes(p, flags)])
+    monkeypatch.setattr(conn, "listAllStoragePools", lambda flags=0: [pool, *pools(flags)])
+    monkeypatch.setattr(conn, "listAllNetworks", lambda flags=0: [net, *networks(flags)])
+    assert "gone.qcow2" not in hv.disks.files()
+    assert "gone" not in [p.name for p in hv.host.overview().pools]
+    assert app.config["STORAGE_POOL"] in [p.name for p in hv.host.overview().pools]
+    assert "gone" not in [a.name for a in hv.networks.attachments()]

@@ -131,6 +131,21 @@ def is_error(e: libvirt.libvirtError, *codes: int) -> bool:
     return e.get_error_code() in codes
 
 
+_GONE = (
+    libvirt.VIR_ERR_NO_DOMAIN,
+    libvirt.VIR_ERR_NO_STORAGE_VOL,
+    libvirt.VIR_ERR_NO_STORAGE_POOL,
+    libvirt.VIR_ERR_NO_NETWORK,
+    libvirt.VIR_ERR_NO_INTERFACE,
+)
+
+
+def vanished(e: libvirt.libvirtError) -> bool:
+    """Did ``e`` say that an object a listing named (a domain, volume, pool, network or host
+    interface) was gone when it was read? Others come and go meanwhile: it is skipped."""
+    return is_error(e, *_GONE)
+
+
 class _Opening:
     """``libvirt.open`` in a thread of its own: a libvirtd that accepts the socket and then
     never answers (stopped, deadlocked) would hold the caller for good. Whoever needs the

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import libvirt
 
 from . import domain_xml
-from .connection import Connection, is_error, translated
+from .connection import Connection, is_error, translated, vanished
 
 
 @dataclass(frozen=True)
@@ -104,8 +104,12 @@ class Host:
             reason = "libvirt offers no KVM here (no /dev/kvm, or not usable): QEMU emulates the CPU"
         pools = []
         for pool in conn.listAllStoragePools():
-            _state, capacity, allocation, available = pool.info()
-            pools.append(PoolUsage(pool.name(), bool(pool.isActive()), capacity, allocation, available))
+            try:
+                _state, capacity, allocation, available = pool.info()
+                pools.append(PoolUsage(pool.name(), bool(pool.isActive()), capacity, allocation, available))
+            except libvirt.libvirtError as e:
+                if not vanished(e):
+                    raise
         return HostOverview(
             cpus=cpus,
             memory_mib=memory_mib,

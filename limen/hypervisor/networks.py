@@ -19,7 +19,7 @@ import libvirt
 import libvirt_qemu
 
 from ..errors import InvalidState, PortInUse
-from .connection import Connection, is_error, translated
+from .connection import Connection, is_error, translated, vanished
 from .domain_xml import USER
 
 
@@ -62,9 +62,13 @@ class Networks:
         conn = self.connection.get()
         found = [Attachment(USER)]
         for net in sorted(conn.listAllNetworks(), key=lambda n: n.name()):
-            forward = ET.fromstring(net.XMLDesc(0)).find("forward")
-            mode = "" if forward is None else forward.get("mode", "nat")
-            found.append(Attachment("network", net.name(), mode, bool(net.isActive())))
+            try:
+                forward = ET.fromstring(net.XMLDesc(0)).find("forward")
+                mode = "" if forward is None else forward.get("mode", "nat")
+                found.append(Attachment("network", net.name(), mode, bool(net.isActive())))
+            except libvirt.libvirtError as e:
+                if not vanished(e):
+                    raise
         try:
             interfaces = conn.listAllInterfaces()
         except libvirt.libvirtError as e:
@@ -72,8 +76,12 @@ class Networks:
                 raise
             interfaces = []
         for iface in sorted(interfaces, key=lambda i: i.name()):
-            if ET.fromstring(iface.XMLDesc(0)).get("type") == "bridge":
-                found.append(Attachment("bridge", iface.name(), "bridge", bool(iface.isActive())))
+            try:
+                if ET.fromstring(iface.XMLDesc(0)).get("type") == "bridge":
+                    found.append(Attachment("bridge", iface.name(), "bridge", bool(iface.isActive())))
+            except libvirt.libvirtError as e:
+                if not vanished(e):
+                    raise
         return found
 
     @translated

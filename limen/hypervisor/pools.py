@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 import libvirt
 
 from ..errors import StorageFailed
-from .connection import Connection, is_error, translated
+from .connection import Connection, is_error, translated, vanished
 
 log = logging.getLogger(__name__)
 CHUNK = 256 * 1024  # what a stream carries at a time
@@ -168,7 +168,15 @@ class Pool:
         """Each volume's name and the size of its file in bytes."""
         pool = self._pool()
         pool.refresh(0)
-        return {vol.name(): _file_size(vol) for vol in pool.listAllVolumes() if not _linked(vol)}
+        found = {}
+        for vol in pool.listAllVolumes():
+            try:
+                if not _linked(vol):
+                    found[vol.name()] = _file_size(vol)
+            except libvirt.libvirtError as e:
+                if not vanished(e):
+                    raise
+        return found
 
     @translated
     def size(self, name: str) -> int | None:
@@ -211,8 +219,8 @@ class Pool:
             try:
                 return ET.fromstring(vol.XMLDesc(0)).findtext("./backingStore/path") == path
             except libvirt.libvirtError as e:
-                if is_error(e, libvirt.VIR_ERR_NO_STORAGE_VOL):
-                    return False  # deleted between the listing and its reading
+                if vanished(e):
+                    return False
                 raise
 
         return [vol.name() for vol in pool.listAllVolumes() if reads_through(vol)]
