@@ -315,7 +315,7 @@ class Connection:
             watchdog = None
         if watchdog is not None:
             watchdog.join(self.timeout / 2)  # asleep between questions, it ends at once
-        release = functools.partial(_release, conn, callback_ids, watchdog)
+        release = functools.partial(_release, self.uri, conn, callback_ids, watchdog)
         if watchdog is not None and watchdog.is_alive():
             log.warning("%s does not answer: its connection is closed once it does", self.uri)
             threading.Thread(target=release, name="limen-libvirt-close", daemon=True).start()
@@ -352,10 +352,17 @@ class Connection:
         self._on_domain_event(uuid)
 
 
-def _release(conn: libvirt.virConnect, callback_ids: list[int], watchdog: threading.Thread | None) -> None:
+# Keepalive ends a silent connection after 30 s, and with it the watchdog's question.
+RELEASE_DEADLINE = 60.0
+
+
+def _release(uri: str, conn: libvirt.virConnect, callback_ids: list[int], watchdog: threading.Thread | None) -> None:
     """Deregister ``conn``'s callbacks and close it, once ``watchdog`` no longer waits on it."""
     if watchdog is not None:
-        watchdog.join()
+        watchdog.join(RELEASE_DEADLINE)
+        if watchdog.is_alive():
+            log.warning("%s: no answer in %g s more; its connection is left as it is", uri, RELEASE_DEADLINE)
+            return
     try:
         for callback_id in callback_ids:
             conn.domainEventDeregisterAny(callback_id)
