@@ -131,21 +131,6 @@ def is_error(e: libvirt.libvirtError, *codes: int) -> bool:
     return e.get_error_code() in codes
 
 
-_GONE = (
-    libvirt.VIR_ERR_NO_DOMAIN,
-    libvirt.VIR_ERR_NO_STORAGE_VOL,
-    libvirt.VIR_ERR_NO_STORAGE_POOL,
-    libvirt.VIR_ERR_NO_NETWORK,
-    libvirt.VIR_ERR_NO_INTERFACE,
-)
-
-
-def vanished(e: libvirt.libvirtError) -> bool:
-    """Did ``e`` say that an object a listing named (a domain, volume, pool, network or host
-    interface) was gone when it was read? Others come and go meanwhile: it is skipped."""
-    return is_error(e, *_GONE)
-
-
 class _Opening:
     """``libvirt.open`` in a thread of its own: a libvirtd that accepts the socket and then
     never answers (stopped, deadlocked) would hold the caller for good. Whoever needs the
@@ -281,6 +266,8 @@ class Connection:
                 ask()
             except libvirt.libvirtError:
                 pass  # the connection is going: the close callback says so
+            if self._conn is not conn:
+                return  # dropped while it asked: the time asked is a newer watchdog's now
             if self._asked_at is not None and time.monotonic() - self._asked_at > self.timeout / 2:
                 log.warning("libvirtd at %s answers again", self.uri)
             self._asked_at = None
@@ -301,26 +288,18 @@ class Connection:
             self._drop()
 
     def _drop(self) -> None:
-        """Let go of the connection. Deregistering and closing are calls to libvirtd: while it
-        does not answer (the watchdog's question waits), they are left to a thread of their own,
-        which makes them once that question is answered, or keepalive gives up. libvirt 9.0's
-        client, closing a connection a call waits on, can leave that call waiting for good."""
+        """Let go of the connection, at once. Deregistering its callbacks and closing it are
+        calls to libvirtd, which may not answer now: a thread of its own makes them once the
+        watchdog no longer waits on it (``_release``)."""
         self._dropped.set()
         conn, self._conn = self._conn, None
         if conn is None:
             return
         callback_ids, self._callback_ids = self._callback_ids, []
         watchdog, self._watchdog = self._watchdog, None
-        if watchdog is threading.current_thread():
-            watchdog = None
-        if watchdog is not None:
-            watchdog.join(self.timeout / 2)  # asleep between questions, it ends at once
-        release = functools.partial(_release, self.uri, conn, callback_ids, watchdog)
-        if watchdog is not None and watchdog.is_alive():
-            log.warning("%s does not answer: its connection is closed once it does", self.uri)
-            threading.Thread(target=release, name="limen-libvirt-close", daemon=True).start()
-        else:
-            release()
+        threading.Thread(
+            target=_release, args=(self.uri, conn, callback_ids, watchdog), name="limen-libvirt-close", daemon=True
+        ).start()
 
     def wait_for_event(self, seen: int, timeout: float) -> None:
         """Return when a lifecycle event comes after the first ``seen`` (``events`` read
@@ -329,7 +308,9 @@ class Connection:
             if self.events == seen:
                 self.changed.wait(timeout)
 
-    def _on_close(self, _conn, reason, _opaque) -> None:
+    def _on_close(self, conn, reason, _opaque) -> None:
+        if conn is not self._conn:
+            return  # one let go of already, and not yet released
         log.warning("libvirt closed the connection to %s (reason %s)", self.uri, reason)
         self._closed_by_peer = True
         self._notify(None)
@@ -352,16 +333,21 @@ class Connection:
         self._on_domain_event(uuid)
 
 
-# Keepalive ends a silent connection after 30 s, and with it the watchdog's question.
+# How long a connection let go of waits for its watchdog's question to be answered. Asleep
+# between questions, the watchdog ends at once; asking a libvirtd that does not answer, it waits
+# until libvirtd does, or until keepalive closes the connection (30 s of silence) and the call
+# fails (or, with libvirt 9.0's client, may never return).
 RELEASE_DEADLINE = 60.0
 
 
 def _release(uri: str, conn: libvirt.virConnect, callback_ids: list[int], watchdog: threading.Thread | None) -> None:
-    """Deregister ``conn``'s callbacks and close it, once ``watchdog`` no longer waits on it."""
+    """Deregister ``conn``'s callbacks and close it, once ``watchdog`` no longer waits on it:
+    libvirt 9.0's client, closing a connection a call waits on, can leave that call waiting for
+    good. Still waiting after RELEASE_DEADLINE, the connection is left as it is."""
     if watchdog is not None:
         watchdog.join(RELEASE_DEADLINE)
         if watchdog.is_alive():
-            log.warning("%s: no answer in %g s more; its connection is left as it is", uri, RELEASE_DEADLINE)
+            log.warning("%s: no answer in %g s; its connection is left as it is", uri, RELEASE_DEADLINE)
             return
     try:
         for callback_id in callback_ids:
