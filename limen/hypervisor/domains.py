@@ -11,7 +11,7 @@ import libvirt_qemu
 from ..errors import InvalidState, LimenError, VMNotFound, VMNotRunning, VMStartFailed
 from ..profiles import Profile
 from . import domain_xml
-from .connection import Connection, is_error, translated, vanished
+from .connection import Connection, is_error, translated
 from .host import Host
 from .pools import Pool
 from .states import DomainState
@@ -386,8 +386,8 @@ class Domains:
                     or (dom.isActive() and refs & domain_xml.disk_sources(dom.XMLDesc(0)))
                 )
             except libvirt.libvirtError as e:
-                if vanished(e):
-                    return False  # it uses nothing
+                if is_error(e, libvirt.VIR_ERR_NO_DOMAIN):
+                    return False  # gone between the listing and its reading: it uses nothing
                 raise
 
         return [dom.name() for dom in self.connection.get().listAllDomains() if refers(dom)]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import libvirt
 
 from . import domain_xml
-from .connection import Connection, is_error, translated, vanished
+from .connection import Connection, is_error, translated
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class Host:
                 _state, capacity, allocation, available = pool.info()
                 pools.append(PoolUsage(pool.name(), bool(pool.isActive()), capacity, allocation, available))
             except libvirt.libvirtError as e:
-                if not vanished(e):
+                if not is_error(e, libvirt.VIR_ERR_NO_STORAGE_POOL):  # removed since the listing
                     raise
         return HostOverview(
             cpus=cpus,

@@ -19,7 +19,7 @@ import libvirt
 import libvirt_qemu
 
 from ..errors import InvalidState, PortInUse
-from .connection import Connection, is_error, translated, vanished
+from .connection import Connection, is_error, translated
 from .domain_xml import USER
 
 
@@ -67,7 +67,7 @@ class Networks:
                 mode = "" if forward is None else forward.get("mode", "nat")
                 found.append(Attachment("network", net.name(), mode, bool(net.isActive())))
             except libvirt.libvirtError as e:
-                if not vanished(e):
+                if not is_error(e, libvirt.VIR_ERR_NO_NETWORK):  # removed since the listing
                     raise
         try:
             interfaces = conn.listAllInterfaces()
@@ -80,7 +80,7 @@ class Networks:
                 if ET.fromstring(iface.XMLDesc(0)).get("type") == "bridge":
                     found.append(Attachment("bridge", iface.name(), "bridge", bool(iface.isActive())))
             except libvirt.libvirtError as e:
-                if not vanished(e):
+                if not is_error(e, libvirt.VIR_ERR_NO_INTERFACE):  # removed since the listing
                     raise
         return found
 

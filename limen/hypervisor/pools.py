@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 import libvirt
 
 from ..errors import StorageFailed
-from .connection import Connection, is_error, translated, vanished
+from .connection import Connection, is_error, translated
 
 log = logging.getLogger(__name__)
 CHUNK = 256 * 1024  # what a stream carries at a time
@@ -174,7 +174,7 @@ class Pool:
                 if not _linked(vol):
                     found[vol.name()] = _file_size(vol)
             except libvirt.libvirtError as e:
-                if not vanished(e):
+                if not is_error(e, libvirt.VIR_ERR_NO_STORAGE_VOL):  # deleted since the listing
                     raise
         return found
 
@@ -219,8 +219,8 @@ class Pool:
             try:
                 return ET.fromstring(vol.XMLDesc(0)).findtext("./backingStore/path") == path
             except libvirt.libvirtError as e:
-                if vanished(e):
-                    return False
+                if is_error(e, libvirt.VIR_ERR_NO_STORAGE_VOL):
+                    return False  # deleted between the listing and its reading
                 raise
 
         return [vol.name() for vol in pool.listAllVolumes() if reads_through(vol)]
