@@ -17,15 +17,16 @@ from limen.models import VM, AuditEvent, User
 
 
 # -- waiting and naming -------------------------------------------------------------------
-def wait_until(predicate, timeout: float = 10.0, what: str = "the condition"):
-    """Poll ``predicate`` until it returns something truthy; fail with ``what`` at the deadline."""
+def wait_until(predicate, timeout: float = 10.0, what: str = "the condition", every: float = 0.05):
+    """Poll ``predicate`` (every ``every`` seconds) until it returns something truthy; fail with
+    ``what`` at the deadline."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
         last = predicate()
         if last:
             return last
-        time.sleep(0.05)
+        time.sleep(every)
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
 
 

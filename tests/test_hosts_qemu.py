@@ -405,7 +405,7 @@ def let_go(second_host, name: str) -> None:
     """The second host has no domain ``name``: the one it half received is gone. libvirtd removes
     it as it learns the migration failed (its QEMU ended, or when it starts again), which may
     be after the source gave up."""
-    wait_until(lambda: name not in running_there(second_host), 30, f"the second host to let go of {name}")
+    wait_until(lambda: name not in running_there(second_host), 30, f"the second host to let go of {name}", every=0.5)
 
 
 def failed_here(app, admin, qemu_host, vm: str, name: str) -> None:
