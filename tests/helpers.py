@@ -274,34 +274,20 @@ def audit_rows(app, **where) -> list[AuditEvent]:
 
 # -- the real libvirtd --------------------------------------------------------------------
 def open_libvirt(uri: str, timeout: float = 30.0):
-    """libvirt.open(uri) for the tests' own use, with a deadline and keepalive: a libvirtd that
-    accepts and never answers fails the test by name. A call stuck inside libvirt is beyond
-    pytest-timeout's signal, and would hold the whole run."""
-    import threading
-
-    import libvirt
-
-    from limen.hypervisor.connection import ensure_event_loop
+    """libvirt.open(uri) for the tests' own use, with a deadline (in a thread, as LIMEN opens
+    its own: connection._Opening) and keepalive: a libvirtd that accepts and never answers fails
+    the test by name. A call stuck inside libvirt is beyond pytest-timeout's signal, and would
+    hold the whole run."""
+    from limen.hypervisor.connection import _Opening, ensure_event_loop
 
     ensure_event_loop()  # keepalive's pings run on libvirt's event loop
-    opened: list = []
-
-    def run():
-        try:
-            opened.append(libvirt.open(uri))
-        except libvirt.libvirtError as e:
-            opened.append(e)
-
-    opening = threading.Thread(target=run, name="test-libvirt-open", daemon=True)
-    opening.start()
-    opening.join(timeout)
-    if not opened:
+    opening = _Opening(uri)
+    if not opening.done.wait(timeout):
         raise AssertionError(f"libvirtd at {uri} did not answer within {timeout:g} s")
-    if isinstance(opened[0], libvirt.libvirtError):
-        raise opened[0]
-    conn = opened[0]
-    conn.setKeepAlive(5, 5)  # silent for 30 s: closed, and a waiting call fails
-    return conn
+    if opening.conn is None:
+        raise AssertionError(f"cannot open {uri}: {opening.error}")
+    opening.conn.setKeepAlive(5, 5)  # silent for 30 s: closed, and a waiting call fails
+    return opening.conn
 
 
 def remove_test_leftovers(host, is_ours, pool_name: str) -> None:

@@ -10,7 +10,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import ParamSpec, TypeVar
@@ -129,6 +129,27 @@ def translated(method: Callable[P, R]) -> Callable[P, R]:
 def is_error(e: libvirt.libvirtError, *codes: int) -> bool:
     """Is ``e`` one of libvirt's error ``codes`` (VIR_ERR_NO_DOMAIN …)?"""
     return e.get_error_code() in codes
+
+
+T = TypeVar("T")
+V = TypeVar("V")
+
+
+def read_each(listed: Iterable[T], read: Callable[[T], V | None], gone: int) -> list[V]:
+    """What ``read`` gives of each object a listing named (None: leave it out). Others come and
+    go meanwhile: one gone before it was read (libvirt's error ``gone``, VIR_ERR_NO_DOMAIN …) is
+    left out too."""
+    found = []
+    for obj in listed:
+        try:
+            value = read(obj)
+        except libvirt.libvirtError as e:
+            if not is_error(e, gone):
+                raise
+            continue
+        if value is not None:
+            found.append(value)
+    return found
 
 
 class _Opening:

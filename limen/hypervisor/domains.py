@@ -11,7 +11,7 @@ import libvirt_qemu
 from ..errors import InvalidState, LimenError, VMNotFound, VMNotRunning, VMStartFailed
 from ..profiles import Profile
 from . import domain_xml
-from .connection import Connection, is_error, translated
+from .connection import Connection, is_error, read_each, translated
 from .host import Host
 from .pools import Pool
 from .states import DomainState
@@ -379,18 +379,13 @@ class Domains:
         """The names of the domains with one of ``refs`` (a file's path, or "pool/volume") in
         a drive, now or from their next start."""
 
-        def refers(dom: libvirt.virDomain) -> bool:
-            try:
-                return bool(
-                    refs & domain_xml.disk_sources(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-                    or (dom.isActive() and refs & domain_xml.disk_sources(dom.XMLDesc(0)))
-                )
-            except libvirt.libvirtError as e:
-                if is_error(e, libvirt.VIR_ERR_NO_DOMAIN):
-                    return False  # gone between the listing and its reading: it uses nothing
-                raise
+        def user(dom: libvirt.virDomain) -> str | None:
+            uses = refs & domain_xml.disk_sources(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)) or (
+                dom.isActive() and refs & domain_xml.disk_sources(dom.XMLDesc(0))
+            )
+            return dom.name() if uses else None
 
-        return [dom.name() for dom in self.connection.get().listAllDomains() if refers(dom)]
+        return read_each(self.connection.get().listAllDomains(), user, libvirt.VIR_ERR_NO_DOMAIN)
 
     def wait_for_state(self, uuid: str, wanted: set[str], timeout: float, error: type[LimenError]) -> DomainState:
         """Return once the domain is in one of ``wanted``; raise ``error`` at the deadline.

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import libvirt
 
 from . import domain_xml
-from .connection import Connection, is_error, translated
+from .connection import Connection, is_error, read_each, translated
 
 
 @dataclass(frozen=True)
@@ -102,14 +102,12 @@ class Host:
             reason = f"configured: LIMEN_DOMAIN_TYPE={self.domain_type}"
         else:
             reason = "libvirt offers no KVM here (no /dev/kvm, or not usable): QEMU emulates the CPU"
-        pools = []
-        for pool in conn.listAllStoragePools():
-            try:
-                _state, capacity, allocation, available = pool.info()
-                pools.append(PoolUsage(pool.name(), bool(pool.isActive()), capacity, allocation, available))
-            except libvirt.libvirtError as e:
-                if not is_error(e, libvirt.VIR_ERR_NO_STORAGE_POOL):  # removed since the listing
-                    raise
+
+        def usage(pool: libvirt.virStoragePool) -> PoolUsage:
+            _state, capacity, allocation, available = pool.info()
+            return PoolUsage(pool.name(), bool(pool.isActive()), capacity, allocation, available)
+
+        pools = read_each(conn.listAllStoragePools(), usage, libvirt.VIR_ERR_NO_STORAGE_POOL)
         return HostOverview(
             cpus=cpus,
             memory_mib=memory_mib,

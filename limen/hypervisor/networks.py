@@ -19,7 +19,7 @@ import libvirt
 import libvirt_qemu
 
 from ..errors import InvalidState, PortInUse
-from .connection import Connection, is_error, translated
+from .connection import Connection, is_error, read_each, translated
 from .domain_xml import USER
 
 
@@ -60,29 +60,26 @@ class Networks:
         """User mode, then libvirt's networks, then the host's bridges (as libvirt's interface
         API lists them; a host without it lists none)."""
         conn = self.connection.get()
-        found = [Attachment(USER)]
-        for net in sorted(conn.listAllNetworks(), key=lambda n: n.name()):
-            try:
-                forward = ET.fromstring(net.XMLDesc(0)).find("forward")
-                mode = "" if forward is None else forward.get("mode", "nat")
-                found.append(Attachment("network", net.name(), mode, bool(net.isActive())))
-            except libvirt.libvirtError as e:
-                if not is_error(e, libvirt.VIR_ERR_NO_NETWORK):  # removed since the listing
-                    raise
+
+        def network(net: libvirt.virNetwork) -> Attachment:
+            forward = ET.fromstring(net.XMLDesc(0)).find("forward")
+            mode = "" if forward is None else forward.get("mode", "nat")
+            return Attachment("network", net.name(), mode, bool(net.isActive()))
+
+        def bridge(iface: libvirt.virInterface) -> Attachment | None:
+            if ET.fromstring(iface.XMLDesc(0)).get("type") != "bridge":
+                return None
+            return Attachment("bridge", iface.name(), "bridge", bool(iface.isActive()))
+
+        networks = sorted(conn.listAllNetworks(), key=lambda n: n.name())
+        found = [Attachment(USER), *read_each(networks, network, libvirt.VIR_ERR_NO_NETWORK)]
         try:
             interfaces = conn.listAllInterfaces()
         except libvirt.libvirtError as e:
             if not is_error(e, libvirt.VIR_ERR_NO_SUPPORT):
                 raise
             interfaces = []
-        for iface in sorted(interfaces, key=lambda i: i.name()):
-            try:
-                if ET.fromstring(iface.XMLDesc(0)).get("type") == "bridge":
-                    found.append(Attachment("bridge", iface.name(), "bridge", bool(iface.isActive())))
-            except libvirt.libvirtError as e:
-                if not is_error(e, libvirt.VIR_ERR_NO_INTERFACE):  # removed since the listing
-                    raise
-        return found
+        return found + read_each(sorted(interfaces, key=lambda i: i.name()), bridge, libvirt.VIR_ERR_NO_INTERFACE)
 
     @translated
     def apply_forwards(self, uuid: str, wanted: list[Forward]) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 import libvirt
 
 from ..errors import StorageFailed
-from .connection import Connection, is_error, translated
+from .connection import Connection, is_error, read_each, translated
 
 log = logging.getLogger(__name__)
 CHUNK = 256 * 1024  # what a stream carries at a time
@@ -168,15 +168,11 @@ class Pool:
         """Each volume's name and the size of its file in bytes."""
         pool = self._pool()
         pool.refresh(0)
-        found = {}
-        for vol in pool.listAllVolumes():
-            try:
-                if not _linked(vol):
-                    found[vol.name()] = _file_size(vol)
-            except libvirt.libvirtError as e:
-                if not is_error(e, libvirt.VIR_ERR_NO_STORAGE_VOL):  # deleted since the listing
-                    raise
-        return found
+
+        def sized(vol: libvirt.virStorageVol) -> tuple[str, int] | None:
+            return None if _linked(vol) else (vol.name(), _file_size(vol))
+
+        return dict(read_each(pool.listAllVolumes(), sized, libvirt.VIR_ERR_NO_STORAGE_VOL))
 
     @translated
     def size(self, name: str) -> int | None:
@@ -215,15 +211,11 @@ class Pool:
         pool = self._pool()
         pool.refresh(0)
 
-        def reads_through(vol: libvirt.virStorageVol) -> bool:
-            try:
-                return ET.fromstring(vol.XMLDesc(0)).findtext("./backingStore/path") == path
-            except libvirt.libvirtError as e:
-                if is_error(e, libvirt.VIR_ERR_NO_STORAGE_VOL):
-                    return False  # deleted between the listing and its reading
-                raise
+        def reading_through(vol: libvirt.virStorageVol) -> str | None:
+            backing = ET.fromstring(vol.XMLDesc(0)).findtext("./backingStore/path")
+            return vol.name() if backing == path else None
 
-        return [vol.name() for vol in pool.listAllVolumes() if reads_through(vol)]
+        return read_each(pool.listAllVolumes(), reading_through, libvirt.VIR_ERR_NO_STORAGE_VOL)
 
     @translated
     def upload(self, name: str, size: int, chunks: Iterable[bytes]) -> str:
